@@ -1,0 +1,125 @@
+// Package broker is zoomarchive's NATS server for one host: nats-server embedded
+// with JetStream on file storage. nats.conf beside this file is the same server
+// for a standalone nats-server (compose); a test keeps the two equal.
+package broker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/obs"
+)
+
+// MaxPayload bounds one message, headers included: room for a 1 MiB webhook body
+// and for chunk messages of a few MiB. nats-server warns above 8 MiB.
+const MaxPayload = 8 << 20
+
+// Config is what differs between hosts and tests.
+type Config struct {
+	Listen   string // client address, host:port
+	Monitor  string // HTTP monitoring address, host:port; empty turns it off
+	StoreDir string // JetStream file storage
+}
+
+// Options are the server options for cfg.
+func Options(cfg Config) (*server.Options, error) {
+	host, port, err := splitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	opts := &server.Options{
+		ServerName: "zoomarchive",
+		Host:       host,
+		Port:       port,
+		MaxPayload: MaxPayload,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true, // the process owns its signals and shuts the server down itself
+	}
+	if cfg.Monitor != "" {
+		if opts.HTTPHost, opts.HTTPPort, err = splitHostPort(cfg.Monitor); err != nil {
+			return nil, fmt.Errorf("monitor address %q: %w", cfg.Monitor, err)
+		}
+	}
+	return opts, nil
+}
+
+// Start runs a server for cfg and waits until it takes connections.
+func Start(cfg Config, log *slog.Logger) (*server.Server, error) {
+	opts, err := Options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.SetLoggerV2(slogAdapter{log}, false, false, false)
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats-server on %s not ready after 30s", cfg.Listen)
+	}
+	return s, nil
+}
+
+var settings = []config.Setting{
+	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
+	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz); 'off' to disable"},
+	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
+}
+
+// Run is bin/broker: the server runs until ctx ends, then shuts down cleanly.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return config.Run(ctx, "broker", "embedded NATS server with JetStream for one host", settings, args, getenv, stdout, stderr,
+		func(ctx context.Context, v *config.Values) error {
+			cfg := Config{Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR")}
+			if cfg.Monitor == "off" {
+				cfg.Monitor = ""
+			}
+			if err := v.Err(); err != nil {
+				return err
+			}
+			log := obs.Logger(stdout, "broker")
+			s, err := Start(cfg, log)
+			if err != nil {
+				return err
+			}
+			log.Info("broker ready", "listen", s.ClientURL(), "monitor", cfg.Monitor, "store_dir", cfg.StoreDir)
+			<-ctx.Done()
+			s.Shutdown()
+			s.WaitForShutdown()
+			log.Info("broker stopped")
+			return nil
+		})
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}
+
+// slogAdapter sends nats-server's own log lines to the stage's JSON log.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Noticef(f string, v ...any) { a.log.Info(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Warnf(f string, v ...any)   { a.log.Warn(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Fatalf(f string, v ...any)  { a.log.Error(fmt.Sprintf(f, v...), "fatal", true) }
+func (a slogAdapter) Errorf(f string, v ...any)  { a.log.Error(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Debugf(f string, v ...any)  { a.log.Debug(fmt.Sprintf(f, v...)) }
+func (a slogAdapter) Tracef(f string, v ...any)  { a.log.Debug(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,121 @@
+// Package bus connects a stage to NATS and declares the pipeline's streams. Every
+// stage applies the same topology at start; CreateOrUpdate makes that idempotent,
+// so whichever stage starts first creates what is missing.
+package bus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+)
+
+// Settings are read by every stage. The topology ones must be equal in all stages
+// (one shared env file), or the stages would keep rewriting each other's streams.
+var Settings = []config.Setting{
+	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Usage: "broker URL; several comma-separated for a cluster"},
+	{Name: "NATS_REPLICAS", Default: "1", Usage: "stream replicas: 1 for one broker, 3 for a three-node cluster"},
+	{Name: "ZOOM_EVENTS_MAX_AGE", Default: "720h", Usage: "how long ZOOM_EVENTS keeps webhooks for replays"},
+	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same x-zm-request-id) is stored once; at least 90m, Zoom retries for 85m"},
+}
+
+// Topology is the set of streams and their limits.
+type Topology struct {
+	Replicas     int
+	EventsMaxAge time.Duration
+	EventsDedupe time.Duration
+}
+
+// Config is what a stage needs to reach the broker.
+type Config struct {
+	URL string
+	Topology
+}
+
+// ReadConfig reads Settings, recording problems in v.
+func ReadConfig(v *config.Values) Config {
+	c := Config{
+		URL: v.String("NATS_URL"),
+		Topology: Topology{
+			Replicas:     v.Int("NATS_REPLICAS", 1),
+			EventsMaxAge: v.Duration("ZOOM_EVENTS_MAX_AGE"),
+			EventsDedupe: v.Duration("ZOOM_EVENTS_DEDUPE"),
+		},
+	}
+	if c.EventsDedupe > 0 && c.EventsDedupe < events.ZoomEventsDedupMin {
+		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", c.EventsDedupe, events.ZoomEventsDedupMin))
+	}
+	if c.EventsMaxAge > 0 && c.EventsMaxAge < c.EventsDedupe {
+		v.Invalid("ZOOM_EVENTS_MAX_AGE", "must be at least ZOOM_EVENTS_DEDUPE")
+	}
+	return c
+}
+
+// Connect dials the broker and keeps reconnecting for as long as the stage runs; it
+// returns at once even when the broker is down, so a stage can start first and
+// report "not ready" until the broker comes.
+func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name("zoomarchive-"+name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("broker disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("broker reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("broker connected", "url", nc.ConnectedUrlRedacted())
+		}),
+	)
+}
+
+// Ensure creates or updates every stream of the topology.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        events.StreamZoomEvents,
+		Description: "Verified Zoom webhooks, raw bodies, kept for replays",
+		Subjects:    []string{events.SubjectZoomEvents},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      t.EventsMaxAge,
+		Duplicates:  t.EventsDedupe,
+		Replicas:    t.Replicas,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", events.StreamZoomEvents, err)
+	}
+	return nil
+}
+
+// EnsureUntil retries Ensure until it succeeds or ctx ends: a stage started before
+// its broker waits for it instead of failing.
+func (t Topology) EnsureUntil(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	wait := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := t.Ensure(actx, js)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn("broker topology not applied yet; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}

@@ -1,0 +1,208 @@
+// Package config reads a stage's settings: each one an environment variable and the
+// same-named flag (ZOOM_API_URL and --zoom-api-url), a secret also from a file named by
+// NAME_FILE. A stage reads every setting it needs, then calls Err once, so that a
+// person starting it sees every missing or invalid setting in one message.
+package config
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Setting is one variable a stage reads.
+type Setting struct {
+	Name     string // the environment variable; the flag is its kebab-case form
+	Default  string
+	Usage    string
+	Required bool
+	Secret   bool // may come from NAME_FILE; its value is never printed
+}
+
+// Run parses args as flags over settings, then calls action with the values. -h
+// lists every setting with its variable and default.
+func Run(ctx context.Context, stage, usage string, settings []Setting, args []string,
+	getenv func(string) string, stdout, stderr io.Writer, action func(context.Context, *Values) error) error {
+	app := &cli.App{
+		Name:            stage,
+		Usage:           usage,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {}, // errors go back to main, which exits
+	}
+	for _, s := range settings {
+		help := s.Usage + " (env " + s.Name
+		if s.Secret {
+			help += " or " + s.Name + "_FILE"
+		}
+		switch {
+		case s.Required:
+			help += "; required)"
+		case s.Default != "":
+			help += "; default " + s.Default + ")"
+		default:
+			help += ")"
+		}
+		app.Flags = append(app.Flags, &cli.StringFlag{Name: FlagName(s.Name), Usage: help})
+	}
+	app.Action = func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return fmt.Errorf("unexpected arguments %q; settings are flags or environment variables, see -h", c.Args().Slice())
+		}
+		v := &Values{settings: map[string]Setting{}, lookup: func(name string) (string, bool) {
+			if f := FlagName(name); c.IsSet(f) {
+				return c.String(f), true
+			}
+			val := getenv(name)
+			return val, val != ""
+		}, getenv: getenv}
+		for _, s := range settings {
+			v.settings[s.Name] = s
+		}
+		return action(c.Context, v)
+	}
+	if len(args) == 0 {
+		args = []string{stage}
+	}
+	return app.RunContext(ctx, args)
+}
+
+// FlagName is the flag for a variable: HOOK_ADDR is --hook-addr.
+func FlagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
+
+// Values hands out settings by name, collecting every problem for Err.
+type Values struct {
+	settings map[string]Setting
+	lookup   func(string) (string, bool)
+	getenv   func(string) string
+	problems []string
+}
+
+// Err lists every missing or invalid setting read so far, or is nil.
+func (v *Values) Err() error {
+	if len(v.problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d setting(s) missing or invalid:\n  %s", len(v.problems), strings.Join(v.problems, "\n  "))
+}
+
+// Invalid records a problem a stage found in a value it read.
+func (v *Values) Invalid(name, why string) {
+	v.problems = append(v.problems, name+": "+why)
+}
+
+// String is the raw value: the flag, else the variable, else NAME_FILE's content for
+// a secret, else the default. A required setting with no value is recorded as missing.
+func (v *Values) String(name string) string {
+	s, ok := v.settings[name]
+	if !ok {
+		panic("config: setting " + name + " is not declared")
+	}
+	val, set := v.lookup(name)
+	if s.Secret {
+		if file := v.getenv(name + "_FILE"); file != "" {
+			if set {
+				v.Invalid(name, "set either "+name+" or "+name+"_FILE, not both")
+				return ""
+			}
+			b, err := os.ReadFile(file)
+			if err != nil {
+				v.Invalid(name, "cannot read "+name+"_FILE: "+err.Error())
+				return ""
+			}
+			val, set = strings.TrimRight(string(b), "\r\n"), true
+		}
+	}
+	if !set || val == "" {
+		val = s.Default
+	}
+	if val == "" && s.Required {
+		alt := ""
+		if s.Secret {
+			alt = " (or " + name + "_FILE naming a file that holds it)"
+		}
+		v.Invalid(name, "required"+alt+": "+s.Usage)
+	}
+	return val
+}
+
+// List is a comma-separated setting, each item trimmed, empty items dropped.
+func (v *Values) List(name string) []string {
+	var out []string
+	for _, item := range strings.Split(v.String(name), ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// Duration reads a Go duration such as 300s, 2h or 720h; it must be positive.
+func (v *Values) Duration(name string) time.Duration {
+	raw := v.String(name)
+	if raw == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(raw)
+	if err != nil || d <= 0 {
+		v.Invalid(name, fmt.Sprintf("%q is not a positive duration such as 300s, 2h or 720h", raw))
+		return 0
+	}
+	return d
+}
+
+// Int reads a whole number of at least min.
+func (v *Values) Int(name string, min int) int {
+	raw := v.String(name)
+	if raw == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < min {
+		v.Invalid(name, fmt.Sprintf("%q is not a whole number of at least %d", raw, min))
+		return 0
+	}
+	return n
+}
+
+// Bytes reads a size such as 1MiB, 64MiB, 512KiB, 1GB or 1048576.
+func (v *Values) Bytes(name string) int64 {
+	raw := v.String(name)
+	if raw == "" {
+		return 0
+	}
+	n, err := ParseBytes(raw)
+	if err != nil {
+		v.Invalid(name, err.Error())
+		return 0
+	}
+	return n
+}
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+
+// ParseBytes reads a positive size with an optional unit (KiB, MiB, GiB, KB, MB, GB, B).
+func ParseBytes(raw string) (int64, error) {
+	s, mult := strings.TrimSpace(raw), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 1MiB, 512KiB or 1048576", raw)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,254 @@
+// Package events is the pipeline's contract: the streams, the subjects, the headers
+// and the message types every stage reads or writes. A reader should learn the
+// whole pipeline's wire format from this one file.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ZOOM_EVENTS keeps every verified webhook, body byte for byte, for replays.
+const (
+	StreamZoomEvents   = "ZOOM_EVENTS"
+	SubjectZoomEvents  = "zoom.event.>"
+	subjectZoomPrefix  = "zoom.event."
+	HeaderZoomRequest  = "Zm-Request-Id"        // x-zm-request-id as Zoom sent it ("" when absent)
+	HeaderZoomTime     = "Zm-Request-Timestamp" // x-zm-request-timestamp, epoch seconds
+	HeaderNatsMsgID    = "Nats-Msg-Id"          // JetStream dedupe id
+	ZoomEventsDedupMin = 90 * time.Minute       // Zoom's last retry comes about 85 min after the first try
+)
+
+// Zoom event names the pipeline acts on.
+const (
+	EventURLValidation       = "endpoint.url_validation"
+	EventRecordingCompleted  = "recording.completed"
+	EventTranscriptCompleted = "recording.transcript_completed"
+)
+
+// ZoomEventSubject is the subject an event is stored under, zoom.event.<event name>.
+// Event names are dot-separated words; anything that could act as a NATS wildcard or
+// break a subject is refused.
+func ZoomEventSubject(event string) (string, error) {
+	if event == "" || len(event) > 128 {
+		return "", fmt.Errorf("event name must be 1 to 128 characters")
+	}
+	for _, tok := range strings.Split(event, ".") {
+		if tok == "" {
+			return "", fmt.Errorf("event name %q has an empty part", event)
+		}
+		for _, c := range tok {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				return "", fmt.Errorf("event name %q has a character other than letters, digits, '_', '-' and '.'", event)
+			}
+		}
+	}
+	return subjectZoomPrefix + event, nil
+}
+
+// Envelope is a Zoom webhook body. Payload stays raw: its shape depends on Event.
+// DownloadToken is a credential: never log it.
+type Envelope struct {
+	Event         string                     `json:"event"`
+	EventTS       Int64                      `json:"event_ts"` // epoch milliseconds
+	DownloadToken string                     `json:"download_token,omitempty"`
+	Payload       json.RawMessage            `json:"payload"`
+	Extra         map[string]json.RawMessage `json:"-"`
+}
+
+// URLValidation is the payload of endpoint.url_validation.
+type URLValidation struct {
+	PlainToken string `json:"plainToken"`
+}
+
+// RecordingPayload is the payload of recording.completed, recording.transcript_completed,
+// recording.trashed and recording.deleted, for meetings and webinars alike.
+type RecordingPayload struct {
+	AccountID string                     `json:"account_id"`
+	Object    Recording                  `json:"object"`
+	Extra     map[string]json.RawMessage `json:"-"`
+}
+
+// Recording is one meeting instance's cloud recording. UUID may contain '/', '+'
+// and '=='; ID is the meeting number, which all instances of a meeting share.
+type Recording struct {
+	UUID                  string                     `json:"uuid"`
+	ID                    Int64                      `json:"id"`
+	AccountID             string                     `json:"account_id,omitempty"`
+	HostID                string                     `json:"host_id,omitempty"`
+	HostEmail             string                     `json:"host_email,omitempty"`
+	Topic                 string                     `json:"topic"`
+	Type                  Int64                      `json:"type"` // 1-4, 7, 8 meetings; 5, 6, 9 webinars; 99 uploaded
+	StartTime             time.Time                  `json:"start_time"`
+	Timezone              string                     `json:"timezone,omitempty"`
+	Duration              Int64                      `json:"duration"` // minutes from the meeting's start
+	TotalSize             Int64                      `json:"total_size"`
+	RecordingCount        Int64                      `json:"recording_count"`
+	ShareURL              string                     `json:"share_url,omitempty"`
+	RecordingFiles        []RecordingFile            `json:"recording_files"`
+	ParticipantAudioFiles []RecordingFile            `json:"participant_audio_files,omitempty"`
+	Extra                 map[string]json.RawMessage `json:"-"`
+}
+
+// IsWebinar tells webinars (types 5, 6 and 9) from meetings.
+func (r Recording) IsWebinar() bool { return r.Type == 5 || r.Type == 6 || r.Type == 9 }
+
+// RecordingFile is one entry of recording_files or participant_audio_files. CC and
+// TIMELINE entries may lack id, status, file_size, recording_type and play_url.
+// FileType and RecordingType are open sets: values not listed below are kept as sent.
+type RecordingFile struct {
+	ID             string                     `json:"id,omitempty"`
+	MeetingUUID    string                     `json:"meeting_id,omitempty"` // Zoom names it meeting_id, but it holds the UUID
+	RecordingStart *time.Time                 `json:"recording_start,omitempty"`
+	RecordingEnd   *time.Time                 `json:"recording_end,omitempty"`
+	FileType       string                     `json:"file_type"`
+	FileExtension  string                     `json:"file_extension,omitempty"`
+	FileName       string                     `json:"file_name,omitempty"` // participant audio: the participant's name
+	FileSize       Int64                      `json:"file_size,omitempty"`
+	RecordingType  string                     `json:"recording_type,omitempty"`
+	Status         string                     `json:"status,omitempty"`
+	PlayURL        string                     `json:"play_url,omitempty"`
+	DownloadURL    string                     `json:"download_url,omitempty"`
+	FilePath       string                     `json:"file_path,omitempty"` // on-prem recordings have this instead of download_url
+	Extra          map[string]json.RawMessage `json:"-"`
+}
+
+// File types Zoom documents; others arrive and are kept.
+const (
+	FileMP4        = "MP4"
+	FileM4A        = "M4A"
+	FileTranscript = "TRANSCRIPT"
+	FileChat       = "CHAT"
+	FileCC         = "CC"
+	FileTimeline   = "TIMELINE"
+	FileCSV        = "CSV"
+	FileSummary    = "SUMMARY"
+)
+
+// Int64 is a JSON integer that Zoom sometimes sends as a string ("type": "2").
+type Int64 int64
+
+func (n *Int64) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		return nil
+	}
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		if s == "" {
+			*n = 0
+			return nil
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("not an integer: %s", b)
+	}
+	*n = Int64(v)
+	return nil
+}
+
+// Unknown fields are kept in Extra so that a value read and written again loses
+// nothing Zoom sent; Zoom adds fields without notice.
+
+func (e *Envelope) UnmarshalJSON(b []byte) error {
+	type plain Envelope
+	return unmarshalKeeping(b, (*plain)(e), &e.Extra)
+}
+
+func (e Envelope) MarshalJSON() ([]byte, error) {
+	type plain Envelope
+	return marshalKeeping(plain(e), e.Extra)
+}
+
+func (p *RecordingPayload) UnmarshalJSON(b []byte) error {
+	type plain RecordingPayload
+	return unmarshalKeeping(b, (*plain)(p), &p.Extra)
+}
+
+func (p RecordingPayload) MarshalJSON() ([]byte, error) {
+	type plain RecordingPayload
+	return marshalKeeping(plain(p), p.Extra)
+}
+
+func (r *Recording) UnmarshalJSON(b []byte) error {
+	type plain Recording
+	return unmarshalKeeping(b, (*plain)(r), &r.Extra)
+}
+
+func (r Recording) MarshalJSON() ([]byte, error) {
+	type plain Recording
+	return marshalKeeping(plain(r), r.Extra)
+}
+
+func (f *RecordingFile) UnmarshalJSON(b []byte) error {
+	type plain RecordingFile
+	return unmarshalKeeping(b, (*plain)(f), &f.Extra)
+}
+
+func (f RecordingFile) MarshalJSON() ([]byte, error) {
+	type plain RecordingFile
+	return marshalKeeping(plain(f), f.Extra)
+}
+
+func unmarshalKeeping(b []byte, v any, extra *map[string]json.RawMessage) error {
+	if err := json.Unmarshal(b, v); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	known := jsonKeys(reflect.TypeOf(v).Elem())
+	for k := range all {
+		if known[k] {
+			delete(all, k)
+		}
+	}
+	*extra = nil
+	if len(all) > 0 {
+		*extra = all
+	}
+	return nil
+}
+
+func marshalKeeping(v any, extra map[string]json.RawMessage) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || len(extra) == 0 {
+		return b, err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, err
+	}
+	for k, raw := range extra {
+		if _, ok := all[k]; !ok {
+			all[k] = raw
+		}
+	}
+	return json.Marshal(all)
+}
+
+var keyCache sync.Map // reflect.Type -> map[string]bool
+
+func jsonKeys(t reflect.Type) map[string]bool {
+	if m, ok := keyCache.Load(t); ok {
+		return m.(map[string]bool)
+	}
+	m := map[string]bool{}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	keyCache.Store(t, m)
+	return m
+}

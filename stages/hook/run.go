@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/valyala/fasthttp"
+
+	broker "zoomarchive/nats"
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/obs"
+)
+
+// zoomDeadline is how long Zoom waits for an answer before it counts a failure.
+const zoomDeadline = 3 * time.Second
+
+var settings = append([]config.Setting{
+	{Name: "ZOOM_WEBHOOK_SECRET", Required: true, Secret: true, Usage: "the Zoom app's webhook secret token; comma-separated for rotation (any verifies, the first answers URL validation)"},
+	{Name: "HOOK_ADDR", Default: ":8080", Usage: "webhook listener; Zoom posts to " + webhookPath},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9101", Usage: "listener for /metrics, /healthz and /readyz; keep it private"},
+	{Name: "HOOK_MAX_SKEW", Default: "300s", Usage: "largest accepted distance between x-zm-request-timestamp and now"},
+	{Name: "HOOK_MAX_BODY", Default: "1MiB", Usage: "largest accepted body; larger ones get 413 unread"},
+	{Name: "HOOK_PUBLISH_TIMEOUT", Default: "2s", Usage: "how long to wait for the broker's acknowledgement before answering 503; under Zoom's 3s"},
+}, bus.Settings...)
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return config.Run(ctx, "hook", "Zoom webhook endpoint of zoomarchive", settings, args, getenv, stdout, stderr,
+		func(ctx context.Context, v *config.Values) error {
+			secrets := v.List("ZOOM_WEBHOOK_SECRET")
+			addr, metricsAddr := v.String("HOOK_ADDR"), v.String("METRICS_ADDR")
+			maxSkew, maxBody := v.Duration("HOOK_MAX_SKEW"), v.Bytes("HOOK_MAX_BODY")
+			timeout := v.Duration("HOOK_PUBLISH_TIMEOUT")
+			bc := bus.ReadConfig(v)
+			if timeout >= zoomDeadline {
+				v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
+			}
+			if maxBody > broker.MaxPayload-64<<10 {
+				v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", broker.MaxPayload))
+			}
+			if err := v.Err(); err != nil {
+				return err
+			}
+			return serve(ctx, stdout, newVerifier(secrets, maxSkew), addr, metricsAddr, int(maxBody), timeout, bc)
+		})
+}
+
+func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config) error {
+	log := obs.Logger(stdout, "hook")
+	nc, err := bus.Connect(bc.URL, "hook", log)
+	if err != nil {
+		return fmt.Errorf("broker %s: %w", bc.URL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	reg := obs.Registry()
+	h := newHook(ver, nc, js, timeout, log, reg)
+
+	metrics, err := obs.Listen(metricsAddr, reg, h.readiness)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("HOOK_ADDR %s: %w", addr, err)
+	}
+	srv := &fasthttp.Server{
+		Name:                          "zoomarchive",
+		Handler:                       h.serve,
+		ErrorHandler:                  h.onParseError,
+		MaxRequestBodySize:            maxBody,
+		ReadBufferSize:                8 << 10,
+		ReadTimeout:                   10 * time.Second,
+		WriteTimeout:                  10 * time.Second,
+		IdleTimeout:                   90 * time.Second,
+		DisablePreParseMultipartForm:  true,
+		NoDefaultServerHeader:         true,
+		DisableHeaderNamesNormalizing: false,
+	}
+	if pay := nc.MaxPayload(); pay > 0 && pay < int64(maxBody)+64<<10 {
+		log.Warn("the broker's max_payload is smaller than HOOK_MAX_BODY allows; large events will be answered 503", "max_payload", pay)
+	}
+
+	srvCtx, stopAux := context.WithCancel(context.Background())
+	defer stopAux()
+	go metrics.Serve(srvCtx)
+	go func() {
+		if bc.Topology.EnsureUntil(ctx, js, log) == nil {
+			h.ready.Store(true)
+			log.Info("ready: streams declared")
+		}
+	}()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "webhook", ln.Addr().String(), "path", webhookPath, "metrics", metrics.Addr(), "secrets", len(ver.secrets))
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("webhook listener: %w", err)
+	case <-ctx.Done():
+	}
+	// Finish what is in flight: each request is at most a publish timeout away.
+	log.Info("shutting down: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), 2*zoomDeadline)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil {
+		log.Warn("shutdown left requests unfinished", "err", err)
+	}
+	nc.Drain()
+	log.Info("stopped")
+	return nil
+}

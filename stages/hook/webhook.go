@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"zoomarchive/shared/events"
+)
+
+const webhookPath = "/zoom/webhook"
+
+// Outcomes, one per way a request can end; they label metrics and log lines.
+const (
+	outAccepted    = "accepted"      // stored in ZOOM_EVENTS
+	outDuplicate   = "duplicate"     // a redelivery the stream already holds
+	outValidated   = "validated"     // endpoint.url_validation answered
+	outBadHeaders  = "bad_headers"   // 401
+	outStale       = "stale"         // 401
+	outBadSig      = "bad_signature" // 401
+	outTooLarge    = "too_large"     // 413
+	outBadBody     = "bad_body"      // 400
+	outNotFound    = "not_found"     // 404
+	outBadMethod   = "bad_method"    // 405
+	outUnavailable = "unavailable"   // 503: the broker did not store it; Zoom retries
+	outBadRequest  = "bad_request"   // 400/408 from fasthttp's parser
+)
+
+type hook struct {
+	verify  *verifier
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	ready   atomic.Bool // topology applied
+	timeout time.Duration
+	log     *slog.Logger
+	now     func() time.Time
+
+	requests   *prometheus.CounterVec
+	latency    prometheus.Histogram
+	pubFails   prometheus.Counter
+	rejections *prometheus.CounterVec
+}
+
+func newHook(v *verifier, nc *nats.Conn, js jetstream.JetStream, timeout time.Duration, log *slog.Logger, reg prometheus.Registerer) *hook {
+	h := &hook{
+		verify: v, nc: nc, js: js, timeout: timeout, log: log, now: time.Now,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zoomarchive_hook_requests_total", Help: "Webhook requests by outcome.",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "zoomarchive_hook_request_seconds", Help: "Time from request to response.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2, 3},
+		}),
+		pubFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zoomarchive_hook_publish_failures_total", Help: "Verified events the broker did not store (answered 503).",
+		}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "zoomarchive_hook_rejected_signatures_total", Help: "Requests refused by signature checks, by reason.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(h.requests, h.latency, h.pubFails, h.rejections)
+	return h
+}
+
+// readiness is what /readyz reports.
+func (h *hook) readiness() error {
+	switch {
+	case !h.nc.IsConnected():
+		return errors.New("broker not connected")
+	case !h.ready.Load():
+		return errors.New("streams not declared yet")
+	}
+	return nil
+}
+
+// result is what one request came to.
+type result struct {
+	status    int
+	outcome   string
+	requestID string
+	event     string
+	detail    string
+}
+
+// serve answers one request and logs it as one line.
+func (h *hook) serve(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	r := h.handle(ctx)
+	if r.status != http.StatusOK {
+		ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
+		ctx.SetBodyString(http.StatusText(r.status) + "\n")
+	}
+	ctx.SetStatusCode(r.status)
+	h.finish(ctx, r, time.Since(start))
+}
+
+func (h *hook) finish(ctx *fasthttp.RequestCtx, r result, took time.Duration) {
+	h.requests.WithLabelValues(r.outcome).Inc()
+	h.latency.Observe(took.Seconds())
+	level := slog.LevelInfo
+	switch {
+	case r.status >= 500:
+		level = slog.LevelError
+	case r.status >= 400:
+		level = slog.LevelWarn
+	}
+	attrs := []any{"outcome", r.outcome, "status", r.status, "remote", ctx.RemoteIP().String(), "took", took}
+	if r.requestID != "" {
+		attrs = append(attrs, "request_id", r.requestID)
+	}
+	if r.event != "" {
+		attrs = append(attrs, "event", r.event)
+	}
+	if r.detail != "" {
+		attrs = append(attrs, "detail", r.detail)
+	}
+	h.log.Log(context.Background(), level, "webhook", attrs...)
+}
+
+func (h *hook) handle(ctx *fasthttp.RequestCtx) result {
+	rid := requestID(ctx.Request.Header.Peek("x-zm-request-id"))
+	if string(ctx.Path()) != webhookPath {
+		return result{status: http.StatusNotFound, outcome: outNotFound}
+	}
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		return result{status: http.StatusMethodNotAllowed, outcome: outBadMethod}
+	}
+	body := ctx.PostBody()
+	ts := string(ctx.Request.Header.Peek("x-zm-request-timestamp"))
+	if err := h.verify.check(ts, string(ctx.Request.Header.Peek("x-zm-signature")), body, h.now()); err != nil {
+		out := outBadSig
+		switch err {
+		case errBadHeaders:
+			out = outBadHeaders
+		case errStale:
+			out = outStale
+		}
+		h.rejections.WithLabelValues(out).Inc()
+		return result{status: http.StatusUnauthorized, outcome: out, requestID: rid, detail: err.Error()}
+	}
+
+	var env events.Envelope
+	if err := json.Unmarshal(body, &env); err != nil || env.Event == "" {
+		return result{status: http.StatusBadRequest, outcome: outBadBody, requestID: rid, detail: "body is not a JSON object with an event"}
+	}
+	if env.Event == events.EventURLValidation {
+		return h.validate(ctx, env, rid)
+	}
+	subject, err := events.ZoomEventSubject(env.Event)
+	if err != nil {
+		return result{status: http.StatusBadRequest, outcome: outBadBody, requestID: rid, detail: err.Error()}
+	}
+	return h.publish(subject, body, rid, ts, env.Event)
+}
+
+// validate answers Zoom's endpoint check (CRC), which comes at setup and every 72 h;
+// six failures in a row disable the subscription.
+func (h *hook) validate(ctx *fasthttp.RequestCtx, env events.Envelope, rid string) result {
+	var p events.URLValidation
+	if err := json.Unmarshal(env.Payload, &p); err != nil || p.PlainToken == "" {
+		return result{status: http.StatusBadRequest, outcome: outBadBody, requestID: rid, event: env.Event, detail: "url_validation without payload.plainToken"}
+	}
+	answer, _ := json.Marshal(struct {
+		PlainToken     string `json:"plainToken"`
+		EncryptedToken string `json:"encryptedToken"`
+	}{p.PlainToken, h.verify.encryptToken(p.PlainToken)})
+	ctx.SetContentType("application/json")
+	ctx.SetBody(answer)
+	return result{status: http.StatusOK, outcome: outValidated, requestID: rid, event: env.Event}
+}
+
+// publish stores the raw body in ZOOM_EVENTS and answers 200 only once JetStream
+// acknowledged it. Retries of one event keep x-zm-request-id, so it is the dedupe id.
+func (h *hook) publish(subject string, body []byte, rid, ts, event string) result {
+	r := result{requestID: rid, event: event}
+	if err := h.readiness(); err != nil {
+		h.pubFails.Inc()
+		r.status, r.outcome, r.detail = http.StatusServiceUnavailable, outUnavailable, err.Error()
+		return r
+	}
+	msgID := rid
+	if msgID == "" {
+		sum := sha256.Sum256(body)
+		msgID = "sha256-" + hex.EncodeToString(sum[:])
+	}
+	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	msg.Header.Set(events.HeaderZoomRequest, rid)
+	msg.Header.Set(events.HeaderZoomTime, ts)
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	ack, err := h.js.PublishMsg(ctx, msg, jetstream.WithMsgID(msgID))
+	if err != nil {
+		h.pubFails.Inc()
+		r.status, r.outcome, r.detail = http.StatusServiceUnavailable, outUnavailable, "broker did not store the event: "+err.Error()
+		return r
+	}
+	r.status, r.outcome = http.StatusOK, outAccepted
+	if ack.Duplicate {
+		r.outcome = outDuplicate
+	}
+	return r
+}
+
+// onParseError answers what fasthttp refused before the handler ran; a body over
+// the limit is refused from its Content-Length, unread.
+func (h *hook) onParseError(ctx *fasthttp.RequestCtx, err error) {
+	r := result{status: http.StatusBadRequest, outcome: outBadRequest, detail: err.Error()}
+	var netErr interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		r = result{status: http.StatusRequestEntityTooLarge, outcome: outTooLarge, detail: "body over the limit"}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		r.status = http.StatusRequestTimeout
+	}
+	r.requestID = requestID(ctx.Request.Header.Peek("x-zm-request-id"))
+	ctx.Error(http.StatusText(r.status)+"\n", r.status)
+	h.finish(ctx, r, 0)
+}
+
+// requestID keeps x-zm-request-id when it looks like one (Zoom sends a UUID-like
+// token) and drops it otherwise, so that a hostile value never reaches a header or a log.
+func requestID(b []byte) string {
+	if len(b) == 0 || len(b) > 64 {
+		return ""
+	}
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return ""
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+	"zoomarchive/shared/standins"
+)
+
+// recordingBody is a recording.completed as Zoom sends it: compact, raw UTF-8, a
+// UUID with '/', '+' and '==', a field this code does not know.
+const recordingBody = `{"payload":{"account_id":"AAAAAABBBB","object":{"uuid":"/ajXp+112QmS7gqgP3ep==","id":81234567890,"host_id":"x1yCzABCDEfg23HiJKl4mN","topic":"Probe: Der Kirschgarten – Akt 2 ✓","type":8,"start_time":"2026-03-14T18:30:00Z","timezone":"Europe/Helsinki","duration":95,"total_size":2048,"recording_count":1,"brand_new_field":{"x":1},"recording_files":[{"id":"ed6c2f27-2ae7-42f4-b3d0-835b493e4fa8","meeting_id":"/ajXp+112QmS7gqgP3ep==","recording_start":"2026-03-14T18:31:00Z","recording_end":"2026-03-14T20:05:00Z","file_type":"MP4","file_extension":"MP4","file_size":2048,"play_url":"https://example.com/rec/play/A","download_url":"https://example.com/rec/download/A","status":"completed","recording_type":"shared_screen_with_speaker_view"}]}},"event_ts":1773513000000,"event":"recording.completed","download_token":"eyJhbGciOiJIUzUxMiJ9.secret-download-token"}`
+
+func newStack(t *testing.T) (natsURL string, h *testHook) {
+	t.Helper()
+	addr := freeAddr(t)
+	startBroker(t, addr, t.TempDir())
+	natsURL = "nats://" + addr
+	h = startHook(t, natsURL, nil)
+	h.waitReady(t, http.StatusOK)
+	return natsURL, h
+}
+
+func TestEventStoredOnceAcrossZoomRetries(t *testing.T) {
+	natsURL, h := newStack(t)
+	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
+	start := time.Now()
+	var sigs []string
+	for i := 0; i < 3; i++ {
+		// Zoom retries later with a new timestamp and signature, same body and id.
+		h.zoom.Now = func() time.Time { return start.Add(time.Duration(i) * 70 * time.Second) }
+		req, _ := h.zoom.Request(context.Background(), d)
+		sigs = append(sigs, req.Header.Get("x-zm-signature"))
+		status, _, err := h.zoom.Send(context.Background(), d)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("delivery %d: status %d, err %v", i+1, status, err)
+		}
+	}
+	if sigs[0] == sigs[1] || sigs[1] == sigs[2] {
+		t.Fatal("the retries were not re-signed; the test would not prove dedupe by request id")
+	}
+	msgs := storedEvents(t, natsURL)
+	if len(msgs) != 1 {
+		t.Fatalf("stored %d events, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.Subject != "zoom.event.recording.completed" {
+		t.Errorf("subject %q", m.Subject)
+	}
+	if !bytes.Equal(m.Data, []byte(recordingBody)) {
+		t.Errorf("body not kept byte for byte:\n got %s\nwant %s", m.Data, recordingBody)
+	}
+	if got := m.Header.Get(events.HeaderZoomRequest); got != d.RequestID {
+		t.Errorf("request id header %q, want %q", got, d.RequestID)
+	}
+	if got := m.Header.Get(events.HeaderZoomTime); got != fmt.Sprint(start.Unix()) {
+		t.Errorf("timestamp header %q, want the first attempt's %d", got, start.Unix())
+	}
+	if got := m.Header.Get(events.HeaderNatsMsgID); got != d.RequestID {
+		t.Errorf("dedupe id %q, want the request id", got)
+	}
+	if a, dup := h.metric(t, `zoomarchive_hook_requests_total{outcome="accepted"}`), h.metric(t, `zoomarchive_hook_requests_total{outcome="duplicate"}`); a != 1 || dup != 2 {
+		t.Errorf("metrics: accepted %v duplicate %v, want 1 and 2", a, dup)
+	}
+	// The stored event parses into the contract, unknown field and all.
+	var env events.Envelope
+	var p events.RecordingPayload
+	if err := json.Unmarshal(m.Data, &env); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(env.Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Object.UUID != "/ajXp+112QmS7gqgP3ep==" || p.Object.ID != 81234567890 || p.Object.Extra["brand_new_field"] == nil {
+		t.Errorf("payload did not parse as sent: %+v", p.Object)
+	}
+	assertNoSecretsLogged(t, h, sigs...)
+}
+
+func TestBodyHashIsTheDedupeIDWithoutRequestID(t *testing.T) {
+	natsURL, h := newStack(t)
+	d := standins.Delivery{Body: []byte(recordingBody)}
+	for i := 0; i < 2; i++ {
+		if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != http.StatusOK {
+			t.Fatalf("status %d, err %v", status, err)
+		}
+	}
+	msgs := storedEvents(t, natsURL)
+	if len(msgs) != 1 || !strings.HasPrefix(msgs[0].Header.Get(events.HeaderNatsMsgID), "sha256-") {
+		t.Fatalf("want one event deduped on the body hash, got %d", len(msgs))
+	}
+}
+
+func TestURLValidationAnswered(t *testing.T) {
+	natsURL, h := newStack(t)
+	d, _ := standins.NewDelivery(events.EventURLValidation, map[string]string{"plainToken": "qgg8vlvZRS6UYooatFL8Aw"}, "")
+	req, _ := h.zoom.Request(context.Background(), d)
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("validation took %s; Zoom allows 3s", took)
+	}
+	var got map[string]string
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("status %d, err %v", resp.StatusCode, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("content type %q", ct)
+	}
+	want := map[string]string{"plainToken": "qgg8vlvZRS6UYooatFL8Aw", "encryptedToken": crcEncrypted}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("answer %v, want %v", got, want)
+	}
+	if n := len(storedEvents(t, natsURL)); n != 0 {
+		t.Errorf("validation stored %d events; it must not be published", n)
+	}
+}
+
+func TestRejectionsPublishNothing(t *testing.T) {
+	natsURL, h := newStack(t)
+	now := fmt.Sprint(time.Now().Unix())
+	sign := func(body string) string { return standins.SignZoom(testSecret, now, []byte(body)) }
+	cases := []struct {
+		name, method, path, ts, sig, body string
+		want                              int
+	}{
+		{"no headers", "POST", webhookPath, "", "", recordingBody, 401},
+		{"no signature", "POST", webhookPath, now, "", recordingBody, 401},
+		{"malformed signature", "POST", webhookPath, now, "v0=xyz", recordingBody, 401},
+		{"timestamp in ms", "POST", webhookPath, now + "000", sign(recordingBody), recordingBody, 401},
+		{"stale timestamp", "POST", webhookPath, fmt.Sprint(time.Now().Unix() - 301), "", recordingBody, 401},
+		{"wrong secret", "POST", webhookPath, now, standins.SignZoom("other", now, []byte(recordingBody)), recordingBody, 401},
+		{"body changed after signing", "POST", webhookPath, now, sign(recordingBody), strings.Replace(recordingBody, "Akt 2", "Akt 3", 1), 401},
+		{"signed, not JSON", "POST", webhookPath, now, sign("not json"), "not json", 400},
+		{"signed, JSON array", "POST", webhookPath, now, sign(`[{"event":"x"}]`), `[{"event":"x"}]`, 400},
+		{"signed, no event", "POST", webhookPath, now, sign(`{"payload":{}}`), `{"payload":{}}`, 400},
+		{"signed, wildcard event", "POST", webhookPath, now, sign(`{"event":"recording.>"}`), `{"event":"recording.>"}`, 400},
+		{"signed, validation without token", "POST", webhookPath, now, sign(`{"event":"endpoint.url_validation","payload":{}}`), `{"event":"endpoint.url_validation","payload":{}}`, 400},
+		{"GET", "GET", webhookPath, "", "", "", 405},
+		{"other path", "POST", "/zoom/webhook/x", now, sign(recordingBody), recordingBody, 404},
+		{"root", "GET", "/", "", "", "", 404},
+	}
+	for _, c := range cases {
+		if c.name == "stale timestamp" {
+			c.sig = standins.SignZoom(testSecret, c.ts, []byte(c.body))
+		}
+		req, _ := http.NewRequest(c.method, strings.TrimSuffix(h.url, webhookPath)+c.path, strings.NewReader(c.body))
+		if c.ts != "" {
+			req.Header.Set("x-zm-request-timestamp", c.ts)
+		}
+		if c.sig != "" {
+			req.Header.Set("x-zm-signature", c.sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d", c.name, resp.StatusCode, c.want)
+		}
+		if c.want == 405 && resp.Header.Get("Allow") != "POST" {
+			t.Errorf("%s: Allow %q", c.name, resp.Header.Get("Allow"))
+		}
+	}
+	// Over the limit: 413 from Content-Length alone.
+	big := bytes.Repeat([]byte("x"), 1<<20+1)
+	req, _ := http.NewRequest("POST", h.url, bytes.NewReader(big))
+	req.Header.Set("x-zm-request-timestamp", now)
+	req.Header.Set("x-zm-signature", sign(string(big)))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 413 {
+		t.Errorf("oversized body: %v %v", resp, err)
+	}
+	if n := len(storedEvents(t, natsURL)); n != 0 {
+		t.Fatalf("rejected requests stored %d events", n)
+	}
+	for _, reason := range []string{"bad_headers", "stale", "bad_signature"} {
+		if h.metric(t, `zoomarchive_hook_rejected_signatures_total{reason="`+reason+`"}`) == 0 {
+			t.Errorf("no rejected_signatures metric for %s", reason)
+		}
+	}
+	if h.metric(t, `zoomarchive_hook_requests_total{outcome="too_large"}`) != 1 {
+		t.Error("too_large not counted")
+	}
+}
+
+// The body limit is enforced from the headers: the hook answers 413 before a
+// single byte of the body is sent.
+func TestOversizedBodyNotRead(t *testing.T) {
+	_, h := newStack(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", webhookPath, 100<<20)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(c)); err != nil {
+		t.Fatalf("no answer before the body was sent: %v", err)
+	}
+	if resp.StatusCode() != 413 {
+		t.Fatalf("status %d, want 413", resp.StatusCode())
+	}
+}
+
+func TestBrokerDownThen503ThenBack(t *testing.T) {
+	addr, dir := freeAddr(t), t.TempDir()
+	s := startBroker(t, addr, dir)
+	natsURL := "nats://" + addr
+	h := startHook(t, natsURL, nil)
+	h.waitReady(t, 200)
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
+	start := time.Now()
+	status, _, err := h.zoom.Send(context.Background(), d)
+	if err != nil || status != http.StatusServiceUnavailable {
+		t.Fatalf("broker down: status %d err %v, want 503", status, err)
+	}
+	if took := time.Since(start); took > 2500*time.Millisecond {
+		t.Errorf("503 took %s; Zoom waits 3s", took)
+	}
+	h.waitReady(t, http.StatusServiceUnavailable)
+	if h.metric(t, "zoomarchive_hook_publish_failures_total") < 1 {
+		t.Error("publish failure not counted")
+	}
+
+	startBroker(t, addr, dir)
+	h.waitReady(t, http.StatusOK)
+	if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != 200 {
+		t.Fatalf("broker back: status %d err %v", status, err)
+	}
+	if msgs := storedEvents(t, natsURL); len(msgs) != 1 || !bytes.Equal(msgs[0].Data, d.Body) {
+		t.Fatalf("want the event stored once after the broker came back, got %d", len(msgs))
+	}
+}
+
+// A broker that holds the connection but stops answering: 503 at the publish
+// timeout, before Zoom's 3 s; the late store and Zoom's retry still make one event.
+func TestSlowBrokerAnswers503InTime(t *testing.T) {
+	addr := freeAddr(t)
+	startBroker(t, addr, t.TempDir())
+	p := newStallProxy(t, addr)
+	h := startHook(t, p.url(), nil)
+	h.waitReady(t, 200)
+
+	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
+	p.pause()
+	start := time.Now()
+	status, _, err := h.zoom.Send(context.Background(), d)
+	took := time.Since(start)
+	if err != nil || status != http.StatusServiceUnavailable {
+		t.Fatalf("stalled broker: status %d err %v, want 503", status, err)
+	}
+	if took < 2*time.Second || took > 2800*time.Millisecond {
+		t.Errorf("answered after %s; want the 2s publish timeout, under Zoom's 3s", took)
+	}
+	p.resume()
+	if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != 200 {
+		t.Fatalf("retry: status %d err %v", status, err)
+	}
+	if n := len(storedEvents(t, "nats://"+addr)); n != 1 {
+		t.Fatalf("stored %d events, want 1", n)
+	}
+}
+
+// SIGTERM (a cancelled context) lets a request in flight finish with its answer.
+func TestShutdownFinishesRequestsInFlight(t *testing.T) {
+	addr := freeAddr(t)
+	startBroker(t, addr, t.TempDir())
+	p := newStallProxy(t, addr)
+	h := startHook(t, p.url(), nil)
+	h.waitReady(t, 200)
+
+	p.pause()
+	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
+	answered := make(chan int, 1)
+	go func() {
+		status, _, err := h.zoom.Send(context.Background(), d)
+		if err != nil {
+			t.Errorf("in-flight request: %v", err)
+		}
+		answered <- status
+	}()
+	time.Sleep(300 * time.Millisecond) // the request is now waiting for the broker
+	h.cancel()
+	time.Sleep(200 * time.Millisecond)
+	p.resume()
+	if status := <-answered; status != 200 {
+		t.Fatalf("in-flight request answered %d, want 200", status)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if n := len(storedEvents(t, "nats://"+addr)); n != 1 {
+		t.Fatalf("stored %d events, want 1", n)
+	}
+	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"), time.Second); err == nil {
+		t.Error("listener still accepts after shutdown")
+	}
+}
+
+func TestHealthAndReadiness(t *testing.T) {
+	// Started before its broker: alive, not ready, and answering 503 to Zoom.
+	addr := freeAddr(t)
+	h := startHook(t, "nats://"+addr, nil)
+	resp, err := http.Get(h.metrics + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/healthz: %v %v", resp, err)
+	}
+	h.waitReady(t, http.StatusServiceUnavailable)
+	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
+	if status, _, _ := h.zoom.Send(context.Background(), d); status != 503 {
+		t.Fatalf("no broker yet: status %d, want 503", status)
+	}
+	startBroker(t, addr, t.TempDir())
+	h.waitReady(t, http.StatusOK)
+	if status, _, _ := h.zoom.Send(context.Background(), d); status != 200 {
+		t.Fatalf("broker up: status %d, want 200", status)
+	}
+	if h.metric(t, `zoomarchive_hook_request_seconds_count`) < 2 {
+		t.Error("latency histogram not filled")
+	}
+}
+
+func TestSettingsErrorsListEverything(t *testing.T) {
+	env := map[string]string{
+		"HOOK_MAX_SKEW":        "soon",
+		"HOOK_PUBLISH_TIMEOUT": "5s",
+		"ZOOM_EVENTS_DEDUPE":   "10m",
+		"HOOK_MAX_BODY":        "1TB",
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"hook"}, func(k string) string { return env[k] }, &out, &out)
+	if err == nil {
+		t.Fatal("started without settings")
+	}
+	for _, want := range []string{"ZOOM_WEBHOOK_SECRET: required", "HOOK_MAX_SKEW", "HOOK_PUBLISH_TIMEOUT", "ZOOM_EVENTS_DEDUPE", "HOOK_MAX_BODY", "5 setting(s)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s:\n%v", want, err)
+		}
+	}
+}
+
+// FuzzWebhook drives the request handler with any signed body and headers: it never
+// panics and answers only with the documented statuses.
+func FuzzWebhook(f *testing.F) {
+	f.Add([]byte(recordingBody), "abc_1", true)
+	f.Add([]byte(crcBody), "", true)
+	f.Add([]byte(`{"event":"endpoint.url_validation","payload":{"plainToken":7}}`), "x", true)
+	f.Add([]byte(`{"event":"a..b"}`), "", false)
+	nc, err := bus.Connect("nats://127.0.0.1:1", "fuzz", obs.Logger(io.Discard, "hook"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer nc.Close()
+	h := newHook(newVerifier([]string{testSecret}, 300*time.Second), nc, nil, time.Second, obs.Logger(io.Discard, "hook"), obs.Registry())
+	f.Fuzz(func(t *testing.T, body []byte, rid string, signed bool) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod("POST")
+		ctx.Request.SetRequestURI(webhookPath)
+		ts := fmt.Sprint(time.Now().Unix())
+		ctx.Request.Header.Set("x-zm-request-timestamp", ts)
+		ctx.Request.Header.Set("x-zm-request-id", rid)
+		if signed {
+			ctx.Request.Header.Set("x-zm-signature", standins.SignZoom(testSecret, ts, body))
+		}
+		ctx.Request.SetBody(body)
+		h.serve(&ctx)
+		switch st := ctx.Response.StatusCode(); st {
+		case 200:
+			var ans map[string]string
+			if err := json.Unmarshal(ctx.Response.Body(), &ans); err != nil || ans["encryptedToken"] == "" {
+				t.Fatalf("200 without a validation answer: %s", ctx.Response.Body())
+			}
+		case 400, 503:
+			if !signed {
+				t.Fatalf("unsigned request got %d, want 401", st)
+			}
+		case 401:
+			if signed {
+				t.Fatal("signed request refused as unsigned")
+			}
+		default:
+			t.Fatalf("status %d", st)
+		}
+	})
+}
+
+func assertNoSecretsLogged(t *testing.T, h *testHook, sigs ...string) {
+	t.Helper()
+	logs := h.logs.String()
+	for _, secret := range append([]string{testSecret, "secret-download-token", "Kirschgarten"}, sigs...) {
+		if strings.Contains(logs, secret) {
+			t.Errorf("log holds %q", secret)
+		}
+	}
+	if !strings.Contains(logs, `"outcome":"accepted"`) {
+		t.Error("no log line per request")
+	}
+}
