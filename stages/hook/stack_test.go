@@ -229,6 +229,7 @@ type stallProxy struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	paused bool
+	held   int // reads waiting for resume
 }
 
 func newStallProxy(t testing.TB, target string) *stallProxy {
@@ -267,9 +268,11 @@ func (p *stallProxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
+			p.held++
 			for p.paused {
 				p.cond.Wait()
 			}
+			p.held--
 			p.mu.Unlock()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -282,6 +285,20 @@ func (p *stallProxy) pipe(dst, src net.Conn) {
 }
 
 func (p *stallProxy) pause() { p.mu.Lock(); p.paused = true; p.mu.Unlock() }
+
+// waitHeld waits until the proxy holds bytes back.
+func (p *stallProxy) waitHeld(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		p.mu.Lock()
+		held := p.held
+		p.mu.Unlock()
+		if held > 0 {
+			return
+		}
+	}
+	t.Fatal("nothing reached the stalled broker connection")
+}
 
 func (p *stallProxy) resume() {
 	p.mu.Lock()

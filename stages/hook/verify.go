@@ -44,8 +44,8 @@ func (v *verifier) check(ts, sig string, body []byte, now time.Time) error {
 		return errBadHeaders
 	}
 	want := make([]byte, sha256.Size)
-	if _, err := hex.Decode(want, []byte(sig[3:])); err != nil {
-		return errBadHeaders
+	if _, err := hex.Decode(want, []byte(sig[3:])); err != nil || hex.EncodeToString(want) != sig[3:] {
+		return errBadHeaders // Zoom sends lowercase hex; anything else is not its signature
 	}
 	if d := now.Sub(time.Unix(sent, 0)); d > v.maxSkew || d < -v.maxSkew {
 		return errStale

@@ -181,12 +181,15 @@ func TestRejectionsPublishNothing(t *testing.T) {
 			t.Errorf("%s: Allow %q", c.name, resp.Header.Get("Allow"))
 		}
 	}
-	// Over the limit: 413 from Content-Length alone.
+	// Over the limit: 413 from Content-Length alone. The hook closes without reading
+	// the body, so a client that waits for 100-continue is the one that sees the answer.
 	big := bytes.Repeat([]byte("x"), 1<<20+1)
 	req, _ := http.NewRequest("POST", h.url, bytes.NewReader(big))
 	req.Header.Set("x-zm-request-timestamp", now)
 	req.Header.Set("x-zm-signature", sign(string(big)))
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 413 {
+	req.Header.Set("Expect", "100-continue")
+	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 2 * time.Second}}
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != 413 {
 		t.Errorf("oversized body: %v %v", resp, err)
 	}
 	if n := len(storedEvents(t, natsURL)); n != 0 {
@@ -237,7 +240,7 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 	if err != nil || status != http.StatusServiceUnavailable {
 		t.Fatalf("broker down: status %d err %v, want 503", status, err)
 	}
-	if took := time.Since(start); took > 2500*time.Millisecond {
+	if took := time.Since(start); took >= zoomDeadline {
 		t.Errorf("503 took %s; Zoom waits 3s", took)
 	}
 	h.waitReady(t, http.StatusServiceUnavailable)
@@ -272,7 +275,7 @@ func TestSlowBrokerAnswers503InTime(t *testing.T) {
 	if err != nil || status != http.StatusServiceUnavailable {
 		t.Fatalf("stalled broker: status %d err %v, want 503", status, err)
 	}
-	if took < 2*time.Second || took > 2800*time.Millisecond {
+	if took < 2*time.Second || took >= zoomDeadline {
 		t.Errorf("answered after %s; want the 2s publish timeout, under Zoom's 3s", took)
 	}
 	p.resume()
@@ -302,7 +305,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		}
 		answered <- status
 	}()
-	time.Sleep(300 * time.Millisecond) // the request is now waiting for the broker
+	p.waitHeld(t) // the event is on its way to the broker: the request is in flight
 	h.cancel()
 	time.Sleep(200 * time.Millisecond)
 	p.resume()

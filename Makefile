@@ -1,0 +1,51 @@
+# zoomarchive. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+NATSCLI_VERSION := v0.5.0
+STAGES := $(notdir $(patsubst %/main.go,%,$(wildcard stages/*/main.go)))
+FUZZTIME ?= 10s
+export CGO_ENABLED := 0
+
+.PHONY: help build test check fuzz bench run tools clean
+
+help:
+	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
+	@echo "make run     the embedded broker and every stage, settings from .env"
+	@echo "make test    formatting, vet, all tests (real nats-server, natscli), short fuzz runs"
+	@echo "make bench   the benchmarks whose numbers the README reports"
+	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
+
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags='-s -w' -o bin/broker ./nats/cmd/broker
+	@for s in $(STAGES); do echo "$(GO) build -o bin/$$s ./stages/$$s"; \
+		$(GO) build -trimpath -ldflags='-s -w' -o bin/$$s ./stages/$$s || exit 1; done
+
+# natscli, pinned, for the operator-command tests and for you.
+tools: .tools/nats
+.tools/nats:
+	GOBIN=$(CURDIR)/.tools $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+
+check:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+test: tools check
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# Each fuzz target on its own (go test -fuzz takes one at a time).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/hook
+	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/hook
+	$(GO) test -run '^$$' -fuzz '^FuzzRecordingPayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./shared/events
+
+bench:
+	$(GO) test -run '^$$' -bench '^BenchmarkHookSaturation$$' -benchtime 30000x -count 3 ./stages/hook
+	$(GO) test -run '^$$' -bench '^BenchmarkHookLatencyAt1000$$' -benchtime 10x -count 3 ./stages/hook
+
+run: build
+	./scripts/run
+
+clean:
+	rm -rf bin .tools
