@@ -53,7 +53,7 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	log := obs.Logger(stdout, "hook")
 	nc, err := bus.Connect(bc.URL, "hook", log)
 	if err != nil {
-		return fmt.Errorf("broker %s: %w", bc.URL, err)
+		return fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -63,26 +63,25 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	reg := obs.Registry()
 	h := newHook(ver, nc, js, timeout, log, reg)
 
-	metrics, err := obs.Listen(metricsAddr, reg, h.readiness)
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("HOOK_ADDR %s: %w", addr, err)
 	}
+	defer ln.Close()
+	metrics, err := obs.Listen(metricsAddr, reg, h.readiness)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
 	srv := &fasthttp.Server{
-		Name:                          "zoomarchive",
-		Handler:                       h.serve,
-		ErrorHandler:                  h.onParseError,
-		MaxRequestBodySize:            maxBody,
-		ReadBufferSize:                8 << 10,
-		ReadTimeout:                   10 * time.Second,
-		WriteTimeout:                  10 * time.Second,
-		IdleTimeout:                   90 * time.Second,
-		DisablePreParseMultipartForm:  true,
-		NoDefaultServerHeader:         true,
-		DisableHeaderNamesNormalizing: false,
+		Handler:                      h.serve,
+		ErrorHandler:                 h.onParseError,
+		MaxRequestBodySize:           maxBody,
+		ReadBufferSize:               8 << 10,
+		ReadTimeout:                  10 * time.Second,
+		WriteTimeout:                 10 * time.Second,
+		IdleTimeout:                  90 * time.Second,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
 	}
 	if pay := nc.MaxPayload(); pay > 0 && pay < int64(maxBody)+64<<10 {
 		log.Warn("the broker's max_payload is smaller than HOOK_MAX_BODY allows; large events will be answered 503", "max_payload", pay)
