@@ -1,19 +1,19 @@
-package broker
+package broker_test
 
 import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	broker "zoomarchive/nats"
+	"zoomarchive/shared/stagetest"
 )
 
 // nats.conf, which compose runs, must be the same server as the embedded one.
@@ -22,7 +22,7 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := Options(Config{Listen: "0.0.0.0:4222", Monitor: "0.0.0.0:8222", StoreDir: "/data/nats"})
+	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "0.0.0.0:8222", StoreDir: "/data/nats"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,41 +43,16 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 	}
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // bin/broker keeps JetStream data across a clean stop and start.
 func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 	dir := t.TempDir()
-	env := map[string]string{"BROKER_LISTEN": freeAddr(t), "BROKER_MONITOR": freeAddr(t), "BROKER_STORE_DIR": dir}
-	start := func() (context.CancelFunc, chan error, *syncBuf) {
-		ctx, cancel := context.WithCancel(context.Background())
-		out, done := &syncBuf{}, make(chan error, 1)
-		go func() { done <- Run(ctx, []string{"broker"}, func(k string) string { return env[k] }, out, out) }()
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(out.String(), "broker ready") {
-			if time.Now().After(deadline) {
-				t.Fatalf("not ready: %s", out.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return cancel, done, out
+	env := map[string]string{"BROKER_LISTEN": stagetest.FreeAddr(t), "BROKER_MONITOR": stagetest.FreeAddr(t), "BROKER_STORE_DIR": dir}
+	start := func() *stagetest.Stage {
+		s := stagetest.Start(t, "broker", broker.Run, env)
+		s.WaitLog(t, "broker ready")
+		return s
 	}
-	cancel, done, _ := start()
+	first := start()
 	nc, err := nats.Connect("nats://" + env["BROKER_LISTEN"])
 	if err != nil {
 		t.Fatal(err)
@@ -97,13 +72,11 @@ func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	nc.Close()
-	cancel()
-	if err := <-done; err != nil {
+	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}
 
-	cancel, done, out := start()
-	defer func() { cancel(); <-done }()
+	second := start()
 	nc, err = nats.Connect("nats://" + env["BROKER_LISTEN"])
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +85,7 @@ func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 	js, _ = jetstream.New(nc)
 	st, err := js.Stream(ctx, "T")
 	if err != nil {
-		t.Fatalf("stream lost across restart: %v\n%s", err, out.String())
+		t.Fatalf("stream lost across restart: %v\n%s", err, second.Logs.String())
 	}
 	if info, _ := st.Info(ctx); info.State.Msgs != 1 {
 		t.Fatalf("messages after restart: %d", info.State.Msgs)
@@ -121,7 +94,7 @@ func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 
 func TestRunRefusesBadSettings(t *testing.T) {
 	var out bytes.Buffer
-	err := Run(context.Background(), []string{"broker"}, func(k string) string {
+	err := broker.Run(context.Background(), []string{"broker"}, func(k string) string {
 		return map[string]string{"BROKER_LISTEN": "nowhere"}[k]
 	}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "nowhere") {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -20,9 +21,7 @@ import (
 
 func benchStack(b *testing.B) (*testHook, *fasthttp.Client) {
 	b.Helper()
-	addr := freeAddr(b)
-	startBroker(b, addr, b.TempDir())
-	h := startHook(b, "nats://"+addr, nil)
+	h := startHook(b, stagetest.NewBroker(b), nil)
 	h.waitReady(b, 200)
 	return h, &fasthttp.Client{MaxConnsPerHost: 1024, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 }

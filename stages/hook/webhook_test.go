@@ -18,22 +18,13 @@ import (
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
 // recordingBody is a recording.completed as Zoom sends it: compact, raw UTF-8, a
 // UUID with '/', '+' and '==', a field this code does not know.
 const recordingBody = `{"payload":{"account_id":"AAAAAABBBB","object":{"uuid":"/ajXp+112QmS7gqgP3ep==","id":81234567890,"host_id":"x1yCzABCDEfg23HiJKl4mN","topic":"Probe: Der Kirschgarten – Akt 2 ✓","type":8,"start_time":"2026-03-14T18:30:00Z","timezone":"Europe/Helsinki","duration":95,"total_size":2048,"recording_count":1,"brand_new_field":{"x":1},"recording_files":[{"id":"ed6c2f27-2ae7-42f4-b3d0-835b493e4fa8","meeting_id":"/ajXp+112QmS7gqgP3ep==","recording_start":"2026-03-14T18:31:00Z","recording_end":"2026-03-14T20:05:00Z","file_type":"MP4","file_extension":"MP4","file_size":2048,"play_url":"https://example.com/rec/play/A","download_url":"https://example.com/rec/download/A","status":"completed","recording_type":"shared_screen_with_speaker_view"}]}},"event_ts":1773513000000,"event":"recording.completed","download_token":"eyJhbGciOiJIUzUxMiJ9.secret-download-token"}`
-
-func newStack(t *testing.T) (natsURL string, h *testHook) {
-	t.Helper()
-	addr := freeAddr(t)
-	startBroker(t, addr, t.TempDir())
-	natsURL = "nats://" + addr
-	h = startHook(t, natsURL, nil)
-	h.waitReady(t, http.StatusOK)
-	return natsURL, h
-}
 
 func TestEventStoredOnceAcrossZoomRetries(t *testing.T) {
 	natsURL, h := newStack(t)
@@ -226,8 +217,8 @@ func TestOversizedBodyNotRead(t *testing.T) {
 }
 
 func TestBrokerDownThen503ThenBack(t *testing.T) {
-	addr, dir := freeAddr(t), t.TempDir()
-	s := startBroker(t, addr, dir)
+	addr, dir := stagetest.FreeAddr(t), t.TempDir()
+	s := stagetest.Broker(t, addr, dir)
 	natsURL := "nats://" + addr
 	h := startHook(t, natsURL, nil)
 	h.waitReady(t, 200)
@@ -248,7 +239,7 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 		t.Error("publish failure not counted")
 	}
 
-	startBroker(t, addr, dir)
+	stagetest.Broker(t, addr, dir)
 	h.waitReady(t, http.StatusOK)
 	if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != 200 {
 		t.Fatalf("broker back: status %d err %v", status, err)
@@ -261,14 +252,14 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 // A broker that holds the connection but stops answering: 503 at the publish
 // timeout, before Zoom's 3 s; the late store and Zoom's retry still make one event.
 func TestSlowBrokerAnswers503InTime(t *testing.T) {
-	addr := freeAddr(t)
-	startBroker(t, addr, t.TempDir())
-	p := newStallProxy(t, addr)
-	h := startHook(t, p.url(), nil)
+	addr := stagetest.FreeAddr(t)
+	stagetest.Broker(t, addr, t.TempDir())
+	p := stagetest.NewStallProxy(t, addr)
+	h := startHook(t, "nats://"+p.Addr(), nil)
 	h.waitReady(t, 200)
 
 	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
-	p.pause()
+	p.Pause()
 	start := time.Now()
 	status, _, err := h.zoom.Send(context.Background(), d)
 	took := time.Since(start)
@@ -278,7 +269,7 @@ func TestSlowBrokerAnswers503InTime(t *testing.T) {
 	if took < 2*time.Second || took >= zoomDeadline {
 		t.Errorf("answered after %s; want the 2s publish timeout, under Zoom's 3s", took)
 	}
-	p.resume()
+	p.Resume()
 	if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != 200 {
 		t.Fatalf("retry: status %d err %v", status, err)
 	}
@@ -289,13 +280,13 @@ func TestSlowBrokerAnswers503InTime(t *testing.T) {
 
 // SIGTERM (a cancelled context) lets a request in flight finish with its answer.
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
-	addr := freeAddr(t)
-	startBroker(t, addr, t.TempDir())
-	p := newStallProxy(t, addr)
-	h := startHook(t, p.url(), nil)
+	addr := stagetest.FreeAddr(t)
+	stagetest.Broker(t, addr, t.TempDir())
+	p := stagetest.NewStallProxy(t, addr)
+	h := startHook(t, "nats://"+p.Addr(), nil)
 	h.waitReady(t, 200)
 
-	p.pause()
+	p.Pause()
 	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
 	answered := make(chan int, 1)
 	go func() {
@@ -305,14 +296,15 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 		}
 		answered <- status
 	}()
-	p.waitHeld(t) // the event is on its way to the broker: the request is in flight
-	h.cancel()
+	p.WaitHeld(t) // the event is on its way to the broker: the request is in flight
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.Stop() }()
 	time.Sleep(200 * time.Millisecond)
-	p.resume()
+	p.Resume()
 	if status := <-answered; status != 200 {
 		t.Fatalf("in-flight request answered %d, want 200", status)
 	}
-	if err := h.stop(); err != nil {
+	if err := <-stopped; err != nil {
 		t.Fatalf("run returned %v", err)
 	}
 	if n := len(storedEvents(t, "nats://"+addr)); n != 1 {
@@ -325,7 +317,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	// Started before its broker: alive, not ready, and answering 503 to Zoom.
-	addr := freeAddr(t)
+	addr := stagetest.FreeAddr(t)
 	h := startHook(t, "nats://"+addr, nil)
 	resp, err := http.Get(h.metrics + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
@@ -336,7 +328,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	if status, _, _ := h.zoom.Send(context.Background(), d); status != 503 {
 		t.Fatalf("no broker yet: status %d, want 503", status)
 	}
-	startBroker(t, addr, t.TempDir())
+	stagetest.Broker(t, addr, t.TempDir())
 	h.waitReady(t, http.StatusOK)
 	if status, _, _ := h.zoom.Send(context.Background(), d); status != 200 {
 		t.Fatalf("broker up: status %d, want 200", status)
@@ -412,7 +404,7 @@ func FuzzWebhook(f *testing.F) {
 
 func assertNoSecretsLogged(t *testing.T, h *testHook, sigs ...string) {
 	t.Helper()
-	logs := h.logs.String()
+	logs := h.Logs.String()
 	for _, secret := range append([]string{testSecret, "secret-download-token", "Kirschgarten"}, sigs...) {
 		if strings.Contains(logs, secret) {
 			t.Errorf("log holds %q", secret)

@@ -1,0 +1,268 @@
+// Package stagetest starts what a stage's tests need through the front door: the
+// project's embedded broker with file storage, a stage's run() with a test
+// environment and captured JSON logs, and a TCP proxy that can stall a connection.
+package stagetest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	broker "zoomarchive/nats"
+	"zoomarchive/shared/obs"
+)
+
+// FreeAddr is a loopback address with a port nobody listened on a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Broker runs the project's embedded broker on addr with file storage in dir, until
+// the test ends or the caller shuts it down.
+func Broker(t testing.TB, addr, dir string) *server.Server {
+	t.Helper()
+	s, err := broker.Start(broker.Config{Listen: addr, StoreDir: dir}, obs.Logger(io.Discard, "broker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	return s
+}
+
+// NewBroker is a broker on a fresh port and folder; it returns its URL.
+func NewBroker(t testing.TB) string {
+	addr := FreeAddr(t)
+	Broker(t, addr, t.TempDir())
+	return "nats://" + addr
+}
+
+// JetStream is a client connection for assertions, closed when the test ends.
+func JetStream(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// StreamMsgs reads every message a stream holds.
+func StreamMsgs(t testing.TB, url, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := JetStream(t, url).Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue // deleted (acknowledged on a work queue)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Logs collects a stage's JSON log lines.
+type Logs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Lines are the log lines parsed so far.
+func (l *Logs) Lines() []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(l.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// RunFunc is a stage's run.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+
+// Stage is a stage running in-process through its run function.
+type Stage struct {
+	Logs   *Logs
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a stage with env as its whole environment; it stops when the test ends.
+func Start(t testing.TB, name string, run RunFunc, env map[string]string) *Stage {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Stage{Logs: &Logs{}, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run(ctx, []string{name}, func(k string) string { return env[k] }, s.Logs, s.Logs) }()
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// WaitLog returns the first log line with message msg, failing the test after 15 s
+// or when the stage stops first.
+func (s *Stage) WaitLog(t testing.TB, msg string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range s.Logs.Lines() {
+			if m["msg"] == msg {
+				return m
+			}
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("stage stopped (%v) before logging %q:\n%s", err, msg, s.Logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no log line %q within 15s:\n%s", msg, s.Logs.String())
+	return nil
+}
+
+// Stop cancels the stage as SIGTERM would and returns what run returned.
+func (s *Stage) Stop() error {
+	s.cancel()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		return context.DeadlineExceeded
+	}
+}
+
+// StallProxy forwards TCP to a target; while paused it holds every byte, like a
+// peer that stopped answering without closing the connection.
+type StallProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	cond   *sync.Cond
+	paused bool
+	held   int // reads waiting for Resume
+}
+
+// NewStallProxy listens on loopback and forwards to target.
+func NewStallProxy(t testing.TB, target string) *StallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &StallProxy{ln: ln}
+	p.cond = sync.NewCond(&p.mu)
+	t.Cleanup(func() { p.Resume(); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go p.pipe(c, u)
+			go p.pipe(u, c)
+		}
+	}()
+	return p
+}
+
+// Addr is where to connect instead of the target.
+func (p *StallProxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *StallProxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			p.held++
+			for p.paused {
+				p.cond.Wait()
+			}
+			p.held--
+			p.mu.Unlock()
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Pause holds every byte from now on.
+func (p *StallProxy) Pause() { p.mu.Lock(); p.paused = true; p.mu.Unlock() }
+
+// Resume lets the held bytes through.
+func (p *StallProxy) Resume() {
+	p.mu.Lock()
+	p.paused = false
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// WaitHeld waits until the proxy holds bytes back.
+func (p *StallProxy) WaitHeld(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		p.mu.Lock()
+		held := p.held
+		p.mu.Unlock()
+		if held > 0 {
+			return
+		}
+	}
+	t.Fatal("nothing reached the stalled connection")
+}
