@@ -23,13 +23,18 @@ var Settings = []config.Setting{
 	{Name: "NATS_REPLICAS", Default: "1", Usage: "stream replicas: 1 for one broker, 3 for a three-node cluster"},
 	{Name: "ZOOM_EVENTS_MAX_AGE", Default: "720h", Usage: "how long ZOOM_EVENTS keeps webhooks for replays"},
 	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same x-zm-request-id) is stored once; at least 90m, Zoom retries for 85m"},
+	{Name: "CHUNK_WINDOW", Default: "64MiB", Usage: "the most bytes the chunk stream between fetch and upload may hold"},
 }
+
+// archiveMaxAge keeps archive events long enough for a digest and a look back.
+const archiveMaxAge = 90 * 24 * time.Hour
 
 // Topology is the set of streams and their limits.
 type Topology struct {
 	Replicas     int
 	EventsMaxAge time.Duration
 	EventsDedupe time.Duration
+	ChunkWindow  int64
 }
 
 // Config is what a stage needs to reach the broker.
@@ -46,7 +51,11 @@ func ReadConfig(v *config.Values) Config {
 			Replicas:     v.Int("NATS_REPLICAS", 1),
 			EventsMaxAge: v.Duration("ZOOM_EVENTS_MAX_AGE"),
 			EventsDedupe: v.Duration("ZOOM_EVENTS_DEDUPE"),
+			ChunkWindow:  v.Bytes("CHUNK_WINDOW"),
 		},
+	}
+	if c.ChunkWindow > 0 && c.ChunkWindow < 8<<20 {
+		v.Invalid("CHUNK_WINDOW", "must be at least 8MiB: it holds whole chunk messages")
 	}
 	if c.EventsDedupe > 0 && c.EventsDedupe < events.ZoomEventsDedupMin {
 		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", c.EventsDedupe, events.ZoomEventsDedupMin))
@@ -79,22 +88,54 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 	)
 }
 
-// Ensure creates or updates every stream of the topology.
+// Ensure creates or updates every stream and bucket of the topology.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	streams := []jetstream.StreamConfig{{
 		Name:        events.StreamZoomEvents,
 		Description: "Verified Zoom webhooks, raw bodies, kept for replays",
 		Subjects:    []string{events.SubjectZoomEvents},
 		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
 		MaxAge:      t.EventsMaxAge,
 		Duplicates:  t.EventsDedupe,
-		Replicas:    t.Replicas,
 		Discard:     jetstream.DiscardOld,
-		AllowDirect: true,
+	}, {
+		Name:        events.StreamFetchJobs,
+		Description: "One message per file to download from Zoom",
+		Subjects:    []string{events.SubjectFetchJobs},
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  2 * time.Minute,
+	}, {
+		// The window: a full stream refuses new chunks (DiscardNew) and fetch waits.
+		Name:        events.StreamChunks,
+		Description: "File bytes in flight from fetch to upload",
+		Subjects:    []string{events.SubjectChunks},
+		Retention:   jetstream.WorkQueuePolicy,
+		MaxBytes:    t.ChunkWindow,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  2 * time.Minute,
+	}, {
+		Name:        events.StreamArchive,
+		Description: "Files verified or failed, recordings archived",
+		Subjects:    events.ArchiveSubjects,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      archiveMaxAge,
+		Duplicates:  10 * time.Minute,
+		Discard:     jetstream.DiscardOld,
+	}}
+	for _, sc := range streams {
+		sc.Storage, sc.Replicas, sc.AllowDirect = jetstream.FileStorage, t.Replicas, true
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		}
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketJobs,
+		Description: "Per-file and per-recording job state",
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("stream %s: %w", events.StreamZoomEvents, err)
+		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
 	}
 	return nil
 }

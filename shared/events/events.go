@@ -4,6 +4,8 @@
 package events
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -23,6 +25,214 @@ const (
 	HeaderNatsMsgID    = "Nats-Msg-Id"          // JetStream dedupe id
 	ZoomEventsDedupMin = 90 * time.Minute       // Zoom's last retry comes about 85 min after the first try
 )
+
+// FETCH_JOBS: one message per file to download, on archive.fetch.<file key>. A work
+// queue: each job is with one fetch worker at a time, redelivered if it dies.
+const (
+	StreamFetchJobs  = "FETCH_JOBS"
+	SubjectFetchJobs = "archive.fetch.>"
+	HeaderRestart    = "Archive-Restart" // "true": start the file over from byte 0 (upload lost its chunks)
+)
+
+// CHUNKS: the window between fetch and upload, on archive.chunk.<file key>: the file's
+// bytes in order, then one final message with no body. A work queue bounded by
+// CHUNK_WINDOW bytes; upload acknowledges a chunk once Drive has its bytes.
+const (
+	StreamChunks     = "CHUNKS"
+	SubjectChunks    = "archive.chunk.>"
+	HeaderFile       = "Archive-File"       // file key
+	HeaderGeneration = "Archive-Generation" // bumped each time the file starts over from byte 0
+	HeaderOffset     = "Archive-Offset"     // offset of the chunk's first byte in the file
+	HeaderFinal      = "Archive-Final"      // "true" on the closing message
+	HeaderSize       = "Archive-Size"       // final: the file's length
+	HeaderSHA256     = "Archive-Sha256"     // final: hex SHA-256 of the whole file
+	HeaderMD5        = "Archive-Md5"        // final: hex MD5, what Drive reports as md5Checksum
+)
+
+// ARCHIVE: what happened to files and recordings, kept for notify and operators.
+const (
+	StreamArchive         = "ARCHIVE"
+	subjFileVerified      = "archive.file.verified."
+	subjFileFailed        = "archive.file.failed."
+	subjRecordingArchived = "archive.recording.archived."
+)
+
+// ArchiveSubjects are the subjects of the ARCHIVE stream.
+var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>"}
+
+// The job bucket: file.<file key> holds a FileJob, rec.<meeting key> a RecordingJob,
+// fetch.<file key> fetch's resume point. Updates use revision checks.
+const BucketJobs = "ARCHIVE_JOBS"
+
+// Subjects and keys of one file or recording.
+func FetchJobSubject(fileKey string) string     { return "archive.fetch." + fileKey }
+func ChunkSubject(fileKey string) string        { return "archive.chunk." + fileKey }
+func FileVerifiedSubject(fileKey string) string { return subjFileVerified + fileKey }
+func FileFailedSubject(fileKey string) string   { return subjFileFailed + fileKey }
+func RecordingArchivedSubject(meetingKey string) string {
+	return subjRecordingArchived + meetingKey
+}
+func FileJobKey(fileKey string) string         { return "file." + fileKey }
+func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
+func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
+
+// MeetingKey names a recording in subjects and keys: meeting UUIDs hold '/', '+'
+// and '=', which neither may contain.
+func MeetingKey(uuid string) string {
+	sum := sha256.Sum256([]byte(uuid))
+	return hex.EncodeToString(sum[:12])
+}
+
+// FileKey names a file in subjects and keys: Zoom's file id when it is a plain
+// token, else a hash of it; CC and TIMELINE entries may come without an id, and then
+// the meeting, type and start time name them.
+func FileKey(meetingUUID string, f RecordingFile) string {
+	if f.ID != "" && len(f.ID) <= 64 && isToken(f.ID) {
+		return f.ID
+	}
+	name := f.ID
+	if name == "" {
+		start := ""
+		if f.RecordingStart != nil {
+			start = f.RecordingStart.UTC().Format(time.RFC3339)
+		}
+		name = strings.Join([]string{meetingUUID, f.FileType, f.FileExtension, f.RecordingType, start}, "|")
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "h" + hex.EncodeToString(sum[:16])
+}
+
+func isToken(s string) bool {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Job states of a file: fetch takes it from queued to fetched (every byte in CHUNKS),
+// upload from fetched to verified; failed after the last attempt.
+const (
+	JobQueued   = "queued"
+	JobFetching = "fetching"
+	JobFetched  = "fetched"
+	JobVerified = "verified"
+	JobFailed   = "failed"
+)
+
+// RecordingInfo is what every message about a recording carries: enough to file,
+// name and describe it without asking Zoom again.
+type RecordingInfo struct {
+	UUID      string    `json:"uuid"`
+	MeetingID int64     `json:"meeting_id"`
+	AccountID string    `json:"account_id,omitempty"`
+	HostID    string    `json:"host_id,omitempty"`
+	HostEmail string    `json:"host_email,omitempty"`
+	Topic     string    `json:"topic"`
+	Type      int64     `json:"type"`
+	StartTime time.Time `json:"start_time"`
+	Timezone  string    `json:"timezone,omitempty"`
+	Duration  int64     `json:"duration"`
+}
+
+// Info is the recording without its files.
+func (r Recording) Info() RecordingInfo {
+	return RecordingInfo{UUID: r.UUID, MeetingID: int64(r.ID), AccountID: r.AccountID, HostID: r.HostID,
+		HostEmail: r.HostEmail, Topic: r.Topic, Type: int64(r.Type), StartTime: r.StartTime,
+		Timezone: r.Timezone, Duration: int64(r.Duration)}
+}
+
+// FileJob is one file's state in the job bucket. File.DownloadURL needs a token to
+// use, but is still never logged.
+type FileJob struct {
+	Key         string        `json:"key"`
+	Recording   RecordingInfo `json:"recording"`
+	File        RecordingFile `json:"file"`
+	Participant bool          `json:"participant,omitempty"` // from participant_audio_files
+	EventSeq    uint64        `json:"event_seq"`             // the ZOOM_EVENTS message it came from
+	State       string        `json:"state"`
+	Generation  int           `json:"generation"` // see HeaderGeneration
+	Attempts    int           `json:"attempts"`
+	LastError   string        `json:"last_error,omitempty"`
+	Size        int64         `json:"size,omitempty"`   // set when fetched
+	SHA256      string        `json:"sha256,omitempty"` // set when fetched
+	MD5         string        `json:"md5,omitempty"`    // set when fetched
+	DriveID     string        `json:"drive_id,omitempty"`
+	DriveLink   string        `json:"drive_link,omitempty"`
+	Updated     time.Time     `json:"updated"`
+}
+
+// RecordingJob tracks one recording until Zoom's copy is dealt with.
+type RecordingJob struct {
+	Key        string        `json:"key"`
+	Recording  RecordingInfo `json:"recording"`
+	Files      []string      `json:"files"` // file keys
+	State      string        `json:"state"` // RecArchiving, RecZoomPending, RecArchived
+	ZoomAction string        `json:"zoom_action,omitempty"`
+	Updated    time.Time     `json:"updated"`
+}
+
+// Recording states: RecZoomPending is set before Zoom is asked to trash or delete, so
+// that the call is made by one worker, and a retry after a crash knows it was asked.
+const (
+	RecArchiving   = "archiving"
+	RecZoomPending = "zoom_pending"
+	RecArchived    = "archived"
+)
+
+// What was done in Zoom once every file was verified (ZOOM_AFTER_ARCHIVE).
+const (
+	ZoomKept    = "kept"
+	ZoomTrashed = "trashed"
+	ZoomDeleted = "deleted"
+)
+
+// FileVerified: upload proved Drive holds the file's exact bytes.
+type FileVerified struct {
+	Key         string `json:"key"`
+	MeetingUUID string `json:"meeting_uuid"`
+	FileID      string `json:"file_id,omitempty"`
+	Size        int64  `json:"size"`
+	MD5         string `json:"md5"`
+	DriveID     string `json:"drive_id"`
+	DriveLink   string `json:"drive_link"`
+	FolderID    string `json:"folder_id"`
+	FolderLink  string `json:"folder_link"`
+}
+
+// FileFailed: a file job gave up after its last attempt.
+type FileFailed struct {
+	Key       string        `json:"key"`
+	Recording RecordingInfo `json:"recording"`
+	FileType  string        `json:"file_type"`
+	FileID    string        `json:"file_id,omitempty"`
+	Size      int64         `json:"size,omitempty"`
+	Attempts  int           `json:"attempts"`
+	Reason    string        `json:"reason"`
+	Replay    string        `json:"replay"` // the operator's commands to try again
+}
+
+// RecordingArchived: every file of a recording is verified in Drive and Zoom's copy
+// was dealt with as ZoomAction says.
+type RecordingArchived struct {
+	Key        string         `json:"key"`
+	Recording  RecordingInfo  `json:"recording"`
+	Files      []ArchivedFile `json:"files"`
+	FolderLink string         `json:"folder_link,omitempty"`
+	ZoomAction string         `json:"zoom_action"`
+}
+
+// ArchivedFile is one file of a RecordingArchived.
+type ArchivedFile struct {
+	Key           string `json:"key"`
+	FileID        string `json:"file_id,omitempty"`
+	FileType      string `json:"file_type"`
+	RecordingType string `json:"recording_type,omitempty"`
+	Participant   string `json:"participant,omitempty"`
+	Size          int64  `json:"size"`
+	DriveLink     string `json:"drive_link"`
+}
 
 // Zoom event names the pipeline acts on.
 const (

@@ -8,10 +8,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,4 +270,91 @@ func (p *StallProxy) WaitHeld(t testing.TB) {
 		}
 	}
 	t.Fatal("nothing reached the stalled connection")
+}
+
+// The test binary doubles as a stage process, so that a test can kill a stage with
+// SIGKILL as a crash would, without building anything.
+const stageEnv = "ZOOMARCHIVE_TEST_STAGE"
+
+// MainIfStage, called first in TestMain, runs the stage's main instead of the tests
+// when this test binary was started by StartProcess.
+func MainIfStage(name string, main func()) {
+	if os.Getenv(stageEnv) == name {
+		main()
+		os.Exit(0)
+	}
+}
+
+// Process is a stage running as its own process.
+type Process struct {
+	Logs *Logs
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// StartProcess runs this test binary as the named stage with env as its whole
+// environment; TestMain must call MainIfStage.
+func StartProcess(t testing.TB, name string, env map[string]string) *Process {
+	t.Helper()
+	p := &Process{Logs: &Logs{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(os.Args[0])
+	p.cmd.Env = []string{stageEnv + "=" + name}
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = p.Logs, p.Logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Kill ends the process with SIGKILL, as a crash or the OOM killer would.
+func (p *Process) Kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case err := <-p.done:
+		p.done <- err
+	case <-time.After(10 * time.Second):
+	}
+}
+
+// WaitLog waits for a log line with message msg.
+func (p *Process) WaitLog(t testing.TB, msg string) map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, m := range p.Logs.Lines() {
+			if m["msg"] == msg {
+				return m
+			}
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("process stopped (%v) before logging %q:\n%s", err, msg, p.Logs.String())
+		default:
+		}
+	}
+	t.Fatalf("no log line %q within 30s:\n%s", msg, p.Logs.String())
+	return nil
+}
+
+// PeakRSS is the process's high-water resident memory in bytes (VmHWM).
+func (p *Process) PeakRSS() int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
 }

@@ -1,0 +1,557 @@
+package standins
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"zoomarchive/shared/events"
+)
+
+// Zoom is a stand-in of Zoom's Server-to-Server OAuth, recordings API and download
+// hosts, following ../shared/reference/zoom.md:
+//
+//	POST   {API}/oauth/token                          Basic client auth; grant in the body or the query
+//	GET    {API}/v2/meetings/{uuid}/recordings        include_fields=download_access_token
+//	DELETE {API}/v2/meetings/{uuid}/recordings        action=trash|delete; 204
+//	GET    {API}/rec/download/{file id}               Bearer token; 302 to a signed URL on {CDN}
+//	GET    {CDN}/file/{file id}?Policy=&Signature=    the bytes, with Range; ignores Authorization
+//
+// UUIDs that start with '/' or contain '//' must arrive double-encoded; errors are
+// {"code","message"} (OAuth ones {"reason","error"}); 429 carries Retry-After as a
+// date-time. Faults are injected with Inject.
+type Zoom struct {
+	AccountID, ClientID, ClientSecret string
+	TokenTTL                          time.Duration // access token lifetime; an hour by default
+	// RejectS2SDownloads makes downloads accept only download_access_token.
+	RejectS2SDownloads bool
+	// NoRange makes the CDN ignore Range headers and always send the whole file.
+	NoRange bool
+
+	API, CDN *httptest.Server
+
+	mu          sync.Mutex
+	recordings  map[string]*zoomRecording // by meeting UUID
+	files       map[string]*zoomFile      // by file id
+	tokens      map[string]time.Time      // S2S access tokens and their expiry
+	dlTokens    map[string]time.Time      // download_access_tokens
+	faults      []*Fault
+	calls       []Call
+	signKey     []byte
+	bytesServed int64 // file bytes the CDN sent
+}
+
+type zoomRecording struct {
+	rec     events.Recording
+	trashed bool
+	deleted bool
+}
+
+type zoomFile struct {
+	meeting string
+	content Content
+}
+
+// Call is one request the stand-in answered.
+type Call struct {
+	Host, Method, Path, Query, Range string
+	Status                           int
+	At                               time.Time // when the request arrived
+}
+
+// Fault changes the next Times answers to requests whose path starts with Path
+// (e.g. "/file/", "/v2/meetings/", "/oauth/token", "/rec/download/").
+type Fault struct {
+	Path        string
+	Times       int
+	Status      int           // answer with this status (and a Zoom error body) instead
+	RetryAfter  string        // with Status 429: the Retry-After value
+	CutAfter    int64         // send this many body bytes, then drop the connection
+	Stall       time.Duration // wait this long before answering
+	ExtraBytes  int64         // CDN: send this many bytes more than the file (a wrong length)
+	ShortBytes  int64         // CDN: send this many bytes fewer, with a matching Content-Length
+	StallMidway time.Duration // CDN: after CutAfter bytes, stall instead of dropping
+}
+
+// NewZoom starts the two hosts on loopback; Close stops them.
+func NewZoom() *Zoom {
+	z := &Zoom{
+		AccountID: "standin-account", ClientID: "standin-client", ClientSecret: "standin-client-secret",
+		TokenTTL:   time.Hour,
+		recordings: map[string]*zoomRecording{}, files: map[string]*zoomFile{},
+		tokens: map[string]time.Time{}, dlTokens: map[string]time.Time{},
+		signKey: []byte(randomToken()),
+	}
+	z.API = httptest.NewServer(http.HandlerFunc(z.serveAPI))
+	z.CDN = httptest.NewServer(http.HandlerFunc(z.serveCDN))
+	return z
+}
+
+// Close stops both hosts.
+func (z *Zoom) Close() {
+	z.API.CloseClientConnections()
+	z.CDN.CloseClientConnections()
+	z.API.Close()
+	z.CDN.Close()
+}
+
+// OAuthURL, APIURL are the settings fetch needs (ZOOM_OAUTH_URL, ZOOM_API_URL).
+func (z *Zoom) OAuthURL() string { return z.API.URL + "/oauth/token" }
+func (z *Zoom) APIURL() string   { return z.API.URL + "/v2" }
+
+// FileSpec describes one file of a recording to add.
+type FileSpec struct {
+	ID            string // empty: no id, as Zoom sends some CC and TIMELINE entries
+	FileType      string
+	Extension     string
+	RecordingType string
+	Size          int64
+	Participant   string // non-empty: a participant_audio_files entry with this name
+	Start, End    time.Time
+	NoSize        bool // omit file_size
+}
+
+// AddRecording registers a finished recording and returns it as Zoom's webhook and
+// API would describe it.
+func (z *Zoom) AddRecording(r events.Recording, files ...FileSpec) events.Recording {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	r.RecordingFiles, r.ParticipantAudioFiles = nil, nil
+	var total int64
+	for i, f := range files {
+		id := f.ID
+		key := id
+		if key == "" {
+			key = fmt.Sprintf("noid-%s-%d", events.MeetingKey(r.UUID), i)
+		}
+		start, end := f.Start, f.End
+		if start.IsZero() {
+			start, end = r.StartTime, r.StartTime.Add(time.Duration(r.Duration)*time.Minute)
+		}
+		rf := events.RecordingFile{
+			ID: id, MeetingUUID: r.UUID, RecordingStart: &start, RecordingEnd: &end,
+			FileType: f.FileType, FileExtension: f.Extension, RecordingType: f.RecordingType,
+			Status: "completed", DownloadURL: z.API.URL + "/rec/download/" + url.PathEscape(key),
+		}
+		if !f.NoSize {
+			rf.FileSize = events.Int64(f.Size)
+		}
+		if f.FileType != events.FileTimeline {
+			rf.PlayURL = z.API.URL + "/rec/play/" + url.PathEscape(key)
+		}
+		seed := int64(len(z.files)+1)*7919 + int64(i)
+		z.files[key] = &zoomFile{meeting: r.UUID, content: Content{Seed: seed, Size: f.Size}}
+		total += f.Size
+		if f.Participant != "" {
+			rf.FileName, rf.MeetingUUID, rf.RecordingType = f.Participant, "", ""
+			r.ParticipantAudioFiles = append(r.ParticipantAudioFiles, rf)
+		} else {
+			r.RecordingFiles = append(r.RecordingFiles, rf)
+		}
+	}
+	r.TotalSize = events.Int64(total)
+	r.RecordingCount = events.Int64(len(files))
+	z.recordings[r.UUID] = &zoomRecording{rec: r}
+	return r
+}
+
+// Content is the byte source of a file (by id, or by its download URL's last part).
+func (z *Zoom) Content(fileID string) Content {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.files[fileID].content
+}
+
+// Inject queues a fault; faults apply in the order injected.
+func (z *Zoom) Inject(f Fault) {
+	if f.Times == 0 {
+		f.Times = 1
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.faults = append(z.faults, &f)
+}
+
+// ClearFaults drops every fault not yet used.
+func (z *Zoom) ClearFaults() {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.faults = nil
+}
+
+// ExpireTokens makes every access token issued so far invalid, as an hour would.
+func (z *Zoom) ExpireTokens() {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for t := range z.tokens {
+		z.tokens[t] = time.Now().Add(-time.Second)
+	}
+}
+
+// Calls are the requests answered so far.
+func (z *Zoom) Calls() []Call {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return append([]Call(nil), z.calls...)
+}
+
+// CallsTo counts answered requests with this method whose path starts with prefix.
+func (z *Zoom) CallsTo(method, prefix string) (n int) {
+	for _, c := range z.Calls() {
+		if c.Method == method && strings.HasPrefix(c.Path, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// Trashed tells whether a recording was moved to the trash (or deleted).
+func (z *Zoom) Trashed(uuid string) (trashed, deleted bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	r := z.recordings[uuid]
+	return r.trashed, r.deleted
+}
+
+// BytesServed is the number of file bytes the CDN sent.
+func (z *Zoom) BytesServed() int64 {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.bytesServed
+}
+
+func (z *Zoom) takeFault(path string) *Fault {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for i, f := range z.faults {
+		if strings.HasPrefix(path, f.Path) {
+			f.Times--
+			if f.Times <= 0 {
+				z.faults = append(z.faults[:i], z.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+func (z *Zoom) record(r *http.Request, status int, at time.Time) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.calls = append(z.calls, Call{Host: r.Host, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Range: r.Header.Get("Range"), Status: status, At: at})
+}
+
+// statusWriter remembers the status for the call log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(s int) { w.status = s; w.ResponseWriter.WriteHeader(s) }
+
+func (z *Zoom) serveAPI(w http.ResponseWriter, r *http.Request) {
+	sw, at := &statusWriter{ResponseWriter: w, status: 200}, time.Now()
+	defer func() { z.record(r, sw.status, at) }()
+	w = sw
+	w.Header().Set("x-zm-trackingid", "v=2.0;clid=us06;rid=STANDIN_"+randomToken()[:16])
+	if f := z.takeFault(r.URL.Path); f != nil {
+		time.Sleep(f.Stall)
+		if f.Status != 0 {
+			z.fail(w, f)
+			return
+		}
+	}
+	switch {
+	case r.URL.Path == "/oauth/token":
+		z.token(w, r)
+	case strings.HasPrefix(r.URL.Path, "/v2/meetings/"):
+		z.meetingRecordings(w, r)
+	case strings.HasPrefix(r.URL.Path, "/rec/download/"):
+		z.download(w, r)
+	default:
+		apiError(w, http.StatusNotFound, 124, "Not found")
+	}
+}
+
+func (z *Zoom) fail(w http.ResponseWriter, f *Fault) {
+	switch f.Status {
+	case http.StatusTooManyRequests:
+		w.Header().Set("X-RateLimit-Category", "Light")
+		w.Header().Set("X-RateLimit-Type", "QPS")
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		apiError(w, 429, 429, "You have reached the maximum per-second rate limit for this API. Try again later.")
+	case http.StatusUnauthorized:
+		apiError(w, 401, 124, "Invalid access token.")
+	default:
+		apiError(w, f.Status, f.Status, http.StatusText(f.Status))
+	}
+}
+
+func apiError(w http.ResponseWriter, status, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg})
+}
+
+func oauthError(w http.ResponseWriter, status int, reason, errCode string) {
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]string{"reason": reason, "error": errCode})
+}
+
+func (z *Zoom) token(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		oauthError(w, 405, "Method not allowed", "invalid_request")
+		return
+	}
+	id, secret, ok := r.BasicAuth()
+	if !ok || id != z.ClientID || secret != z.ClientSecret {
+		oauthError(w, 401, "Invalid client_id or client_secret", "invalid_client")
+		return
+	}
+	r.ParseForm() // the grant may be in the body or the query
+	if r.Form.Get("grant_type") != "account_credentials" {
+		oauthError(w, 400, "Unsupported grant type", "unsupported_grant_type")
+		return
+	}
+	if r.Form.Get("account_id") != z.AccountID {
+		oauthError(w, 400, "Invalid account_id", "invalid_request")
+		return
+	}
+	tok := randomToken()
+	z.mu.Lock()
+	z.tokens[tok] = time.Now().Add(z.TokenTTL)
+	z.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{
+		"access_token": tok, "token_type": "bearer", "expires_in": int(z.TokenTTL.Seconds()),
+		"scope":   "cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin",
+		"api_url": z.API.URL,
+	})
+}
+
+// authorized checks a Bearer token (or access_token query) against S2S tokens and,
+// when dl is true, download_access_tokens.
+func (z *Zoom) authorized(r *http.Request, s2s, dl bool) bool {
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if q := r.URL.Query().Get("access_token"); q != "" {
+		tok = q
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	now := time.Now()
+	if exp, ok := z.tokens[tok]; s2s && ok && now.Before(exp) {
+		return true
+	}
+	if exp, ok := z.dlTokens[tok]; dl && ok && now.Before(exp) {
+		return true
+	}
+	return false
+}
+
+// meetingUUID takes the {uuid} path segment the way Zoom does: decoded twice, and a
+// '/'-bearing UUID that arrived single-encoded is not found.
+func meetingUUID(escapedPath string) (uuid string, ok bool) {
+	seg := strings.TrimPrefix(escapedPath, "/v2/meetings/")
+	seg, _, _ = strings.Cut(seg, "/")
+	once, err := url.PathUnescape(seg)
+	if err != nil || strings.Contains(once, "/") {
+		return "", false
+	}
+	twice, err := url.PathUnescape(once)
+	if err != nil {
+		return "", false
+	}
+	return twice, true
+}
+
+func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, "/recordings") {
+		apiError(w, 404, 124, "Not found")
+		return
+	}
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	uuid, ok := meetingUUID(r.URL.EscapedPath())
+	z.mu.Lock()
+	rec := z.recordings[uuid]
+	z.mu.Unlock()
+	if !ok || rec == nil || rec.deleted || (rec.trashed && r.Method == http.MethodGet) {
+		apiError(w, 404, 3301, "There is no recording for this meeting.")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		var m map[string]json.RawMessage
+		b, _ := json.Marshal(rec.rec)
+		json.Unmarshal(b, &m)
+		if strings.Contains(r.URL.Query().Get("include_fields"), "download_access_token") {
+			tok := randomToken()
+			z.mu.Lock()
+			z.dlTokens[tok] = time.Now().Add(24 * time.Hour)
+			z.mu.Unlock()
+			m["download_access_token"], _ = json.Marshal(tok)
+		}
+		w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+		json.NewEncoder(w).Encode(m)
+	case http.MethodDelete:
+		z.mu.Lock()
+		switch r.URL.Query().Get("action") {
+		case "", "trash":
+			rec.trashed = true
+		case "delete":
+			rec.trashed, rec.deleted = true, true
+		default:
+			z.mu.Unlock()
+			apiError(w, 400, 300, "Invalid action")
+			return
+		}
+		z.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		apiError(w, 405, 405, "Method not allowed")
+	}
+}
+
+func (z *Zoom) download(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, !z.RejectS2SDownloads, true) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	id, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/rec/download/"))
+	z.mu.Lock()
+	f := z.files[id]
+	gone := f == nil || z.recordings[f.meeting].trashed
+	z.mu.Unlock()
+	if gone {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(404)
+		io.WriteString(w, "<html><body>This recording does not exist.</body></html>")
+		return
+	}
+	exp := strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	policy := base64.RawURLEncoding.EncodeToString([]byte(`{"file":"` + id + `","exp":` + exp + `}`))
+	http.Redirect(w, r, z.CDN.URL+"/file/"+url.PathEscape(id)+"?Policy="+policy+"&Signature="+z.sign(policy)+
+		"&Key-Pair-Id=STANDIN&response-content-type=video%2Fmp4", http.StatusFound)
+}
+
+func (z *Zoom) sign(policy string) string {
+	mac := hmac.New(sha256.New, z.signKey)
+	mac.Write([]byte(policy))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+func (z *Zoom) serveCDN(w http.ResponseWriter, r *http.Request) {
+	sw, at := &statusWriter{ResponseWriter: w, status: 200}, time.Now()
+	defer func() { z.record(r, sw.status, at) }()
+	w = sw
+	id, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/file/"))
+	q := r.URL.Query()
+	if !hmac.Equal([]byte(z.sign(q.Get("Policy"))), []byte(q.Get("Signature"))) {
+		http.Error(w, "<Error><Code>AccessDenied</Code></Error>", http.StatusForbidden)
+		return
+	}
+	z.mu.Lock()
+	f := z.files[id]
+	z.mu.Unlock()
+	if f == nil {
+		http.Error(w, "<Error><Code>NoSuchKey</Code></Error>", http.StatusNotFound)
+		return
+	}
+	fault := z.takeFault(r.URL.Path)
+	if fault != nil {
+		time.Sleep(fault.Stall)
+		if fault.Status != 0 {
+			z.fail(w, fault)
+			return
+		}
+	}
+	c := f.content
+	size := c.Size
+	if fault != nil {
+		size += fault.ExtraBytes - fault.ShortBytes
+	}
+	var start int64
+	if rg := r.Header.Get("Range"); rg != "" && !z.NoRange {
+		v, ok := strings.CutPrefix(rg, "bytes=")
+		from, rest, _ := strings.Cut(v, "-")
+		n, err := strconv.ParseInt(from, 10, 64)
+		if !ok || rest != "" || err != nil || n >= size {
+			w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		start = n
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, size-1, size))
+	}
+	w.Header().Set("Content-Type", q.Get("response-content-type"))
+	w.Header().Set("Accept-Ranges", "bytes")
+	w.Header().Set("Content-Length", strconv.FormatInt(size-start, 10))
+	if start > 0 {
+		w.WriteHeader(http.StatusPartialContent)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
+	body := io.MultiReader(c.Reader(min(start, c.Size)), zeros(max(0, size-max(start, c.Size))))
+	body = io.LimitReader(body, size-start)
+	if fault != nil && fault.CutAfter > 0 {
+		n, _ := io.Copy(w, io.LimitReader(body, fault.CutAfter))
+		z.addServed(n)
+		http.NewResponseController(sw.ResponseWriter).Flush()
+		if fault.StallMidway > 0 {
+			time.Sleep(fault.StallMidway)
+		}
+		// Drop the connection mid-body, as a cut link does.
+		if conn, _, err := http.NewResponseController(sw.ResponseWriter).Hijack(); err == nil {
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
+		return
+	}
+	n, _ := io.Copy(w, body)
+	z.addServed(n)
+}
+
+func (z *Zoom) addServed(n int64) {
+	z.mu.Lock()
+	z.bytesServed += n
+	z.mu.Unlock()
+}
+
+type zeroReader struct{ n int64 }
+
+func zeros(n int64) io.Reader { return &zeroReader{n} }
+
+func (z *zeroReader) Read(p []byte) (int, error) {
+	if z.n <= 0 {
+		return 0, io.EOF
+	}
+	k := min(int64(len(p)), z.n)
+	clear(p[:k])
+	z.n -= k
+	return int(k), nil
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+)
+
+// After the archive: once upload has verified every file of a recording in Drive,
+// Zoom's copy is trashed (or deleted, or kept: ZOOM_AFTER_ARCHIVE) exactly once, and
+// a recording-archived event tells notify.
+
+// staleZoomPending is how long a recording may sit in RecZoomPending before another
+// worker takes it for a crashed one.
+const staleZoomPending = 2 * time.Minute
+
+var errNotOurs = errors.New("another worker is archiving this recording")
+
+func (st *stage) afterVerified(ctx context.Context, msg jetstream.Msg) {
+	var v events.FileVerified
+	if err := json.Unmarshal(msg.Data(), &v); err != nil || v.Key == "" {
+		st.log.Error("unreadable file-verified event; skipped", "subject", msg.Subject())
+		msg.TermWithReason("unreadable")
+		return
+	}
+	job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(v.Key))
+	if err == nil && found {
+		err = st.archiveRecording(ctx, events.MeetingKey(job.Recording.UUID), v.FolderLink)
+	}
+	if err != nil && !errors.Is(err, errNotOurs) {
+		st.log.Warn("after-archive step failed; will retry", "file_key", v.Key, "meeting_uuid", job.Recording.UUID, "err", err)
+		msg.NakWithDelay(10 * time.Second)
+		return
+	}
+	msg.Ack()
+}
+
+// archiveRecording deals with Zoom's copy if, and only if, every file is verified.
+func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) error {
+	rec, found, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(mkey))
+	if err != nil || !found || rec.State == events.RecArchived {
+		return err
+	}
+	jobs, all, err := st.verifiedFiles(ctx, rec)
+	if err != nil || !all {
+		return err
+	}
+	uuid := rec.Recording.UUID
+	if rec.State == events.RecArchiving && st.action != "keep" {
+		// Zoom's own list may hold files no event announced yet (a transcript made
+		// later): they are archived first, or they would go with the trash.
+		zrec, _, err := st.zoom.recording(ctx, uuid, false)
+		switch {
+		case errors.Is(err, errGone):
+		case err != nil:
+			return err
+		default:
+			if _, err := st.plan(ctx, zrec, jobs[rec.Files[0]].EventSeq); err != nil {
+				return err
+			}
+			if rec, _, err = bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(mkey)); err != nil {
+				return err
+			}
+			if jobs, all, err = st.verifiedFiles(ctx, rec); err != nil || !all {
+				return err
+			}
+		}
+	}
+	// One worker moves the recording to zoom_pending and makes the call; a crash after
+	// it leaves zoom_pending, which another worker redoes once it is stale.
+	rec, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, exists bool) error {
+		switch {
+		case !exists || r.State == events.RecArchived:
+			return errNotOurs
+		case r.State == events.RecZoomPending && time.Since(r.Updated) < staleZoomPending:
+			return errNotOurs
+		}
+		r.State, r.ZoomAction, r.Updated = events.RecZoomPending, zoomAction(st.action), time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if st.action != "keep" {
+		err := st.zoom.removeRecording(ctx, uuid, st.action)
+		if err != nil && !errors.Is(err, errGone) { // gone: asked before, or removed by hand
+			return fmt.Errorf("%s in zoom: %w", st.action, err)
+		}
+	}
+	archived := events.RecordingArchived{Key: mkey, Recording: rec.Recording, FolderLink: folderLink, ZoomAction: rec.ZoomAction}
+	for _, key := range rec.Files {
+		j := jobs[key]
+		name := ""
+		if j.Participant {
+			name = j.File.FileName
+		}
+		archived.Files = append(archived.Files, events.ArchivedFile{Key: key, FileID: j.File.ID, FileType: j.File.FileType,
+			RecordingType: j.File.RecordingType, Participant: name, Size: j.Size, DriveLink: j.DriveLink})
+	}
+	b, _ := json.Marshal(archived)
+	if _, err := st.js.Publish(ctx, events.RecordingArchivedSubject(mkey), b, jetstream.WithMsgID("archived-"+mkey)); err != nil {
+		return err
+	}
+	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
+		r.State, r.Updated = events.RecArchived, time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	st.m.archived.WithLabelValues(rec.ZoomAction).Inc()
+	st.log.Info("recording archived", "meeting_uuid", uuid, "files", len(rec.Files), "zoom", rec.ZoomAction)
+	return nil
+}
+
+// verifiedFiles reads the recording's file jobs and tells whether all are verified.
+func (st *stage) verifiedFiles(ctx context.Context, rec events.RecordingJob) (map[string]events.FileJob, bool, error) {
+	jobs := map[string]events.FileJob{}
+	for _, key := range rec.Files {
+		j, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))
+		if err != nil || !found || j.State != events.JobVerified {
+			return nil, false, err
+		}
+		jobs[key] = j
+	}
+	return jobs, len(rec.Files) > 0, nil
+}
+
+func zoomAction(setting string) string {
+	switch setting {
+	case "trash":
+		return events.ZoomTrashed
+	case "delete":
+		return events.ZoomDeleted
+	}
+	return events.ZoomKept
+}

@@ -1,0 +1,546 @@
+package main
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+)
+
+// A file job: download from Zoom and publish the bytes, in order, as chunk messages;
+// then a final message with the size and digests. Progress (offset and hash state)
+// is checkpointed after every chunk under a lease, so a restarted fetch continues
+// with an HTTP Range request where the last one stopped.
+
+// errCodeMaxBytes is JetStream's refusal when CHUNKS holds CHUNK_WINDOW bytes.
+const errCodeMaxBytes jetstream.ErrorCode = 10077
+
+var (
+	errNoResume     = errors.New("zoom cannot resume this download; starting the file over")
+	errUnauthorized = errors.New("zoom refused the download token")
+	errBadLength    = errors.New("zoom sent a different number of bytes than file_size")
+	errStalled      = errors.New("no bytes for ZOOM_STALL_TIMEOUT")
+	errLeaseLost    = errors.New("another fetch worker took this file over")
+)
+
+// permanent marks errors a quick retry cannot fix; the attempt fails.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// progress is fetch's resume point for one file (fetch.<key> in the job bucket).
+type progress struct {
+	Owner      string    `json:"owner"`
+	LeaseUntil time.Time `json:"lease_until"`
+	Generation int       `json:"generation"`
+	Offset     int64     `json:"offset"`
+	SHA256     []byte    `json:"sha256_state,omitempty"` // hash states over bytes [0, Offset)
+	MD5        []byte    `json:"md5_state,omitempty"`
+	Restart    bool      `json:"restart,omitempty"` // the next attempt starts over
+}
+
+// checkpoint is the worker's hold on a file's progress record.
+type checkpoint struct {
+	st  *stage
+	key string
+	mu  sync.Mutex
+	p   progress
+	rev uint64
+}
+
+// fetchJob handles one FETCH_JOBS message.
+func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
+	key := strings.TrimPrefix(msg.Subject(), "archive.fetch.")
+	restart := msg.Headers().Get(events.HeaderRestart) == "true"
+	log := st.log.With("file_key", key)
+	job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))
+	if err != nil {
+		log.Warn("job unreadable; will retry", "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	if !found || job.State == events.JobVerified || job.State == events.JobFailed {
+		msg.Ack()
+		return
+	}
+	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
+	cp, wait, err := st.claim(ctx, job, restart)
+	switch {
+	case err != nil:
+		log.Warn("cannot claim the file; will retry", "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	case cp == nil:
+		msg.NakWithDelay(wait) // another worker holds it; look again when its lease ends
+		return
+	}
+	if job.State == events.JobFetched && !restart {
+		// Fetched before a crash that came before the final message was confirmed.
+		st.finish(ctx, msg, cp, job, log)
+		return
+	}
+	if restart || cp.p.Restart || cp.p.Generation != job.Generation {
+		if job, err = st.newGeneration(ctx, cp, job); err != nil {
+			log.Warn("cannot start the file over; will retry", "err", err)
+			cp.release(ctx)
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
+	}
+	job, err = st.setJob(ctx, key, func(j *events.FileJob) { j.State = events.JobFetching })
+	if err != nil {
+		cp.release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+
+	hctx, stopBeat := context.WithCancel(ctx)
+	go st.heartbeat(hctx, msg, cp)
+	start, from := time.Now(), cp.p.Offset
+	err = st.download(ctx, cp, &job)
+	stopBeat()
+	switch {
+	case err == nil:
+		log.Info("file fetched", "bytes", cp.p.Offset, "resumed_at", from, "took", time.Since(start).Round(time.Millisecond))
+		st.finish(ctx, msg, cp, job, log)
+	case ctx.Err() != nil:
+		// Stopping: the checkpoint stays, and the next fetch resumes at once.
+		cp.release(context.Background())
+		msg.Nak()
+	case errors.Is(err, errLeaseLost):
+		log.Warn("another worker took the file over; leaving it to it")
+		msg.NakWithDelay(st.lease())
+	default:
+		st.attemptFailed(ctx, msg, cp, job, err, log)
+	}
+}
+
+// claim takes the file's lease, or returns a nil checkpoint and how long the other
+// holder's lease still runs.
+func (st *stage) claim(ctx context.Context, job events.FileJob, restart bool) (*checkpoint, time.Duration, error) {
+	cp := &checkpoint{st: st, key: job.Key}
+	entry, err := st.kv.Get(ctx, events.FetchProgressKey(job.Key))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		cp.p = progress{Generation: job.Generation}
+	case err != nil:
+		return nil, 0, err
+	default:
+		if err := json.Unmarshal(entry.Value(), &cp.p); err != nil {
+			cp.p = progress{Generation: job.Generation} // unreadable: start over
+			cp.p.Restart = true
+		}
+		cp.rev = entry.Revision()
+		if cp.p.Owner != st.worker && time.Now().Before(cp.p.LeaseUntil) {
+			return nil, time.Until(cp.p.LeaseUntil) + time.Second, nil
+		}
+	}
+	cp.p.Owner, cp.p.LeaseUntil = st.worker, time.Now().Add(st.lease())
+	if err := cp.save(ctx); errors.Is(err, errLeaseLost) {
+		return nil, time.Second, nil // someone claimed it between our read and write
+	} else if err != nil {
+		return nil, 0, err
+	}
+	return cp, 0, nil
+}
+
+// save writes the progress record if nobody else wrote it since we last did.
+func (c *checkpoint) save(ctx context.Context) error {
+	b, _ := json.Marshal(c.p)
+	var rev uint64
+	var err error
+	if c.rev == 0 {
+		rev, err = c.st.kv.Create(ctx, events.FetchProgressKey(c.key), b)
+	} else {
+		rev, err = c.st.kv.Update(ctx, events.FetchProgressKey(c.key), b, c.rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return errLeaseLost
+	}
+	if err != nil {
+		return err
+	}
+	c.rev = rev
+	return nil
+}
+
+// advance records that the bytes up to offset are in CHUNKS, with their hash states.
+func (c *checkpoint) advance(ctx context.Context, offset int64, sha, md hash.Hash) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.p.Offset = offset
+	c.p.SHA256, _ = sha.(encoding.BinaryMarshaler).MarshalBinary()
+	c.p.MD5, _ = md.(encoding.BinaryMarshaler).MarshalBinary()
+	c.p.LeaseUntil = time.Now().Add(c.st.lease())
+	return c.save(ctx)
+}
+
+func (c *checkpoint) renew(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.p.LeaseUntil = time.Now().Add(c.st.lease())
+	return c.save(ctx)
+}
+
+// release lets another worker take the file at once.
+func (c *checkpoint) release(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.p.LeaseUntil = time.Time{}
+	c.save(ctx)
+}
+
+// hashes are the digests so far, restored from the checkpoint.
+func (c *checkpoint) hashes() (sha, md hash.Hash) {
+	sha, md = sha256.New(), md5.New()
+	if c.p.Offset > 0 {
+		sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.p.SHA256)
+		md.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.p.MD5)
+	}
+	return sha, md
+}
+
+// heartbeat keeps the job message and the lease alive through long downloads and
+// full windows.
+func (st *stage) heartbeat(ctx context.Context, msg jetstream.Msg, cp *checkpoint) {
+	t := time.NewTicker(st.ackWait / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			msg.InProgress()
+			cp.renew(ctx)
+		}
+	}
+}
+
+// newGeneration starts the file over: its chunks so far are purged, the generation
+// goes up (upload starts a new Drive session when it sees it), the offset goes to 0.
+func (st *stage) newGeneration(ctx context.Context, cp *checkpoint, job events.FileJob) (events.FileJob, error) {
+	s, err := st.js.Stream(ctx, events.StreamChunks)
+	if err != nil {
+		return job, err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject(job.Key))); err != nil {
+		return job, err
+	}
+	gen := max(job.Generation, cp.p.Generation) + 1
+	job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
+		j.Generation, j.State, j.Size, j.SHA256, j.MD5 = gen, events.JobFetching, 0, "", ""
+	})
+	if err != nil {
+		return job, err
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.p = progress{Owner: st.worker, LeaseUntil: time.Now().Add(st.lease()), Generation: gen}
+	return job, cp.save(ctx)
+}
+
+// download runs one attempt: quick retries for what a retry can fix (5xx, cuts,
+// stalls, 429), each resuming from the checkpoint.
+func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJob) error {
+	token := "" // the S2S token, until Zoom wants a download_access_token
+	for try := 0; ; try++ {
+		err := st.stream(ctx, cp, job, token)
+		var perm permanent
+		switch {
+		case err == nil || ctx.Err() != nil || errors.Is(err, errLeaseLost):
+			return err
+		case errors.Is(err, errUnauthorized) && token == "":
+			_, token, err = st.zoom.recording(ctx, job.Recording.UUID, true)
+			if err != nil {
+				return fmt.Errorf("download refused, and no download_access_token: %w", err)
+			}
+			st.m.retries.WithLabelValues("download_token").Inc()
+			continue
+		case errors.Is(err, errNoResume):
+			if *job, err = st.newGeneration(ctx, cp, *job); err != nil {
+				return err
+			}
+			st.m.retries.WithLabelValues("no_range").Inc()
+			continue
+		case errors.As(err, &perm) || try >= 5:
+			return err
+		}
+		st.m.retries.WithLabelValues(retryReason(err)).Inc()
+		st.log.Info("download interrupted; resuming", "file_key", job.Key, "meeting_uuid", job.Recording.UUID,
+			"at", cp.p.Offset, "try", try+1, "err", err)
+		sleep(ctx, backoff(st.zoom.retryBase, try))
+	}
+}
+
+func retryReason(err error) string {
+	switch {
+	case errors.Is(err, errStalled):
+		return "stalled"
+	case strings.Contains(err.Error(), "429"):
+		return "rate_limited"
+	case strings.Contains(err.Error(), "zoom answered 5"):
+		return "server_error"
+	}
+	return "connection"
+}
+
+// stream downloads from the checkpoint's offset to the end, publishing as it reads.
+func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob, token string) error {
+	bearer := token
+	if bearer == "" {
+		var err error
+		if bearer, err = st.zoom.accessToken(ctx); err != nil {
+			return err
+		}
+	}
+	offset, size := cp.p.Offset, int64(job.File.FileSize)
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	resp, err := st.zoom.download(sctx, job.File.DownloadURL, offset, bearer)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "refused") {
+			return permanent{err}
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	switch s := resp.StatusCode; {
+	case s == http.StatusOK && offset > 0:
+		return errNoResume
+	case s == http.StatusPartialContent:
+		if !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", offset)) {
+			return errNoResume
+		}
+	case s == http.StatusOK:
+	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+		// Not necessarily an expired token: downloads may want the download token.
+		// Asking for it goes through the API, which renews an expired token.
+		return errUnauthorized
+	case s == http.StatusNotFound:
+		return permanent{errors.New("zoom has no such file (404); the recording may have been deleted")}
+	case s == http.StatusTooManyRequests || s >= 500:
+		return fmt.Errorf("zoom answered %d", s)
+	default:
+		return permanent{fmt.Errorf("zoom answered %d to the download", s)}
+	}
+	if size > 0 && resp.ContentLength >= 0 && offset+resp.ContentLength != size {
+		return permanent{fmt.Errorf("%w: %d announced, file_size %d", errBadLength, offset+resp.ContentLength, size)}
+	}
+
+	idle := time.AfterFunc(st.stall, func() { cancel(errStalled) })
+	defer idle.Stop()
+	sha, md := cp.hashes()
+	buf := make([]byte, st.chunk)
+	for {
+		n, rerr := readFull(resp.Body, buf, func() { idle.Reset(st.stall) })
+		if n > 0 {
+			if size > 0 && offset+int64(n) > size {
+				return permanent{fmt.Errorf("%w: more than %d bytes", errBadLength, size)}
+			}
+			if err := st.publishChunk(ctx, cp, job, offset, buf[:n]); err != nil {
+				return err
+			}
+			sha.Write(buf[:n])
+			md.Write(buf[:n])
+			offset += int64(n)
+			st.m.bytes.Add(float64(n))
+			if err := cp.advance(ctx, offset, sha, md); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if cause := context.Cause(sctx); errors.Is(cause, errStalled) {
+				return errStalled
+			}
+			return fmt.Errorf("download cut at byte %d: %w", offset, redact(rerr))
+		}
+	}
+	if size > 0 && offset != size {
+		return permanent{fmt.Errorf("%w: %d received, file_size %d", errBadLength, offset, size)}
+	}
+	return nil
+}
+
+// readFull fills buf unless the body ends or fails first; io.EOF only at a clean end.
+func readFull(r io.Reader, buf []byte, progress func()) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if k > 0 {
+			progress()
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// publishChunk puts one chunk into CHUNKS; while the window is full it waits,
+// renewing its lease, and sends the same chunk again: order is kept and nothing is lost.
+func (st *stage) publishChunk(ctx context.Context, cp *checkpoint, job *events.FileJob, offset int64, data []byte) error {
+	msg := &nats.Msg{Subject: events.ChunkSubject(job.Key), Data: data, Header: nats.Header{}}
+	msg.Header.Set(events.HeaderFile, job.Key)
+	msg.Header.Set(events.HeaderGeneration, strconv.Itoa(job.Generation))
+	msg.Header.Set(events.HeaderOffset, strconv.FormatInt(offset, 10))
+	return st.publishWaiting(ctx, cp, msg, fmt.Sprintf("%s-g%d-%d", job.Key, job.Generation, offset))
+}
+
+func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.Msg, id string) error {
+	wait, waited := 10*time.Millisecond, time.Duration(0)
+	for {
+		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMaxBytes {
+			st.m.windowFull.Inc()
+		} else {
+			st.log.Warn("chunk publish failed; retrying", "file_key", cp.key, "err", err)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+		waited += wait
+		wait = min(2*wait, 500*time.Millisecond)
+		if waited > st.ackWait/4 {
+			waited = 0
+			if err := cp.renew(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// finish records the digests, sends the final message and drops the checkpoint.
+// The job is marked fetched before the final message goes out, so that upload,
+// which may verify the file at once, never sees its state go backwards.
+func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, log *slog.Logger) {
+	sha, md := cp.hashes()
+	size := cp.p.Offset
+	if job.State == events.JobFetched && job.SHA256 != "" {
+		size = job.Size
+	} else {
+		var err error
+		job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
+			j.State, j.Size = events.JobFetched, size
+			j.SHA256, j.MD5 = hex.EncodeToString(sha.Sum(nil)), hex.EncodeToString(md.Sum(nil))
+		})
+		if err != nil {
+			log.Warn("cannot record the fetched file; will retry", "err", err)
+			cp.release(ctx)
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
+	}
+	final := nats.NewMsg(events.ChunkSubject(job.Key))
+	final.Header.Set(events.HeaderFile, job.Key)
+	final.Header.Set(events.HeaderGeneration, strconv.Itoa(job.Generation))
+	final.Header.Set(events.HeaderOffset, strconv.FormatInt(job.Size, 10))
+	final.Header.Set(events.HeaderFinal, "true")
+	final.Header.Set(events.HeaderSize, strconv.FormatInt(job.Size, 10))
+	final.Header.Set(events.HeaderSHA256, job.SHA256)
+	final.Header.Set(events.HeaderMD5, job.MD5)
+	if err := st.publishWaiting(ctx, cp, final, fmt.Sprintf("%s-g%d-final", job.Key, job.Generation)); err != nil {
+		cp.release(context.Background())
+		msg.Nak()
+		return
+	}
+	st.kv.Delete(ctx, events.FetchProgressKey(job.Key))
+	msg.Ack()
+}
+
+// attemptFailed counts a failed attempt: the job waits for its next try, or fails.
+func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, cause error, log *slog.Logger) {
+	giveUp := false
+	job, err := st.setJob(ctx, job.Key, func(j *events.FileJob) {
+		j.Attempts++
+		j.LastError = cause.Error()
+		giveUp = j.Attempts >= st.maxTry
+		if giveUp {
+			j.State = events.JobFailed
+		}
+	})
+	if err != nil {
+		cp.release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	if errors.Is(cause, errBadLength) || giveUp {
+		// What was published cannot be trusted, or nobody will read it: a next try
+		// (or a replay) starts over in a new generation.
+		cp.mu.Lock()
+		cp.p.Restart = true
+		cp.mu.Unlock()
+	}
+	if giveUp {
+		if s, err := st.js.Stream(ctx, events.StreamChunks); err == nil {
+			s.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject(job.Key)))
+		}
+	}
+	cp.release(ctx)
+	if !giveUp {
+		delay := st.delays[min(job.Attempts-1, len(st.delays)-1)]
+		log.Warn("attempt failed; will try again", "attempt", job.Attempts, "of", st.maxTry, "retry_in", delay, "err", cause)
+		msg.NakWithDelay(delay)
+		return
+	}
+	st.m.failed.Inc()
+	log.Error("file job failed", "attempts", job.Attempts, "err", cause)
+	failed := events.FileFailed{
+		Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
+		Size: int64(job.File.FileSize), Attempts: job.Attempts, Reason: cause.Error(),
+		Replay: fmt.Sprintf("nats kv del %s %s -f && nats consumer reset %s %s --sequence %d -f",
+			events.BucketJobs, events.FileJobKey(job.Key), events.StreamZoomEvents, consumerEvents, job.EventSeq),
+	}
+	b, _ := json.Marshal(failed)
+	if _, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts))); err != nil {
+		log.Warn("cannot publish the failure; will retry", "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	msg.TermWithReason("failed after " + strconv.Itoa(job.Attempts) + " attempts")
+}
+
+// lease outlasts ackWait, so that a dead worker's message comes back before its
+// lease ends and the next worker only waits out the rest.
+func (st *stage) lease() time.Duration { return st.ackWait * 3 / 2 }
+
+// setJob changes the file's job record under a revision check.
+func (st *stage) setJob(ctx context.Context, key string, change func(*events.FileJob)) (events.FileJob, error) {
+	return bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, exists bool) error {
+		if !exists {
+			return fmt.Errorf("job %s vanished", key)
+		}
+		change(j)
+		j.Updated = time.Now().UTC()
+		return nil
+	})
+}

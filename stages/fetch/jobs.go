@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+)
+
+// planEvent turns a recording event into one job per file. A file whose job exists
+// (a retry, a replay, a transcript after its recording) is not started again.
+func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
+	event := strings.TrimPrefix(msg.Subject(), "zoom.event.")
+	if event != events.EventRecordingCompleted && event != events.EventTranscriptCompleted {
+		st.m.events.WithLabelValues(event, "ignored").Inc()
+		msg.Ack()
+		return
+	}
+	meta, _ := msg.Metadata()
+	var env events.Envelope
+	var p events.RecordingPayload
+	if err := json.Unmarshal(msg.Data(), &env); err == nil {
+		err = json.Unmarshal(env.Payload, &p)
+	}
+	if p.Object.UUID == "" {
+		// Retrying cannot help; the event stays in ZOOM_EVENTS for a look and a replay.
+		st.log.Error("recording event without a readable recording; skipped", "event", event, "seq", meta.Sequence.Stream)
+		st.m.events.WithLabelValues(event, "unreadable").Inc()
+		msg.TermWithReason("unreadable recording payload")
+		return
+	}
+	n, err := st.plan(ctx, p.Object, meta.Sequence.Stream)
+	if err != nil {
+		st.log.Warn("planning jobs failed; will retry", "meeting_uuid", p.Object.UUID, "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	st.m.events.WithLabelValues(event, "planned").Inc()
+	st.log.Info("recording planned", "meeting_uuid", p.Object.UUID, "event", event, "new_files", n, "seq", meta.Sequence.Stream)
+	msg.Ack()
+}
+
+// plan creates the jobs of rec's files (those wanted and complete) and records them
+// in the recording's job; it returns how many jobs are new.
+func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64) (int, error) {
+	info := rec.Info()
+	var keys []string
+	created := 0
+	add := func(f events.RecordingFile, participant bool) error {
+		if f.Status != "" && f.Status != "completed" || st.types != nil && !st.types[strings.ToUpper(f.FileType)] {
+			return nil
+		}
+		key := events.FileKey(rec.UUID, f)
+		if f.DownloadURL == "" {
+			st.log.Warn("file has no download_url (on-prem?); skipped", "meeting_uuid", rec.UUID, "file_id", f.ID, "file_type", f.FileType)
+			return nil
+		}
+		keys = append(keys, key)
+		isNew := false
+		job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, exists bool) error {
+			if isNew = !exists; exists {
+				return bus.ErrNoChange
+			}
+			*j = events.FileJob{Key: key, Recording: info, File: f, Participant: participant, EventSeq: eventSeq,
+				State: events.JobQueued, Updated: time.Now().UTC()}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if job.State != events.JobQueued {
+			return nil
+		}
+		if isNew {
+			created++
+		}
+		// New, or queued before a crash kept its work message from being sent. A
+		// second work message for one file is harmless: the download lease decides.
+		return st.enqueue(ctx, key)
+	}
+	for _, f := range rec.RecordingFiles {
+		if err := add(f, false); err != nil {
+			return created, err
+		}
+	}
+	for _, f := range rec.ParticipantAudioFiles {
+		if err := add(f, true); err != nil {
+			return created, err
+		}
+	}
+	st.m.queued.Add(float64(created))
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	_, err := bus.Update(ctx, st.kv, events.RecordingJobKey(events.MeetingKey(rec.UUID)), func(r *events.RecordingJob, exists bool) error {
+		if !exists {
+			*r = events.RecordingJob{Key: events.MeetingKey(rec.UUID), Recording: info, State: events.RecArchiving}
+		}
+		have := map[string]bool{}
+		for _, k := range r.Files {
+			have[k] = true
+		}
+		changed := !exists
+		for _, k := range keys {
+			if !have[k] {
+				r.Files, have[k], changed = append(r.Files, k), true, true
+			}
+		}
+		if !changed {
+			return bus.ErrNoChange
+		}
+		r.Updated = time.Now().UTC()
+		return nil
+	})
+	return created, err
+}
+
+// enqueue sends a file's work message. It carries no dedupe id: a replay must get
+// through, and a second message for a file is settled by the job's state and lease.
+func (st *stage) enqueue(ctx context.Context, key string) error {
+	_, err := st.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject(key)))
+	return err
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
+)
+
+// fetch killed with SIGKILL in the middle of a file: the next fetch continues from
+// the checkpoint with a Range request, and upload receives every byte once.
+func TestKilledFetchResumesWithoutDuplicates(t *testing.T) {
+	w := newWorld(t, map[string]string{"CHUNK_WINDOW": "8MiB"})
+	rec := w.meeting("uuid-kill", "Kill", standins.FileSpec{ID: "kill-1", FileType: "MP4", Extension: "MP4", Size: 24 * mib})
+	p := stagetest.StartProcess(t, "fetch", w.env)
+	p.WaitLog(t, "ready")
+	w.send(t, events.EventRecordingCompleted, rec)
+	// No upload yet: fetch fills the 8 MiB window and waits, mid-file.
+	var at int64
+	waitFor(t, "fetch mid-file", func() bool {
+		pr, found, _ := bus.Get[progress](context.Background(), w.kv, events.FetchProgressKey("kill-1"))
+		at = pr.Offset
+		return found && pr.Offset >= 6*mib
+	})
+	p.Kill()
+
+	up := w.startUploader(t)
+	w.startFetch(t)
+	f := up.whole(t, "kill-1", w.zoom.Content("kill-1"))
+	if f.gen != 0 {
+		t.Errorf("generation %d: the file started over instead of resuming", f.gen)
+	}
+	var resumed bool
+	for _, c := range w.zoom.Calls() {
+		var from int64
+		if strings.HasPrefix(c.Path, "/file/") && c.Range != "" {
+			fmt.Sscanf(c.Range, "bytes=%d-", &from)
+			resumed = resumed || from >= at
+		}
+	}
+	if !resumed {
+		t.Errorf("no Range request from the checkpoint (%d); calls: %+v", at, w.zoom.Calls())
+	}
+	if served := w.zoom.BytesServed(); served > 24*mib+12*mib {
+		t.Errorf("Zoom served %d bytes for a %d-byte file: the resume re-downloaded too much", served, 24*mib)
+	}
+}
+
+// Several fetch workers and several recordings: each file fetched once, each
+// recording trashed once, and only after all its files are verified.
+func TestTwoFetchProcessesTrashEachRecordingOnce(t *testing.T) {
+	w := newWorld(t, map[string]string{"FETCH_CONCURRENCY": "2"})
+	w.startFetch(t)
+	w.startFetch(t)
+	up := w.startUploader(t)
+	var recs []events.Recording
+	for i := range 4 {
+		uuid := fmt.Sprintf("/multi%d//x+y==", i)
+		var files []standins.FileSpec
+		for j, f := range boardMeetingFiles()[:4] {
+			f.ID = fmt.Sprintf("m%d-f%d", i, j)
+			files = append(files, f)
+		}
+		recs = append(recs, w.meeting(uuid, fmt.Sprintf("Meeting %d", i), files...))
+	}
+	for _, rec := range recs {
+		w.send(t, events.EventRecordingCompleted, rec)
+		w.send(t, events.EventRecordingCompleted, rec) // Zoom's retry, stored twice by mistake
+	}
+	for _, rec := range recs {
+		for _, key := range keys(rec) {
+			up.whole(t, key, contentOf(w, rec, key))
+		}
+	}
+	waitFor(t, "all archived", func() bool { return len(w.archiveEvents(t, "archive.recording.archived.")) == len(recs) })
+	time.Sleep(300 * time.Millisecond)
+	for _, rec := range recs {
+		n := 0
+		seg, _ := url.PathUnescape(strings.TrimPrefix(meetingPath(rec.UUID), "/meetings/")) // as the server logs it
+		for _, c := range w.zoom.Calls() {
+			if c.Method == "DELETE" && c.Path == "/v2/meetings/"+seg+"/recordings" {
+				n++
+			}
+		}
+		if trashed, _ := w.zoom.Trashed(rec.UUID); !trashed || n != 1 {
+			t.Errorf("%s: trashed %v after %d calls, want once", rec.UUID, trashed, n)
+		}
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	for key, f := range up.files {
+		if f.dups > 0 || f.gen != 0 {
+			t.Errorf("%s fetched more than once: %d duplicate chunks, generation %d", key, f.dups, f.gen)
+		}
+	}
+}
+
+func TestMeetingPathDoubleEncodes(t *testing.T) {
+	for uuid, want := range map[string]string{
+		"4444AAAiAAAAAiAiAiiAii==": "/meetings/4444AAAiAAAAAiAiAiiAii==",
+		"/ajXp+112QmS7gqgP3ep==":   "/meetings/%252FajXp+112QmS7gqgP3ep==",
+		"ab//cd==":                 "/meetings/ab%252F%252Fcd==",
+		"ab/cd":                    "/meetings/ab%2Fcd",
+	} {
+		if got := meetingPath(uuid); got != want {
+			t.Errorf("%s: %s, want %s", uuid, got, want)
+		}
+	}
+}
+
+func TestHostList(t *testing.T) {
+	h := hostList{"zoom.us", "*.zoom.us", "127.0.0.1"}
+	for raw, ok := range map[string]bool{
+		"https://zoom.us/rec/download/x":       true,
+		"https://us06web.zoom.us/rec/x":        true,
+		"https://ssrweb.zoom.us/file?x=1":      true,
+		"https://zoom.us.evil.example/x":       false,
+		"https://evilzoom.us/x":                false,
+		"http://zoom.us/x":                     false, // credentials only over TLS
+		"http://127.0.0.1:8080/x":              true,  // the stand-ins
+		"https://example.com/x":                false,
+		"https://ZOOM.US/x":                    true,
+		"https://user@evil.example/@zoom.us/x": false,
+	} {
+		u, _ := url.Parse(raw)
+		if err := h.allows(u); (err == nil) != ok {
+			t.Errorf("%s: %v", raw, err)
+		}
+	}
+}
+
+func TestRetryAfterForms(t *testing.T) {
+	now := time.Now()
+	for _, v := range []string{now.Add(3 * time.Second).UTC().Format(time.RFC3339), now.Add(3 * time.Second).UTC().Format(http1123), "3"} {
+		p := &pacer{}
+		p.hold(v)
+		if d := time.Until(p.notBefore); d < 1500*time.Millisecond || d > 4*time.Second {
+			t.Errorf("Retry-After %q holds for %s", v, d)
+		}
+	}
+	p := &pacer{}
+	p.hold("")
+	if d := time.Until(p.notBefore); d <= 0 || d > time.Second {
+		t.Errorf("no Retry-After holds for %s, want a second", d)
+	}
+}
+
+const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+func TestDefaultRetriesSpanTwelveHours(t *testing.T) {
+	var delays string
+	for _, s := range settings {
+		if s.Name == "FETCH_RETRY_DELAYS" {
+			delays = s.Default
+		}
+	}
+	var total time.Duration
+	for _, d := range strings.Split(delays, ",") {
+		dur, _ := time.ParseDuration(d)
+		total += dur
+	}
+	// 8 attempts wait 7 times.
+	if n := len(strings.Split(delays, ",")); n != 7 || total < 12*time.Hour {
+		t.Errorf("default delays %s: %d waits, %s in all; want 7 waits over at least 12h", delays, n, total)
+	}
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+)
+
+// fetch consumes three things:
+//
+//	ZOOM_EVENTS  recording events  -> one job per file (jobs.go)
+//	FETCH_JOBS   one file job      -> its bytes into CHUNKS (download.go)
+//	ARCHIVE      file verified     -> once all are, Zoom's copy trashed (archive.go)
+
+var settings = append([]config.Setting{
+	{Name: "ZOOM_ACCOUNT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Account ID"},
+	{Name: "ZOOM_CLIENT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Client ID"},
+	{Name: "ZOOM_CLIENT_SECRET", Required: true, Secret: true, Usage: "the Server-to-Server OAuth app's Client Secret"},
+	{Name: "ZOOM_API_URL", Default: "https://api.zoom.us/v2", Usage: "Zoom's REST API"},
+	{Name: "ZOOM_OAUTH_URL", Default: "https://zoom.us/oauth/token", Usage: "Zoom's token endpoint"},
+	{Name: "ZOOM_DOWNLOAD_HOSTS", Default: "zoom.us,*.zoom.us", Usage: "the only hosts fetch sends credentials to or downloads from; *.suffix matches subdomains"},
+	{Name: "ZOOM_AFTER_ARCHIVE", Default: "trash", Usage: "what to do in Zoom once every file of a recording is verified in Drive: keep, trash or delete"},
+	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz"},
+	{Name: "FETCH_CONCURRENCY", Default: "2", Usage: "files downloaded at once"},
+	{Name: "FETCH_CHUNK_SIZE", Default: "1MiB", Usage: "bytes per chunk message"},
+	{Name: "FETCH_MAX_ATTEMPTS", Default: "8", Usage: "attempts before a file job is failed"},
+	{Name: "FETCH_RETRY_DELAYS", Default: "2m,10m,30m,1h,2h,3h,6h", Usage: "waits before the 2nd, 3rd, ... attempt (the last repeats); the default spreads 8 attempts over 12.7h"},
+	{Name: "ZOOM_RETRY_BASE", Default: "1s", Usage: "first wait between quick retries within an attempt (5xx, cut connections), doubling"},
+	{Name: "ZOOM_STALL_TIMEOUT", Default: "60s", Usage: "a download that delivers no byte for this long is cut and resumed"},
+	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
+}, bus.Settings...)
+
+// Consumers of this stage (durable names an operator sees in `nats consumer ls`).
+const (
+	consumerEvents  = "fetch"
+	consumerJobs    = "fetch-jobs"
+	consumerArchive = "fetch-archive"
+)
+
+type stage struct {
+	log     *slog.Logger
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	zoom    *zoomClient
+	worker  string // this process, as the owner of a download lease
+	types   map[string]bool
+	action  string
+	chunk   int
+	maxTry  int
+	delays  []time.Duration
+	stall   time.Duration
+	ackWait time.Duration
+	m       metrics
+}
+
+type metrics struct {
+	events     *prometheus.CounterVec
+	queued     prometheus.Counter
+	bytes      prometheus.Counter
+	retries    *prometheus.CounterVec
+	windowFull prometheus.Counter
+	failed     prometheus.Counter
+	archived   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		events:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_fetch_events_total", Help: "ZOOM_EVENTS messages by event and outcome."}, []string{"event", "outcome"}),
+		queued:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_files_queued_total", Help: "File jobs created."}),
+		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_bytes_total", Help: "File bytes put into the chunk stream."}),
+		retries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_fetch_retries_total", Help: "Download retries within an attempt, by reason."}, []string{"reason"}),
+		windowFull: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_window_full_total", Help: "Chunk publishes refused because the window was full; fetch waited."}),
+		failed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_jobs_failed_total", Help: "File jobs that gave up."}),
+		archived:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_fetch_recordings_archived_total", Help: "Recordings fully archived, by what was done in Zoom."}, []string{"zoom_action"}),
+	}
+	reg.MustRegister(m.events, m.queued, m.bytes, m.retries, m.windowFull, m.failed, m.archived)
+	return m
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return config.Run(ctx, "fetch", "downloads Zoom recordings into the chunk stream", settings, args, getenv, stdout, stderr,
+		func(ctx context.Context, v *config.Values) error {
+			hosts := hostList(v.List("ZOOM_DOWNLOAD_HOSTS"))
+			apiURL, oauthURL := v.String("ZOOM_API_URL"), v.String("ZOOM_OAUTH_URL")
+			for _, name := range []string{"ZOOM_API_URL", "ZOOM_OAUTH_URL"} {
+				if u, err := url.Parse(v.String(name)); err != nil || u.Host == "" {
+					v.Invalid(name, "not a URL")
+				} else if err := hosts.allows(u); err != nil {
+					v.Invalid(name, err.Error()+"; credentials go to ZOOM_DOWNLOAD_HOSTS only")
+				}
+			}
+			st := &stage{
+				action:  v.String("ZOOM_AFTER_ARCHIVE"),
+				chunk:   int(v.Bytes("FETCH_CHUNK_SIZE")),
+				maxTry:  v.Int("FETCH_MAX_ATTEMPTS", 1),
+				stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
+				ackWait: v.Duration("FETCH_ACK_WAIT"),
+			}
+			switch st.action {
+			case "keep", "trash", "delete":
+			default:
+				v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.action))
+			}
+			if st.chunk > 4<<20 {
+				v.Invalid("FETCH_CHUNK_SIZE", "at most 4MiB: a chunk and its headers must fit the broker's message limit")
+			}
+			if types := v.List("ARCHIVE_FILE_TYPES"); len(types) > 0 {
+				st.types = map[string]bool{}
+				for _, t := range types {
+					st.types[strings.ToUpper(t)] = true
+				}
+			}
+			for _, d := range v.List("FETCH_RETRY_DELAYS") {
+				dur, err := time.ParseDuration(d)
+				if err != nil || dur <= 0 {
+					v.Invalid("FETCH_RETRY_DELAYS", fmt.Sprintf("%q is not a positive duration", d))
+				}
+				st.delays = append(st.delays, dur)
+			}
+			accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
+			retryBase := v.Duration("ZOOM_RETRY_BASE")
+			bc, metricsAddr, concurrency := bus.ReadConfig(v), v.String("METRICS_ADDR"), v.Int("FETCH_CONCURRENCY", 1)
+			if err := v.Err(); err != nil {
+				return err
+			}
+			reg := obs.Registry()
+			st.log = obs.Logger(stdout, "fetch")
+			st.zoom = newZoomClient(apiURL, oauthURL, accountID, clientID, secret, hosts, retryBase, reg)
+			st.m = newMetrics(reg)
+			st.worker = "fetch-" + nats.NewInbox()[len("_INBOX."):]
+			return st.serve(ctx, bc, reg, metricsAddr, concurrency)
+		})
+}
+
+func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
+	nc, err := bus.Connect(bc.URL, "fetch", st.log)
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	defer nc.Close()
+	if st.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	ml, err := obs.Listen(metricsAddr, reg, func() error {
+		if !nc.IsConnected() {
+			return errors.New("broker not connected")
+		}
+		if !ready.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	go ml.Serve(mctx)
+
+	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
+		return nil // stopped while waiting for the broker
+	}
+	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
+		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+	}
+	consumers := []struct {
+		stream string
+		cfg    jetstream.ConsumerConfig
+		handle func(context.Context, jetstream.Msg)
+		n      int
+	}{
+		{events.StreamZoomEvents, jetstream.ConsumerConfig{Durable: consumerEvents, FilterSubject: events.SubjectZoomEvents, MaxAckPending: 64}, st.planEvent, 1},
+		// Failing jobs wait in NakWithDelay for hours; they must not use up the pending
+		// slots, so concurrency is the number of workers, not MaxAckPending.
+		{events.StreamFetchJobs, jetstream.ConsumerConfig{Durable: consumerJobs, MaxAckPending: 10000}, st.fetchJob, concurrency},
+		{events.StreamArchive, jetstream.ConsumerConfig{Durable: consumerArchive, FilterSubject: events.FileVerifiedSubject(">"), MaxAckPending: 64}, st.afterVerified, 1},
+	}
+	var wg sync.WaitGroup
+	for _, c := range consumers {
+		c.cfg.AckPolicy, c.cfg.AckWait, c.cfg.DeliverPolicy = jetstream.AckExplicitPolicy, st.ackWait, jetstream.DeliverAllPolicy
+		cons, err := st.js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg)
+		if err != nil {
+			return fmt.Errorf("consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
+		}
+		for range c.n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st.consume(ctx, cons, c.handle)
+			}()
+		}
+	}
+	ready.Store(true)
+	st.log.Info("ready", "metrics", ml.Addr(), "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
+	<-ctx.Done()
+	wg.Wait()
+	st.log.Info("stopped")
+	return nil
+}
+
+// consume hands one message at a time to handle until ctx ends; handle acknowledges.
+func (st *stage) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(wctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+				st.log.Warn("consumer read failed; retrying", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		handle(ctx, msg)
+	}
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
+)
+
+func TestMain(m *testing.M) {
+	stagetest.MainIfStage("fetch", main)
+	os.Exit(m.Run())
+}
+
+// world is a broker with the topology, the Zoom stand-in and fetch's settings.
+type world struct {
+	natsURL string
+	zoom    *standins.Zoom
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	env     map[string]string
+}
+
+func newWorld(t testing.TB, extra map[string]string) *world {
+	t.Helper()
+	w := &world{natsURL: stagetest.NewBroker(t), zoom: standins.NewZoom()}
+	t.Cleanup(w.zoom.Close)
+	w.env = map[string]string{
+		"NATS_URL":            w.natsURL,
+		"ZOOM_ACCOUNT_ID":     w.zoom.AccountID,
+		"ZOOM_CLIENT_ID":      w.zoom.ClientID,
+		"ZOOM_CLIENT_SECRET":  w.zoom.ClientSecret,
+		"ZOOM_API_URL":        w.zoom.APIURL(),
+		"ZOOM_OAUTH_URL":      w.zoom.OAuthURL(),
+		"ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
+		"METRICS_ADDR":        "127.0.0.1:0",
+		"ZOOM_RETRY_BASE":     "20ms",
+		"ZOOM_STALL_TIMEOUT":  "2s",
+		"FETCH_RETRY_DELAYS":  "100ms",
+		"FETCH_ACK_WAIT":      "2s",
+		"CHUNK_WINDOW":        "16MiB",
+	}
+	for k, v := range extra {
+		w.env[k] = v
+	}
+	w.js = stagetest.JetStream(t, w.natsURL)
+	window, err := config.ParseBytes(w.env["CHUNK_WINDOW"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
+	ctx := context.Background()
+	if err := topo.Ensure(ctx, w.js); err != nil {
+		t.Fatal(err)
+	}
+	if w.kv, err = w.js.KeyValue(ctx, events.BucketJobs); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// startFetch runs fetch in-process and waits until it consumes.
+func (w *world) startFetch(t testing.TB) *stagetest.Stage {
+	t.Helper()
+	s := stagetest.Start(t, "fetch", run, w.env)
+	s.WaitLog(t, "ready")
+	return s
+}
+
+// meeting is a recording with the given files, registered with the stand-in.
+func (w *world) meeting(uuid, topic string, files ...standins.FileSpec) events.Recording {
+	return w.zoom.AddRecording(events.Recording{
+		UUID: uuid, ID: 81234567890, HostID: "host1", HostEmail: "board@example.org", Topic: topic, Type: 8,
+		StartTime: time.Date(2026, 3, 14, 17, 30, 0, 0, time.UTC), Timezone: "Europe/Helsinki", Duration: 95,
+	}, files...)
+}
+
+// send publishes a recording event the way the hook stores it.
+func (w *world) send(t testing.TB, event string, rec events.Recording) {
+	t.Helper()
+	d, err := standins.NewDelivery(event, map[string]any{"account_id": w.zoom.AccountID, "object": rec}, "eyJ.download-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg("zoom.event." + event)
+	msg.Data = d.Body
+	msg.Header.Set(events.HeaderZoomRequest, d.RequestID)
+	if _, err := w.js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(d.RequestID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (w *world) job(t testing.TB, key string) events.FileJob {
+	t.Helper()
+	j, _, err := bus.Get[events.FileJob](context.Background(), w.kv, events.FileJobKey(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// waitFor polls cond for up to 30 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func (w *world) waitState(t testing.TB, key, state string) events.FileJob {
+	t.Helper()
+	var j events.FileJob
+	waitFor(t, key+" "+state, func() bool { j = w.job(t, key); return j.State == state })
+	return j
+}
+
+// keys are the file keys of a recording, in Zoom's order.
+func keys(rec events.Recording) []string {
+	var out []string
+	for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
+		out = append(out, events.FileKey(rec.UUID, f))
+	}
+	return out
+}
+
+// archiveEvents reads the ARCHIVE stream's messages on a subject prefix.
+func (w *world) archiveEvents(t testing.TB, prefix string) []*jetstream.RawStreamMsg {
+	var out []*jetstream.RawStreamMsg
+	for _, m := range stagetest.StreamMsgs(t, w.natsURL, events.StreamArchive) {
+		if strings.HasPrefix(m.Subject, prefix) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// uploader stands in for the upload stage: it reads CHUNKS in order, checks what
+// fetch promised (no gaps, the final size and digests), and, unless held, marks the
+// file verified and says so on ARCHIVE as upload does.
+type uploader struct {
+	t     testing.TB
+	w     *world
+	mu    sync.Mutex
+	files map[string]*received
+	hold  map[string]bool
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+type received struct {
+	gen      int
+	data     bytes.Buffer
+	final    bool
+	dups     int
+	problems []string
+	verified bool
+}
+
+func (w *world) startUploader(t testing.TB, hold ...string) *uploader {
+	t.Helper()
+	u := &uploader{t: t, w: w, files: map[string]*received{}, hold: map[string]bool{}, done: make(chan struct{})}
+	for _, k := range hold {
+		u.hold[k] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u.stop = cancel
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
+		Durable: "test-upload", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1000, AckWait: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(u.done)
+		for ctx.Err() == nil {
+			msgs, err := cons.Fetch(64, jetstream.FetchMaxWait(200*time.Millisecond))
+			if err != nil {
+				continue
+			}
+			for m := range msgs.Messages() {
+				u.take(ctx, m)
+				m.Ack()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-u.done })
+	return u
+}
+
+func (u *uploader) take(ctx context.Context, m jetstream.Msg) {
+	h := m.Headers()
+	key := h.Get(events.HeaderFile)
+	gen, _ := strconv.Atoi(h.Get(events.HeaderGeneration))
+	off, _ := strconv.ParseInt(h.Get(events.HeaderOffset), 10, 64)
+	u.mu.Lock()
+	f := u.files[key]
+	if f == nil || gen > f.gen {
+		f = &received{gen: gen}
+		u.files[key] = f
+	}
+	u.mu.Unlock()
+	switch {
+	case gen < f.gen:
+		return // an older generation: dropped, as upload drops it
+	case h.Get(events.HeaderFinal) == "true":
+		sha, md := sha256.Sum256(f.data.Bytes()), md5.Sum(f.data.Bytes())
+		size, _ := strconv.ParseInt(h.Get(events.HeaderSize), 10, 64)
+		if size != int64(f.data.Len()) || h.Get(events.HeaderSHA256) != hex.EncodeToString(sha[:]) || h.Get(events.HeaderMD5) != hex.EncodeToString(md[:]) {
+			f.problems = append(f.problems, fmt.Sprintf("final says %d bytes %s, got %d", size, h.Get(events.HeaderMD5), f.data.Len()))
+		}
+		u.mu.Lock()
+		f.final = true
+		held := u.hold[key]
+		u.mu.Unlock()
+		if !held {
+			u.verify(ctx, key)
+		}
+	case off < int64(f.data.Len()):
+		f.dups++ // below what we have: acknowledged and dropped
+	case off > int64(f.data.Len()):
+		f.problems = append(f.problems, fmt.Sprintf("gap: chunk at %d, have %d", off, f.data.Len()))
+	default:
+		f.data.Write(m.Data())
+	}
+}
+
+// verify does what upload does once Drive holds a file.
+func (u *uploader) verify(ctx context.Context, key string) {
+	job, err := bus.Update(ctx, u.w.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+		j.State, j.DriveID, j.DriveLink = events.JobVerified, "drive-"+key, "https://drive.example/file/d/drive-"+key
+		return nil
+	})
+	if err != nil {
+		u.t.Errorf("verify %s: %v", key, err)
+		return
+	}
+	b, _ := json.Marshal(events.FileVerified{Key: key, MeetingUUID: job.Recording.UUID, FileID: job.File.ID, Size: job.Size,
+		MD5: job.MD5, DriveID: job.DriveID, DriveLink: job.DriveLink, FolderLink: "https://drive.example/drive/folders/f1"})
+	if _, err := u.w.js.Publish(ctx, events.FileVerifiedSubject(key), b, jetstream.WithMsgID("verified-"+key)); err != nil {
+		u.t.Errorf("publish verified %s: %v", key, err)
+	}
+	u.mu.Lock()
+	u.files[key].verified = true
+	u.mu.Unlock()
+}
+
+// release verifies a held file.
+func (u *uploader) release(key string) {
+	u.mu.Lock()
+	delete(u.hold, key)
+	final := u.files[key] != nil && u.files[key].final
+	u.mu.Unlock()
+	if final {
+		u.verify(context.Background(), key)
+	}
+}
+
+// whole waits until the file arrived complete and checks it against Zoom's bytes.
+func (u *uploader) whole(t testing.TB, key string, want standins.Content) *received {
+	t.Helper()
+	var f *received
+	waitFor(t, "file "+key+" complete", func() bool {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		f = u.files[key]
+		return f != nil && f.final
+	})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(f.problems) > 0 {
+		t.Errorf("%s: %v", key, f.problems)
+	}
+	wantMD5, _ := want.Digests()
+	got := md5.Sum(f.data.Bytes())
+	if int64(f.data.Len()) != want.Size || hex.EncodeToString(got[:]) != wantMD5 {
+		t.Errorf("%s: got %d bytes md5 %x, Zoom has %d bytes md5 %s", key, f.data.Len(), got, want.Size, wantMD5)
+	}
+	return f
+}
+
+// metric reads one sample of a stage's /metrics.
+func metric(t testing.TB, s *stagetest.Stage, sample string) float64 {
+	t.Helper()
+	addr := ""
+	for _, l := range s.Logs.Lines() {
+		if l["msg"] == "ready" {
+			addr, _ = l["metrics"].(string)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
+}

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"zoomarchive/shared/events"
+)
+
+// Zoom's APIs as fetch uses them: Server-to-Server OAuth with a cached token, the
+// meeting recordings endpoints, and downloads that redirect to a CDN. Every request
+// waits for the stage-wide pacer, so one 429 slows them all.
+
+// zoomError is Zoom's error body, {"code":…,"message":…}, with the HTTP status.
+type zoomError struct {
+	Status  int
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *zoomError) Error() string {
+	return fmt.Sprintf("zoom answered %d (code %d): %s", e.Status, e.Code, e.Message)
+}
+
+// errGone: Zoom no longer has the recording (404, code 3301).
+var errGone = errors.New("zoom has no such recording (404, code 3301)")
+
+type zoomClient struct {
+	apiURL, oauthURL                  string
+	accountID, clientID, clientSecret string
+	hosts                             hostList
+	client                            *http.Client
+	pace                              *pacer
+	retryBase                         time.Duration
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+
+	tokenRequests prometheus.Counter
+	rateLimited   prometheus.Counter
+}
+
+// hostList is ZOOM_DOWNLOAD_HOSTS: exact names and *.suffix patterns. Credentials
+// go to these hosts only, and fetch requests nothing outside them.
+type hostList []string
+
+func (h hostList) allows(u *url.URL) error {
+	host := strings.ToLower(u.Hostname())
+	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(host)) {
+		return fmt.Errorf("refused %s URL: only https (plain http on loopback, for stand-ins)", u.Scheme)
+	}
+	for _, p := range h {
+		p = strings.ToLower(p)
+		if host == p || strings.HasPrefix(p, "*.") && strings.HasSuffix(host, p[1:]) {
+			return nil
+		}
+	}
+	return fmt.Errorf("refused host %q: not in ZOOM_DOWNLOAD_HOSTS", host)
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+func newZoomClient(apiURL, oauthURL, accountID, clientID, clientSecret string, hosts hostList, retryBase time.Duration, reg prometheus.Registerer) *zoomClient {
+	c := &zoomClient{
+		apiURL: strings.TrimSuffix(apiURL, "/"), oauthURL: oauthURL,
+		accountID: accountID, clientID: clientID, clientSecret: clientSecret,
+		hosts: hosts, pace: &pacer{}, retryBase: retryBase,
+		tokenRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zoomarchive_fetch_token_requests_total", Help: "Server-to-Server OAuth token requests.",
+		}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zoomarchive_fetch_rate_limited_total", Help: "429 answers from Zoom; each pauses every request of the stage.",
+		}),
+	}
+	reg.MustRegister(c.tokenRequests, c.rateLimited)
+	c.client = &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       90 * time.Second,
+		},
+		// Zoom's download URL redirects to its CDN: follow, but never off the list.
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("more than 5 redirects")
+			}
+			return hosts.allows(req.URL)
+		},
+	}
+	return c
+}
+
+// accessToken is the cached S2S token, renewed when less than five minutes remain.
+func (c *zoomClient) accessToken(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token != "" && time.Until(c.expires) > 5*time.Minute {
+		return c.token, nil
+	}
+	form := url.Values{"grant_type": {"account_credentials"}, "account_id": {c.accountID}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.oauthURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return "", err
+	}
+	req.SetBasicAuth(c.clientID, c.clientSecret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if err := c.pace.wait(ctx); err != nil {
+		return "", err
+	}
+	c.tokenRequests.Inc()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("zoom token: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode == http.StatusTooManyRequests {
+			c.rateLimited.Inc()
+			c.pace.hold(resp.Header.Get("Retry-After"))
+		}
+		var e struct{ Reason, Error string }
+		json.Unmarshal(body, &e)
+		return "", fmt.Errorf("zoom token: %d %s: %s (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET)", resp.StatusCode, e.Error, e.Reason)
+	}
+	var t struct {
+		AccessToken string `json:"access_token"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
+		return "", fmt.Errorf("zoom token: unreadable answer")
+	}
+	c.token, c.expires = t.AccessToken, time.Now().Add(time.Duration(t.ExpiresIn)*time.Second)
+	return c.token, nil
+}
+
+// invalidate drops tok after Zoom refused it, so the next call asks for a new one.
+func (c *zoomClient) invalidate(tok string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.token == tok {
+		c.token = ""
+	}
+}
+
+// meetingPath is /meetings/{uuid}: a UUID that starts with '/' or holds '//' is
+// encoded twice, as Zoom requires.
+func meetingPath(uuid string) string {
+	seg := url.PathEscape(uuid)
+	if strings.HasPrefix(uuid, "/") || strings.Contains(uuid, "//") {
+		seg = url.PathEscape(seg)
+	}
+	return "/meetings/" + seg
+}
+
+// call makes one API request: a refused token is renewed once, a 429 waits for the
+// pacer, 5xx and network errors are retried with backoff; out receives the JSON.
+func (c *zoomClient) call(ctx context.Context, method, path string, query url.Values, out any) error {
+	u := c.apiURL + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	renewed := false
+	for try := 0; ; try++ {
+		tok, err := c.accessToken(ctx)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if err := c.pace.wait(ctx); err != nil {
+			return err
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			if try < 5 && ctx.Err() == nil {
+				sleep(ctx, backoff(c.retryBase, try))
+				continue
+			}
+			return fmt.Errorf("zoom %s %s: %w", method, path, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		switch s := resp.StatusCode; {
+		case s >= 200 && s < 300:
+			if out != nil && len(body) > 0 {
+				return json.Unmarshal(body, out)
+			}
+			return nil
+		case s == http.StatusUnauthorized && !renewed:
+			c.invalidate(tok)
+			renewed = true
+			continue
+		case s == http.StatusTooManyRequests:
+			c.rateLimited.Inc()
+			c.pace.hold(resp.Header.Get("Retry-After"))
+			continue
+		case s >= 500 && try < 5:
+			sleep(ctx, backoff(c.retryBase, try))
+			continue
+		}
+		zerr := &zoomError{Status: resp.StatusCode}
+		json.Unmarshal(body, zerr)
+		if zerr.Status == http.StatusNotFound && zerr.Code == 3301 {
+			return errGone
+		}
+		return fmt.Errorf("zoom %s %s: %w", method, path, zerr)
+	}
+}
+
+// recording asks Zoom for a recording's current files, and with dlToken a fresh
+// download_access_token.
+func (c *zoomClient) recording(ctx context.Context, uuid string, dlToken bool) (events.Recording, string, error) {
+	var q url.Values
+	if dlToken {
+		q = url.Values{"include_fields": {"download_access_token"}}
+	}
+	var raw json.RawMessage
+	if err := c.call(ctx, http.MethodGet, meetingPath(uuid)+"/recordings", q, &raw); err != nil {
+		return events.Recording{}, "", err
+	}
+	var rec events.Recording
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return rec, "", fmt.Errorf("zoom recording %s: %w", uuid, err)
+	}
+	var token string
+	json.Unmarshal(rec.Extra["download_access_token"], &token)
+	delete(rec.Extra, "download_access_token")
+	return rec, token, nil
+}
+
+// removeRecording trashes or deletes every file of a recording. A 404 3301 is
+// errGone, which the caller takes as done when it had asked before.
+func (c *zoomClient) removeRecording(ctx context.Context, uuid, action string) error {
+	return c.call(ctx, http.MethodDelete, meetingPath(uuid)+"/recordings", url.Values{"action": {action}}, nil)
+}
+
+// download opens a file's bytes from offset on. bearer is the S2S token or a
+// download_access_token; the URL and every redirect must be on the allowed hosts.
+func (c *zoomClient) download(ctx context.Context, rawURL string, offset int64, bearer string) (*http.Response, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("download URL unreadable")
+	}
+	if err := c.hosts.allows(u); err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	if offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
+	}
+	if err := c.pace.wait(ctx); err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) && strings.Contains(uerr.Err.Error(), "refused") {
+			return nil, uerr.Err // a redirect off the allowed hosts; no URL in the message
+		}
+		return nil, fmt.Errorf("download: %w", redact(err))
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		c.rateLimited.Inc()
+		c.pace.hold(resp.Header.Get("Retry-After"))
+	}
+	return resp, nil
+}
+
+// redact keeps signed URLs out of errors, which end up in logs and job state.
+func redact(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
+	}
+	return err
+}
+
+// pacer holds every Zoom request of the stage until a 429's Retry-After has passed.
+type pacer struct {
+	mu        sync.Mutex
+	notBefore time.Time
+}
+
+func (p *pacer) wait(ctx context.Context) error {
+	p.mu.Lock()
+	d := time.Until(p.notBefore)
+	p.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	return sleep(ctx, d)
+}
+
+// hold reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
+// seconds; without one it waits a second.
+func (p *pacer) hold(retryAfter string) {
+	until := time.Now().Add(time.Second)
+	if t, err := time.Parse(time.RFC3339, retryAfter); err == nil {
+		until = t
+	} else if t, err := http.ParseTime(retryAfter); err == nil {
+		until = t
+	} else if s, err := strconv.Atoi(retryAfter); err == nil && s >= 0 {
+		until = time.Now().Add(time.Duration(s) * time.Second)
+	}
+	p.mu.Lock()
+	if until.After(p.notBefore) {
+		p.notBefore = until
+	}
+	p.mu.Unlock()
+}
+
+// backoff is exponential from base with full jitter, capped at 64 times base.
+func backoff(base time.Duration, try int) time.Duration {
+	d := base << min(try, 6)
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
