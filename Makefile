@@ -6,11 +6,12 @@ STAGES := $(notdir $(patsubst %/main.go,%,$(wildcard stages/*/main.go)))
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
 
-.PHONY: help build test check fuzz bench run tools clean
+.PHONY: help build test check fuzz bench run dev tools clean
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
 	@echo "make run     the embedded broker and every stage, settings from .env"
+	@echo "make dev     the same on loopback, with placeholders for the credentials you lack"
 	@echo "make test    formatting, vet, all tests (real nats-server, natscli), short fuzz runs"
 	@echo "make bench   the benchmarks whose numbers the README reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
@@ -43,9 +44,15 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkHookSaturation$$' -benchtime 30000x -count 3 ./stages/hook
 	$(GO) test -run '^$$' -bench '^BenchmarkHookLatencyAt1000$$' -benchtime 10x -count 3 ./stages/hook
+	$(GO) test -run '^$$' -bench '^BenchmarkFetch$$' -benchtime 1x -count 3 ./stages/fetch
 
 run: build
 	./scripts/run
+
+# For a first look: every stage starts and the hook answers on 127.0.0.1:8080; the
+# placeholders let nothing reach Zoom or Google. Settings in .env still win.
+dev: build
+	ZOOMARCHIVE_DEV=1 ./scripts/run
 
 clean:
 	rm -rf bin .tools

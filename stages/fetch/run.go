@@ -223,7 +223,7 @@ func (st *stage) consume(ctx context.Context, cons jetstream.Consumer, handle fu
 		msg, err := cons.Next(jetstream.FetchContext(wctx))
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, jetstream.ErrNoMessages) {
+			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 				st.log.Warn("consumer read failed; retrying", "err", err)
 				sleep(ctx, time.Second)
 			}
