@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -149,26 +150,50 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string) *Stage
 	return s
 }
 
-// WaitLog returns the first log line with message msg, failing the test after 15 s
+// WaitLog returns the first log line with message msg, failing the test after 30 s
 // or when the stage stops first.
 func (s *Stage) WaitLog(t testing.TB, msg string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, m := range s.Logs.Lines() {
+	return waitLog(t, s.Logs, s.done, msg)
+}
+
+// waitLog waits for a log line, watching done for the program's end.
+func waitLog(t testing.TB, logs *Logs, done chan error, msg string) map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		for _, m := range logs.Lines() {
 			if m["msg"] == msg {
 				return m
 			}
 		}
 		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("stage stopped (%v) before logging %q:\n%s", err, msg, s.Logs.String())
+		case err := <-done:
+			done <- err
+			t.Fatalf("stopped (%v) before logging %q:\n%s", err, msg, logs.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	t.Fatalf("no log line %q within 15s:\n%s", msg, s.Logs.String())
+	t.Fatalf("no log line %q within 30s:\n%s", msg, logs.String())
 	return nil
+}
+
+// Metric is the value of one sample line of the /metrics on addr, e.g.
+// zoomarchive_hook_requests_total{outcome="accepted"}; 0 when absent.
+func Metric(t testing.TB, addr, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return 0
 }
 
 // Stop cancels the stage as SIGTERM would and returns what run returned.
@@ -327,21 +352,7 @@ func (p *Process) Kill() {
 // WaitLog waits for a log line with message msg.
 func (p *Process) WaitLog(t testing.TB, msg string) map[string]any {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, m := range p.Logs.Lines() {
-			if m["msg"] == msg {
-				return m
-			}
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			t.Fatalf("process stopped (%v) before logging %q:\n%s", err, msg, p.Logs.String())
-		default:
-		}
-	}
-	t.Fatalf("no log line %q within 30s:\n%s", msg, p.Logs.String())
-	return nil
+	return waitLog(t, p.Logs, p.done, msg)
 }
 
 // PeakRSS is the process's high-water resident memory in bytes (VmHWM).

@@ -8,8 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -301,26 +299,8 @@ func (u *uploader) whole(t testing.TB, key string, want standins.Content) *recei
 	return f
 }
 
-// metric reads one sample of a stage's /metrics.
+// metric reads one sample of fetch's /metrics.
 func metric(t testing.TB, s *stagetest.Stage, sample string) float64 {
 	t.Helper()
-	addr := ""
-	for _, l := range s.Logs.Lines() {
-		if l["msg"] == "ready" {
-			addr, _ = l["metrics"].(string)
-		}
-	}
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, _ := strconv.ParseFloat(rest, 64)
-			return v
-		}
-	}
-	return 0
+	return stagetest.Metric(t, s.WaitLog(t, "ready")["metrics"].(string), sample)
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -68,24 +66,10 @@ func (h *testHook) waitReady(t testing.TB, want int) {
 	t.Fatalf("/readyz answered %d, want %d; log:\n%s", got, want, h.Logs.String())
 }
 
-// metric is the value of one sample line of /metrics, e.g.
-// zoomarchive_hook_requests_total{outcome="accepted"}; 0 when absent.
+// metric is one sample of the hook's /metrics.
 func (h *testHook) metric(t testing.TB, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get(h.metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			var v float64
-			json.Unmarshal([]byte(rest), &v)
-			return v
-		}
-	}
-	return 0
+	return stagetest.Metric(t, strings.TrimPrefix(h.metrics, "http://"), sample)
 }
 
 func storedEvents(t testing.TB, natsURL string) []*jetstream.RawStreamMsg {
