@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,7 +37,6 @@ var (
 	errUnauthorized = errors.New("zoom refused the download token")
 	errBadLength    = errors.New("zoom sent a different number of bytes than file_size")
 	errStalled      = errors.New("no bytes for ZOOM_STALL_TIMEOUT")
-	errLeaseLost    = errors.New("another fetch worker took this file over")
 )
 
 // permanent marks errors a quick retry cannot fix; the attempt fails.
@@ -46,25 +44,17 @@ type permanent struct{ error }
 
 func (p permanent) Unwrap() error { return p.error }
 
-// progress is fetch's resume point for one file (fetch.<key> in the job bucket).
+// progress is fetch's resume point for one file (fetch.<key> in the job bucket),
+// held under a lease.
 type progress struct {
-	Owner      string    `json:"owner"`
-	LeaseUntil time.Time `json:"lease_until"`
-	Generation int       `json:"generation"`
-	Offset     int64     `json:"offset"`
-	SHA256     []byte    `json:"sha256_state,omitempty"` // hash states over bytes [0, Offset)
-	MD5        []byte    `json:"md5_state,omitempty"`
-	Restart    bool      `json:"restart,omitempty"` // the next attempt starts over
+	Generation int    `json:"generation"`
+	Offset     int64  `json:"offset"`
+	SHA256     []byte `json:"sha256_state,omitempty"` // hash states over bytes [0, Offset)
+	MD5        []byte `json:"md5_state,omitempty"`
+	Restart    bool   `json:"restart,omitempty"` // the next attempt starts over
 }
 
-// checkpoint is the worker's hold on a file's progress record.
-type checkpoint struct {
-	st  *stage
-	key string
-	mu  sync.Mutex
-	p   progress
-	rev uint64
-}
+type checkpoint = bus.Leased[progress]
 
 // fetchJob handles one FETCH_JOBS message.
 func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
@@ -82,7 +72,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
-	cp, wait, err := st.claim(ctx, job, restart)
+	cp, wait, err := bus.Claim[progress](ctx, st.kv, events.FetchProgressKey(key), st.worker, st.lease())
 	switch {
 	case err != nil:
 		log.Warn("cannot claim the file; will retry", "err", err)
@@ -93,39 +83,47 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	if job.State == events.JobFetched && !restart {
+		if cp.Get().Offset == 0 && job.Size > 0 {
+			// A second work message for a file done: its resume point went with the
+			// confirmed final message.
+			cp.Delete(ctx)
+			msg.Ack()
+			return
+		}
 		// Fetched before a crash that came before the final message was confirmed.
 		st.finish(ctx, msg, cp, job, log)
 		return
 	}
-	if restart || cp.p.Restart || cp.p.Generation != job.Generation {
+	if p := cp.Get(); restart || p.Restart || p.Generation != job.Generation {
 		if job, err = st.newGeneration(ctx, cp, job); err != nil {
 			log.Warn("cannot start the file over; will retry", "err", err)
-			cp.release(ctx)
+			cp.Release(ctx)
 			msg.NakWithDelay(5 * time.Second)
 			return
 		}
 	}
 	job, err = st.setJob(ctx, key, func(j *events.FileJob) { j.State = events.JobFetching })
 	if err != nil {
-		cp.release(ctx)
+		cp.Release(ctx)
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
 
+	// Keep the job message and the lease alive through long downloads and full windows.
 	hctx, stopBeat := context.WithCancel(ctx)
-	go st.heartbeat(hctx, msg, cp)
-	start, from := time.Now(), cp.p.Offset
+	go cp.Heartbeat(hctx, func() { msg.InProgress() })
+	start, from := time.Now(), cp.Get().Offset
 	err = st.download(ctx, cp, &job)
 	stopBeat()
 	switch {
 	case err == nil:
-		log.Info("file fetched", "bytes", cp.p.Offset, "resumed_at", from, "took", time.Since(start).Round(time.Millisecond))
+		log.Info("file fetched", "bytes", cp.Get().Offset, "resumed_at", from, "took", time.Since(start).Round(time.Millisecond))
 		st.finish(ctx, msg, cp, job, log)
 	case ctx.Err() != nil:
 		// Stopping: the checkpoint stays, and the next fetch resumes at once.
-		cp.release(context.Background())
+		cp.Release(context.Background())
 		msg.Nak()
-	case errors.Is(err, errLeaseLost):
+	case errors.Is(err, bus.ErrLeaseLost):
 		log.Warn("another worker took the file over; leaving it to it")
 		msg.NakWithDelay(st.lease())
 	default:
@@ -133,105 +131,23 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// claim takes the file's lease, or returns a nil checkpoint and how long the other
-// holder's lease still runs.
-func (st *stage) claim(ctx context.Context, job events.FileJob, restart bool) (*checkpoint, time.Duration, error) {
-	cp := &checkpoint{st: st, key: job.Key}
-	entry, err := st.kv.Get(ctx, events.FetchProgressKey(job.Key))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		cp.p = progress{Generation: job.Generation}
-	case err != nil:
-		return nil, 0, err
-	default:
-		if err := json.Unmarshal(entry.Value(), &cp.p); err != nil {
-			cp.p = progress{Generation: job.Generation} // unreadable: start over
-			cp.p.Restart = true
-		}
-		cp.rev = entry.Revision()
-		if cp.p.Owner != st.worker && time.Now().Before(cp.p.LeaseUntil) {
-			return nil, time.Until(cp.p.LeaseUntil) + time.Second, nil
-		}
-	}
-	cp.p.Owner, cp.p.LeaseUntil = st.worker, time.Now().Add(st.lease())
-	if err := cp.save(ctx); errors.Is(err, errLeaseLost) {
-		return nil, time.Second, nil // someone claimed it between our read and write
-	} else if err != nil {
-		return nil, 0, err
-	}
-	return cp, 0, nil
-}
-
-// save writes the progress record if nobody else wrote it since we last did.
-func (c *checkpoint) save(ctx context.Context) error {
-	b, _ := json.Marshal(c.p)
-	var rev uint64
-	var err error
-	if c.rev == 0 {
-		rev, err = c.st.kv.Create(ctx, events.FetchProgressKey(c.key), b)
-	} else {
-		rev, err = c.st.kv.Update(ctx, events.FetchProgressKey(c.key), b, c.rev)
-	}
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
-		return errLeaseLost
-	}
-	if err != nil {
-		return err
-	}
-	c.rev = rev
-	return nil
-}
-
-// advance records that the bytes up to offset are in CHUNKS, with their hash states.
-func (c *checkpoint) advance(ctx context.Context, offset int64, sha, md hash.Hash) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.p.Offset = offset
-	c.p.SHA256, _ = sha.(encoding.BinaryMarshaler).MarshalBinary()
-	c.p.MD5, _ = md.(encoding.BinaryMarshaler).MarshalBinary()
-	c.p.LeaseUntil = time.Now().Add(c.st.lease())
-	return c.save(ctx)
-}
-
-func (c *checkpoint) renew(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.p.LeaseUntil = time.Now().Add(c.st.lease())
-	return c.save(ctx)
-}
-
-// release lets another worker take the file at once.
-func (c *checkpoint) release(ctx context.Context) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.p.LeaseUntil = time.Time{}
-	c.save(ctx)
-}
-
-// hashes are the digests so far, restored from the checkpoint.
-func (c *checkpoint) hashes() (sha, md hash.Hash) {
+// hashes are the digests of the bytes before the resume point.
+func hashes(p progress) (sha, md hash.Hash) {
 	sha, md = sha256.New(), md5.New()
-	if c.p.Offset > 0 {
-		sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.p.SHA256)
-		md.(encoding.BinaryUnmarshaler).UnmarshalBinary(c.p.MD5)
+	if p.Offset > 0 {
+		sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(p.SHA256)
+		md.(encoding.BinaryUnmarshaler).UnmarshalBinary(p.MD5)
 	}
 	return sha, md
 }
 
-// heartbeat keeps the job message and the lease alive through long downloads and
-// full windows.
-func (st *stage) heartbeat(ctx context.Context, msg jetstream.Msg, cp *checkpoint) {
-	t := time.NewTicker(st.ackWait / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			msg.InProgress()
-			cp.renew(ctx)
-		}
-	}
+// advance records that the bytes up to offset are in CHUNKS, with their hash states.
+func advance(ctx context.Context, cp *checkpoint, offset int64, sha, md hash.Hash) error {
+	return cp.Save(ctx, func(p *progress) {
+		p.Offset = offset
+		p.SHA256, _ = sha.(encoding.BinaryMarshaler).MarshalBinary()
+		p.MD5, _ = md.(encoding.BinaryMarshaler).MarshalBinary()
+	})
 }
 
 // newGeneration starts the file over: its chunks so far are purged, the generation
@@ -244,17 +160,14 @@ func (st *stage) newGeneration(ctx context.Context, cp *checkpoint, job events.F
 	if err := s.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject(job.Key))); err != nil {
 		return job, err
 	}
-	gen := max(job.Generation, cp.p.Generation) + 1
+	gen := max(job.Generation, cp.Get().Generation) + 1
 	job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
 		j.Generation, j.State, j.Size, j.SHA256, j.MD5 = gen, events.JobFetching, 0, "", ""
 	})
 	if err != nil {
 		return job, err
 	}
-	cp.mu.Lock()
-	defer cp.mu.Unlock()
-	cp.p = progress{Owner: st.worker, LeaseUntil: time.Now().Add(st.lease()), Generation: gen}
-	return job, cp.save(ctx)
+	return job, cp.Save(ctx, func(p *progress) { *p = progress{Generation: gen} })
 }
 
 // download runs one attempt: quick retries for what a retry can fix (5xx, cuts,
@@ -265,7 +178,7 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 		err := st.stream(ctx, cp, job, token)
 		var perm permanent
 		switch {
-		case err == nil || ctx.Err() != nil || errors.Is(err, errLeaseLost):
+		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost):
 			return err
 		case errors.Is(err, errUnauthorized) && token == "":
 			_, token, err = st.zoom.recording(ctx, job.Recording.UUID, true)
@@ -285,7 +198,7 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 		}
 		st.m.retries.WithLabelValues(retryReason(err)).Inc()
 		st.log.Info("download interrupted; resuming", "file_key", job.Key, "meeting_uuid", job.Recording.UUID,
-			"at", cp.p.Offset, "try", try+1, "err", err)
+			"at", cp.Get().Offset, "try", try+1, "err", err)
 		sleep(ctx, backoff(st.zoom.retryBase, try))
 	}
 }
@@ -311,7 +224,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 			return err
 		}
 	}
-	offset, size := cp.p.Offset, int64(job.File.FileSize)
+	offset, size := cp.Get().Offset, int64(job.File.FileSize)
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	resp, err := st.zoom.download(sctx, job.File.DownloadURL, offset, bearer)
@@ -347,7 +260,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 
 	idle := time.AfterFunc(st.stall, func() { cancel(errStalled) })
 	defer idle.Stop()
-	sha, md := cp.hashes()
+	sha, md := hashes(cp.Get())
 	buf := make([]byte, st.chunk)
 	for {
 		n, rerr := readFull(resp.Body, buf, func() { idle.Reset(st.stall) })
@@ -362,7 +275,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 			md.Write(buf[:n])
 			offset += int64(n)
 			st.m.bytes.Add(float64(n))
-			if err := cp.advance(ctx, offset, sha, md); err != nil {
+			if err := advance(ctx, cp, offset, sha, md); err != nil {
 				return err
 			}
 		}
@@ -422,7 +335,7 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMaxBytes {
 			st.m.windowFull.Inc()
 		} else {
-			st.log.Warn("chunk publish failed; retrying", "file_key", cp.key, "err", err)
+			st.log.Warn("chunk publish failed; retrying", "subject", msg.Subject, "err", err)
 		}
 		if err := sleep(ctx, wait); err != nil {
 			return err
@@ -431,7 +344,7 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 		wait = min(2*wait, 500*time.Millisecond)
 		if waited > st.ackWait/4 {
 			waited = 0
-			if err := cp.renew(ctx); err != nil {
+			if err := cp.Renew(ctx); err != nil {
 				return err
 			}
 		}
@@ -442,8 +355,8 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 // The job is marked fetched before the final message goes out, so that upload,
 // which may verify the file at once, never sees its state go backwards.
 func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, log *slog.Logger) {
-	sha, md := cp.hashes()
-	size := cp.p.Offset
+	sha, md := hashes(cp.Get())
+	size := cp.Get().Offset
 	if job.State == events.JobFetched && job.SHA256 != "" {
 		size = job.Size
 	} else {
@@ -454,7 +367,7 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 		})
 		if err != nil {
 			log.Warn("cannot record the fetched file; will retry", "err", err)
-			cp.release(ctx)
+			cp.Release(ctx)
 			msg.NakWithDelay(5 * time.Second)
 			return
 		}
@@ -468,11 +381,11 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 	final.Header.Set(events.HeaderSHA256, job.SHA256)
 	final.Header.Set(events.HeaderMD5, job.MD5)
 	if err := st.publishWaiting(ctx, cp, final, fmt.Sprintf("%s-g%d-final", job.Key, job.Generation)); err != nil {
-		cp.release(context.Background())
+		cp.Release(context.Background())
 		msg.Nak()
 		return
 	}
-	st.kv.Delete(ctx, events.FetchProgressKey(job.Key))
+	cp.Delete(ctx)
 	msg.Ack()
 }
 
@@ -488,23 +401,21 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 		}
 	})
 	if err != nil {
-		cp.release(ctx)
+		cp.Release(ctx)
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	if errors.Is(cause, errBadLength) || giveUp {
 		// What was published cannot be trusted, or nobody will read it: a next try
 		// (or a replay) starts over in a new generation.
-		cp.mu.Lock()
-		cp.p.Restart = true
-		cp.mu.Unlock()
+		cp.Save(ctx, func(p *progress) { p.Restart = true })
 	}
 	if giveUp {
 		if s, err := st.js.Stream(ctx, events.StreamChunks); err == nil {
 			s.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject(job.Key)))
 		}
 	}
-	cp.release(ctx)
+	cp.Release(ctx)
 	if !giveUp {
 		delay := st.delays[min(job.Attempts-1, len(st.delays)-1)]
 		log.Warn("attempt failed; will try again", "attempt", job.Attempts, "of", st.maxTry, "retry_in", delay, "err", cause)

@@ -25,7 +25,7 @@ func TestKilledFetchResumesWithoutDuplicates(t *testing.T) {
 	// No upload yet: fetch fills the 8 MiB window and waits, mid-file.
 	var at int64
 	waitFor(t, "fetch mid-file", func() bool {
-		pr, found, _ := bus.Get[progress](context.Background(), w.kv, events.FetchProgressKey("kill-1"))
+		pr, found, _ := bus.Peek[progress](context.Background(), w.kv, events.FetchProgressKey("kill-1"))
 		at = pr.Offset
 		return found && pr.Offset >= 6*mib
 	})

@@ -1,0 +1,792 @@
+package standins
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Drive is a stand-in of Drive v3 as ../shared/reference/google.md §1, §4 and §8
+// describe it: files get/list (a q subset)/create/delete with fields and size as a
+// string; resumable sessions that take PUT and POST, answer 308 with or without
+// Range (or 200 plus X-Http-Status-Code-Override under X-GUploader-No-308), status
+// queries, partial acceptance, a week's expiry; multipart uploads; shared drives;
+// and the service-account storage-quota refusal. File bodies are hashed as they
+// arrive, never kept.
+type Drive struct {
+	Server *httptest.Server
+	Token  *GoogleToken
+	// SessionTTL is how long an upload session lives; a week by default.
+	SessionTTL time.Duration
+
+	mu       sync.Mutex
+	files    map[string]*DriveFile
+	sessions map[string]*session
+	faults   []*DriveFault
+	nextID   int
+	received int64 // body bytes taken by upload sessions, repeats included
+}
+
+// DriveFile is a file or folder as the stand-in holds it.
+type DriveFile struct {
+	ID            string            `json:"id"`
+	Name          string            `json:"name"`
+	MimeType      string            `json:"mimeType"`
+	Parents       []string          `json:"parents,omitempty"`
+	AppProperties map[string]string `json:"appProperties,omitempty"`
+	Description   string            `json:"description,omitempty"`
+	Size          int64             `json:"-"`
+	MD5           string            `json:"-"`
+	Trashed       bool              `json:"trashed"`
+	DriveID       string            `json:"driveId,omitempty"`
+	Owner         string            `json:"-"` // the impersonated user, or "" for the service account
+}
+
+type session struct {
+	meta     DriveFile
+	total    int64 // -1 when unknown
+	received int64
+	md5      hash.Hash
+	started  time.Time
+	done     *DriveFile
+	query    string // the initiation's query: fields and friends
+}
+
+// DriveFault changes the next Times answers of one kind of request: "chunk"
+// (a PUT/POST with bytes), "status" (a status query), "init" (a session start),
+// "create", "list", "get" or "delete".
+type DriveFault struct {
+	Kind    string
+	Times   int
+	Status  int    // answer with this status and a Drive error body
+	Reason  string // errors[0].reason, e.g. rateLimitExceeded, userRateLimitExceeded
+	Message string
+	// Accept stores only this many bytes of a chunk (a multiple of 256 KiB) and
+	// answers 308 with the Range actually stored.
+	Accept int64
+	// Cut drops the connection after storing the chunk, before answering.
+	Cut bool
+	// NoRange answers a chunk with 308 and no Range header: nothing was stored.
+	NoRange bool
+}
+
+const folderMime = "application/vnd.google-apps.folder"
+
+// NewDrive starts the stand-in; tokens are checked against tok.
+func NewDrive(tok *GoogleToken) *Drive {
+	d := &Drive{Token: tok, SessionTTL: 7 * 24 * time.Hour, files: map[string]*DriveFile{}, sessions: map[string]*session{}}
+	d.Server = httptest.NewServer(http.HandlerFunc(d.serve))
+	return d
+}
+
+// URL is GOOGLE_API_URL for the stand-in.
+func (d *Drive) URL() string { return d.Server.URL + "/" }
+
+// Close stops the stand-in.
+func (d *Drive) Close() { d.Server.Close() }
+
+// AddFolder makes a folder, in a shared drive when shared is true, and returns its id.
+func (d *Drive) AddFolder(name string, shared bool) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := &DriveFile{ID: d.newID(), Name: name, MimeType: folderMime, Owner: "admin@example.org"}
+	if shared {
+		f.DriveID = "0AStandinSharedDrive"
+	}
+	d.files[f.ID] = f
+	return f.ID
+}
+
+// Inject queues a fault.
+func (d *Drive) Inject(f DriveFault) {
+	if f.Times == 0 {
+		f.Times = 1
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.faults = append(d.faults, &f)
+}
+
+// ExpireSessions makes every open upload session answer 404, as after a week.
+func (d *Drive) ExpireSessions() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range d.sessions {
+		s.started = time.Now().Add(-d.SessionTTL - time.Minute)
+	}
+}
+
+// Files are the files and folders not trashed, sorted by id.
+func (d *Drive) Files() []DriveFile {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []DriveFile
+	for _, f := range d.files {
+		if !f.Trashed {
+			out = append(out, *f)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// File is one file by id.
+func (d *Drive) File(id string) (DriveFile, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.files[id]
+	if !ok {
+		return DriveFile{}, false
+	}
+	return *f, true
+}
+
+// Path is a file's folder path from its topmost folder, e.g. "Root/2026/2026-03/x".
+func (d *Drive) Path(id string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var parts []string
+	for f := d.files[id]; f != nil; {
+		parts = append([]string{f.Name}, parts...)
+		if len(f.Parents) == 0 {
+			break
+		}
+		f = d.files[f.Parents[0]]
+	}
+	return strings.Join(parts, "/")
+}
+
+// Received is the number of body bytes upload sessions took, repeats included.
+func (d *Drive) Received() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.received
+}
+
+// Sessions is the number of upload sessions started.
+func (d *Drive) Sessions() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.sessions)
+}
+
+func (d *Drive) newID() string {
+	d.nextID++
+	return fmt.Sprintf("1StandIn%06dxYz", d.nextID)
+}
+
+func (d *Drive) takeFault(kind string) *DriveFault {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, f := range d.faults {
+		if f.Kind == kind {
+			if f.Times--; f.Times <= 0 {
+				d.faults = append(d.faults[:i], d.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+// driveError writes Google's error body, which googleapi.CheckResponse reads.
+func driveError(w http.ResponseWriter, status int, reason, msg string) {
+	if reason == "" {
+		reason = map[int]string{400: "badRequest", 401: "authError", 403: "forbidden", 404: "notFound", 429: "rateLimitExceeded"}[status]
+		if reason == "" {
+			reason = "backendError"
+		}
+	}
+	if msg == "" {
+		msg = http.StatusText(status)
+	}
+	domain := "global"
+	if strings.Contains(reason, "RateLimit") || strings.Contains(reason, "rateLimit") {
+		domain = "usageLimits"
+	}
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
+		"errors": []map[string]string{{"domain": domain, "reason": reason, "message": msg}},
+		"code":   status, "message": msg,
+	}})
+}
+
+func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
+	grant, ok := d.Token.Grant(r)
+	if !ok {
+		driveError(w, 401, "authError", "Invalid Credentials")
+		return
+	}
+	if !contains(grant.Scopes, "https://www.googleapis.com/auth/drive") {
+		driveError(w, 403, "insufficientPermissions", "Insufficient Permission: Request had insufficient authentication scopes.")
+		return
+	}
+	path := r.URL.Path
+	switch {
+	case path == "/upload/drive/v3/files" && r.URL.Query().Get("upload_id") != "":
+		d.chunk(w, r)
+	case path == "/upload/drive/v3/files":
+		d.startUpload(w, r, grant)
+	case path == "/drive/v3/files" && r.Method == http.MethodGet:
+		d.list(w, r)
+	case path == "/drive/v3/files" && r.Method == http.MethodPost:
+		d.create(w, r, grant)
+	case strings.HasPrefix(path, "/drive/v3/files/"):
+		id := strings.TrimPrefix(path, "/drive/v3/files/")
+		d.one(w, r, id)
+	default:
+		driveError(w, 404, "notFound", "Not Found")
+	}
+}
+
+func (d *Drive) fault(w http.ResponseWriter, kind string) bool {
+	if f := d.takeFault(kind); f != nil && f.Status != 0 {
+		driveError(w, f.Status, f.Reason, f.Message)
+		return true
+	}
+	return false
+}
+
+// placed checks the parent and the owner's right to store there.
+func (d *Drive) placed(meta *DriveFile, grant TokenGrant) (int, string, string) {
+	if len(meta.Parents) > 1 {
+		return 403, "teamDrivesParentLimit", "A shared drive item must have exactly one parent."
+	}
+	if len(meta.Parents) == 1 {
+		p, ok := d.files[meta.Parents[0]]
+		if !ok || p.MimeType != folderMime || p.Trashed {
+			return 404, "notFound", "File not found: " + meta.Parents[0] + "."
+		}
+		meta.DriveID = p.DriveID
+	}
+	for k, v := range meta.AppProperties {
+		if len(k)+len(v) > 124 || !utf8.ValidString(v) {
+			return 400, "badRequest", "The size of the property " + k + " exceeds the 124 bytes limit."
+		}
+	}
+	meta.Owner = grant.Subject
+	if meta.MimeType != folderMime && grant.Subject == "" && meta.DriveID == "" {
+		return 403, "storageQuotaExceeded", "Service Accounts do not have storage quota. Leverage shared drives (https://developers.google.com/workspace/drive/api/guides/about-shareddrives), or use OAuth delegation (http://support.google.com/a/answer/7281227) instead."
+	}
+	return 0, "", ""
+}
+
+func (d *Drive) startUpload(w http.ResponseWriter, r *http.Request, grant TokenGrant) {
+	q := r.URL.Query()
+	switch q.Get("uploadType") {
+	case "multipart":
+		d.multipart(w, r, grant)
+		return
+	case "resumable":
+	default:
+		driveError(w, 400, "badRequest", "Invalid uploadType")
+		return
+	}
+	if r.Method != http.MethodPost || d.fault(w, "init") {
+		if r.Method != http.MethodPost {
+			driveError(w, 405, "", "")
+		}
+		return
+	}
+	var meta DriveFile
+	if b, _ := io.ReadAll(r.Body); len(b) > 0 {
+		if err := json.Unmarshal(b, &meta); err != nil {
+			driveError(w, 400, "parseError", "Parse Error")
+			return
+		}
+	}
+	total := int64(-1)
+	if v := r.Header.Get("X-Upload-Content-Length"); v != "" {
+		total, _ = strconv.ParseInt(v, 10, 64)
+	}
+	d.mu.Lock()
+	status, reason, msg := d.placed(&meta, grant)
+	if status != 0 {
+		d.mu.Unlock()
+		driveError(w, status, reason, msg)
+		return
+	}
+	if meta.MimeType == "" {
+		meta.MimeType = r.Header.Get("X-Upload-Content-Type")
+	}
+	id := randomToken()
+	q.Set("upload_id", id)
+	d.sessions[id] = &session{meta: meta, total: total, md5: md5.New(), started: time.Now(), query: q.Encode()}
+	d.mu.Unlock()
+	w.Header().Set("Location", d.Server.URL+"/upload/drive/v3/files?"+q.Encode())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusOK)
+}
+
+// chunk takes a PUT or POST to a session: bytes, or a status query.
+func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut && r.Method != http.MethodPost {
+		driveError(w, 405, "", "")
+		return
+	}
+	d.mu.Lock()
+	s := d.sessions[r.URL.Query().Get("upload_id")]
+	expired := s != nil && time.Since(s.started) > d.SessionTTL
+	d.mu.Unlock()
+	if s == nil || expired {
+		driveError(w, 404, "notFound", "Upload session not found or expired")
+		return
+	}
+	cr := r.Header.Get("Content-Range")
+	first, last, total, ok := parseContentRange(cr)
+	if !ok {
+		driveError(w, 400, "badRequest", "Invalid Content-Range: "+cr)
+		return
+	}
+	if first < 0 { // a status query: bytes */N
+		if d.fault(w, "status") {
+			return
+		}
+		d.mu.Lock()
+		if total >= 0 && s.done == nil && total == s.received {
+			d.finalize(s)
+		}
+		d.mu.Unlock()
+		d.answer(w, r, s, false)
+		return
+	}
+	f := d.takeFault("chunk")
+	if f != nil && f.Status != 0 {
+		io.Copy(io.Discard, r.Body)
+		driveError(w, f.Status, f.Reason, f.Message)
+		return
+	}
+	d.mu.Lock()
+	if total >= 0 {
+		s.total = total
+	}
+	final := s.total >= 0 && last+1 == s.total
+	size := last - first + 1
+	switch {
+	case s.done != nil:
+		d.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		d.answer(w, r, s, false)
+		return
+	case first > s.received:
+		d.mu.Unlock()
+		driveError(w, 400, "badRequest", fmt.Sprintf("Invalid Content-Range: starts at %d, %d bytes received", first, s.received))
+		return
+	case !final && size%(256<<10) != 0:
+		d.mu.Unlock()
+		driveError(w, 400, "badRequest", "Chunk size must be a multiple of 256 KiB except for the final chunk")
+		return
+	}
+	keep := size
+	if f != nil && f.Accept > 0 {
+		keep = min(f.Accept, size)
+	}
+	if f != nil && f.NoRange {
+		keep = 0
+	}
+	d.mu.Unlock()
+	// Hash the part beyond what is already stored, up to keep bytes.
+	skip := s.received - first
+	body := io.LimitReader(r.Body, size)
+	n, err := io.CopyN(io.Discard, body, skip)
+	d.mu.Lock()
+	d.received += n
+	d.mu.Unlock()
+	if err != nil {
+		return
+	}
+	wrote, err := io.CopyN(s.md5, body, max(0, keep-skip))
+	rest, _ := io.Copy(io.Discard, body)
+	d.mu.Lock()
+	d.received += wrote + rest
+	s.received += wrote
+	if err == nil && s.total >= 0 && s.received == s.total {
+		d.finalize(s)
+	}
+	d.mu.Unlock()
+	if f != nil && f.Cut {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
+		return
+	}
+	d.answer(w, r, s, f != nil && f.NoRange)
+}
+
+// answer is 308 with Range (none when nothing is stored), or the file when done.
+func (d *Drive) answer(w http.ResponseWriter, r *http.Request, s *session, noRange bool) {
+	d.mu.Lock()
+	done, received, query := s.done, s.received, s.query
+	d.mu.Unlock()
+	if done != nil {
+		q, _ := url.ParseQuery(query)
+		writeFile(w, http.StatusCreated, *done, q.Get("fields"))
+		return
+	}
+	if received > 0 && !noRange {
+		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", received-1))
+	}
+	w.Header().Set("Content-Length", "0")
+	if r.Header.Get("X-GUploader-No-308") == "yes" {
+		w.Header().Set("X-Http-Status-Code-Override", "308")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.WriteHeader(http.StatusPermanentRedirect)
+}
+
+// finalize turns a complete session into a file; d.mu is held.
+func (d *Drive) finalize(s *session) {
+	f := s.meta
+	f.ID, f.Size, f.MD5 = d.newID(), s.received, hex.EncodeToString(s.md5.Sum(nil))
+	d.files[f.ID] = &f
+	s.done = &f
+}
+
+func (d *Drive) multipart(w http.ResponseWriter, r *http.Request, grant TokenGrant) {
+	if d.fault(w, "create") {
+		return
+	}
+	_, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || params["boundary"] == "" {
+		driveError(w, 400, "badRequest", "multipart/related body expected")
+		return
+	}
+	mr := multipart.NewReader(r.Body, params["boundary"])
+	var meta DriveFile
+	part, err := mr.NextPart()
+	if err != nil || json.NewDecoder(part).Decode(&meta) != nil {
+		driveError(w, 400, "parseError", "Parse Error")
+		return
+	}
+	part, err = mr.NextPart()
+	if err != nil {
+		driveError(w, 400, "badRequest", "media part missing")
+		return
+	}
+	sum := md5.New()
+	n, _ := io.Copy(sum, part)
+	d.mu.Lock()
+	if status, reason, msg := d.placed(&meta, grant); status != 0 {
+		d.mu.Unlock()
+		driveError(w, status, reason, msg)
+		return
+	}
+	if meta.MimeType == "" {
+		meta.MimeType = part.Header.Get("Content-Type")
+	}
+	meta.ID, meta.Size, meta.MD5 = d.newID(), n, hex.EncodeToString(sum.Sum(nil))
+	d.files[meta.ID] = &meta
+	d.received += n
+	d.mu.Unlock()
+	writeFile(w, http.StatusOK, meta, r.URL.Query().Get("fields"))
+}
+
+func (d *Drive) create(w http.ResponseWriter, r *http.Request, grant TokenGrant) {
+	if d.fault(w, "create") {
+		return
+	}
+	var meta DriveFile
+	if err := json.NewDecoder(r.Body).Decode(&meta); err != nil {
+		driveError(w, 400, "parseError", "Parse Error")
+		return
+	}
+	d.mu.Lock()
+	if status, reason, msg := d.placed(&meta, grant); status != 0 {
+		d.mu.Unlock()
+		driveError(w, status, reason, msg)
+		return
+	}
+	meta.ID = d.newID()
+	d.files[meta.ID] = &meta
+	d.mu.Unlock()
+	writeFile(w, http.StatusOK, meta, r.URL.Query().Get("fields"))
+}
+
+func (d *Drive) one(w http.ResponseWriter, r *http.Request, id string) {
+	d.mu.Lock()
+	f, ok := d.files[id]
+	var copyF DriveFile
+	if ok {
+		copyF = *f
+	}
+	d.mu.Unlock()
+	if !ok {
+		driveError(w, 404, "notFound", "File not found: "+id+".")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		if d.fault(w, "get") {
+			return
+		}
+		writeFile(w, http.StatusOK, copyF, r.URL.Query().Get("fields"))
+	case http.MethodDelete:
+		if d.fault(w, "delete") {
+			return
+		}
+		d.mu.Lock()
+		delete(d.files, id)
+		d.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		driveError(w, 405, "", "")
+	}
+}
+
+func (d *Drive) list(w http.ResponseWriter, r *http.Request) {
+	if d.fault(w, "list") {
+		return
+	}
+	q := r.URL.Query()
+	match, err := parseQuery(q.Get("q"))
+	if err != nil {
+		driveError(w, 400, "invalid", "Invalid Value: "+err.Error())
+		return
+	}
+	d.mu.Lock()
+	var out []map[string]any
+	ids := make([]string, 0, len(d.files))
+	for id := range d.files {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	fields := q.Get("fields")
+	inner := ""
+	if i := strings.Index(fields, "files("); i >= 0 {
+		inner = strings.TrimSuffix(fields[i+len("files("):], ")")
+		inner = inner[:strings.Index(inner+")", ")")]
+	}
+	for _, id := range ids {
+		f := d.files[id]
+		if f.DriveID != "" && q.Get("supportsAllDrives") != "true" {
+			continue
+		}
+		if match(f) {
+			out = append(out, fileJSON(*f, inner))
+		}
+	}
+	d.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{"kind": "drive#fileList", "incompleteSearch": false, "files": out})
+}
+
+func writeFile(w http.ResponseWriter, status int, f DriveFile, fields string) {
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(fileJSON(f, fields))
+}
+
+// fileJSON is the file's resource with only the fields asked for (by default
+// kind, id, name and mimeType); size is a JSON string, as Drive sends it.
+func fileJSON(f DriveFile, fields string) map[string]any {
+	all := map[string]any{"kind": "drive#file", "id": f.ID, "name": f.Name, "mimeType": f.MimeType, "trashed": f.Trashed}
+	if len(f.Parents) > 0 {
+		all["parents"] = f.Parents
+	}
+	if len(f.AppProperties) > 0 {
+		all["appProperties"] = f.AppProperties
+	}
+	if f.Description != "" {
+		all["description"] = f.Description
+	}
+	if f.DriveID != "" {
+		all["driveId"] = f.DriveID
+	}
+	if f.MimeType == folderMime {
+		all["webViewLink"] = "https://drive.google.com/drive/folders/" + f.ID
+	} else {
+		all["size"] = strconv.FormatInt(f.Size, 10)
+		all["md5Checksum"] = f.MD5
+		all["webViewLink"] = "https://drive.google.com/file/d/" + f.ID + "/view?usp=drivesdk"
+	}
+	keep := []string{"kind", "id", "name", "mimeType"}
+	if fields != "" && fields != "*" {
+		keep = strings.Split(fields, ",")
+	} else if fields == "*" {
+		return all
+	}
+	out := map[string]any{}
+	for _, k := range keep {
+		if v, ok := all[strings.TrimSpace(k)]; ok {
+			out[strings.TrimSpace(k)] = v
+		}
+	}
+	return out
+}
+
+// parseContentRange reads "bytes a-b/N", "bytes a-b/*", "bytes */N" or "bytes */*";
+// first is -1 for a status query, total -1 when unknown.
+func parseContentRange(v string) (first, last, total int64, ok bool) {
+	v, ok = strings.CutPrefix(v, "bytes ")
+	if !ok {
+		return 0, 0, 0, false
+	}
+	rng, tot, ok := strings.Cut(v, "/")
+	if !ok {
+		return 0, 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		var err error
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+			return 0, 0, 0, false
+		}
+	}
+	if rng == "*" {
+		return -1, -1, total, true
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	if !ok || err1 != nil || err2 != nil || last < first {
+		return 0, 0, 0, false
+	}
+	return first, last, total, true
+}
+
+// parseQuery understands the q terms zoomarchive uses, joined by "and":
+// name = '…', '…' in parents, trashed = true|false, mimeType = '…' / != '…',
+// appProperties has { key='…' and value='…' }.
+func parseQuery(q string) (func(*DriveFile) bool, error) {
+	var terms []func(*DriveFile) bool
+	rest := strings.TrimSpace(q)
+	for rest != "" {
+		var term func(*DriveFile) bool
+		switch {
+		case strings.HasPrefix(rest, "appProperties has {"):
+			body, after, ok := strings.Cut(strings.TrimPrefix(rest, "appProperties has {"), "}")
+			if !ok {
+				return nil, fmt.Errorf("unclosed {")
+			}
+			k, v, err := parseKeyValue(body)
+			if err != nil {
+				return nil, err
+			}
+			term = func(f *DriveFile) bool { return f.AppProperties[k] == v }
+			rest = after
+		case strings.HasPrefix(rest, "'"):
+			s, after, err := quoted(rest)
+			if err != nil {
+				return nil, err
+			}
+			after = strings.TrimSpace(after)
+			if !strings.HasPrefix(after, "in parents") {
+				return nil, fmt.Errorf("expected 'in parents'")
+			}
+			term = func(f *DriveFile) bool { return contains(f.Parents, s) }
+			rest = strings.TrimPrefix(after, "in parents")
+		default:
+			field, after, _ := strings.Cut(rest, " ")
+			after = strings.TrimSpace(after)
+			op := "="
+			if strings.HasPrefix(after, "!=") {
+				op = "!="
+			}
+			after = strings.TrimSpace(strings.TrimPrefix(after, op))
+			var val string
+			var err error
+			switch {
+			case strings.HasPrefix(after, "'"):
+				val, after, err = quoted(after)
+			case strings.HasPrefix(after, "true"), strings.HasPrefix(after, "false"):
+				val, after, _ = strings.Cut(after, " ")
+			default:
+				err = fmt.Errorf("value expected after %s", field)
+			}
+			if err != nil {
+				return nil, err
+			}
+			get := map[string]func(*DriveFile) string{
+				"name":     func(f *DriveFile) string { return f.Name },
+				"mimeType": func(f *DriveFile) string { return f.MimeType },
+				"trashed":  func(f *DriveFile) string { return strconv.FormatBool(f.Trashed) },
+			}[field]
+			if get == nil {
+				return nil, fmt.Errorf("unsupported field %q", field)
+			}
+			term = func(f *DriveFile) bool { return (get(f) == val) == (op == "=") }
+			rest = after
+		}
+		terms = append(terms, term)
+		rest = strings.TrimSpace(rest)
+		if rest != "" {
+			var ok bool
+			if rest, ok = strings.CutPrefix(rest, "and "); !ok {
+				return nil, fmt.Errorf("expected 'and' at %q", rest)
+			}
+		}
+	}
+	return func(f *DriveFile) bool {
+		for _, t := range terms {
+			if !t(f) {
+				return false
+			}
+		}
+		return true
+	}, nil
+}
+
+func parseKeyValue(body string) (string, string, error) {
+	body = strings.TrimSpace(body)
+	body, ok := strings.CutPrefix(body, "key=")
+	if !ok {
+		body, ok = strings.CutPrefix(body, "key =")
+	}
+	if !ok {
+		return "", "", fmt.Errorf("key= expected")
+	}
+	k, after, err := quoted(strings.TrimSpace(body))
+	if err != nil {
+		return "", "", err
+	}
+	after = strings.TrimSpace(after)
+	after, ok = strings.CutPrefix(after, "and ")
+	if !ok {
+		return "", "", fmt.Errorf("and value= expected")
+	}
+	after = strings.TrimSpace(after)
+	after = strings.TrimPrefix(strings.TrimPrefix(after, "value"), " ")
+	after = strings.TrimSpace(strings.TrimPrefix(after, "="))
+	v, _, err := quoted(after)
+	return k, v, err
+}
+
+// quoted reads a '…' string with \' and \\ escapes.
+func quoted(s string) (string, string, error) {
+	if !strings.HasPrefix(s, "'") {
+		return "", "", fmt.Errorf("quote expected")
+	}
+	var b strings.Builder
+	for i := 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if i+1 < len(s) {
+				i++
+				b.WriteByte(s[i])
+			}
+		case '\'':
+			return b.String(), s[i+1:], nil
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return "", "", fmt.Errorf("unclosed quote")
+}

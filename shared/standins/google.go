@@ -1,0 +1,177 @@
+package standins
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+)
+
+// GoogleToken is a stand-in of Google's OAuth token endpoint for service accounts
+// (../shared/reference/google.md §3): a form POST with the JWT-bearer grant, whose
+// RS256 assertion it verifies against the test key (issuer, audience, scope,
+// subject, iat/exp at most an hour apart).
+type GoogleToken struct {
+	Server *httptest.Server
+	Key    *rsa.PrivateKey
+	Email  string // the service account
+
+	mu     sync.Mutex
+	tokens map[string]TokenGrant // access token -> what it was granted for
+	// AllowedSubjects lists who the account may impersonate (domain-wide
+	// delegation); another sub gets unauthorized_client. Empty allows any.
+	AllowedSubjects []string
+	// Requests counts token requests.
+	requests int
+}
+
+// TokenGrant is what an access token was issued for.
+type TokenGrant struct {
+	Subject string
+	Scopes  []string
+	Expiry  time.Time
+}
+
+// NewGoogleToken starts the endpoint with a fresh 2048-bit test key.
+func NewGoogleToken() *GoogleToken {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	g := &GoogleToken{Key: key, Email: "zoomarchive@standin-project.iam.gserviceaccount.com", tokens: map[string]TokenGrant{}}
+	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
+	return g
+}
+
+// URL is the token_uri of the key file.
+func (g *GoogleToken) URL() string { return g.Server.URL + "/token" }
+
+// KeyJSON is a service-account key file as Google's console makes it, pointing at
+// this endpoint.
+func (g *GoogleToken) KeyJSON() []byte {
+	der, _ := x509.MarshalPKCS8PrivateKey(g.Key)
+	b, _ := json.MarshalIndent(map[string]string{
+		"type": "service_account", "project_id": "standin-project", "private_key_id": "standin-key-1",
+		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"client_email": g.Email, "client_id": "100000000000000000001",
+		"auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": g.URL(),
+	}, "", "  ")
+	return b
+}
+
+// Grant tells what a bearer token was issued for; ok is false for unknown or
+// expired tokens.
+func (g *GoogleToken) Grant(r *http.Request) (TokenGrant, bool) {
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	gr, ok := g.tokens[tok]
+	return gr, ok && time.Now().Before(gr.Expiry)
+}
+
+// Requests is the number of token requests so far.
+func (g *GoogleToken) Requests() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.requests
+}
+
+// Close stops the endpoint.
+func (g *GoogleToken) Close() { g.Server.Close() }
+
+func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	g.requests++
+	g.mu.Unlock()
+	fail := func(status int, code, desc string) {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+	}
+	if r.Method != http.MethodPost || r.URL.Path != "/token" {
+		fail(http.StatusNotFound, "invalid_request", "not found")
+		return
+	}
+	r.ParseForm()
+	if r.PostForm.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
+		fail(http.StatusBadRequest, "unsupported_grant_type", "Invalid grant_type.")
+		return
+	}
+	claims, err := g.verify(r.PostForm.Get("assertion"))
+	if err != "" {
+		fail(http.StatusBadRequest, "invalid_grant", err)
+		return
+	}
+	sub, _ := claims["sub"].(string)
+	if sub != "" && len(g.AllowedSubjects) > 0 && !contains(g.AllowedSubjects, sub) {
+		fail(http.StatusUnauthorized, "unauthorized_client",
+			"Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.")
+		return
+	}
+	scope, _ := claims["scope"].(string)
+	tok := randomToken()
+	g.mu.Lock()
+	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(time.Hour)}
+	g.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3599})
+}
+
+// verify checks the assertion's RS256 signature and claims; it returns the claims
+// or why they are refused.
+func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 {
+		return nil, "Invalid JWT: not three parts"
+	}
+	var header struct{ Alg, Typ string }
+	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	if json.Unmarshal(hb, &header) != nil || header.Alg != "RS256" {
+		return nil, "Invalid JWT: alg must be RS256"
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
+	if err != nil {
+		return nil, "Invalid JWT Signature."
+	}
+	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	if rsa.VerifyPKCS1v15(&g.Key.PublicKey, crypto.SHA256, sum[:], sig) != nil {
+		return nil, "Invalid JWT Signature."
+	}
+	var c map[string]any
+	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	if json.Unmarshal(cb, &c) != nil {
+		return nil, "Invalid JWT: claims unreadable"
+	}
+	iat, _ := c["iat"].(float64)
+	exp, _ := c["exp"].(float64)
+	now := float64(time.Now().Unix())
+	switch {
+	case c["iss"] != g.Email:
+		return nil, "Invalid JWT: issuer is not the service account"
+	case c["aud"] != g.URL():
+		return nil, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
+	case exp <= iat || exp-iat > 3600 || exp < now || iat > now+60:
+		return nil, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
+	case c["scope"] == nil || c["scope"] == "":
+		return nil, "Invalid JWT: no scope"
+	}
+	return c, ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
