@@ -58,10 +58,25 @@ const (
 )
 
 // ArchiveSubjects are the subjects of the ARCHIVE stream.
-var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>"}
+var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>", "archive.alert.>"}
+
+// AlertSubject carries an Alert of one kind, e.g. archive.alert.drive_daily_cap.
+func AlertSubject(kind string) string { return "archive.alert." + kind }
+
+// Alert kinds.
+const AlertDriveDailyCap = "drive_daily_cap"
+
+// Alert: something an admin should know about now.
+type Alert struct {
+	Kind    string    `json:"kind"`
+	Message string    `json:"message"`
+	Until   time.Time `json:"until,omitempty"` // when it ends by itself, if known
+	At      time.Time `json:"at"`
+}
 
 // The job bucket: file.<file key> holds a FileJob, rec.<meeting key> a RecordingJob,
-// fetch.<file key> fetch's resume point. Updates use revision checks.
+// fetch.<file key> and upload.<file key> the stages' resume points (held under a
+// lease), folder.<hash> a Drive folder's id. Updates use revision checks.
 const BucketJobs = "ARCHIVE_JOBS"
 
 // Subjects and keys of one file or recording.
@@ -75,6 +90,14 @@ func RecordingArchivedSubject(meetingKey string) string {
 func FileJobKey(fileKey string) string         { return "file." + fileKey }
 func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
 func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
+func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
+
+// FolderKey names a Drive folder by its parent and name, so that two workers never
+// create twins.
+func FolderKey(parentID, name string) string {
+	sum := sha256.Sum256([]byte(parentID + "/" + name))
+	return "folder." + hex.EncodeToString(sum[:12])
+}
 
 // MeetingKey names a recording in subjects and keys: meeting UUIDs hold '/', '+'
 // and '=', which neither may contain.
@@ -155,11 +178,13 @@ type FileJob struct {
 	Generation  int           `json:"generation"` // see HeaderGeneration
 	Attempts    int           `json:"attempts"`
 	LastError   string        `json:"last_error,omitempty"`
-	Size        int64         `json:"size,omitempty"`   // set when fetched
-	SHA256      string        `json:"sha256,omitempty"` // set when fetched
-	MD5         string        `json:"md5,omitempty"`    // set when fetched
-	DriveID     string        `json:"drive_id,omitempty"`
-	DriveLink   string        `json:"drive_link,omitempty"`
+	Size        int64         `json:"size,omitempty"`       // set when fetched
+	SHA256      string        `json:"sha256,omitempty"`     // set when fetched
+	MD5         string        `json:"md5,omitempty"`        // set when fetched
+	DriveID     string        `json:"drive_id,omitempty"`   // set when verified
+	DriveLink   string        `json:"drive_link,omitempty"` // set when verified
+	FolderLink  string        `json:"folder_link,omitempty"`
+	Mismatches  int           `json:"mismatches,omitempty"` // Drive copies that did not verify
 	Updated     time.Time     `json:"updated"`
 }
 

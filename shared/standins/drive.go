@@ -83,6 +83,8 @@ type DriveFault struct {
 	Cut bool
 	// NoRange answers a chunk with 308 and no Range header: nothing was stored.
 	NoRange bool
+	// Corrupt stores the chunk's bytes altered: the file's md5Checksum will differ.
+	Corrupt bool
 }
 
 const folderMime = "application/vnd.google-apps.folder"
@@ -412,6 +414,9 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wrote, err := io.CopyN(s.md5, body, max(0, keep-skip))
+	if f != nil && f.Corrupt {
+		s.md5.Write([]byte{0xff})
+	}
 	rest, _ := io.Copy(io.Discard, body)
 	d.mu.Lock()
 	d.received += wrote + rest

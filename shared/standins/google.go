@@ -30,8 +30,8 @@ type GoogleToken struct {
 	// AllowedSubjects lists who the account may impersonate (domain-wide
 	// delegation); another sub gets unauthorized_client. Empty allows any.
 	AllowedSubjects []string
-	// Requests counts token requests.
-	requests int
+	requests        int
+	issued          []TokenGrant
 }
 
 // TokenGrant is what an access token was issued for.
@@ -78,6 +78,13 @@ func (g *GoogleToken) Grant(r *http.Request) (TokenGrant, bool) {
 	return gr, ok && time.Now().Before(gr.Expiry)
 }
 
+// Grants are the tokens issued so far, oldest first.
+func (g *GoogleToken) Grants() []TokenGrant {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]TokenGrant(nil), g.issued...)
+}
+
 // Requests is the number of token requests so far.
 func (g *GoogleToken) Requests() int {
 	g.mu.Lock()
@@ -121,6 +128,7 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 	tok := randomToken()
 	g.mu.Lock()
 	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(time.Hour)}
+	g.issued = append(g.issued, g.tokens[tok])
 	g.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3599})

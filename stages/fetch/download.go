@@ -22,6 +22,7 @@ import (
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
 )
 
 // A file job: download from Zoom and publish the bytes, in order, as chunk messages;
@@ -199,7 +200,7 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 		st.m.retries.WithLabelValues(retryReason(err)).Inc()
 		st.log.Info("download interrupted; resuming", "file_key", job.Key, "meeting_uuid", job.Recording.UUID,
 			"at", cp.Get().Offset, "try", try+1, "err", err)
-		sleep(ctx, backoff(st.zoom.retryBase, try))
+		retry.Sleep(ctx, retry.Backoff(st.zoom.retryBase, try))
 	}
 }
 
@@ -337,7 +338,7 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 		} else {
 			st.log.Warn("chunk publish failed; retrying", "subject", msg.Subject, "err", err)
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return err
 		}
 		waited += wait

@@ -20,6 +20,7 @@ import (
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
 )
 
 // fetch consumes three things:
@@ -225,7 +226,7 @@ func (st *stage) consume(ctx context.Context, cons jetstream.Consumer, handle fu
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 				st.log.Warn("consumer read failed; retrying", "err", err)
-				sleep(ctx, time.Second)
+				retry.Sleep(ctx, time.Second)
 			}
 			continue
 		}

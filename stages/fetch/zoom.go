@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -18,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
 )
 
 // Zoom's APIs as fetch uses them: Server-to-Server OAuth with a cached token, the
@@ -197,7 +197,7 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 		resp, err := c.client.Do(req)
 		if err != nil {
 			if try < 5 && ctx.Err() == nil {
-				sleep(ctx, backoff(c.retryBase, try))
+				retry.Sleep(ctx, retry.Backoff(c.retryBase, try))
 				continue
 			}
 			return fmt.Errorf("zoom %s %s: %w", method, path, err)
@@ -219,7 +219,7 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 			c.pace.hold(resp.Header.Get("Retry-After"))
 			continue
 		case s >= 500 && try < 5:
-			sleep(ctx, backoff(c.retryBase, try))
+			retry.Sleep(ctx, retry.Backoff(c.retryBase, try))
 			continue
 		}
 		zerr := &zoomError{Status: resp.StatusCode}
@@ -316,7 +316,7 @@ func (p *pacer) wait(ctx context.Context) error {
 	if d <= 0 {
 		return nil
 	}
-	return sleep(ctx, d)
+	return retry.Sleep(ctx, d)
 }
 
 // hold reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
@@ -335,22 +335,4 @@ func (p *pacer) hold(retryAfter string) {
 		p.notBefore = until
 	}
 	p.mu.Unlock()
-}
-
-// backoff is exponential from base with full jitter, capped at 64 times base.
-func backoff(base time.Duration, try int) time.Duration {
-	d := base << min(try, 6)
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Drive's resumable upload protocol, spoken by hand: the Go client cannot resume a
+// session after a crash because it keeps the session URI to itself. Session URIs
+// are credentials of a sort; they go to the job bucket, never to a log.
+
+// fileFields is what every upload and lookup asks Drive to return.
+const fileFields = "id,name,size,md5Checksum,webViewLink,parents"
+
+// driveFile is Drive's answer about a file; size comes as a JSON string.
+type driveFile struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Size        int64    `json:"size,string"`
+	MD5Checksum string   `json:"md5Checksum"`
+	WebViewLink string   `json:"webViewLink"`
+	Parents     []string `json:"parents"`
+}
+
+// driveError is Drive's error body, {"error":{"code","message","errors":[{"reason"}]}}.
+type driveError struct {
+	Status  int
+	Reason  string
+	Message string
+}
+
+func (e *driveError) Error() string {
+	return fmt.Sprintf("drive answered %d %s: %s", e.Status, e.Reason, e.Message)
+}
+
+// dailyCap is the 750 GB a day upload cap: userRateLimitExceeded with this exact
+// message (rclone's reading; Google does not document it).
+func (e *driveError) dailyCap() bool {
+	return e.Status == http.StatusForbidden && e.Reason == "userRateLimitExceeded" && e.Message == "User rate limit exceeded."
+}
+
+// retryable errors are worth the same request again after a wait.
+func (e *driveError) retryable() bool {
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout ||
+		e.Status == http.StatusForbidden && (e.Reason == "rateLimitExceeded" || e.Reason == "userRateLimitExceeded")
+}
+
+// errSessionGone: the session expired or was never there; start a new one.
+var errSessionGone = errors.New("upload session gone (404)")
+
+func readDriveError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Errors  []struct {
+				Reason  string `json:"reason"`
+				Message string `json:"message"`
+			} `json:"errors"`
+		} `json:"error"`
+	}
+	json.Unmarshal(body, &e)
+	de := &driveError{Status: resp.StatusCode, Message: e.Error.Message}
+	if len(e.Error.Errors) > 0 {
+		de.Reason, de.Message = e.Error.Errors[0].Reason, e.Error.Errors[0].Message
+	}
+	return de
+}
+
+type resumable struct {
+	client *http.Client // authenticated; does not follow redirects (a 308 is an answer)
+	base   string       // GOOGLE_API_URL, ending in /
+}
+
+// start opens a session for a new file with metadata meta; size is the file's
+// length when known, or 0.
+func (r *resumable) start(ctx context.Context, meta any, size int64, mimeType string) (string, error) {
+	b, _ := json.Marshal(meta)
+	u := r.base + "upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true&fields=" + fileFields
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json; charset=UTF-8")
+	req.Header.Set("X-Upload-Content-Type", mimeType)
+	if size > 0 {
+		req.Header.Set("X-Upload-Content-Length", strconv.FormatInt(size, 10))
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("drive session start: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", readDriveError(resp)
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return "", errors.New("drive session start: no Location")
+	}
+	return loc, nil
+}
+
+// put sends n bytes of body as the file's bytes from 'from' on (total is the
+// file's length, or -1 while unknown); n == 0 asks the session's status. It returns
+// how many bytes Drive holds, as its Range says, never as sent, and the file
+// once the upload is complete.
+func (r *resumable) put(ctx context.Context, session string, from int64, body io.Reader, n, total int64) (int64, *driveFile, error) {
+	tot := "*"
+	if total >= 0 {
+		tot = strconv.FormatInt(total, 10)
+	}
+	cr := "bytes */" + tot
+	if n > 0 {
+		cr = fmt.Sprintf("bytes %d-%d/%s", from, from+n-1, tot)
+	} else {
+		body = http.NoBody
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, session, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.ContentLength = n
+	req.Header.Set("Content-Range", cr)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("drive chunk: %w", redact(err))
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPermanentRedirect:
+		// Without Range, Drive holds nothing.
+		rg := resp.Header.Get("Range")
+		if rg == "" {
+			return 0, nil, nil
+		}
+		_, last, ok := strings.Cut(strings.TrimPrefix(rg, "bytes="), "-")
+		end, err := strconv.ParseInt(last, 10, 64)
+		if !ok || err != nil {
+			return 0, nil, fmt.Errorf("drive chunk: unreadable Range %q", rg)
+		}
+		return end + 1, nil, nil
+	case http.StatusOK, http.StatusCreated:
+		var f driveFile
+		if err := json.NewDecoder(resp.Body).Decode(&f); err != nil || f.ID == "" {
+			return 0, nil, fmt.Errorf("drive chunk: unreadable file in the final answer")
+		}
+		return f.Size, &f, nil
+	case http.StatusNotFound, http.StatusGone:
+		return 0, nil, errSessionGone
+	}
+	return 0, nil, readDriveError(resp)
+}
+
+// redact drops the URL (the session URI) from a client error.
+func redact(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return fmt.Errorf("%s: %w", uerr.Op, uerr.Err)
+	}
+	return err
+}

@@ -1,0 +1,425 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/drive/v3"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
+)
+
+// upload reads CHUNKS: every file with chunks waiting gets a worker (at most
+// UPLOAD_CONCURRENCY) that streams them into a Drive resumable upload (file.go),
+// files it where people find it (layout.go) and verifies it.
+
+var settings = append([]config.Setting{
+	{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true, Usage: "path of the service account's key JSON (its token_uri is honoured)"},
+	{Name: "DRIVE_FOLDER_ID", Required: true, Usage: "the Drive folder everything is filed under"},
+	{Name: "DRIVE_IMPERSONATE", Usage: "the Workspace user to act as (domain-wide delegation); empty: the service account itself, which only works in a shared drive"},
+	{Name: "GOOGLE_API_URL", Default: "https://www.googleapis.com/", Usage: "Google's API root (metadata under drive/v3/, uploads under upload/drive/v3/)"},
+	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is held in memory"},
+	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
+	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
+	{Name: "UPLOAD_MAX_MISMATCHES", Default: "3", Usage: "Drive copies that fail verification before the file job is failed"},
+	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
+	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
+	{Name: "UPLOAD_LEASE", Default: "30s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz"},
+}, bus.Settings...)
+
+type stage struct {
+	log         *slog.Logger
+	js          jetstream.JetStream
+	kv          jetstream.KeyValue
+	drive       *drive.Service
+	res         *resumable
+	root        string
+	tz          *time.Location
+	worker      string
+	chunk       int64
+	maxMismatch int
+	retryBase   time.Duration
+	idle        time.Duration
+	lease       time.Duration
+	m           metrics
+
+	mu         sync.Mutex
+	folders    map[string]folderRecord
+	pauseUntil time.Time // the Drive daily upload cap
+}
+
+type metrics struct {
+	bytes      prometheus.Counter
+	sessions   prometheus.Counter
+	resumed    prometheus.Counter
+	retries    *prometheus.CounterVec
+	verified   prometheus.Counter
+	mismatches prometheus.Counter
+	paused     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_bytes_total", Help: "Bytes sent to Drive, repeats included."}),
+		sessions:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_sessions_total", Help: "Resumable sessions started."}),
+		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_resumed_total", Help: "Uploads continued in an existing session after a restart."}),
+		retries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_retries_total", Help: "Chunk retries, by reason."}, []string{"reason"}),
+		verified:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_files_verified_total", Help: "Files verified in Drive."}),
+		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_mismatches_total", Help: "Drive copies that failed verification."}),
+		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for the Drive daily cap to reset."}),
+	}
+	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
+	return m
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return config.Run(ctx, "upload", "streams the chunk stream into Google Drive", settings, args, getenv, stdout, stderr,
+		func(ctx context.Context, v *config.Values) error {
+			keyPath, root, subject := v.String("GOOGLE_APPLICATION_CREDENTIALS"), v.String("DRIVE_FOLDER_ID"), v.String("DRIVE_IMPERSONATE")
+			apiURL := v.String("GOOGLE_API_URL")
+			if !strings.HasSuffix(apiURL, "/") {
+				apiURL += "/"
+			}
+			st := &stage{
+				root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
+				retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
+				folders: map[string]folderRecord{},
+			}
+			if st.chunk%quantum != 0 {
+				v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
+			}
+			var err error
+			if st.tz, err = time.LoadLocation(v.String("DRIVE_TIMEZONE")); err != nil {
+				v.Invalid("DRIVE_TIMEZONE", err.Error())
+			}
+			var key []byte
+			if keyPath != "" {
+				if key, err = os.ReadFile(keyPath); err != nil {
+					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "cannot read the key file: "+err.Error())
+				}
+			}
+			var jwt *oauthConfig
+			if key != nil {
+				if jwt, err = serviceAccount(key, subject); err != nil {
+					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", err.Error())
+				}
+			}
+			bc, metricsAddr, concurrency := bus.ReadConfig(v), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
+			if err := v.Err(); err != nil {
+				return err
+			}
+			reg := obs.Registry()
+			st.log = obs.Logger(stdout, "upload")
+			st.m = newMetrics(reg)
+			st.worker = "upload-" + nats.NewInbox()[len("_INBOX."):]
+			client := jwt.client()
+			st.res = &resumable{client: client, base: apiURL}
+			if st.drive, err = drive.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL+"drive/v3/")); err != nil {
+				return err
+			}
+			return st.serve(ctx, bc, reg, metricsAddr, concurrency, subject)
+		})
+}
+
+// oauthConfig is the service account, acting as itself or as a Workspace user.
+type oauthConfig struct{ src oauth2.TokenSource }
+
+func serviceAccount(key []byte, subject string) (*oauthConfig, error) {
+	conf, err := google.JWTConfigFromJSON(key, drive.DriveScope)
+	if err != nil {
+		return nil, fmt.Errorf("not a service account key: %w", err)
+	}
+	conf.Subject = subject
+	// Token requests go over a plain client; the token source is reused and renews
+	// itself before expiry.
+	base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
+	return &oauthConfig{src: oauth2.ReuseTokenSource(nil, conf.TokenSource(base))}, nil
+}
+
+// client is authenticated and does not follow redirects: Drive's 308 is an answer.
+func (c *oauthConfig) client() *http.Client {
+	return &http.Client{
+		Transport: &oauth2.Transport{Source: c.src, Base: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 2 * time.Minute,
+			MaxIdleConnsPerHost:   8,
+			IdleConnTimeout:       90 * time.Second,
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int, subject string) error {
+	if err := st.checkDrive(ctx, subject); err != nil {
+		return err
+	}
+	nc, err := bus.Connect(bc.URL, "upload", st.log)
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	defer nc.Close()
+	if st.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	ml, err := obs.Listen(metricsAddr, reg, func() error {
+		if !nc.IsConnected() {
+			return errors.New("broker not connected")
+		}
+		if !ready.Load() {
+			return errors.New("starting")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	go ml.Serve(mctx)
+	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
+		return nil
+	}
+	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
+		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+	}
+	ready.Store(true)
+	st.log.Info("ready", "metrics", ml.Addr(), "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
+	st.schedule(ctx, concurrency)
+	st.log.Info("stopped")
+	return nil
+}
+
+// checkDrive looks at DRIVE_FOLDER_ID with the credentials before anything else, so
+// that a wrong key, a refused delegation, a folder not shared or a service account
+// without storage is reported at start, in words.
+func (st *stage) checkDrive(ctx context.Context, subject string) error {
+	for try := 0; ; try++ {
+		f, err := st.drive.Files.Get(st.root).SupportsAllDrives(true).Fields("id,name,mimeType,driveId").Context(ctx).Do()
+		if err == nil {
+			if f.MimeType != folderMime {
+				return fmt.Errorf("DRIVE_FOLDER_ID %s is %q, not a folder", st.root, f.Name)
+			}
+			if subject == "" && f.DriveId == "" {
+				return st.probeQuota(ctx)
+			}
+			st.log.Info("drive folder found", "folder", f.Name, "shared_drive", f.DriveId != "", "as", cmpOr(subject, "the service account"))
+			return nil
+		}
+		if msg := st.explain(err); msg != err {
+			return msg
+		}
+		var gerr *googleapi.Error
+		if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
+			return fmt.Errorf("DRIVE_FOLDER_ID %s: no such folder visible to %s; share it with the service account or add the account to the shared drive", st.root, cmpOr(subject, "the service account"))
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		st.log.Warn("cannot reach Drive yet; retrying", "err", err)
+		retry.Sleep(ctx, retry.Backoff(time.Second, try))
+	}
+}
+
+// probeQuota: acting as itself outside a shared drive, the service account can
+// store nothing; one small upload tells for sure, and says so plainly.
+func (st *stage) probeQuota(ctx context.Context) error {
+	f, err := st.drive.Files.Create(&drive.File{Name: ".zoomarchive-check", Parents: []string{st.root}}).
+		Media(strings.NewReader("check")).SupportsAllDrives(true).Fields("id").Context(ctx).Do()
+	if err != nil {
+		return st.explain(err)
+	}
+	st.drive.Files.Delete(f.Id).SupportsAllDrives(true).Context(ctx).Do()
+	st.log.Info("drive folder found; the service account can store files there")
+	return nil
+}
+
+// explain turns the errors that mean a setting is wrong into what to fix.
+func (st *stage) explain(err error) error {
+	var rerr *oauth2.RetrieveError
+	if errors.As(err, &rerr) {
+		if rerr.ErrorCode == "" { // the JWT flow leaves the body unread
+			var body struct {
+				Error            string `json:"error"`
+				ErrorDescription string `json:"error_description"`
+			}
+			json.Unmarshal(rerr.Body, &body)
+			rerr.ErrorCode, rerr.ErrorDescription = body.Error, body.ErrorDescription
+		}
+		switch rerr.ErrorCode {
+		case "unauthorized_client":
+			return fmt.Errorf("google refused the token (unauthorized_client): grant the service account domain-wide delegation for scope %s in the Workspace admin console, or check DRIVE_IMPERSONATE", drive.DriveScope)
+		case "invalid_grant":
+			return fmt.Errorf("google refused the token (invalid_grant: %s): the key in GOOGLE_APPLICATION_CREDENTIALS may be revoked, or the clock is off", rerr.ErrorDescription)
+		}
+		return fmt.Errorf("google refused the token: %s %s", rerr.ErrorCode, rerr.ErrorDescription)
+	}
+	if reasonOf(err) == "storageQuotaExceeded" {
+		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")
+	}
+	return err
+}
+
+func reasonOf(err error) string {
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) && len(gerr.Errors) > 0 {
+		return gerr.Errors[0].Reason
+	}
+	var de *driveError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	return ""
+}
+
+func isGoogleNotFound(err error) bool {
+	var gerr *googleapi.Error
+	return errors.As(err, &gerr) && gerr.Code == http.StatusNotFound
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// recordingFolder finds or makes <root>/<year>/<month>/<recording> for a job.
+func (st *stage) recordingFolder(ctx context.Context, job events.FileJob) (folderRecord, error) {
+	parent := folderRecord{ID: st.root}
+	names := recordingFolder(job.Recording, st.tz)
+	for i, name := range names {
+		var props map[string]string
+		desc := ""
+		if i == len(names)-1 {
+			props, desc = tags(job, false), describe(job, false, st.tz)
+		}
+		var err error
+		if parent, err = st.folder(ctx, parent.ID, name, props, desc); err != nil {
+			return parent, err
+		}
+	}
+	return parent, nil
+}
+
+// schedule starts a worker for each file with chunks waiting, up to concurrency.
+func (st *stage) schedule(ctx context.Context, concurrency int) {
+	active := map[string]bool{}
+	notBefore := map[string]time.Time{}
+	done := make(chan struct {
+		key   string
+		again time.Duration
+	})
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, key := range st.waiting(ctx) {
+			if len(active) >= concurrency {
+				break
+			}
+			if active[key] || time.Now().Before(notBefore[key]) {
+				continue
+			}
+			active[key] = true
+			go func() {
+				again := st.uploadFile(ctx, key)
+				done <- struct {
+					key   string
+					again time.Duration
+				}{key, again}
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			for len(active) > 0 {
+				delete(active, (<-done).key)
+			}
+			return
+		case d := <-done:
+			delete(active, d.key)
+			notBefore[d.key] = time.Now().Add(d.again)
+		case <-tick.C:
+		}
+	}
+}
+
+// waiting are the files with chunk messages in CHUNKS, oldest subjects first.
+func (st *stage) waiting(ctx context.Context) []string {
+	s, err := st.js.Stream(ctx, events.StreamChunks)
+	if err != nil {
+		return nil
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectChunks))
+	if err != nil {
+		return nil
+	}
+	var keys []string
+	for subj, n := range info.State.Subjects {
+		if n > 0 {
+			keys = append(keys, strings.TrimPrefix(subj, "archive.chunk."))
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// waitPause holds uploads while the Drive daily cap is reached.
+func (st *stage) waitPause(ctx context.Context) error {
+	st.mu.Lock()
+	d := time.Until(st.pauseUntil)
+	st.mu.Unlock()
+	if d <= 0 {
+		return nil
+	}
+	return retry.Sleep(ctx, d)
+}
+
+// pauseForDailyCap: Drive takes no more uploads today (750 GB a day per user, reset
+// at midnight Pacific time). Uploads wait instead of burning attempts; notify hears
+// of it once a day.
+func (st *stage) pauseForDailyCap(ctx context.Context) {
+	pt, _ := time.LoadLocation("America/Los_Angeles")
+	now := time.Now().In(pt)
+	until := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 5, 0, 0, pt)
+	st.mu.Lock()
+	first := st.pauseUntil.Before(time.Now())
+	if until.After(st.pauseUntil) {
+		st.pauseUntil = until
+	}
+	st.mu.Unlock()
+	if !first {
+		return
+	}
+	st.m.paused.Set(1)
+	time.AfterFunc(time.Until(until), func() { st.m.paused.Set(0) })
+	st.log.Warn("drive daily upload cap reached; uploads paused", "until", until)
+	b, _ := json.Marshal(events.Alert{Kind: events.AlertDriveDailyCap, At: time.Now().UTC(), Until: until.UTC(),
+		Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at " + until.Format(time.RFC1123)})
+	st.js.Publish(ctx, events.AlertSubject(events.AlertDriveDailyCap), b, jetstream.WithMsgID("alert-drive-cap-"+now.Format("2006-01-02")))
+}
