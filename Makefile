@@ -11,7 +11,7 @@ export CGO_ENABLED := 0
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
 	@echo "make run     the embedded broker and every stage, settings from .env"
-	@echo "make dev     the same on loopback, with placeholders for the credentials you lack"
+	@echo "make dev     the same on loopback against local stand-ins of Zoom and Google"
 	@echo "make test    formatting, vet, all tests (real nats-server, natscli), short fuzz runs"
 	@echo "make bench   the benchmarks whose numbers the README reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
@@ -50,9 +50,10 @@ bench:
 run: build
 	./scripts/run
 
-# For a first look: every stage starts and the hook answers on 127.0.0.1:8080; the
-# placeholders let nothing reach Zoom or Google. Settings in .env still win.
+# For a first look: every stage on loopback against local stand-ins of Zoom and
+# Google (shared/standins); the hook answers on 127.0.0.1:8080. .env is not read.
 dev: build
+	$(GO) build -o bin/dev/standins ./shared/standins/cmd/standins
 	ZOOMARCHIVE_DEV=1 ./scripts/run
 
 clean:

@@ -195,6 +195,7 @@ type RecordingJob struct {
 	Files      []string      `json:"files"` // file keys
 	State      string        `json:"state"` // RecArchiving, RecZoomPending, RecArchived
 	ZoomAction string        `json:"zoom_action,omitempty"`
+	ZoomCalls  int           `json:"zoom_calls,omitempty"` // times Zoom was asked to remove it
 	Updated    time.Time     `json:"updated"`
 }
 
@@ -211,6 +212,7 @@ const (
 	ZoomKept    = "kept"
 	ZoomTrashed = "trashed"
 	ZoomDeleted = "deleted"
+	ZoomGone    = "gone" // no longer in Zoom when asked: removed by hand, or never found
 )
 
 // FileVerified: upload proved Drive holds the file's exact bytes.

@@ -185,6 +185,13 @@ func (z *Zoom) Inject(f Fault) {
 	z.faults = append(z.faults, &f)
 }
 
+// TrashByHand moves a recording to the trash as an admin would in Zoom's web portal.
+func (z *Zoom) TrashByHand(uuid string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.recordings[uuid].trashed = true
+}
+
 // ClearFaults drops every fault not yet used.
 func (z *Zoom) ClearFaults() {
 	z.mu.Lock()
@@ -365,20 +372,21 @@ func (z *Zoom) authorized(r *http.Request, s2s, dl bool) bool {
 	return false
 }
 
-// meetingUUID takes the {uuid} path segment the way Zoom does: decoded twice, and a
-// '/'-bearing UUID that arrived single-encoded is not found.
+// meetingUUID takes the {uuid} path segment the way Zoom does: decoded twice when
+// it was encoded twice, and a UUID that starts with '/' or holds '//' is not found
+// unless it was.
 func meetingUUID(escapedPath string) (uuid string, ok bool) {
 	seg := strings.TrimPrefix(escapedPath, "/v2/meetings/")
 	seg, _, _ = strings.Cut(seg, "/")
 	once, err := url.PathUnescape(seg)
-	if err != nil || strings.Contains(once, "/") {
-		return "", false
-	}
-	twice, err := url.PathUnescape(once)
 	if err != nil {
 		return "", false
 	}
-	return twice, true
+	if !strings.Contains(once, "%") {
+		return once, !strings.HasPrefix(once, "/") && !strings.Contains(once, "//")
+	}
+	twice, err := url.PathUnescape(once)
+	return twice, err == nil
 }
 
 func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
@@ -394,7 +402,9 @@ func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
 	z.mu.Lock()
 	rec := z.recordings[uuid]
 	z.mu.Unlock()
-	if !ok || rec == nil || rec.deleted || (rec.trashed && r.Method == http.MethodGet) {
+	// A trashed recording is gone for reading and for trashing; only a delete for good
+	// still reaches it.
+	if !ok || rec == nil || rec.deleted || rec.trashed && (r.Method == http.MethodGet || r.URL.Query().Get("action") != "delete") {
 		apiError(w, 404, 3301, "There is no recording for this meeting.")
 		return
 	}

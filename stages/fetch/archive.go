@@ -83,6 +83,9 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 			return errNotOurs
 		}
 		r.State, r.ZoomAction, r.Updated = events.RecZoomPending, zoomAction(st.action), time.Now().UTC()
+		if st.action != "keep" {
+			r.ZoomCalls++
+		}
 		return nil
 	})
 	if err != nil {
@@ -90,7 +93,13 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 	}
 	if st.action != "keep" {
 		err := st.zoom.removeRecording(ctx, uuid, st.action)
-		if err != nil && !errors.Is(err, errGone) { // gone: asked before, or removed by hand
+		switch {
+		case errors.Is(err, errGone) && rec.ZoomCalls > 1:
+			// Asked before a crash: done then.
+		case errors.Is(err, errGone):
+			st.log.Warn("recording no longer in Zoom when asked to remove it", "meeting_uuid", uuid)
+			rec.ZoomAction = events.ZoomGone
+		case err != nil:
 			return fmt.Errorf("%s in zoom: %w", st.action, err)
 		}
 	}
@@ -109,7 +118,7 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 		return err
 	}
 	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
-		r.State, r.Updated = events.RecArchived, time.Now().UTC()
+		r.State, r.ZoomAction, r.Updated = events.RecArchived, rec.ZoomAction, time.Now().UTC()
 		return nil
 	})
 	if err != nil {

@@ -134,6 +134,25 @@ func TestPartlyVerifiedNeverTouchedAndLateFilesFirst(t *testing.T) {
 	}
 }
 
+// An admin trashed the recording by hand before the archive finished: the archive
+// still completes, and says Zoom's copy was already gone instead of "trashed".
+func TestRecordingGoneFromZoomIsReportedSo(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	rec := w.meeting("uuid-by-hand", "By hand", boardMeetingFiles()[2:4]...)
+	up := w.startUploader(t, keys(rec)[1])
+	w.send(t, events.EventRecordingCompleted, rec)
+	up.whole(t, keys(rec)[1], contentOf(w, rec, keys(rec)[1]))
+	w.zoom.TrashByHand(rec.UUID)
+	up.release(keys(rec)[1])
+	waitFor(t, "archived", func() bool { return len(w.archiveEvents(t, "archive.recording.archived.")) == 1 })
+	var archived events.RecordingArchived
+	json.Unmarshal(w.archiveEvents(t, "archive.recording.archived.")[0].Data, &archived)
+	if archived.ZoomAction != events.ZoomGone {
+		t.Errorf("zoom action %q, want %q", archived.ZoomAction, events.ZoomGone)
+	}
+}
+
 func TestArchiveFileTypesNarrows(t *testing.T) {
 	w := newWorld(t, map[string]string{"ARCHIVE_FILE_TYPES": "mp4,TRANSCRIPT", "ZOOM_AFTER_ARCHIVE": "keep"})
 	w.startFetch(t)

@@ -62,7 +62,10 @@ func TestTwoFetchProcessesTrashEachRecordingOnce(t *testing.T) {
 	up := w.startUploader(t)
 	var recs []events.Recording
 	for i := range 4 {
-		uuid := fmt.Sprintf("/multi%d//x+y==", i)
+		uuid := fmt.Sprintf("/multi%d//x+y==", i) // encoded twice in paths
+		if i%2 == 1 {
+			uuid = fmt.Sprintf("mid%d/dle+x==", i) // once
+		}
 		var files []standins.FileSpec
 		for j, f := range boardMeetingFiles()[:4] {
 			f.ID = fmt.Sprintf("m%d-f%d", i, j)
