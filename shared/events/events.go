@@ -63,8 +63,13 @@ var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>", "archive
 // AlertSubject carries an Alert of one kind, e.g. archive.alert.drive_daily_cap.
 func AlertSubject(kind string) string { return "archive.alert." + kind }
 
-// Alert kinds.
-const AlertDriveDailyCap = "drive_daily_cap"
+// Alert kinds; stage_silent.<stage> names the stage.
+const (
+	AlertDriveDailyCap     = "drive_daily_cap"
+	AlertWebhookRejections = "webhook_rejections"
+	AlertChunkWindowFull   = "chunk_window_full"
+	AlertStageSilentPrefix = "stage_silent."
+)
 
 // Alert: something an admin should know about now.
 type Alert struct {
@@ -91,6 +96,19 @@ func FileJobKey(fileKey string) string         { return "file." + fileKey }
 func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
 func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
 func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
+
+// HeartbeatKey holds a stage's Heartbeat; NotifyKey notify's own records (mails
+// sent, mails over the hourly cap, the last digest).
+func HeartbeatKey(stage string) string { return "heartbeat." + stage }
+func NotifyKey(name string) string     { return "notify." + name }
+
+// Heartbeat: a stage says it is alive, every half minute, with counters a watcher
+// may read (the hook's rejected webhooks).
+type Heartbeat struct {
+	Stage string           `json:"stage"`
+	At    time.Time        `json:"at"`
+	Stats map[string]int64 `json:"stats,omitempty"`
+}
 
 // FolderKey names a Drive folder by its parent and name, so that two workers never
 // create twins.

@@ -182,6 +182,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
 		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
 	}
+	go bus.Beat(ctx, st.kv, "fetch", nil)
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig

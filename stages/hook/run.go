@@ -13,6 +13,7 @@ import (
 	broker "zoomarchive/nats"
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 )
 
@@ -91,9 +92,13 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	defer stopAux()
 	go metrics.Serve(srvCtx)
 	go func() {
-		if bc.Topology.EnsureUntil(ctx, js, log) == nil {
-			h.ready.Store(true)
-			log.Info("ready: streams declared")
+		if bc.Topology.EnsureUntil(ctx, js, log) != nil {
+			return
+		}
+		h.ready.Store(true)
+		log.Info("ready: streams declared")
+		if kv, err := js.KeyValue(ctx, events.BucketJobs); err == nil {
+			bus.Beat(ctx, kv, "hook", func() map[string]int64 { return map[string]int64{"rejected": h.rejected.Load()} })
 		}
 	}()
 	served := make(chan error, 1)

@@ -38,13 +38,14 @@ const (
 )
 
 type hook struct {
-	verify  *verifier
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	ready   atomic.Bool // topology applied
-	timeout time.Duration
-	log     *slog.Logger
-	now     func() time.Time
+	verify   *verifier
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	ready    atomic.Bool  // topology applied
+	rejected atomic.Int64 // signature checks failed, for the heartbeat notify watches
+	timeout  time.Duration
+	log      *slog.Logger
+	now      func() time.Time
 
 	requests   *prometheus.CounterVec
 	latency    prometheus.Histogram
@@ -148,6 +149,7 @@ func (h *hook) handle(ctx *fasthttp.RequestCtx) result {
 			out = outStale
 		}
 		h.rejections.WithLabelValues(out).Inc()
+		h.rejected.Add(1)
 		return result{status: http.StatusUnauthorized, outcome: out, requestID: rid, detail: err.Error()}
 	}
 

@@ -221,6 +221,9 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 		msg.Ack() // below what Drive holds: sent before
 		return false, nil
 	case off > f.heldEnd():
+		// Bytes are missing: this generation cannot complete; fetch sends a new one.
+		f.dropHeld()
+		msg.Ack()
 		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errRefetch, off, f.heldEnd())
 	}
 	f.mu.Lock()
@@ -439,8 +442,10 @@ func (f *fileUpload) sessionGone(ctx context.Context) error {
 func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error) {
 	h := msg.Headers()
 	size, _ := strconv.ParseInt(h.Get(events.HeaderSize), 10, 64)
-	if f.heldEnd() != size {
-		return false, fmt.Errorf("%w: final says %d bytes, %d came", errRefetch, size, f.heldEnd())
+	if end := f.heldEnd(); end != size {
+		f.dropHeld()
+		msg.Ack()
+		return false, fmt.Errorf("%w: final says %d bytes, %d came", errRefetch, size, end)
 	}
 	s := f.up.Get()
 	var got driveFile
@@ -479,7 +484,10 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error
 	if err := f.verified(ctx, got); err != nil {
 		return false, err
 	}
-	msg.Ack()
+	// Confirmed before the consumer goes: a lost ack would leave the final behind.
+	if err := msg.DoubleAck(ctx); err != nil {
+		return false, err
+	}
 	return true, nil
 }
 

@@ -209,6 +209,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
 		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
 	}
+	go bus.Beat(ctx, st.kv, "upload", nil)
 	ready.Store(true)
 	st.log.Info("ready", "metrics", ml.Addr(), "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.schedule(ctx, concurrency)

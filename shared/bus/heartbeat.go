@@ -1,0 +1,34 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/events"
+)
+
+// HeartbeatEvery is how often a stage says it is alive.
+const HeartbeatEvery = 30 * time.Second
+
+// Beat writes the stage's heartbeat (with stats, if given) now and every
+// HeartbeatEvery until ctx ends; notify alerts when one stops.
+func Beat(ctx context.Context, kv jetstream.KeyValue, stage string, stats func() map[string]int64) {
+	t := time.NewTicker(HeartbeatEvery)
+	defer t.Stop()
+	for {
+		hb := events.Heartbeat{Stage: stage, At: time.Now().UTC()}
+		if stats != nil {
+			hb.Stats = stats()
+		}
+		b, _ := json.Marshal(hb)
+		kv.Put(ctx, events.HeartbeatKey(stage), b)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	htmltemplate "html/template"
+	"mime"
+	"mime/quotedprintable"
+	"net/textproto"
+	"strings"
+	texttemplate "text/template"
+	"time"
+
+	"zoomarchive/shared/events"
+)
+
+// The mails admins get, each a proper RFC 5322 message: UTF-8 subject encoded,
+// multipart/alternative with plain text and HTML (escaped, readable on a phone),
+// Date and Message-ID. Golden examples are in testdata/golden.
+
+// mail is one message before it is written out.
+type mail struct {
+	Subject string
+	Text    string
+	HTML    string
+}
+
+// render writes m as an RFC 5322 message from sender to recipients at now; id is
+// the Message-ID's unique part (random when empty).
+func render(m mail, from string, to []string, now time.Time, id string) []byte {
+	if id == "" {
+		b := make([]byte, 12)
+		rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	domain := from[strings.LastIndex(from, "@")+1:]
+	boundary := "zoomarchive-" + id
+	var b bytes.Buffer
+	h := textproto.MIMEHeader{}
+	w := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v); h.Set(k, v) }
+	w("From", "zoomarchive <"+from+">")
+	w("To", strings.Join(to, ", "))
+	// CR and LF in a topic must not start a header of their own.
+	w("Subject", mime.QEncoding.Encode("utf-8", strings.Join(strings.Fields(m.Subject), " ")))
+	w("Date", now.Format(time.RFC1123Z))
+	w("Message-ID", "<"+id+"@"+domain+">")
+	w("MIME-Version", "1.0")
+	w("Content-Type", `multipart/alternative; boundary="`+boundary+`"`)
+	b.WriteString("\r\n")
+	for _, part := range []struct{ typ, body string }{{"text/plain", m.Text}, {"text/html", m.HTML}} {
+		fmt.Fprintf(&b, "--%s\r\nContent-Type: %s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n", boundary, part.typ)
+		qp := quotedprintable.NewWriter(&b)
+		qp.Write([]byte(strings.ReplaceAll(part.body, "\n", "\r\n")))
+		qp.Close()
+		b.WriteString("\r\n")
+	}
+	fmt.Fprintf(&b, "--%s--\r\n", boundary)
+	return b.Bytes()
+}
+
+// page wraps HTML content for a phone: one column, system font, no images.
+const page = `<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family:-apple-system,Segoe UI,Roboto,sans-serif;max-width:640px;margin:0 auto;padding:12px;line-height:1.4">
+{{template "body" .}}
+<p style="color:#777;font-size:12px">Sent by zoomarchive.</p></body></html>`
+
+var (
+	textT = texttemplate.Must(texttemplate.New("").Funcs(funcs).Parse(mailText))
+	htmlT = htmltemplate.Must(htmltemplate.New("page").Funcs(funcs).Parse(page + mailHTML))
+)
+
+var funcs = map[string]any{
+	"size": humanSize,
+	"kind": fileKind,
+}
+
+// mailView is what every template sees.
+type mailView struct {
+	Kind     string // archived, failed, alert, digest
+	Local    string // the meeting's start in its time zone
+	Archived events.RecordingArchived
+	Failed   events.FileFailed
+	Alert    events.Alert
+	Digest   digest
+	Action   string // what happened in Zoom, in words
+	Total    int64
+}
+
+func build(v mailView, subject string) mail {
+	var t, h bytes.Buffer
+	if err := textT.ExecuteTemplate(&t, v.Kind, v); err != nil {
+		panic(err) // templates are fixed and tested
+	}
+	tmpl := htmltemplate.Must(htmlT.Clone())
+	htmltemplate.Must(tmpl.New("body").Parse(`{{template "` + v.Kind + `-html" .}}`))
+	if err := tmpl.ExecuteTemplate(&h, "page", v); err != nil {
+		panic(err)
+	}
+	return mail{Subject: subject, Text: t.String(), HTML: h.String()}
+}
+
+func localTime(r events.RecordingInfo, fallback *time.Location) string {
+	loc, err := time.LoadLocation(r.Timezone)
+	if err != nil || r.Timezone == "" {
+		loc = fallback
+	}
+	return r.StartTime.In(loc).Format("Mon 2 Jan 2006, 15:04 MST")
+}
+
+func archivedMail(a events.RecordingArchived, tz *time.Location) mail {
+	v := mailView{Kind: "archived", Archived: a, Local: localTime(a.Recording, tz), Action: zoomAction(a.ZoomAction)}
+	for _, f := range a.Files {
+		v.Total += f.Size
+	}
+	return build(v, fmt.Sprintf("Archived: %s (%s)", a.Recording.Topic, v.Local))
+}
+
+func failedMail(f events.FileFailed, tz *time.Location) mail {
+	v := mailView{Kind: "failed", Failed: f, Local: localTime(f.Recording, tz)}
+	return build(v, fmt.Sprintf("Not archived: %s of %s (%s)", strings.ToLower(f.FileType), f.Recording.Topic, v.Local))
+}
+
+func alertMail(a events.Alert) mail {
+	return build(mailView{Kind: "alert", Alert: a}, "zoomarchive alert: "+alertTitle(a.Kind))
+}
+
+func digestMail(d digest) mail {
+	return build(mailView{Kind: "digest", Digest: d}, fmt.Sprintf("zoomarchive daily digest %s: %d recording(s) archived", d.Day, d.Recordings))
+}
+
+func zoomAction(a string) string {
+	switch a {
+	case events.ZoomTrashed:
+		return "moved to Zoom's trash (recoverable there for 30 days)"
+	case events.ZoomDeleted:
+		return "deleted from Zoom for good"
+	case events.ZoomGone:
+		return "already gone from Zoom when zoomarchive came to remove it"
+	}
+	return "kept in Zoom"
+}
+
+func alertTitle(kind string) string {
+	switch {
+	case kind == events.AlertDriveDailyCap:
+		return "Google Drive's daily upload cap reached"
+	case kind == events.AlertWebhookRejections:
+		return "many rejected webhooks"
+	case kind == events.AlertChunkWindowFull:
+		return "uploads are not keeping up"
+	case strings.HasPrefix(kind, events.AlertStageSilentPrefix):
+		return "stage " + strings.TrimPrefix(kind, events.AlertStageSilentPrefix) + " stopped reporting"
+	}
+	return kind
+}
+
+func fileKind(f events.ArchivedFile) string {
+	if f.Participant != "" {
+		return "audio of " + f.Participant
+	}
+	if f.RecordingType != "" {
+		return strings.ReplaceAll(f.RecordingType, "_", " ")
+	}
+	return strings.ToLower(f.FileType)
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+const mailText = `{{define "archived"}}The Zoom recording "{{.Archived.Recording.Topic}}" is archived in Google Drive.
+
+When:     {{.Local}} ({{.Archived.Recording.Duration}} min)
+Host:     {{.Archived.Recording.HostEmail}}
+Meeting:  {{.Archived.Recording.MeetingID}}
+Folder:   {{.Archived.FolderLink}}
+
+Files ({{len .Archived.Files}}, {{size .Total}}):
+{{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}
+{{end}}
+In Zoom: {{.Action}}.
+{{end}}{{define "failed"}}A file of the Zoom recording "{{.Failed.Recording.Topic}}" could not be archived.
+
+When:     {{.Local}}
+Host:     {{.Failed.Recording.HostEmail}}
+File:     {{.Failed.FileType}}{{if .Failed.FileID}} (Zoom file id {{.Failed.FileID}}){{end}}{{if .Failed.Size}}, {{size .Failed.Size}}{{end}}
+Attempts: {{.Failed.Attempts}}
+Reason:   {{.Failed.Reason}}
+
+The recording stays in Zoom: nothing is removed there until every file is in Drive.
+
+To try again once the cause is fixed, an operator runs on the server:
+
+  {{.Failed.Replay}}
+{{end}}{{define "alert"}}{{.Alert.Message}}
+{{if not .Alert.Until.IsZero}}
+This ends by itself at {{.Alert.Until.Format "Mon 2 Jan 2006, 15:04 MST"}}.
+{{end}}
+This alert is sent at most once an hour.
+{{end}}{{define "digest"}}zoomarchive, {{.Digest.Day}}
+
+Recordings archived: {{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})
+Zoom storage freed:  {{size .Digest.Freed}}
+Files failed:        {{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open
+Alerts:              {{len .Digest.Alerts}}
+{{range .Digest.OpenFailures}}
+Open failure: {{.}}{{end}}{{range .Digest.Alerts}}
+Alert: {{.}}{{end}}{{if .Digest.Overflow}}
+
+Over the hourly mail cap, not mailed one by one:{{range .Digest.Overflow}}
+- {{.}}{{end}}{{end}}
+{{end}}`
+
+const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
+<p>{{.Local}} ({{.Archived.Recording.Duration}} min)<br>Host: {{.Archived.Recording.HostEmail}}<br>Meeting {{.Archived.Recording.MeetingID}}</p>
+<p><a href="{{.Archived.FolderLink}}">Open the folder in Drive</a></p>
+<ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}</li>{{end}}</ul>
+<p>In Zoom: {{.Action}}.</p>
+{{end}}{{define "failed-html"}}<h2 style="font-size:18px">Not archived: {{.Failed.FileType}} of {{.Failed.Recording.Topic}}</h2>
+<p>{{.Local}}<br>Host: {{.Failed.Recording.HostEmail}}<br>Attempts: {{.Failed.Attempts}}</p>
+<p><b>Reason:</b> {{.Failed.Reason}}</p>
+<p>The recording stays in Zoom until every file is in Drive. To try again once the cause is fixed, an operator runs:</p>
+<pre style="white-space:pre-wrap;background:#f4f4f4;padding:8px">{{.Failed.Replay}}</pre>
+{{end}}{{define "alert-html"}}<h2 style="font-size:18px">{{.Alert.Kind}}</h2><p>{{.Alert.Message}}</p>
+{{if not .Alert.Until.IsZero}}<p>This ends by itself at {{.Alert.Until.Format "Mon 2 Jan 2006, 15:04 MST"}}.</p>{{end}}
+<p>This alert is sent at most once an hour.</p>
+{{end}}{{define "digest-html"}}<h2 style="font-size:18px">zoomarchive, {{.Digest.Day}}</h2>
+<table><tr><td>Recordings archived</td><td>{{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})</td></tr>
+<tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>
+<tr><td>Files failed</td><td>{{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open</td></tr>
+<tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr></table>
+{{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{end}}`

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	netmail "net/mail"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/gmail/v1"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
+)
+
+// notify reads ARCHIVE (recordings archived, files failed, alerts) and mails the
+// admins through Gmail as GMAIL_SENDER; it watches the pipeline for alerts of its
+// own (watch.go) and sends a daily digest (digest.go).
+
+var settings = append([]config.Setting{
+	{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true, Usage: "path of the service account's key JSON (its token_uri is honoured)"},
+	{Name: "GMAIL_SENDER", Required: true, Usage: "the Workspace user mail is sent as (domain-wide delegation, scope gmail.send)"},
+	{Name: "NOTIFY_TO", Required: true, Usage: "comma-separated admin addresses"},
+	{Name: "GMAIL_API_URL", Default: "https://gmail.googleapis.com/", Usage: "Gmail's API root"},
+	{Name: "NOTIFY_TIMEZONE", Default: "UTC", Usage: "time zone of the digest and of meetings that come without one"},
+	{Name: "NOTIFY_DIGEST_AT", Default: "08:00", Usage: "local time of the daily digest (HH:MM), or off"},
+	{Name: "NOTIFY_MAX_PER_HOUR", Default: "30", Usage: "mails an hour at most; the rest go into the next digest"},
+	{Name: "NOTIFY_REJECTED_BURST", Default: "20", Usage: "rejected webhooks within 10 minutes that make an alert"},
+	{Name: "NOTIFY_STAGE_SILENT", Default: "3m", Usage: "a stage silent this long makes an alert"},
+	{Name: "NOTIFY_WINDOW_FULL_FOR", Default: "15m", Usage: "a full chunk stream for this long makes an alert"},
+	{Name: "NOTIFY_CHECK_EVERY", Default: "30s", Usage: "how often the pipeline is looked at for alerts"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz"},
+}, bus.Settings...)
+
+const consumerNotify = "notify"
+
+type stage struct {
+	log       *slog.Logger
+	js        jetstream.JetStream
+	kv        jetstream.KeyValue
+	gmail     *gmail.Service
+	sender    string
+	to        []string
+	tz        *time.Location
+	digestAt  string // HH:MM[:SS], or "off"
+	maxHour   int
+	burst     int64
+	silent    time.Duration
+	fullFor   time.Duration
+	every     time.Duration
+	now       func() time.Time
+	m         metrics
+	rejects   []sample // the hook's rejected count over the last 10 minutes
+	fullSince time.Time
+}
+
+type metrics struct {
+	sent     *prometheus.CounterVec
+	overflow prometheus.Counter
+	failures prometheus.Counter
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return config.Run(ctx, "notify", "mails zoomarchive's admins through Gmail", settings, args, getenv, stdout, stderr,
+		func(ctx context.Context, v *config.Values) error {
+			st := &stage{
+				sender: v.String("GMAIL_SENDER"), to: v.List("NOTIFY_TO"), digestAt: v.String("NOTIFY_DIGEST_AT"),
+				maxHour: v.Int("NOTIFY_MAX_PER_HOUR", 1), burst: int64(v.Int("NOTIFY_REJECTED_BURST", 1)),
+				silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
+				every: v.Duration("NOTIFY_CHECK_EVERY"), now: time.Now,
+			}
+			for _, a := range append([]string{st.sender}, st.to...) {
+				if a == "" {
+					continue
+				}
+				if addr, err := netmail.ParseAddress(a); err != nil || addr.Address != a {
+					v.Invalid(map[bool]string{true: "GMAIL_SENDER", false: "NOTIFY_TO"}[a == st.sender], fmt.Sprintf("%q is not a plain mail address", a))
+				}
+			}
+			var err error
+			if st.tz, err = time.LoadLocation(v.String("NOTIFY_TIMEZONE")); err != nil {
+				v.Invalid("NOTIFY_TIMEZONE", err.Error())
+			}
+			if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
+				v.Invalid("NOTIFY_DIGEST_AT", err.Error())
+			}
+			keyPath, apiURL := v.String("GOOGLE_APPLICATION_CREDENTIALS"), v.String("GMAIL_API_URL")
+			var src oauth2.TokenSource
+			if keyPath != "" {
+				key, err := os.ReadFile(keyPath)
+				if err != nil {
+					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "cannot read the key file: "+err.Error())
+				} else if conf, err := google.JWTConfigFromJSON(key, gmail.GmailSendScope); err != nil {
+					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "not a service account key: "+err.Error())
+				} else {
+					conf.Subject = st.sender
+					base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
+					src = oauth2.ReuseTokenSource(nil, conf.TokenSource(base))
+				}
+			}
+			bc, metricsAddr := bus.ReadConfig(v), v.String("METRICS_ADDR")
+			if err := v.Err(); err != nil {
+				return err
+			}
+			// The token says at once whether the delegation works.
+			if _, err := src.Token(); err != nil {
+				return explain(err, st.sender)
+			}
+			client := &http.Client{Transport: &oauth2.Transport{Source: src}, Timeout: time.Minute}
+			if st.gmail, err = gmail.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL)); err != nil {
+				return err
+			}
+			reg := obs.Registry()
+			st.log = obs.Logger(stdout, "notify")
+			st.m = metrics{
+				sent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_sent_total", Help: "Mails sent, by kind."}, []string{"kind"}),
+				overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_over_cap_total", Help: "Mails held for the digest by the hourly cap."}),
+				failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_send_failures_total", Help: "Sends that failed after retries; the event stays queued."}),
+			}
+			reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
+			return st.serve(ctx, bc, reg, metricsAddr)
+		})
+}
+
+// explain turns a refused token into what to fix.
+func explain(err error, sender string) error {
+	var rerr *oauth2.RetrieveError
+	if errors.As(err, &rerr) {
+		var body struct {
+			Error string `json:"error"`
+			Desc  string `json:"error_description"`
+		}
+		json.Unmarshal(rerr.Body, &body)
+		if body.Error == "unauthorized_client" {
+			return fmt.Errorf("google refused a token for %s (unauthorized_client): grant the service account domain-wide delegation for scope %s in the Workspace admin console, and check GMAIL_SENDER", sender, gmail.GmailSendScope)
+		}
+		return fmt.Errorf("google refused the token: %s %s", body.Error, body.Desc)
+	}
+	return fmt.Errorf("google token: %w", err)
+}
+
+func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {
+	nc, err := bus.Connect(bc.URL, "notify", st.log)
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	defer nc.Close()
+	if st.js, err = jetstream.New(nc); err != nil {
+		return err
+	}
+	var ready atomic.Bool
+	ml, err := obs.Listen(metricsAddr, reg, func() error {
+		if !nc.IsConnected() || !ready.Load() {
+			return errors.New("broker not connected")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	defer stopMetrics()
+	go ml.Serve(mctx)
+	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
+		return nil
+	}
+	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
+		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+	}
+	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
+		Durable: consumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
+		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},
+	})
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", consumerNotify, err)
+	}
+	go bus.Beat(ctx, st.kv, "notify", nil)
+	go st.watch(ctx)
+	go st.digests(ctx)
+	ready.Store(true)
+	st.log.Info("ready", "metrics", ml.Addr(), "to", len(st.to), "digest_at", st.digestAt)
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(wctx))
+		cancel()
+		if err == nil {
+			st.handle(ctx, msg)
+		} else if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			st.log.Warn("consumer read failed; retrying", "err", err)
+			retry.Sleep(ctx, time.Second)
+		}
+	}
+	st.log.Info("stopped")
+	return nil
+}
+
+// handle turns one ARCHIVE message into one mail, once.
+func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
+	subject := msg.Subject()
+	var m mail
+	var kind, summary string
+	switch {
+	case strings.HasPrefix(subject, events.RecordingArchivedSubject("")):
+		var a events.RecordingArchived
+		if json.Unmarshal(msg.Data(), &a) != nil {
+			msg.TermWithReason("unreadable")
+			return
+		}
+		kind, m = "archived", archivedMail(a, st.tz)
+		summary = fmt.Sprintf("archived: %s (%s), %d files", a.Recording.Topic, localTime(a.Recording, st.tz), len(a.Files))
+	case strings.HasPrefix(subject, events.FileFailedSubject("")):
+		var f events.FileFailed
+		if json.Unmarshal(msg.Data(), &f) != nil {
+			msg.TermWithReason("unreadable")
+			return
+		}
+		kind, m = "failed", failedMail(f, st.tz)
+		summary = fmt.Sprintf("not archived: %s of %s: %s", f.FileType, f.Recording.Topic, f.Reason)
+	default:
+		var a events.Alert
+		if json.Unmarshal(msg.Data(), &a) != nil {
+			msg.TermWithReason("unreadable")
+			return
+		}
+		kind, m = "alert", alertMail(a)
+		summary = alertTitle(a.Kind) + ": " + a.Message
+	}
+	meta, _ := msg.Metadata()
+	id := msg.Headers().Get(events.HeaderNatsMsgID)
+	if id == "" {
+		id = fmt.Sprintf("seq%d", meta.Sequence.Stream)
+	}
+	err := st.send(ctx, kind, safeKey(id), m, summary)
+	if err != nil {
+		st.m.failures.Inc()
+		st.log.Error("mail not sent; it stays queued", "kind", kind, "id", id, "err", err)
+		msg.NakWithDelay(time.Minute)
+		return
+	}
+	msg.Ack()
+}
+
+// sent records the mails that went out, so a restart or a replay sends none twice.
+type sentRecord struct {
+	At      time.Time `json:"at"`
+	Subject string    `json:"subject"`
+	GmailID string    `json:"gmail_id,omitempty"`
+}
+
+// send mails m unless it went out before (notify.sent.<kind>.<id>) or the hourly cap
+// is reached, in which case it waits for the digest (notify.overflow.<kind>.<id>).
+func (st *stage) send(ctx context.Context, kind, id string, m mail, summary string) error {
+	sentKey := events.NotifyKey("sent." + kind + "." + id)
+	if _, found, err := bus.Get[sentRecord](ctx, st.kv, sentKey); err != nil || found {
+		return err
+	}
+	if kind != "digest" && !st.underCap(ctx) {
+		st.m.overflow.Inc()
+		st.log.Warn("hourly mail cap reached; this mail goes into the next digest", "kind", kind, "id", id)
+		b, _ := json.Marshal(sentRecord{At: st.now().UTC(), Subject: summary})
+		st.kv.Put(ctx, events.NotifyKey("overflow."+kind+"."+id), b)
+		_, err := st.kv.Put(ctx, sentKey, b) // handled: it is in the digest now
+		return err
+	}
+	raw := render(m, st.sender, st.to, st.now(), "")
+	var gid string
+	var err error
+	for try := 0; try < 4; try++ {
+		var res *gmail.Message
+		res, err = st.gmail.Users.Messages.Send("me", &gmail.Message{Raw: base64.URLEncoding.EncodeToString(raw)}).Context(ctx).Do()
+		if err == nil {
+			gid = res.Id
+			break
+		}
+		var gerr *googleapi.Error
+		if errors.As(err, &gerr) && gerr.Code != http.StatusTooManyRequests && gerr.Code < 500 {
+			if len(gerr.Errors) > 0 && gerr.Errors[0].Reason == "failedPrecondition" {
+				err = fmt.Errorf("gmail refused (failedPrecondition): the service account must act as GMAIL_SENDER through domain-wide delegation: %w", err)
+			}
+			break
+		}
+		retry.Sleep(ctx, retry.Backoff(time.Second, try))
+	}
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(sentRecord{At: st.now().UTC(), Subject: m.Subject, GmailID: gid})
+	if _, err := st.kv.Put(ctx, sentKey, b); err != nil {
+		return err
+	}
+	st.m.sent.WithLabelValues(kind).Inc()
+	st.log.Info("mail sent", "kind", kind, "id", id, "gmail_id", gid)
+	return nil
+}
+
+// underCap counts this mail against the hour's cap; false when the cap is reached.
+func (st *stage) underCap(ctx context.Context) bool {
+	under := false
+	bus.Update(ctx, st.kv, events.NotifyKey("count."+st.now().UTC().Format("2006010215")), func(n *int, _ bool) error {
+		if *n >= st.maxHour {
+			return bus.ErrNoChange
+		}
+		*n++
+		under = true
+		return nil
+	})
+	return under
+}
+
+// safeKey makes an id usable in a key: letters, digits, - and _ only.
+func safeKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}

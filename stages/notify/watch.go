@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
+)
+
+// Alerts notify finds itself, every NOTIFY_CHECK_EVERY: a stage whose heartbeat
+// stopped, a burst of webhooks the hook rejected, a chunk stream full for too long.
+// Each is published on archive.alert.<kind> with an id per hour, so it is mailed at
+// most once an hour, through the same path as every other mail.
+
+type sample struct {
+	at    time.Time
+	count int64
+}
+
+func (st *stage) watch(ctx context.Context) {
+	t := time.NewTicker(st.every)
+	defer t.Stop()
+	for {
+		st.checkHeartbeats(ctx)
+		st.checkWindow(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (st *stage) checkHeartbeats(ctx context.Context) {
+	keys, err := st.kv.ListKeysFiltered(ctx, events.HeartbeatKey(">"))
+	if err != nil {
+		return
+	}
+	now := st.now()
+	for key := range keys.Keys() {
+		hb, _, err := bus.Get[events.Heartbeat](ctx, st.kv, key)
+		if err != nil {
+			continue
+		}
+		if silent := now.Sub(hb.At); silent > st.silent {
+			st.raise(ctx, events.AlertStageSilentPrefix+hb.Stage, fmt.Sprintf(
+				"The %s stage has not reported for %s (last at %s). It may have stopped; the rest of the pipeline waits for it.",
+				hb.Stage, silent.Round(time.Second), hb.At.In(st.tz).Format("15:04 MST")))
+		}
+		if hb.Stage == "hook" {
+			st.checkRejections(ctx, now, hb.Stats["rejected"])
+		}
+	}
+}
+
+// checkRejections alerts when the hook rejected NOTIFY_REJECTED_BURST webhooks in
+// 10 minutes: a wrong secret after a rotation, or someone probing the endpoint.
+func (st *stage) checkRejections(ctx context.Context, now time.Time, count int64) {
+	if n := len(st.rejects); n > 0 && count < st.rejects[n-1].count {
+		st.rejects = nil // the hook restarted: its counter began again
+	}
+	st.rejects = append(st.rejects, sample{now, count})
+	for len(st.rejects) > 1 && now.Sub(st.rejects[0].at) > 10*time.Minute {
+		st.rejects = st.rejects[1:]
+	}
+	if burst := count - st.rejects[0].count; burst >= st.burst || len(st.rejects) == 1 && count >= st.burst {
+		st.raise(ctx, events.AlertWebhookRejections, fmt.Sprintf(
+			"The hook rejected %d webhooks in the last 10 minutes (bad signatures or stale timestamps). After a secret rotation, check ZOOM_WEBHOOK_SECRET; otherwise someone may be probing the endpoint.", max(burst, count)))
+	}
+}
+
+// checkWindow alerts when the chunk stream stays full: upload is not keeping up
+// with fetch, or has stopped.
+func (st *stage) checkWindow(ctx context.Context) {
+	s, err := st.js.Stream(ctx, events.StreamChunks)
+	if err != nil {
+		return
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.MaxBytes <= 0 {
+		return
+	}
+	if float64(info.State.Bytes) < 0.95*float64(info.Config.MaxBytes) {
+		st.fullSince = time.Time{}
+		return
+	}
+	if st.fullSince.IsZero() {
+		st.fullSince = st.now()
+	}
+	if full := st.now().Sub(st.fullSince); full >= st.fullFor {
+		st.raise(ctx, events.AlertChunkWindowFull, fmt.Sprintf(
+			"The chunk stream between fetch and upload has been full (%d of %d bytes) for %s: uploads to Drive are not keeping up, or upload has stopped.",
+			info.State.Bytes, info.Config.MaxBytes, full.Round(time.Second)))
+	}
+}
+
+// raise publishes an alert, at most one per kind and hour (the message id).
+func (st *stage) raise(ctx context.Context, kind, message string) {
+	now := st.now().UTC()
+	b, _ := json.Marshal(events.Alert{Kind: kind, Message: message, At: now})
+	id := "alert-" + kind + "-" + now.Format("2006010215")
+	if _, err := st.js.Publish(ctx, events.AlertSubject(kind), b, jetstream.WithMsgID(id)); err != nil {
+		st.log.Warn("cannot publish an alert", "kind", kind, "err", err)
+	}
+}
+
+// digest is the day's summary.
+type digest struct {
+	Day               string
+	Recordings, Files int
+	Bytes, Freed      int64
+	FailedToday       int
+	OpenFailures      []string
+	Alerts            []string
+	Overflow          []string
+}
+
+// digests sends the daily digest at NOTIFY_DIGEST_AT local time.
+func (st *stage) digests(ctx context.Context) {
+	if st.digestAt == "off" {
+		return
+	}
+	for {
+		next, _ := nextDigest(st.digestAt, st.now(), st.tz)
+		if retry.Sleep(ctx, time.Until(next)) != nil {
+			return
+		}
+		for try := 0; ; try++ {
+			err := st.sendDigest(ctx, next)
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			st.log.Warn("digest not sent; retrying", "err", err)
+			retry.Sleep(ctx, retry.Backoff(10*time.Second, try))
+		}
+	}
+}
+
+// nextDigest is the next HH:MM[:SS] in loc after now; "off" gives zero.
+func nextDigest(at string, now time.Time, loc *time.Location) (time.Time, error) {
+	if at == "off" {
+		return time.Time{}, nil
+	}
+	var h, m, s int
+	n, _ := fmt.Sscanf(at, "%d:%d:%d", &h, &m, &s)
+	if n < 2 || h > 23 || m > 59 || s > 59 || h < 0 || m < 0 || s < 0 {
+		return time.Time{}, fmt.Errorf("%q is not a time of day like 08:00, or off", at)
+	}
+	now = now.In(loc)
+	t := time.Date(now.Year(), now.Month(), now.Day(), h, m, s, 0, loc)
+	if !t.After(now) {
+		t = t.AddDate(0, 0, 1)
+	}
+	return t, nil
+}
+
+// sendDigest summarises the day before at from ARCHIVE and the job bucket.
+func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
+	d := digest{Day: at.In(st.tz).Format("Mon 2 Jan 2006")}
+	since := at.Add(-24 * time.Hour)
+	cons, err := st.js.OrderedConsumer(ctx, events.StreamArchive, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := cons.Next(jetstream.FetchMaxWait(500 * time.Millisecond))
+		if err != nil {
+			break // caught up
+		}
+		switch subj := msg.Subject(); {
+		case strings.HasPrefix(subj, events.RecordingArchivedSubject("")):
+			var a events.RecordingArchived
+			json.Unmarshal(msg.Data(), &a)
+			d.Recordings++
+			for _, f := range a.Files {
+				d.Files++
+				d.Bytes += f.Size
+				if a.ZoomAction == events.ZoomTrashed || a.ZoomAction == events.ZoomDeleted {
+					d.Freed += f.Size
+				}
+			}
+		case strings.HasPrefix(subj, events.FileFailedSubject("")):
+			d.FailedToday++
+		case strings.HasPrefix(subj, events.AlertSubject("")):
+			var a events.Alert
+			json.Unmarshal(msg.Data(), &a)
+			d.Alerts = append(d.Alerts, a.At.In(st.tz).Format("15:04")+" "+alertTitle(a.Kind))
+		}
+		if meta, _ := msg.Metadata(); meta != nil && meta.NumPending == 0 {
+			break
+		}
+	}
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.FileJobKey(">")); err == nil {
+		for key := range keys.Keys() {
+			if j, _, err := bus.Get[events.FileJob](ctx, st.kv, key); err == nil && j.State == events.JobFailed {
+				d.OpenFailures = append(d.OpenFailures, fmt.Sprintf("%s of %s (%s): %s", j.File.FileType, j.Recording.Topic,
+					localTime(j.Recording, st.tz), j.LastError))
+			}
+		}
+	}
+	var overflow []string
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.NotifyKey("overflow.>")); err == nil {
+		for key := range keys.Keys() {
+			if r, _, err := bus.Get[sentRecord](ctx, st.kv, key); err == nil {
+				d.Overflow = append(d.Overflow, r.At.In(st.tz).Format("15:04")+" "+r.Subject)
+				overflow = append(overflow, key)
+			}
+		}
+	}
+	sort.Strings(d.OpenFailures)
+	sort.Strings(d.Overflow)
+	if err := st.send(ctx, "digest", at.UTC().Format("20060102"), digestMail(d), ""); err != nil {
+		return err
+	}
+	for _, key := range overflow {
+		st.kv.Delete(ctx, key)
+	}
+	return nil
+}
