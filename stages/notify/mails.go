@@ -42,8 +42,13 @@ func render(m mail, from string, to []string, now time.Time, id string) []byte {
 	w := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v); h.Set(k, v) }
 	w("From", "zoomarchive <"+from+">")
 	w("To", strings.Join(to, ", "))
-	// CR and LF in a topic must not start a header of their own.
-	w("Subject", mime.QEncoding.Encode("utf-8", strings.Join(strings.Fields(m.Subject), " ")))
+	// CR and LF in a topic must not start a header of their own; long subjects are
+	// cut and folded so that no line passes RFC 5322's limits.
+	subject := strings.Join(strings.Fields(m.Subject), " ")
+	if r := []rune(subject); len(r) > 200 {
+		subject = string(r[:199]) + "…"
+	}
+	w("Subject", fold(mime.QEncoding.Encode("utf-8", subject)))
 	w("Date", now.Format(time.RFC1123Z))
 	w("Message-ID", "<"+id+"@"+domain+">")
 	w("MIME-Version", "1.0")
@@ -58,6 +63,26 @@ func render(m mail, from string, to []string, now time.Time, id string) []byte {
 	}
 	fmt.Fprintf(&b, "--%s--\r\n", boundary)
 	return b.Bytes()
+}
+
+// fold breaks a header value at spaces (between encoded words, too) so that its
+// lines stay under 78 characters.
+func fold(v string) string {
+	var b strings.Builder
+	line := len("Subject: ")
+	for i, word := range strings.Split(v, " ") {
+		if i > 0 {
+			if line+1+len(word) > 76 {
+				b.WriteString("\r\n")
+				line = 0
+			}
+			b.WriteByte(' ')
+			line++
+		}
+		b.WriteString(word)
+		line += len(word)
+	}
+	return b.String()
 }
 
 // page wraps HTML content for a phone: one column, system font, no images.

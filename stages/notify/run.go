@@ -47,6 +47,7 @@ var settings = append([]config.Setting{
 	{Name: "NOTIFY_STAGE_SILENT", Default: "3m", Usage: "a stage silent this long makes an alert"},
 	{Name: "NOTIFY_WINDOW_FULL_FOR", Default: "15m", Usage: "a full chunk stream for this long makes an alert"},
 	{Name: "NOTIFY_CHECK_EVERY", Default: "30s", Usage: "how often the pipeline is looked at for alerts"},
+	{Name: "NOTIFY_RETRY_DELAY", Default: "1m", Usage: "a mail Gmail would not take waits this long before it is tried again"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz"},
 }, bus.Settings...)
 
@@ -66,6 +67,7 @@ type stage struct {
 	silent    time.Duration
 	fullFor   time.Duration
 	every     time.Duration
+	retry     time.Duration
 	now       func() time.Time
 	m         metrics
 	rejects   []sample // the hook's rejected count over the last 10 minutes
@@ -85,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				sender: v.String("GMAIL_SENDER"), to: v.List("NOTIFY_TO"), digestAt: v.String("NOTIFY_DIGEST_AT"),
 				maxHour: v.Int("NOTIFY_MAX_PER_HOUR", 1), burst: int64(v.Int("NOTIFY_REJECTED_BURST", 1)),
 				silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
-				every: v.Duration("NOTIFY_CHECK_EVERY"), now: time.Now,
+				every: v.Duration("NOTIFY_CHECK_EVERY"), retry: v.Duration("NOTIFY_RETRY_DELAY"), now: time.Now,
 			}
 			for _, a := range append([]string{st.sender}, st.to...) {
 				if a == "" {
@@ -98,6 +100,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			var err error
 			if st.tz, err = time.LoadLocation(v.String("NOTIFY_TIMEZONE")); err != nil {
 				v.Invalid("NOTIFY_TIMEZONE", err.Error())
+			}
+			if st.silent > 0 && st.silent < 2*bus.HeartbeatEvery {
+				v.Invalid("NOTIFY_STAGE_SILENT", fmt.Sprintf("at least %s: stages report every %s", 2*bus.HeartbeatEvery, bus.HeartbeatEvery))
 			}
 			if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
 				v.Invalid("NOTIFY_DIGEST_AT", err.Error())
@@ -252,7 +257,7 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 	if err != nil {
 		st.m.failures.Inc()
 		st.log.Error("mail not sent; it stays queued", "kind", kind, "id", id, "err", err)
-		msg.NakWithDelay(time.Minute)
+		msg.NakWithDelay(st.retry)
 		return
 	}
 	msg.Ack()
@@ -297,7 +302,7 @@ func (st *stage) send(ctx context.Context, kind, id string, m mail, summary stri
 			}
 			break
 		}
-		retry.Sleep(ctx, retry.Backoff(time.Second, try))
+		retry.Sleep(ctx, retry.Backoff(250*time.Millisecond, try)) // then the mail waits NOTIFY_RETRY_DELAY
 	}
 	if err != nil {
 		return err

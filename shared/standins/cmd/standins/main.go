@@ -1,5 +1,5 @@
-// Command standins runs the stand-ins of Zoom, Google's token endpoint and Drive on
-// loopback for make dev: it writes the settings that point the stages at them
+// Command standins runs the stand-ins of Zoom, Google's token endpoint, Drive and
+// Gmail on loopback for make dev: it writes the settings that point the stages at them
 // (an env file), a service-account key for the stand-in token endpoint, and a
 // recording.completed body for a meeting the Zoom stand-in holds. Not for production.
 package main
@@ -40,6 +40,8 @@ func run(ctx context.Context, dir string) error {
 	defer token.Close()
 	drive := standins.NewDrive(token)
 	defer drive.Close()
+	gmail := standins.NewGmail(token)
+	defer gmail.Close()
 	root := drive.AddFolder("Zoom archive", true)
 
 	key := filepath.Join(dir, "service-account.json")
@@ -67,6 +69,7 @@ func run(ctx context.Context, dir string) error {
 		"ZOOM_ACCOUNT_ID": zoom.AccountID, "ZOOM_CLIENT_ID": zoom.ClientID, "ZOOM_CLIENT_SECRET": zoom.ClientSecret,
 		"ZOOM_API_URL": zoom.APIURL(), "ZOOM_OAUTH_URL": zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
 		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": drive.URL(),
+		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": gmail.URL(),
 	}
 	var lines []byte
 	for k, v := range env {
@@ -97,6 +100,13 @@ func run(ctx context.Context, dir string) error {
 			if !seen[f.ID] {
 				seen[f.ID] = true
 				log.Encode(map[string]any{"msg": "drive received", "path": drive.Path(f.ID), "bytes": f.Size, "md5": f.MD5})
+			}
+		}
+		for i, m := range gmail.Sent() {
+			if key := fmt.Sprint("mail", i); !seen[key] {
+				seen[key] = true
+				log.Encode(map[string]any{"msg": "gmail sent", "to": m.Header.Get("To"), "subject": m.Subject})
+				fmt.Println(m.Text)
 			}
 		}
 		for _, c := range zoom.Calls() {

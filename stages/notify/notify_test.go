@@ -1,0 +1,349 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden mails in testdata/golden")
+
+const sender = "archive@example.org"
+
+type world struct {
+	natsURL string
+	js      jetstream.JetStream
+	kv      jetstream.KeyValue
+	token   *standins.GoogleToken
+	gmail   *standins.Gmail
+	env     map[string]string
+}
+
+func newWorld(t testing.TB, extra map[string]string) *world {
+	t.Helper()
+	w := &world{natsURL: stagetest.NewBroker(t), token: standins.NewGoogleToken()}
+	t.Cleanup(w.token.Close)
+	w.token.AllowedSubjects = []string{sender}
+	w.gmail = standins.NewGmail(w.token)
+	t.Cleanup(w.gmail.Close)
+	key := filepath.Join(t.TempDir(), "sa.json")
+	os.WriteFile(key, w.token.KeyJSON(), 0o600)
+	w.env = map[string]string{
+		"NATS_URL": w.natsURL, "GOOGLE_APPLICATION_CREDENTIALS": key, "GMAIL_SENDER": sender,
+		"NOTIFY_TO": "admin1@example.org, admin2@example.org", "GMAIL_API_URL": w.gmail.URL(),
+		"METRICS_ADDR": "127.0.0.1:0", "NOTIFY_DIGEST_AT": "off", "NOTIFY_CHECK_EVERY": "200ms",
+		"NOTIFY_RETRY_DELAY": "300ms", "NOTIFY_WINDOW_FULL_FOR": "1s", "CHUNK_WINDOW": "8MiB",
+	}
+	for k, v := range extra {
+		w.env[k] = v
+	}
+	w.js = stagetest.JetStream(t, w.natsURL)
+	window, _ := config.ParseBytes(w.env["CHUNK_WINDOW"])
+	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
+	if err := topo.Ensure(context.Background(), w.js); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if w.kv, err = w.js.KeyValue(context.Background(), events.BucketJobs); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *world) startNotify(t testing.TB) *stagetest.Stage {
+	t.Helper()
+	s := stagetest.Start(t, "notify", run, w.env)
+	s.WaitLog(t, "ready")
+	return s
+}
+
+func (w *world) publish(t testing.TB, subject, id string, v any) {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	if _, err := w.js.Publish(context.Background(), subject, b, jetstream.WithMsgID(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func (w *world) waitMails(t testing.TB, n int) []standins.Mail {
+	t.Helper()
+	waitFor(t, "mails", func() bool { return len(w.gmail.Sent()) >= n })
+	time.Sleep(300 * time.Millisecond) // and no more than n
+	if got := w.gmail.Sent(); len(got) != n {
+		var subjects []string
+		for _, m := range got {
+			subjects = append(subjects, m.Subject)
+		}
+		t.Fatalf("%d mails, want %d: %q", len(got), n, subjects)
+	}
+	return w.gmail.Sent()
+}
+
+var rehearsal = events.RecordingInfo{UUID: "/ajXp+112QmS7gqgP//3ep==", MeetingID: 81234567890, HostEmail: "board@example.org",
+	Topic: "Hallitus – kokous", Type: 8, StartTime: time.Date(2026, 3, 14, 17, 30, 0, 0, time.UTC), Timezone: "Europe/Helsinki", Duration: 95}
+
+func archivedEvent(rec events.RecordingInfo) events.RecordingArchived {
+	return events.RecordingArchived{Key: events.MeetingKey(rec.UUID), Recording: rec, ZoomAction: events.ZoomTrashed,
+		FolderLink: "https://drive.google.com/drive/folders/1Folder",
+		Files: []events.ArchivedFile{
+			{Key: "f1", FileType: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 734003200, DriveLink: "https://drive.google.com/file/d/1A/view"},
+			{Key: "f2", FileType: "M4A", Participant: "Aino Virtanen", Size: 5242880, DriveLink: "https://drive.google.com/file/d/1B/view"},
+			{Key: "f3", FileType: "TRANSCRIPT", RecordingType: "audio_transcript", Size: 20480, DriveLink: "https://drive.google.com/file/d/1C/view"},
+		}}
+}
+
+func failedEvent(rec events.RecordingInfo) events.FileFailed {
+	return events.FileFailed{Key: "f9", Recording: rec, FileType: "MP4", FileID: "f9", Size: 104857600, Attempts: 8,
+		Reason: "zoom answered 503 to the download",
+		Replay: "nats kv del ARCHIVE_JOBS file.f9 -f && nats consumer reset ZOOM_EVENTS fetch --sequence 42 -f"}
+}
+
+func TestEachKindOfMailRenderedAndParsedBack(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startNotify(t)
+	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.publish(t, events.AlertSubject(events.AlertDriveDailyCap), "alert-cap", events.Alert{Kind: events.AlertDriveDailyCap,
+		Message: "Google Drive's daily upload cap (750 GB per user) is reached.", At: time.Now().UTC(), Until: time.Now().Add(5 * time.Hour)})
+	mails := w.waitMails(t, 3)
+	wantSubjects := []string{"Archived: Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)", "Not archived: mp4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)",
+		"zoomarchive alert: Google Drive's daily upload cap reached"}
+	for i, m := range mails {
+		if m.Subject != wantSubjects[i] {
+			t.Errorf("subject %q, want %q", m.Subject, wantSubjects[i])
+		}
+		if _, err := m.Header.Date(); err != nil || m.Header.Get("Message-ID") == "" || m.User != sender {
+			t.Errorf("headers %v", m.Header)
+		}
+		if m.Header.Get("To") != "admin1@example.org, admin2@example.org" || !strings.Contains(m.Header.Get("From"), sender) {
+			t.Errorf("from %q to %q", m.Header.Get("From"), m.Header.Get("To"))
+		}
+		if m.Text == "" || !strings.Contains(m.HTML, "<html>") || !strings.Contains(m.HTML, "viewport") {
+			t.Errorf("mail %d lacks a part", i)
+		}
+	}
+	for _, link := range []string{"https://drive.google.com/drive/folders/1Folder", "https://drive.google.com/file/d/1B/view"} {
+		if !strings.Contains(mails[0].Text, link) || !strings.Contains(mails[0].HTML, link) {
+			t.Errorf("archived mail lacks %s", link)
+		}
+	}
+	if !strings.Contains(mails[0].Text, "moved to Zoom's trash") || !strings.Contains(mails[0].Text, "700.0 MiB") {
+		t.Errorf("archived mail:\n%s", mails[0].Text)
+	}
+	if !strings.Contains(mails[1].Text, "nats consumer reset ZOOM_EVENTS fetch --sequence 42 -f") || !strings.Contains(mails[1].Text, "Attempts: 8") {
+		t.Errorf("failed mail:\n%s", mails[1].Text)
+	}
+}
+
+// Restarted, and with its consumer replayed from the start, notify mails nothing twice.
+func TestNeverTwoMailsForOneEvent(t *testing.T) {
+	w := newWorld(t, nil)
+	s := w.startNotify(t)
+	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
+	w.waitMails(t, 1)
+	s.Stop()
+	if err := w.js.DeleteConsumer(context.Background(), events.StreamArchive, consumerNotify); err != nil {
+		t.Fatal(err)
+	}
+	w.startNotify(t)
+	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.waitMails(t, 2)
+}
+
+func TestHourlyCapRollsIntoTheDigest(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_MAX_PER_HOUR": "2", "NOTIFY_DIGEST_AT": at})
+	s := w.startNotify(t)
+	for i := range 5 {
+		rec := rehearsal
+		rec.UUID, rec.Topic = rec.UUID+string(rune('a'+i)), "Meeting "+string(rune('A'+i))
+		w.publish(t, events.RecordingArchivedSubject(events.MeetingKey(rec.UUID)), "archived-"+events.MeetingKey(rec.UUID), archivedEvent(rec))
+	}
+	mails := w.waitMails(t, 3) // two mails, then the digest
+	digest := mails[2]
+	if !strings.Contains(digest.Subject, "daily digest") || !strings.Contains(digest.Text, "Recordings archived: 5") {
+		t.Fatalf("digest %q:\n%s", digest.Subject, digest.Text)
+	}
+	for _, topic := range []string{"Meeting C", "Meeting D", "Meeting E"} {
+		if !strings.Contains(digest.Text, topic) {
+			t.Errorf("digest does not carry the mail held back for %s:\n%s", topic, digest.Text)
+		}
+	}
+	if n := stagetest.Metric(t, s.WaitLog(t, "ready")["metrics"].(string), "zoomarchive_notify_mails_over_cap_total"); n != 3 {
+		t.Errorf("%v mails over the cap counted, want 3", n)
+	}
+}
+
+// Gmail down, then back: nothing lost, the other mail not held up, and a refusal
+// that means a setting is wrong says which.
+func TestGmailOutageThenRecovery(t *testing.T) {
+	w := newWorld(t, nil)
+	w.gmail.Inject(standins.DriveFault{Status: 503, Times: 8})
+	w.gmail.Inject(standins.DriveFault{Status: 400, Reason: "failedPrecondition", Message: "Precondition check failed."})
+	s := w.startNotify(t)
+	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.waitMails(t, 2)
+	if !strings.Contains(s.Logs.String(), "domain-wide delegation") {
+		t.Error("failedPrecondition not explained in the log")
+	}
+}
+
+func TestHostileTopicsAreSafe(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startNotify(t)
+	topics := []string{
+		"<script>alert('x')</script> & <b>bold</b>",
+		"Evil\r\nBcc: victim@example.com\r\nX-Injected: yes",
+		strings.Repeat("Very long topic ", 150),
+		"Генеральная репетиция — 彩排 🎭",
+	}
+	for i, topic := range topics {
+		rec := rehearsal
+		rec.UUID, rec.Topic = rec.UUID+string(rune('a'+i)), topic
+		w.publish(t, events.RecordingArchivedSubject(events.MeetingKey(rec.UUID)), "archived-"+events.MeetingKey(rec.UUID), archivedEvent(rec))
+	}
+	mails := w.waitMails(t, 4)
+	if strings.Contains(mails[0].HTML, "<script>") || !strings.Contains(mails[0].HTML, "&lt;script&gt;") {
+		t.Errorf("HTML not escaped:\n%s", mails[0].HTML)
+	}
+	if mails[1].Header.Get("Bcc") != "" || mails[1].Header.Get("X-Injected") != "" || strings.ContainsAny(mails[1].Subject, "\r\n") {
+		t.Errorf("header injection: %v", mails[1].Header)
+	}
+	if !strings.Contains(mails[3].Subject, "Генеральная репетиция — 彩排 🎭") || !strings.Contains(mails[3].Text, "彩排") {
+		t.Errorf("non-Latin topic lost: %q", mails[3].Subject)
+	}
+	for _, m := range mails {
+		for _, line := range strings.Split(string(m.Raw), "\r\n") {
+			if len(line) > 998 {
+				t.Errorf("a line of %d characters (RFC 5322 allows 998)", len(line))
+			}
+		}
+	}
+}
+
+// Alerts notify raises itself, each mailed once an hour at most.
+func TestAlertsFromWatchingThePipeline(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	beat := func(stage string, at time.Time, rejected int64) {
+		b, _ := json.Marshal(events.Heartbeat{Stage: stage, At: at, Stats: map[string]int64{"rejected": rejected}})
+		w.kv.Put(ctx, events.HeartbeatKey(stage), b)
+	}
+	beat("fetch", time.Now().Add(-10*time.Minute), 0) // silent for longer than NOTIFY_STAGE_SILENT
+	beat("hook", time.Now(), 3)
+	w.startNotify(t)
+	beat("hook", time.Now(), 40) // 37 rejected since the first look
+	// Fill the chunk stream past 95% of its window.
+	for i := 0; i < 8; i++ {
+		msg := nats.NewMsg("archive.chunk.stuck")
+		msg.Data = bytes.Repeat([]byte{1}, 1<<20-200)
+		if _, err := w.js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mails := w.waitMails(t, 3)
+	var subjects []string
+	for _, m := range mails {
+		subjects = append(subjects, m.Subject)
+	}
+	got := strings.Join(subjects, "|")
+	for _, want := range []string{"stage fetch stopped reporting", "many rejected webhooks", "uploads are not keeping up"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no alert %q in %q", want, got)
+		}
+	}
+	time.Sleep(time.Second) // more looks: no more mails this hour
+	w.waitMails(t, 3)
+}
+
+func TestStartupSaysWhatToFix(t *testing.T) {
+	w := newWorld(t, nil)
+	try := func(env map[string]string) error {
+		e := map[string]string{}
+		for k, v := range w.env {
+			e[k] = v
+		}
+		for k, v := range env {
+			e[k] = v
+		}
+		return run(context.Background(), []string{"notify"}, func(k string) string { return e[k] }, os.Stdout, os.Stderr)
+	}
+	for name, c := range map[string]struct {
+		env  map[string]string
+		want string
+	}{
+		"nothing set":        {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "GMAIL_SENDER": "", "NOTIFY_TO": ""}, "3 setting(s)"},
+		"bad address":        {map[string]string{"NOTIFY_TO": "admin1@example.org, not an address"}, `NOTIFY_TO: "not an address"`},
+		"bad digest time":    {map[string]string{"NOTIFY_DIGEST_AT": "25:00"}, "NOTIFY_DIGEST_AT"},
+		"delegation refused": {map[string]string{"GMAIL_SENDER": "someone@example.org"}, "unauthorized_client"},
+		"key unreadable":     {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"}, "cannot read the key file"},
+	} {
+		if err := try(c.env); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+	w.startNotify(t)
+	grants := w.token.Grants()
+	if len(grants) != 1 || grants[0].Subject != sender || len(grants[0].Scopes) != 1 || grants[0].Scopes[0] != "https://www.googleapis.com/auth/gmail.send" {
+		t.Errorf("tokens %+v, want one for %s with gmail.send only", grants, sender)
+	}
+}
+
+// Golden examples: what admins get, committed for a reviewer to read.
+func TestGoldenMails(t *testing.T) {
+	now := time.Date(2026, 3, 15, 8, 0, 0, 0, time.UTC)
+	hel, _ := time.LoadLocation("Europe/Helsinki")
+	cases := map[string]mail{
+		"archived": archivedMail(archivedEvent(rehearsal), time.UTC),
+		"failed":   failedMail(failedEvent(rehearsal), time.UTC),
+		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Until: now.Add(15 * time.Hour).In(hel),
+			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at Mon, 16 Mar 2026 00:05:00 PDT"}),
+		"digest": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 3, Files: 11, Bytes: 3 << 30, Freed: 3 << 30, FailedToday: 1,
+			OpenFailures: []string{"MP4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET): zoom answered 503 to the download"},
+			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"}}),
+	}
+	for name, m := range cases {
+		raw := render(m, sender, []string{"admin1@example.org"}, now, "golden-"+name)
+		file := filepath.Join("testdata", "golden", name+".eml")
+		if *update {
+			os.MkdirAll(filepath.Dir(file), 0o755)
+			os.WriteFile(file, raw, 0o644)
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("%s: %v (run go test -run TestGoldenMails -update)", name, err)
+		}
+		if !bytes.Equal(raw, want) {
+			t.Errorf("%s differs from %s; if the change is meant, run go test -run TestGoldenMails -update and read the diff", name, file)
+		}
+		if _, err := standins.ParseMail(raw); err != nil {
+			t.Errorf("%s does not parse: %v", name, err)
+		}
+	}
+}
