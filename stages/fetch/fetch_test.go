@@ -270,7 +270,7 @@ func TestRateLimitHoldsEveryRequest(t *testing.T) {
 			limited = c.At
 			continue
 		}
-		if !limited.IsZero() && c.At.After(limited.Add(200*time.Millisecond)) && c.At.Before(until) {
+		if !limited.IsZero() && c.At.After(limited.Add(500*time.Millisecond)) && c.At.Before(until) {
 			t.Errorf("%s %s at %s, before Retry-After %s", c.Method, c.Path, c.At.Format(time.StampMilli), until.Format(time.StampMilli))
 		}
 	}

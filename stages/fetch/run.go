@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,7 +18,6 @@ import (
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
-	"zoomarchive/shared/retry"
 )
 
 // fetch consumes three things:
@@ -151,38 +148,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
-	nc, err := bus.Connect(bc.URL, "fetch", st.log)
-	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
-	}
-	defer nc.Close()
-	if st.js, err = jetstream.New(nc); err != nil {
+	conn, err := bus.Open(ctx, bc, "fetch", st.log, reg, metricsAddr)
+	if conn == nil {
 		return err
 	}
-	var ready atomic.Bool
-	ml, err := obs.Listen(metricsAddr, reg, func() error {
-		if !nc.IsConnected() {
-			return errors.New("broker not connected")
-		}
-		if !ready.Load() {
-			return errors.New("starting")
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
-	}
-	mctx, stopMetrics := context.WithCancel(context.Background())
-	defer stopMetrics()
-	go ml.Serve(mctx)
-
-	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
-		return nil // stopped while waiting for the broker
-	}
-	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
-		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
-	}
-	go bus.Beat(ctx, st.kv, "fetch", nil)
+	defer conn.Close()
+	st.js, st.kv = conn.JS, conn.KV
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig
@@ -206,31 +177,13 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				st.consume(ctx, cons, c.handle)
+				bus.Consume(ctx, cons, st.log, c.handle)
 			}()
 		}
 	}
-	ready.Store(true)
-	st.log.Info("ready", "metrics", ml.Addr(), "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
 	<-ctx.Done()
 	wg.Wait()
 	st.log.Info("stopped")
 	return nil
-}
-
-// consume hands one message at a time to handle until ctx ends; handle acknowledges.
-func (st *stage) consume(ctx context.Context, cons jetstream.Consumer, handle func(context.Context, jetstream.Msg)) {
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(wctx))
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-				st.log.Warn("consumer read failed; retrying", "err", err)
-				retry.Sleep(ctx, time.Second)
-			}
-			continue
-		}
-		handle(ctx, msg)
-	}
 }

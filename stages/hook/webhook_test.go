@@ -172,17 +172,6 @@ func TestRejectionsPublishNothing(t *testing.T) {
 			t.Errorf("%s: Allow %q", c.name, resp.Header.Get("Allow"))
 		}
 	}
-	// Over the limit: 413 from Content-Length alone. The hook closes without reading
-	// the body, so a client that waits for 100-continue is the one that sees the answer.
-	big := bytes.Repeat([]byte("x"), 1<<20+1)
-	req, _ := http.NewRequest("POST", h.url, bytes.NewReader(big))
-	req.Header.Set("x-zm-request-timestamp", now)
-	req.Header.Set("x-zm-signature", sign(string(big)))
-	req.Header.Set("Expect", "100-continue")
-	client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 2 * time.Second}}
-	if resp, err := client.Do(req); err != nil || resp.StatusCode != 413 {
-		t.Errorf("oversized body: %v %v", resp, err)
-	}
 	if n := len(storedEvents(t, natsURL)); n != 0 {
 		t.Fatalf("rejected requests stored %d events", n)
 	}
@@ -191,13 +180,11 @@ func TestRejectionsPublishNothing(t *testing.T) {
 			t.Errorf("no rejected_signatures metric for %s", reason)
 		}
 	}
-	if h.metric(t, `zoomarchive_hook_requests_total{outcome="too_large"}`) != 1 {
-		t.Error("too_large not counted")
-	}
 }
 
 // The body limit is enforced from the headers: the hook answers 413 before a
-// single byte of the body is sent.
+// single byte of the body is sent. (A client that sends the body at once may see
+// the connection reset instead: the hook does not read what it refuses.)
 func TestOversizedBodyNotRead(t *testing.T) {
 	_, h := newStack(t)
 	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
@@ -213,6 +200,9 @@ func TestOversizedBodyNotRead(t *testing.T) {
 	}
 	if resp.StatusCode() != 413 {
 		t.Fatalf("status %d, want 413", resp.StatusCode())
+	}
+	if h.metric(t, `zoomarchive_hook_requests_total{outcome="too_large"}`) != 1 {
+		t.Error("too_large not counted")
 	}
 }
 

@@ -12,10 +12,8 @@ import (
 	netmail "net/mail"
 	"os"
 	"strings"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
@@ -163,33 +161,12 @@ func explain(err error, sender string) error {
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {
-	nc, err := bus.Connect(bc.URL, "notify", st.log)
-	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
-	}
-	defer nc.Close()
-	if st.js, err = jetstream.New(nc); err != nil {
+	conn, err := bus.Open(ctx, bc, "notify", st.log, reg, metricsAddr)
+	if conn == nil {
 		return err
 	}
-	var ready atomic.Bool
-	ml, err := obs.Listen(metricsAddr, reg, func() error {
-		if !nc.IsConnected() || !ready.Load() {
-			return errors.New("broker not connected")
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
-	}
-	mctx, stopMetrics := context.WithCancel(context.Background())
-	defer stopMetrics()
-	go ml.Serve(mctx)
-	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
-		return nil
-	}
-	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
-		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
-	}
+	defer conn.Close()
+	st.js, st.kv = conn.JS, conn.KV
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: consumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},
@@ -197,22 +174,10 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", consumerNotify, err)
 	}
-	go bus.Beat(ctx, st.kv, "notify", nil)
 	go st.watch(ctx)
 	go st.digests(ctx)
-	ready.Store(true)
-	st.log.Info("ready", "metrics", ml.Addr(), "to", len(st.to), "digest_at", st.digestAt)
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := cons.Next(jetstream.FetchContext(wctx))
-		cancel()
-		if err == nil {
-			st.handle(ctx, msg)
-		} else if ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			st.log.Warn("consumer read failed; retrying", "err", err)
-			retry.Sleep(ctx, time.Second)
-		}
-	}
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "to", len(st.to), "digest_at", st.digestAt)
+	bus.Consume(ctx, cons, st.log, st.handle)
 	st.log.Info("stopped")
 	return nil
 }

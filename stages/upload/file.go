@@ -99,6 +99,8 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	case err == nil: // verified: the record is gone
 	case errors.Is(err, errRefetch):
 		log.Warn("asking fetch for the file again", "err", err)
+		// What is left of this generation is of no use: only the next one is read.
+		up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation + 1} })
 		if err := st.refetch(ctx, key); err != nil {
 			log.Warn("cannot ask fetch for the file again", "err", err)
 		}
@@ -165,7 +167,7 @@ func (f *fileUpload) resume(ctx context.Context) error {
 	if s.Offset > 0 {
 		f.md5.(encoding.BinaryUnmarshaler).UnmarshalBinary(s.MD5)
 	}
-	if s.Generation != f.job.Generation {
+	if s.Generation < f.job.Generation {
 		return f.up.Save(ctx, func(u *upState) { *u = upState{Generation: f.job.Generation} })
 	}
 	if s.Session == "" {

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -179,39 +178,13 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	if err := st.checkDrive(ctx, subject); err != nil {
 		return err
 	}
-	nc, err := bus.Connect(bc.URL, "upload", st.log)
-	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
-	}
-	defer nc.Close()
-	if st.js, err = jetstream.New(nc); err != nil {
+	conn, err := bus.Open(ctx, bc, "upload", st.log, reg, metricsAddr)
+	if conn == nil {
 		return err
 	}
-	var ready atomic.Bool
-	ml, err := obs.Listen(metricsAddr, reg, func() error {
-		if !nc.IsConnected() {
-			return errors.New("broker not connected")
-		}
-		if !ready.Load() {
-			return errors.New("starting")
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
-	}
-	mctx, stopMetrics := context.WithCancel(context.Background())
-	defer stopMetrics()
-	go ml.Serve(mctx)
-	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
-		return nil
-	}
-	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
-		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
-	}
-	go bus.Beat(ctx, st.kv, "upload", nil)
-	ready.Store(true)
-	st.log.Info("ready", "metrics", ml.Addr(), "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
+	defer conn.Close()
+	st.js, st.kv = conn.JS, conn.KV
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.schedule(ctx, concurrency)
 	st.log.Info("stopped")
 	return nil

@@ -1,0 +1,95 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+)
+
+// Conn is a consuming stage's broker connection with the pipeline's streams and job
+// bucket in place.
+type Conn struct {
+	NC          *nats.Conn
+	JS          jetstream.JetStream
+	KV          jetstream.KeyValue // the job bucket
+	MetricsAddr string             // where /metrics, /healthz and /readyz are served
+	stop        func()
+}
+
+// Close stops the metrics listener and the connection.
+func (c *Conn) Close() { c.stop() }
+
+// Open connects the stage, serves /metrics, /healthz and /readyz on metricsAddr
+// (ready while connected, once the topology is in place), waits for the broker to
+// take the topology, opens the job bucket and starts the stage's heartbeat. A nil
+// Conn with a nil error means ctx ended while waiting for the broker.
+func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
+	nc, err := Connect(c.URL, stage, log)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	var ready atomic.Bool
+	ml, err := obs.Listen(metricsAddr, reg, func() error {
+		switch {
+		case !nc.IsConnected():
+			return errors.New("broker not connected")
+		case !ready.Load():
+			return errors.New("starting")
+		}
+		return nil
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
+	}
+	mctx, stopMetrics := context.WithCancel(context.Background())
+	go ml.Serve(mctx)
+	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), stop: func() { stopMetrics(); nc.Close() }}
+	if err := c.Topology.EnsureUntil(ctx, js, log); err != nil {
+		conn.Close()
+		return nil, nil
+	}
+	if conn.KV, err = js.KeyValue(ctx, events.BucketJobs); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+	}
+	go Beat(ctx, conn.KV, stage, nil)
+	ready.Store(true)
+	return conn, nil
+}
+
+// Consume hands cons's messages to handle one at a time until ctx ends; handle
+// acknowledges each.
+func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, handle func(context.Context, jetstream.Msg)) {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(wctx))
+		cancel()
+		switch {
+		case err == nil:
+			handle(ctx, msg)
+		case ctx.Err() != nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+		default:
+			log.Warn("consumer read failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
