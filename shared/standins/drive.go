@@ -81,8 +81,9 @@ type DriveFault struct {
 	Accept int64
 	// Cut drops the connection after storing the chunk, before answering.
 	Cut bool
-	// NoRange answers a chunk with 308 and no Range header: nothing was stored.
-	NoRange bool
+	// Drop stores nothing of the chunk; the 308's Range tells what the session
+	// holds, and has no Range while it holds nothing.
+	Drop bool
 	// Corrupt stores the chunk's bytes altered: the file's md5Checksum will differ.
 	Corrupt bool
 }
@@ -365,7 +366,7 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 			d.finalize(s)
 		}
 		d.mu.Unlock()
-		d.answer(w, r, s, false)
+		d.answer(w, r, s)
 		return
 	}
 	f := d.takeFault("chunk")
@@ -384,7 +385,7 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 	case s.done != nil:
 		d.mu.Unlock()
 		io.Copy(io.Discard, r.Body)
-		d.answer(w, r, s, false)
+		d.answer(w, r, s)
 		return
 	case first > s.received:
 		d.mu.Unlock()
@@ -399,7 +400,7 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 	if f != nil && f.Accept > 0 {
 		keep = min(f.Accept, size)
 	}
-	if f != nil && f.NoRange {
+	if f != nil && f.Drop {
 		keep = 0
 	}
 	d.mu.Unlock()
@@ -432,11 +433,11 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	d.answer(w, r, s, f != nil && f.NoRange)
+	d.answer(w, r, s)
 }
 
 // answer is 308 with Range (none when nothing is stored), or the file when done.
-func (d *Drive) answer(w http.ResponseWriter, r *http.Request, s *session, noRange bool) {
+func (d *Drive) answer(w http.ResponseWriter, r *http.Request, s *session) {
 	d.mu.Lock()
 	done, received, query := s.done, s.received, s.query
 	d.mu.Unlock()
@@ -445,7 +446,7 @@ func (d *Drive) answer(w http.ResponseWriter, r *http.Request, s *session, noRan
 		writeFile(w, http.StatusCreated, *done, q.Get("fields"))
 		return
 	}
-	if received > 0 && !noRange {
+	if received > 0 {
 		w.Header().Set("Range", fmt.Sprintf("bytes=0-%d", received-1))
 	}
 	w.Header().Set("Content-Length", "0")

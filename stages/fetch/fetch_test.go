@@ -348,13 +348,25 @@ func TestGivesUpThenReplayCommandWorks(t *testing.T) {
 		t.Errorf("the event must stay in ZOOM_EVENTS for a replay; %d there", n)
 	}
 
-	// Zoom is healthy again; the operator runs the replay command as written.
-	w.zoom.ClearFaults()
-	cmd := exec.Command("sh", "-c", failed.Replay)
-	cmd.Env = append(os.Environ(), "NATS_URL="+w.natsURL, "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", failed.Replay, err, out)
+	// The operator looks, as the README shows, then, Zoom healthy again, runs the
+	// replay command as written.
+	nats := func(line string) string {
+		cmd := exec.Command("sh", "-c", line)
+		cmd.Env = append(os.Environ(), "NATS_URL="+w.natsURL, "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", line, err, out)
+		}
+		return string(out)
 	}
+	if out := nats("nats kv get ARCHIVE_JOBS file.down-1 --raw"); !strings.Contains(out, `"state":"failed"`) || !strings.Contains(out, "503") {
+		t.Errorf("nats kv get shows:\n%s", out)
+	}
+	if out := nats("nats kv ls ARCHIVE_JOBS"); !strings.Contains(out, "file.down-1") || !strings.Contains(out, "rec.") {
+		t.Errorf("nats kv ls shows:\n%s", out)
+	}
+	w.zoom.ClearFaults()
+	nats(failed.Replay)
 	up.whole(t, "down-1", w.zoom.Content("down-1"))
 	w.waitState(t, "down-1", events.JobVerified)
 }

@@ -112,10 +112,11 @@ func TestEveryFileTypeFiledTaggedVerified(t *testing.T) {
 
 func TestDriveFaultsAreRetriedFromWhatDriveHolds(t *testing.T) {
 	w := newWorld(t, nil)
-	// Only part of a chunk kept; a 308 without Range; a 5xx storm; 429; 403 rate
-	// limits; a connection cut after Drive stored the chunk.
+	// A first chunk not stored (a 308 without Range); only part of a chunk kept; a
+	// 5xx storm; 429; 403 rate limits; a connection cut after Drive stored the chunk.
+	w.drive.Inject(standins.DriveFault{Kind: "chunk", Drop: true})
 	w.drive.Inject(standins.DriveFault{Kind: "chunk", Accept: 256 << 10})
-	w.drive.Inject(standins.DriveFault{Kind: "chunk", NoRange: true})
+	w.drive.Inject(standins.DriveFault{Kind: "chunk", Drop: true})
 	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 503, Times: 5})
 	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 429})
 	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "rateLimitExceeded", Message: "Rate Limit Exceeded"})
