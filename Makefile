@@ -6,12 +6,13 @@ STAGES := $(notdir $(patsubst %/main.go,%,$(wildcard stages/*/main.go)))
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
 
-.PHONY: help build test check fuzz bench run dev tools clean
+.PHONY: help build test check fuzz bench run dev demo tools clean
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
 	@echo "make run     the embedded broker and every stage, settings from .env"
 	@echo "make dev     the same on loopback against local stand-ins of Zoom and Google"
+	@echo "make demo    a recording archived before your eyes, against the stand-ins"
 	@echo "make test    formatting, vet, all tests (real nats-server, natscli), short fuzz runs"
 	@echo "make bench   the benchmarks whose numbers the README reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
@@ -55,6 +56,12 @@ run: build
 dev: build
 	$(GO) build -o bin/dev/standins ./shared/standins/cmd/standins
 	ZOOMARCHIVE_DEV=1 ./scripts/run
+
+# The stand-ins deliver a rehearsal of a few hundred MB to the hook and show it go
+# through every stage into Drive, the mail and Zoom's trash; about half a minute.
+demo: build
+	$(GO) build -o bin/dev/standins ./shared/standins/cmd/standins
+	ZOOMARCHIVE_DEMO=1 ./scripts/run
 
 clean:
 	rm -rf bin .tools

@@ -1,7 +1,8 @@
 // Command standins runs the stand-ins of Zoom, Google's token endpoint, Drive and
-// Gmail on loopback for make dev: it writes the settings that point the stages at them
-// (an env file), a service-account key for the stand-in token endpoint, and a
-// recording.completed body for a meeting the Zoom stand-in holds. Not for production.
+// Gmail on loopback for make dev and make demo: it writes the settings that point
+// the stages at them (an env file), a service-account key for the stand-in token
+// endpoint, and a recording.completed body for a meeting the Zoom stand-in holds.
+// With STANDINS_DEMO set it also plays Zoom's part (demo.go). Not for production.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"syscall"
 	"time"
 
@@ -21,59 +23,67 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Getenv("STANDINS_DIR")); err != nil {
+	if err := run(ctx, os.Getenv("STANDINS_DIR"), os.Getenv("STANDINS_DEMO") != ""); err != nil {
 		fmt.Fprintln(os.Stderr, "standins:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, dir string) error {
+// world is the stand-ins and the recording they hold.
+type world struct {
+	zoom  *standins.Zoom
+	token *standins.GoogleToken
+	drive *standins.Drive
+	gmail *standins.Gmail
+	rec   events.Recording
+	body  []byte // its recording.completed
+}
+
+func run(ctx context.Context, dir string, demo bool) error {
 	if dir == "" {
 		dir = "data/dev"
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	zoom := standins.NewZoom()
-	defer zoom.Close()
-	token := standins.NewGoogleToken()
-	defer token.Close()
-	drive := standins.NewDrive(token)
-	defer drive.Close()
-	gmail := standins.NewGmail(token)
-	defer gmail.Close()
-	root := drive.AddFolder("Zoom archive", true)
+	w := &world{zoom: standins.NewZoom(), token: standins.NewGoogleToken()}
+	defer w.zoom.Close()
+	defer w.token.Close()
+	w.drive, w.gmail = standins.NewDrive(w.token), standins.NewGmail(w.token)
+	defer w.drive.Close()
+	defer w.gmail.Close()
+	root := w.drive.AddFolder("Zoom archive", true)
 
 	key := filepath.Join(dir, "service-account.json")
-	if err := os.WriteFile(key, token.KeyJSON(), 0o600); err != nil {
+	if err := os.WriteFile(key, w.token.KeyJSON(), 0o600); err != nil {
 		return err
 	}
-	start := time.Now().Add(-2 * time.Hour).Truncate(time.Minute)
-	rec := zoom.AddRecording(events.Recording{
+	w.rec = w.zoom.AddRecording(events.Recording{
 		UUID: "dev/Recording+Uuid==", ID: 81234567890, HostEmail: "host@example.org", Topic: "Rehearsal: The Cherry Orchard, act 2",
-		Type: 8, StartTime: start, Timezone: "Europe/Helsinki", Duration: 95,
-	},
-		standins.FileSpec{ID: "dev-mp4", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 48 << 20},
-		standins.FileSpec{ID: "dev-m4a", FileType: "M4A", Extension: "M4A", RecordingType: "audio_only", Size: 6 << 20},
-		standins.FileSpec{ID: "dev-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Size: 40 << 10},
-		standins.FileSpec{ID: "dev-chat", FileType: "CHAT", Extension: "TXT", RecordingType: "chat_file", Size: 2 << 10},
-	)
-	d, err := standins.NewDelivery(events.EventRecordingCompleted, map[string]any{"account_id": zoom.AccountID, "object": rec}, "")
+		Type: 8, StartTime: time.Now().Add(-2 * time.Hour).Truncate(time.Minute), Timezone: "Europe/Helsinki", Duration: 95,
+	}, recordingFiles(demo)...)
+	d, err := standins.NewDelivery(events.EventRecordingCompleted, map[string]any{"account_id": w.zoom.AccountID, "object": w.rec}, "")
 	if err != nil {
 		return err
 	}
+	w.body = d.Body
 	if err := os.WriteFile(filepath.Join(dir, "recording.completed.json"), d.Body, 0o600); err != nil {
 		return err
 	}
 	env := map[string]string{
-		"ZOOM_ACCOUNT_ID": zoom.AccountID, "ZOOM_CLIENT_ID": zoom.ClientID, "ZOOM_CLIENT_SECRET": zoom.ClientSecret,
-		"ZOOM_API_URL": zoom.APIURL(), "ZOOM_OAUTH_URL": zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
-		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": drive.URL(),
-		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": gmail.URL(),
+		"ZOOM_ACCOUNT_ID": w.zoom.AccountID, "ZOOM_CLIENT_ID": w.zoom.ClientID, "ZOOM_CLIENT_SECRET": w.zoom.ClientSecret,
+		"ZOOM_API_URL": w.zoom.APIURL(), "ZOOM_OAUTH_URL": w.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
+		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(),
+		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
 	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	var lines []byte
-	for k, v := range env {
-		lines = append(lines, fmt.Sprintf("%s=%s\n", k, v)...)
+	for _, k := range keys {
+		lines = append(lines, fmt.Sprintf("%s=%s\n", k, env[k])...)
 	}
 	envFile := filepath.Join(dir, "standins.env")
 	if err := os.WriteFile(envFile+".tmp", lines, 0o600); err != nil {
@@ -82,11 +92,43 @@ func run(ctx context.Context, dir string) error {
 	if err := os.Rename(envFile+".tmp", envFile); err != nil { // appears whole: scripts/run waits for it
 		return err
 	}
-	log := json.NewEncoder(os.Stdout)
-	log.Encode(map[string]any{"msg": "stand-ins ready", "zoom": zoom.APIURL(), "drive": drive.URL(), "env": envFile})
 	defer os.Remove(envFile)
+	if demo {
+		return w.demo(ctx)
+	}
+	w.log(map[string]any{"msg": "stand-ins ready", "zoom": w.zoom.APIURL(), "drive": w.drive.URL(), "env": envFile})
+	return w.report(ctx)
+}
 
-	// Say what Drive receives, as it happens.
+// recordingFiles: a small meeting for make dev, a paused rehearsal with every kind
+// of file, a few hundred MB, for make demo.
+func recordingFiles(demo bool) []standins.FileSpec {
+	if !demo {
+		return []standins.FileSpec{
+			{ID: "dev-mp4", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 48 << 20},
+			{ID: "dev-m4a", FileType: "M4A", Extension: "M4A", RecordingType: "audio_only", Size: 6 << 20},
+			{ID: "dev-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Size: 40 << 10},
+			{ID: "dev-chat", FileType: "CHAT", Extension: "TXT", RecordingType: "chat_file", Size: 2 << 10},
+		}
+	}
+	start := time.Now().Add(-2 * time.Hour).Truncate(time.Minute)
+	seg2 := start.Add(50 * time.Minute)
+	return []standins.FileSpec{
+		{ID: "demo-mp4-1", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 180 << 20, Start: start, End: seg2.Add(-5 * time.Minute)},
+		{ID: "demo-mp4-2", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 120 << 20, Start: seg2, End: seg2.Add(40 * time.Minute)},
+		{ID: "demo-m4a", FileType: "M4A", Extension: "M4A", RecordingType: "audio_only", Size: 24 << 20},
+		{ID: "demo-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Size: 60 << 10},
+		{ID: "demo-chat", FileType: "CHAT", Extension: "TXT", RecordingType: "chat_file", Size: 3 << 10},
+		{ID: "demo-timeline", FileType: "TIMELINE", Extension: "JSON", RecordingType: "timeline", Size: 12 << 10},
+		{ID: "demo-aino", FileType: "M4A", Extension: "M4A", Size: 9 << 20, Participant: "Aino Virtanen"},
+		{ID: "demo-mikko", FileType: "M4A", Extension: "M4A", Size: 8 << 20, Participant: "Mikko Korhonen"},
+	}
+}
+
+func (w *world) log(v map[string]any) { json.NewEncoder(os.Stdout).Encode(v) }
+
+// report says what Drive, Gmail and Zoom's delete endpoint receive, as it happens.
+func (w *world) report(ctx context.Context) error {
 	seen := map[string]bool{}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -96,23 +138,23 @@ func run(ctx context.Context, dir string) error {
 			return nil
 		case <-t.C:
 		}
-		for _, f := range drive.Files() {
+		for _, f := range w.drive.Files() {
 			if !seen[f.ID] {
 				seen[f.ID] = true
-				log.Encode(map[string]any{"msg": "drive received", "path": drive.Path(f.ID), "bytes": f.Size, "md5": f.MD5})
+				w.log(map[string]any{"msg": "drive received", "path": w.drive.Path(f.ID), "bytes": f.Size, "md5": f.MD5})
 			}
 		}
-		for i, m := range gmail.Sent() {
+		for i, m := range w.gmail.Sent() {
 			if key := fmt.Sprint("mail", i); !seen[key] {
 				seen[key] = true
-				log.Encode(map[string]any{"msg": "gmail sent", "to": m.Header.Get("To"), "subject": m.Subject})
+				w.log(map[string]any{"msg": "gmail sent", "to": m.Header.Get("To"), "subject": m.Subject})
 				fmt.Println(m.Text)
 			}
 		}
-		for _, c := range zoom.Calls() {
+		for _, c := range w.zoom.Calls() {
 			if c.Method == "DELETE" && !seen[c.Path] {
 				seen[c.Path] = true
-				log.Encode(map[string]any{"msg": "zoom recording removed", "path": c.Path, "query": c.Query, "status": c.Status})
+				w.log(map[string]any{"msg": "zoom recording removed", "path": c.Path, "query": c.Query, "status": c.Status})
 			}
 		}
 	}
