@@ -321,9 +321,16 @@ type Process struct {
 // environment; TestMain must call MainIfStage.
 func StartProcess(t testing.TB, name string, env map[string]string) *Process {
 	t.Helper()
+	return StartBinary(t, os.Args[0], env, stageEnv+"="+name)
+}
+
+// StartBinary runs a program with env (and extra NAME=value pairs) as its whole
+// environment, its output in Logs; it is killed when the test ends.
+func StartBinary(t testing.TB, path string, env map[string]string, extra ...string) *Process {
+	t.Helper()
 	p := &Process{Logs: &Logs{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(os.Args[0])
-	p.cmd.Env = []string{stageEnv + "=" + name}
+	p.cmd = exec.Command(path)
+	p.cmd.Env = extra
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}

@@ -40,6 +40,9 @@ type Zoom struct {
 	RejectS2SDownloads bool
 	// NoRange makes the CDN ignore Range headers and always send the whole file.
 	NoRange bool
+	// Rate limits the CDN to this many bytes a second over all downloads, as a
+	// droplet's link would; 0 is as fast as loopback goes.
+	Rate int64
 
 	API, CDN *httptest.Server
 
@@ -51,7 +54,8 @@ type Zoom struct {
 	faults      []*Fault
 	calls       []Call
 	signKey     []byte
-	bytesServed int64 // file bytes the CDN sent
+	bytesServed int64     // file bytes the CDN sent
+	next        time.Time // when Rate allows the next byte
 }
 
 type zoomRecording struct {
@@ -536,9 +540,32 @@ func (z *Zoom) serveCDN(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	n, _ := io.Copy(w, body)
+	n, _ := io.Copy(w, z.paced(body))
 	z.addServed(n)
 }
+
+// paced reads at most Rate bytes a second, shared by every download.
+func (z *Zoom) paced(r io.Reader) io.Reader {
+	if z.Rate <= 0 {
+		return r
+	}
+	return readerFunc(func(p []byte) (int, error) {
+		n, err := r.Read(p[:min(len(p), 32<<10)])
+		z.mu.Lock()
+		if z.next.IsZero() || time.Until(z.next) < -time.Second {
+			z.next = time.Now()
+		}
+		z.next = z.next.Add(time.Duration(n) * time.Second / time.Duration(z.Rate))
+		wait := time.Until(z.next)
+		z.mu.Unlock()
+		time.Sleep(wait)
+		return n, err
+	})
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 func (z *Zoom) addServed(n int64) {
 	z.mu.Lock()

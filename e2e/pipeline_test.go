@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
+)
+
+const mib = 1 << 20
+
+// Several recordings at once, each delivered three times, then the whole of
+// ZOOM_EVENTS replayed: every file once in Drive, byte-identical, each recording
+// trashed once, one mail each.
+func TestRecordingsDuplicatesAndReplay(t *testing.T) {
+	p := newPipeline(t, nil)
+	var recs []events.Recording
+	for i := range 4 {
+		recs = append(recs, p.recording(i, 6*mib+int64(i), 2*mib, 40000, 2000, 5000))
+	}
+	for _, rec := range recs {
+		go p.deliver(rec, 3)
+	}
+	p.waitArchived(recs...)
+	p.check(recs...)
+
+	served, received := p.zoom.BytesServed(), p.drive.Received()
+	planned := func() float64 {
+		return stagetest.Metric(t, p.procs["fetch"].WaitLog(t, "ready")["metrics"].(string),
+			`zoomarchive_fetch_events_total{event="recording.completed",outcome="planned"}`)
+	}
+	before := planned()
+	cmd := exec.Command("sh", "-c", "nats consumer reset ZOOM_EVENTS fetch --sequence 1 -f")
+	cmd.Env = append(os.Environ(), "NATS_URL="+p.env["NATS_URL"], "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out)
+	}
+	waitFor(t, "the replay read by fetch", 30*time.Second, func() bool { return planned() >= before+float64(len(recs)) })
+	time.Sleep(2 * time.Second)
+	if p.zoom.BytesServed() != served || p.drive.Received() != received {
+		t.Errorf("the replay moved bytes again: Zoom %d, Drive %d", p.zoom.BytesServed()-served, p.drive.Received()-received)
+	}
+	p.check(recs...)
+}
+
+// Each stage, and the broker, killed in the middle of a file: the archive completes
+// with the same guarantees.
+func TestKilledMidFile(t *testing.T) {
+	for _, victim := range []string{"fetch", "upload", "notify", "broker"} {
+		t.Run(victim, func(t *testing.T) {
+			p := newPipeline(t, nil)
+			p.zoom.Rate = 40 * mib // about a second and a half for the big file
+			rec := p.recording(0, 60*mib, 3*mib, 20000)
+			key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
+			p.deliver(rec, 1)
+			waitFor(t, "mid-file", 30*time.Second, func() bool {
+				f, u := p.progress(key)
+				return f > 20*mib && u > 5*mib
+			})
+			switch victim {
+			case "broker":
+				b := p.brokers[0]
+				b.Kill()
+				p.startBroker(p.brokerEnv[0])
+			default:
+				p.killAndRestart(victim)
+			}
+			p.waitArchived(rec)
+			p.check(rec)
+		})
+	}
+}
+
+// Drive and Zoom misbehaving in every documented way at once.
+func TestFaultStorm(t *testing.T) {
+	p := newPipeline(t, nil)
+	for _, f := range []standins.DriveFault{
+		{Kind: "chunk", Status: 503, Times: 4}, {Kind: "chunk", Status: 429}, {Kind: "chunk", Drop: true},
+		{Kind: "chunk", Status: 403, Reason: "userRateLimitExceeded", Message: "User Rate Limit Exceeded"},
+		{Kind: "chunk", Accept: 256 << 10}, {Kind: "chunk", Cut: true}, {Kind: "status", Status: 500},
+		{Kind: "list", Status: 503}, {Kind: "init", Status: 500},
+	} {
+		p.drive.Inject(f)
+	}
+	for _, f := range []standins.Fault{
+		{Path: "/file/", Status: 503, Times: 3}, {Path: "/file/", CutAfter: mib + 5}, {Path: "/file/", CutAfter: 100},
+		{Path: "/v2/meetings/", Status: 429, RetryAfter: time.Now().Add(time.Second).UTC().Format(time.RFC3339)},
+		{Path: "/rec/download/", Status: 500},
+	} {
+		p.zoom.Inject(f)
+	}
+	recs := []events.Recording{p.recording(0, 9*mib, 2*mib, 3000), p.recording(1, 4*mib+3, 1000)}
+	for _, rec := range recs {
+		p.deliver(rec, 2)
+	}
+	time.Sleep(500 * time.Millisecond)
+	p.zoom.ExpireTokens()
+	p.waitArchived(recs...)
+	p.check(recs...)
+}
+
+// A file Zoom never serves: the job gives up, the admins get a failed-file mail, and
+// the recording stays in Zoom.
+func TestFailedFileMailAndNothingTrashed(t *testing.T) {
+	p := newPipeline(t, map[string]string{"FETCH_MAX_ATTEMPTS": "2"})
+	rec := p.recording(0, 2*mib, 3000)
+	p.zoom.Inject(standins.Fault{Path: "/file/" + rec.RecordingFiles[1].ID, Status: 500, Times: 1000})
+	p.deliver(rec, 1)
+	waitFor(t, "failed mail", 60*time.Second, func() bool {
+		for _, m := range p.gmail.Sent() {
+			if strings.HasPrefix(m.Subject, "Not archived:") && strings.Contains(m.Text, "nats consumer reset ZOOM_EVENTS fetch") {
+				return true
+			}
+		}
+		return false
+	})
+	if trashed, _ := p.zoom.Trashed(rec.UUID); trashed || p.archivedMails() != 0 {
+		t.Error("a recording with a failed file was trashed or announced as archived")
+	}
+}
+
+func natsCLIDir(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("NATS_CLI"); p != "" {
+		return filepath.Dir(p)
+	}
+	if abs, err := filepath.Abs("../.tools/nats"); err == nil {
+		if _, err := os.Stat(abs); err == nil {
+			return filepath.Dir(abs)
+		}
+	}
+	if p, err := exec.LookPath("nats"); err == nil {
+		return filepath.Dir(p)
+	}
+	t.Fatal("natscli v0.5.0 not found: run 'make tools' or set NATS_CLI")
+	return ""
+}
