@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,9 +59,17 @@ type pipeline struct {
 	procs     map[string]*stagetest.Process
 	hook      *standins.ZoomWebhooks
 	js        jetstream.JetStream
+	mu        sync.Mutex
 }
 
 func newPipeline(t testing.TB, extra map[string]string) *pipeline {
+	t.Helper()
+	return newPipelineOn(t, extra, 1)
+}
+
+// newPipelineOn runs the pipeline on a broker of nodes servers: one, or a cluster
+// with streams replicated on three.
+func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 	t.Helper()
 	p := &pipeline{t: t, zoom: standins.NewZoom(), token: standins.NewGoogleToken(), procs: map[string]*stagetest.Process{}}
 	t.Cleanup(p.zoom.Close)
@@ -70,9 +79,15 @@ func newPipeline(t testing.TB, extra map[string]string) *pipeline {
 	t.Cleanup(p.gmail.Close)
 	key := filepath.Join(t.TempDir(), "sa.json")
 	os.WriteFile(key, p.token.KeyJSON(), 0o600)
-	brokerAddr, hookAddr := stagetest.FreeAddr(t), stagetest.FreeAddr(t)
+	hookAddr := stagetest.FreeAddr(t)
+	var urls, clients, routes []string
+	for range nodes {
+		clients, routes = append(clients, stagetest.FreeAddr(t)), append(routes, stagetest.FreeAddr(t))
+		urls = append(urls, "nats://"+clients[len(clients)-1])
+	}
 	p.env = map[string]string{
-		"NATS_URL": "nats://" + brokerAddr, "CHUNK_WINDOW": "16MiB", "METRICS_ADDR": "127.0.0.1:0",
+		"NATS_URL": strings.Join(urls, ","), "NATS_REPLICAS": fmt.Sprint(min(nodes, 3)),
+		"CHUNK_WINDOW": "16MiB", "METRICS_ADDR": "127.0.0.1:0",
 		"ZOOM_WEBHOOK_SECRET": secret, "HOOK_ADDR": hookAddr,
 		"ZOOM_ACCOUNT_ID": p.zoom.AccountID, "ZOOM_CLIENT_ID": p.zoom.ClientID, "ZOOM_CLIENT_SECRET": p.zoom.ClientSecret,
 		"ZOOM_API_URL": p.zoom.APIURL(), "ZOOM_OAUTH_URL": p.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
@@ -85,7 +100,24 @@ func newPipeline(t testing.TB, extra map[string]string) *pipeline {
 	for k, v := range extra {
 		p.env[k] = v
 	}
-	p.startBroker(map[string]string{"BROKER_LISTEN": brokerAddr, "BROKER_MONITOR": "off", "BROKER_STORE_DIR": t.TempDir()})
+	for i := range nodes {
+		env := map[string]string{"BROKER_LISTEN": clients[i], "BROKER_MONITOR": "off", "BROKER_STORE_DIR": t.TempDir()}
+		if nodes > 1 {
+			var others []string
+			for j, r := range routes {
+				if j != i {
+					others = append(others, "nats-route://"+r)
+				}
+			}
+			env["BROKER_NAME"], env["BROKER_CLUSTER"], env["BROKER_ROUTES"] = fmt.Sprintf("node%d", i), routes[i], strings.Join(others, ",")
+		}
+		go p.startBroker(env) // a cluster node is ready only once it sees the others
+	}
+	waitFor(t, "brokers ready", 60*time.Second, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.brokers) == nodes
+	})
 	p.js = stagetest.JetStream(t, p.env["NATS_URL"])
 	for _, s := range []string{"hook", "fetch", "upload", "notify"} {
 		p.start(s)
@@ -94,10 +126,13 @@ func newPipeline(t testing.TB, extra map[string]string) *pipeline {
 	return p
 }
 
-func (p *pipeline) startBroker(env map[string]string) {
+func (p *pipeline) startBroker(env map[string]string) *stagetest.Process {
 	b := stagetest.StartBinary(p.t, filepath.Join(bins, "broker"), env)
 	b.WaitLog(p.t, "broker ready")
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.brokers, p.brokerEnv = append(p.brokers, b), append(p.brokerEnv, env)
+	return b
 }
 
 // start runs a stage and waits until it says it is ready.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,8 +66,7 @@ func TestKilledMidFile(t *testing.T) {
 			})
 			switch victim {
 			case "broker":
-				b := p.brokers[0]
-				b.Kill()
+				p.brokers[0].Kill()
 				p.startBroker(p.brokerEnv[0])
 			default:
 				p.killAndRestart(victim)
@@ -140,4 +140,26 @@ func natsCLIDir(t *testing.T) string {
 	}
 	t.Fatal("natscli v0.5.0 not found: run 'make tools' or set NATS_CLI")
 	return ""
+}
+
+// A three-node JetStream cluster with the streams on three replicas: one node killed
+// mid-transfer, the archive completes. Only NATS_URL (and NATS_REPLICAS) differ from
+// the one-broker setup.
+func TestClusterNodeKilledMidTransfer(t *testing.T) {
+	p := newPipelineOn(t, nil, 3)
+	p.zoom.Rate = 40 * mib
+	rec := p.recording(0, 60*mib, 3*mib, 20000)
+	key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
+	p.deliver(rec, 1)
+	waitFor(t, "mid-file", 60*time.Second, func() bool {
+		f, u := p.progress(key)
+		return f > 20*mib && u > 5*mib
+	})
+	info, err := p.js.Stream(context.Background(), events.StreamChunks)
+	if err != nil || info.CachedInfo().Config.Replicas != 3 {
+		t.Fatalf("the chunk stream is not on three replicas: %v", err)
+	}
+	p.brokers[1].Kill()
+	p.waitArchived(rec)
+	p.check(rec)
 }

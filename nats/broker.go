@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,6 +28,11 @@ type Config struct {
 	Listen   string // client address, host:port
 	Monitor  string // HTTP monitoring address, host:port; empty turns it off
 	StoreDir string // JetStream file storage
+	// A cluster node also has a unique name, a cluster address and routes to the
+	// other nodes; empty Cluster means one server alone.
+	Name    string
+	Cluster string   // host:port for routes
+	Routes  []string // nats-route://host:port of the other nodes
 }
 
 // Options are the server options for cfg.
@@ -35,8 +41,12 @@ func Options(cfg Config) (*server.Options, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
 	}
+	name := cfg.Name
+	if name == "" {
+		name = "zoomarchive"
+	}
 	opts := &server.Options{
-		ServerName: "zoomarchive",
+		ServerName: name,
 		Host:       host,
 		Port:       port,
 		MaxPayload: MaxPayload,
@@ -47,6 +57,16 @@ func Options(cfg Config) (*server.Options, error) {
 	if cfg.Monitor != "" {
 		if opts.HTTPHost, opts.HTTPPort, err = splitHostPort(cfg.Monitor); err != nil {
 			return nil, fmt.Errorf("monitor address %q: %w", cfg.Monitor, err)
+		}
+	}
+	if cfg.Cluster != "" {
+		opts.Cluster.Name = "zoomarchive"
+		if opts.Cluster.Host, opts.Cluster.Port, err = splitHostPort(cfg.Cluster); err != nil {
+			return nil, fmt.Errorf("cluster address %q: %w", cfg.Cluster, err)
+		}
+		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
+		if len(opts.Routes) != len(cfg.Routes) {
+			return nil, fmt.Errorf("routes %q: want nats-route://host:port, comma-separated", cfg.Routes)
 		}
 	}
 	return opts, nil
@@ -75,13 +95,20 @@ var settings = []config.Setting{
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
 	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz); 'off' to disable"},
 	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
+	{Name: "BROKER_NAME", Default: "zoomarchive", Usage: "server name; unique per node in a cluster"},
+	{Name: "BROKER_CLUSTER", Usage: "host:port for the other nodes of a cluster; empty: one server alone"},
+	{Name: "BROKER_ROUTES", Usage: "comma-separated nats-route://host:port of the other nodes"},
 }
 
 // Run is bin/broker: the server runs until ctx ends, then shuts down cleanly.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "broker", "embedded NATS server with JetStream for one host", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			cfg := Config{Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR")}
+			cfg := Config{Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
+				Name: v.String("BROKER_NAME"), Cluster: v.String("BROKER_CLUSTER"), Routes: v.List("BROKER_ROUTES")}
+			if cfg.Cluster == "" && len(cfg.Routes) > 0 {
+				v.Invalid("BROKER_ROUTES", "needs BROKER_CLUSTER")
+			}
 			if cfg.Monitor == "off" {
 				cfg.Monitor = ""
 			}
