@@ -363,13 +363,19 @@ func (p *Process) WaitLog(t testing.TB, msg string) map[string]any {
 }
 
 // PeakRSS is the process's high-water resident memory in bytes (VmHWM).
-func (p *Process) PeakRSS() int64 {
+func (p *Process) PeakRSS() int64 { return p.status("VmHWM:") }
+
+// RSS is the process's resident memory now, in bytes (VmRSS).
+func (p *Process) RSS() int64 { return p.status("VmRSS:") }
+
+// status reads one kB field of /proc/<pid>/status, in bytes; -1 when unreadable.
+func (p *Process) status(field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}

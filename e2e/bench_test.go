@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/drive/v3"
+
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/standins"
+)
+
+// Benchmarks of the whole pipeline, every program its own process, against a direct
+// single-process copy from the Zoom stand-in to the Drive stand-in with the same
+// 8 MiB Drive chunks, measured in the same run (make bench).
+
+// BenchmarkPipeline: MB/s of the pipeline and of the direct copy, at a droplet's
+// link speed (Zoom serving 50 MB/s) and unthrottled; peak RSS of each stage and peak
+// bytes in the chunk stream.
+func BenchmarkPipeline(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		rate int64
+		size int64
+	}{{"50MBps-512MiB", 50e6, 512 << 20}, {"loopback-1GiB", 0, 1 << 30}, {"loopback-200MiB", 0, 200 << 20}} {
+		b.Run(c.name, func(b *testing.B) {
+			for range b.N {
+				direct := directCopy(b, c.rate, c.size)
+				p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"})
+				p.zoom.Rate = c.rate
+				rec := p.recording(0, c.size)
+				peak := p.watchWindow()
+				start := time.Now()
+				p.deliver(rec, 1)
+				waitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+				el := time.Since(start)
+				b.ReportMetric(float64(c.size)/1e6/el.Seconds(), "pipeline-MB/s")
+				b.ReportMetric(direct, "direct-MB/s")
+				b.ReportMetric(float64(c.size)/1e6/el.Seconds()/direct, "ratio")
+				b.ReportMetric(float64(peak())/(1<<20), "peak-window-MiB")
+				for _, s := range []string{"fetch", "upload", "hook", "notify"} {
+					b.ReportMetric(float64(p.procs[s].PeakRSS())/(1<<20), s+"-peak-MiB")
+				}
+				b.ReportMetric(0, "ns/op")
+			}
+		})
+	}
+}
+
+// BenchmarkResumeCost: upload killed at half of a 2 GiB file; the bytes Drive
+// received twice.
+func BenchmarkResumeCost(b *testing.B) {
+	const size = 2 << 30
+	for range b.N {
+		p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"})
+		rec := p.recording(0, size)
+		key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
+		p.deliver(rec, 1)
+		waitFor(b, "half uploaded", 5*time.Minute, func() bool { _, u := p.progress(key); return u >= size/2 })
+		p.killAndRestart("upload")
+		waitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+		b.ReportMetric(float64(p.drive.Received()-size)/(1<<20), "MiB-sent-twice")
+		b.ReportMetric(8, "MiB-drive-chunk")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// BenchmarkIdleFootprint: resident memory of the broker and the four stages
+// together after ten idle seconds.
+func BenchmarkIdleFootprint(b *testing.B) {
+	for range b.N {
+		p := newPipeline(b, nil)
+		time.Sleep(10 * time.Second)
+		var total int64
+		for _, proc := range append(p.brokers, p.procs["hook"], p.procs["fetch"], p.procs["upload"], p.procs["notify"]) {
+			total += proc.RSS()
+		}
+		b.ReportMetric(float64(total)/(1<<20), "idle-RSS-MiB")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+func (p *pipeline) jobState(rec events.Recording) string {
+	kv, err := p.js.KeyValue(context.Background(), events.BucketJobs)
+	if err != nil {
+		return ""
+	}
+	e, err := kv.Get(context.Background(), events.FileJobKey(events.FileKey(rec.UUID, rec.RecordingFiles[0])))
+	if err != nil {
+		return ""
+	}
+	if bytes.Contains(e.Value(), []byte(`"state":"verified"`)) {
+		return events.JobVerified
+	}
+	return "not yet"
+}
+
+// watchWindow samples the bytes in the chunk stream until the test ends; the
+// returned function tells the peak so far.
+func (p *pipeline) watchWindow() func() uint64 {
+	var mu sync.Mutex
+	var peak uint64
+	ctx, cancel := context.WithCancel(context.Background())
+	p.t.Cleanup(cancel)
+	go func() {
+		for ctx.Err() == nil {
+			if s, err := p.js.Stream(ctx, events.StreamChunks); err == nil {
+				mu.Lock()
+				peak = max(peak, s.CachedInfo().State.Bytes)
+				mu.Unlock()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return func() uint64 { mu.Lock(); defer mu.Unlock(); return peak }
+}
+
+// directCopy moves one file from the Zoom stand-in to the Drive stand-in in this
+// process, chunk by chunk, with nothing between them: the ceiling for the pipeline.
+func directCopy(b *testing.B, rate, size int64) float64 {
+	b.Helper()
+	zoom, tok := standins.NewZoom(), standins.NewGoogleToken()
+	defer zoom.Close()
+	defer tok.Close()
+	zoom.Rate = rate
+	d := standins.NewDrive(tok)
+	defer d.Close()
+	root := d.AddFolder("root", true)
+	rec := zoom.AddRecording(events.Recording{UUID: "direct", ID: 1, Topic: "direct", StartTime: time.Now()},
+		standins.FileSpec{ID: "direct", FileType: "MP4", Extension: "MP4", Size: size})
+	conf, _ := google.JWTConfigFromJSON(tok.KeyJSON(), drive.DriveScope)
+	gc := conf.Client(context.Background())
+	gc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	start := time.Now()
+	form := url.Values{"grant_type": {"account_credentials"}, "account_id": {zoom.AccountID}}
+	treq, _ := http.NewRequest(http.MethodPost, zoom.OAuthURL(), strings.NewReader(form.Encode()))
+	treq.SetBasicAuth(zoom.ClientID, zoom.ClientSecret)
+	treq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	tresp, err := http.DefaultClient.Do(treq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	tb, _ := io.ReadAll(tresp.Body)
+	tresp.Body.Close()
+	token := strings.Split(strings.Split(string(tb), `"access_token":"`)[1], `"`)[0]
+	req, _ := http.NewRequest(http.MethodGet, rec.RecordingFiles[0].DownloadURL, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		b.Fatalf("direct download: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	ireq, _ := http.NewRequest(http.MethodPost, d.URL()+"upload/drive/v3/files?uploadType=resumable&supportsAllDrives=true",
+		strings.NewReader(`{"name":"direct","parents":["`+root+`"]}`))
+	ireq.Header.Set("Content-Type", "application/json")
+	iresp, err := gc.Do(ireq)
+	if err != nil {
+		b.Fatal(err)
+	}
+	iresp.Body.Close()
+	session := iresp.Header.Get("Location")
+	buf := make([]byte, 8<<20)
+	for off := int64(0); off < size; {
+		n, _ := io.ReadFull(resp.Body, buf)
+		creq, _ := http.NewRequest(http.MethodPut, session, bytes.NewReader(buf[:n]))
+		creq.Header.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%s", off, off+int64(n)-1, strconv.FormatInt(size, 10)))
+		cresp, err := gc.Do(creq)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, cresp.Body)
+		cresp.Body.Close()
+		off += int64(n)
+	}
+	return float64(size) / 1e6 / time.Since(start).Seconds()
+}
