@@ -37,7 +37,7 @@ func BenchmarkPipeline(b *testing.B) {
 			for range b.N {
 				direct := directCopy(b, c.rate, c.size)
 				p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"})
-				p.zoom.Rate = c.rate
+				p.zoom.SetRate(c.rate)
 				rec := p.recording(0, c.size)
 				peak := p.watchWindow()
 				start := time.Now()
@@ -132,7 +132,7 @@ func directCopy(b *testing.B, rate, size int64) float64 {
 	zoom, tok := standins.NewZoom(), standins.NewGoogleToken()
 	defer zoom.Close()
 	defer tok.Close()
-	zoom.Rate = rate
+	zoom.SetRate(rate)
 	d := standins.NewDrive(tok)
 	defer d.Close()
 	root := d.AddFolder("root", true)

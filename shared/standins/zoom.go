@@ -40,9 +40,7 @@ type Zoom struct {
 	RejectS2SDownloads bool
 	// NoRange makes the CDN ignore Range headers and always send the whole file.
 	NoRange bool
-	// Rate limits the CDN to this many bytes a second over all downloads, as a
-	// droplet's link would; 0 is as fast as loopback goes.
-	Rate int64
+	rate    int64 // see SetRate
 
 	API, CDN *httptest.Server
 
@@ -55,7 +53,7 @@ type Zoom struct {
 	calls       []Call
 	signKey     []byte
 	bytesServed int64     // file bytes the CDN sent
-	next        time.Time // when Rate allows the next byte
+	next        time.Time // when the rate allows the next byte
 }
 
 type zoomRecording struct {
@@ -544,18 +542,28 @@ func (z *Zoom) serveCDN(w http.ResponseWriter, r *http.Request) {
 	z.addServed(n)
 }
 
-// paced reads at most Rate bytes a second, shared by every download.
+// SetRate limits the CDN to bytes a second over all downloads, as a droplet's link
+// would; 0 is as fast as loopback goes.
+func (z *Zoom) SetRate(bytes int64) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.rate = bytes
+}
+
+// paced reads at most the set rate, shared by every download.
 func (z *Zoom) paced(r io.Reader) io.Reader {
-	if z.Rate <= 0 {
-		return r
-	}
 	return readerFunc(func(p []byte) (int, error) {
 		n, err := r.Read(p[:min(len(p), 32<<10)])
 		z.mu.Lock()
+		rate := z.rate
+		if rate <= 0 {
+			z.mu.Unlock()
+			return n, err
+		}
 		if z.next.IsZero() || time.Until(z.next) < -time.Second {
 			z.next = time.Now()
 		}
-		z.next = z.next.Add(time.Duration(n) * time.Second / time.Duration(z.Rate))
+		z.next = z.next.Add(time.Duration(n) * time.Second / time.Duration(rate))
 		wait := time.Until(z.next)
 		z.mu.Unlock()
 		time.Sleep(wait)
