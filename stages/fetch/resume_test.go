@@ -144,13 +144,13 @@ func TestRetryAfterForms(t *testing.T) {
 	for _, v := range []string{now.Add(3 * time.Second).UTC().Format(time.RFC3339), now.Add(3 * time.Second).UTC().Format(http1123), "3"} {
 		p := &pacer{}
 		p.hold(v)
-		if d := time.Until(p.notBefore); d < 1500*time.Millisecond || d > 4*time.Second {
+		if d := time.Until(p.Until()); d < 1500*time.Millisecond || d > 4*time.Second {
 			t.Errorf("Retry-After %q holds for %s", v, d)
 		}
 	}
 	p := &pacer{}
 	p.hold("")
-	if d := time.Until(p.notBefore); d <= 0 || d > time.Second {
+	if d := time.Until(p.Until()); d <= 0 || d > time.Second {
 		t.Errorf("no Retry-After holds for %s, want a second", d)
 	}
 }

@@ -304,20 +304,9 @@ func redact(err error) error {
 }
 
 // pacer holds every Zoom request of the stage until a 429's Retry-After has passed.
-type pacer struct {
-	mu        sync.Mutex
-	notBefore time.Time
-}
+type pacer struct{ retry.Gate }
 
-func (p *pacer) wait(ctx context.Context) error {
-	p.mu.Lock()
-	d := time.Until(p.notBefore)
-	p.mu.Unlock()
-	if d <= 0 {
-		return nil
-	}
-	return retry.Sleep(ctx, d)
-}
+func (p *pacer) wait(ctx context.Context) error { return p.Wait(ctx) }
 
 // hold reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
 // seconds; without one it waits a second.
@@ -330,9 +319,5 @@ func (p *pacer) hold(retryAfter string) {
 	} else if s, err := strconv.Atoi(retryAfter); err == nil && s >= 0 {
 		until = time.Now().Add(time.Duration(s) * time.Second)
 	}
-	p.mu.Lock()
-	if until.After(p.notBefore) {
-		p.notBefore = until
-	}
-	p.mu.Unlock()
+	p.Close(until)
 }

@@ -300,7 +300,7 @@ func (f *fileUpload) open(ctx context.Context) error {
 // this is the end, total >= 0) and confirms what Drive says it stored.
 func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 	for try := 0; ; try++ {
-		if err := f.st.waitPause(ctx); err != nil {
+		if err := f.st.paused.Wait(ctx); err != nil {
 			return err
 		}
 		s := f.up.Get()

@@ -66,9 +66,9 @@ type stage struct {
 	lease       time.Duration
 	m           metrics
 
-	mu         sync.Mutex
-	folders    map[string]folderRecord
-	pauseUntil time.Time // the Drive daily upload cap
+	mu      sync.Mutex
+	folders map[string]folderRecord
+	paused  retry.Gate // the Drive daily upload cap
 }
 
 type metrics struct {
@@ -363,17 +363,6 @@ func (st *stage) waiting(ctx context.Context) []string {
 	return keys
 }
 
-// waitPause holds uploads while the Drive daily cap is reached.
-func (st *stage) waitPause(ctx context.Context) error {
-	st.mu.Lock()
-	d := time.Until(st.pauseUntil)
-	st.mu.Unlock()
-	if d <= 0 {
-		return nil
-	}
-	return retry.Sleep(ctx, d)
-}
-
 // pauseForDailyCap: Drive takes no more uploads today (750 GB a day per user, reset
 // at midnight Pacific time). Uploads wait instead of burning attempts; notify hears
 // of it once a day.
@@ -381,14 +370,8 @@ func (st *stage) pauseForDailyCap(ctx context.Context) {
 	pt, _ := time.LoadLocation("America/Los_Angeles")
 	now := time.Now().In(pt)
 	until := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 5, 0, 0, pt)
-	st.mu.Lock()
-	first := st.pauseUntil.Before(time.Now())
-	if until.After(st.pauseUntil) {
-		st.pauseUntil = until
-	}
-	st.mu.Unlock()
-	if !first {
-		return
+	if !st.paused.Close(until) {
+		return // paused already
 	}
 	st.m.paused.Set(1)
 	time.AfterFunc(time.Until(until), func() { st.m.paused.Set(0) })
