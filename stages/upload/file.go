@@ -313,13 +313,22 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		} else {
 			n = avail
 		}
-		stored, done, err := f.st.res.put(ctx, s.Session, s.Offset, f.reader(s.Offset, n), n, total)
+		// The MD5 goes along with the bytes as they are sent; it is kept when Drive
+		// took them all, as it nearly always does.
+		ahead := md5.New()
+		state, _ := f.md5.(encoding.BinaryMarshaler).MarshalBinary()
+		ahead.(encoding.BinaryUnmarshaler).UnmarshalBinary(state)
+		stored, done, err := f.st.res.put(ctx, s.Session, s.Offset, io.TeeReader(f.reader(s.Offset, n), ahead), n, total)
 		if err == nil {
 			f.st.m.bytes.Add(float64(n))
 			if stored < s.Offset {
 				return fmt.Errorf("%w: Drive went back from %d to %d bytes", errRefetch, s.Offset, stored)
 			}
 			f.complete = done
+			if stored == s.Offset+n {
+				f.md5 = ahead
+				return f.acknowledge(ctx, stored)
+			}
 			return f.confirm(ctx, min(stored, f.heldEnd()))
 		}
 		var de *driveError
@@ -398,13 +407,22 @@ func (f *fileUpload) confirm(ctx context.Context, upTo int64) error {
 		return nil
 	}
 	f.mu.Lock()
+	for _, h := range f.held {
+		if lo, hi := max(s.Offset, h.off), min(upTo, h.end()); lo < hi {
+			f.md5.Write(h.msg.Data()[lo-h.off : hi-h.off])
+		}
+	}
+	f.mu.Unlock()
+	return f.acknowledge(ctx, upTo)
+}
+
+// acknowledge saves the resume point at upTo, with the MD5 of the bytes below it,
+// then acknowledges the messages wholly below it.
+func (f *fileUpload) acknowledge(ctx context.Context, upTo int64) error {
+	f.mu.Lock()
 	var done []jetstream.Msg
 	keep := f.held[:0]
 	for _, h := range f.held {
-		lo, hi := max(s.Offset, h.off), min(upTo, h.end())
-		if lo < hi {
-			f.md5.Write(h.msg.Data()[lo-h.off : hi-h.off])
-		}
 		if h.end() <= upTo {
 			done = append(done, h.msg)
 		} else {
