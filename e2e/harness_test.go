@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -59,7 +58,6 @@ type pipeline struct {
 	procs     map[string]*stagetest.Process
 	hook      *standins.ZoomWebhooks
 	js        jetstream.JetStream
-	mu        sync.Mutex
 }
 
 func newPipeline(t testing.TB, extra map[string]string) *pipeline {
@@ -111,13 +109,12 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 			}
 			env["BROKER_NAME"], env["BROKER_CLUSTER"], env["BROKER_ROUTES"] = fmt.Sprintf("node%d", i), routes[i], strings.Join(others, ",")
 		}
-		go p.startBroker(env) // a cluster node is ready only once it sees the others
+		p.brokers = append(p.brokers, stagetest.StartBinary(t, filepath.Join(bins, "broker"), env))
+		p.brokerEnv = append(p.brokerEnv, env)
 	}
-	waitFor(t, "brokers ready", 60*time.Second, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return len(p.brokers) == nodes
-	})
+	for _, b := range p.brokers { // a cluster node is ready only once it sees the others
+		b.WaitLog(t, "broker ready")
+	}
 	p.js = stagetest.JetStream(t, p.env["NATS_URL"])
 	for _, s := range []string{"hook", "fetch", "upload", "notify"} {
 		p.start(s)
@@ -126,13 +123,11 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 	return p
 }
 
-func (p *pipeline) startBroker(env map[string]string) *stagetest.Process {
-	b := stagetest.StartBinary(p.t, filepath.Join(bins, "broker"), env)
-	b.WaitLog(p.t, "broker ready")
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.brokers, p.brokerEnv = append(p.brokers, b), append(p.brokerEnv, env)
-	return b
+// restartBroker kills broker i with SIGKILL and starts it again on its data.
+func (p *pipeline) restartBroker(i int) {
+	p.brokers[i].Kill()
+	p.brokers[i] = stagetest.StartBinary(p.t, filepath.Join(bins, "broker"), p.brokerEnv[i])
+	p.brokers[i].WaitLog(p.t, "broker ready")
 }
 
 // start runs a stage and waits until it says it is ready.

@@ -66,8 +66,7 @@ func TestKilledMidFile(t *testing.T) {
 			})
 			switch victim {
 			case "broker":
-				p.brokers[0].Kill()
-				p.startBroker(p.brokerEnv[0])
+				p.restartBroker(0)
 			default:
 				p.killAndRestart(victim)
 			}
