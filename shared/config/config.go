@@ -6,6 +6,7 @@ package config
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -52,11 +53,12 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		}
 		app.Flags = append(app.Flags, &cli.StringFlag{Name: FlagName(s.Name), Usage: help})
 	}
+	app.Flags = append(app.Flags, &cli.BoolFlag{Name: "check-settings", Usage: "check the settings, say what is wrong, and exit"})
 	app.Action = func(c *cli.Context) error {
 		if c.NArg() > 0 {
 			return fmt.Errorf("unexpected arguments %q; settings are flags or environment variables, see -h", c.Args().Slice())
 		}
-		v := &Values{settings: map[string]Setting{}, lookup: func(name string) (string, bool) {
+		v := &Values{check: c.Bool("check-settings"), settings: map[string]Setting{}, lookup: func(name string) (string, bool) {
 			if f := FlagName(name); c.IsSet(f) {
 				return c.String(f), true
 			}
@@ -66,7 +68,11 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		for _, s := range settings {
 			v.settings[s.Name] = s
 		}
-		return action(c.Context, v)
+		if err := action(c.Context, v); err != errSettingsOK {
+			return err
+		}
+		fmt.Fprintln(stdout, stage+": settings ok")
+		return nil
 	}
 	if len(args) == 0 {
 		args = []string{stage}
@@ -77,17 +83,25 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 // FlagName is the flag for a variable: HOOK_ADDR is --hook-addr.
 func FlagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
 
+// errSettingsOK stops a stage run with --check-settings once Err found nothing.
+var errSettingsOK = errors.New("settings ok")
+
 // Values hands out settings by name, collecting every problem for Err.
 type Values struct {
+	check    bool // --check-settings: Err ends the run
 	settings map[string]Setting
 	lookup   func(string) (string, bool)
 	getenv   func(string) string
 	problems []string
 }
 
-// Err lists every missing or invalid setting read so far, or is nil.
+// Err lists every missing or invalid setting read so far, or is nil. Under
+// --check-settings it ends the run either way: the stage returns what Err says.
 func (v *Values) Err() error {
 	if len(v.problems) == 0 {
+		if v.check {
+			return errSettingsOK
+		}
 		return nil
 	}
 	return fmt.Errorf("%d setting(s) missing or invalid:\n  %s", len(v.problems), strings.Join(v.problems, "\n  "))

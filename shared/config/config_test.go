@@ -119,3 +119,26 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSettingsOnly(t *testing.T) {
+	started := false
+	run := func(env map[string]string) (string, error) {
+		var out bytes.Buffer
+		err := Run(context.Background(), "stage", "test stage", testSettings, []string{"stage", "--check-settings"},
+			func(k string) string { return env[k] }, &out, &out, func(_ context.Context, v *Values) error {
+				v.String("TOKEN")
+				if err := v.Err(); err != nil {
+					return err
+				}
+				started = true
+				return nil
+			})
+		return out.String(), err
+	}
+	if out, err := run(map[string]string{"TOKEN": "x"}); err != nil || started || !strings.Contains(out, "settings ok") {
+		t.Errorf("good settings: %q %v, started %v", out, err, started)
+	}
+	if _, err := run(nil); err == nil || !strings.Contains(err.Error(), "TOKEN: required") || started {
+		t.Errorf("missing settings: %v, started %v", err, started)
+	}
+}
