@@ -328,22 +328,27 @@ func TestGoldenMails(t *testing.T) {
 			OpenFailures: []string{"MP4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET): zoom answered 503 to the download"},
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"}}),
 	}
+	// Each mail as sent (.eml) and, decoded for reading, its two parts.
 	for name, m := range cases {
 		raw := render(m, sender, []string{"admin1@example.org"}, now, "golden-"+name)
-		file := filepath.Join("testdata", "golden", name+".eml")
-		if *update {
-			os.MkdirAll(filepath.Dir(file), 0o755)
-			os.WriteFile(file, raw, 0o644)
-		}
-		want, err := os.ReadFile(file)
+		parsed, err := standins.ParseMail(raw)
 		if err != nil {
-			t.Fatalf("%s: %v (run go test -run TestGoldenMails -update)", name, err)
-		}
-		if !bytes.Equal(raw, want) {
-			t.Errorf("%s differs from %s; if the change is meant, run go test -run TestGoldenMails -update and read the diff", name, file)
-		}
-		if _, err := standins.ParseMail(raw); err != nil {
 			t.Errorf("%s does not parse: %v", name, err)
+		}
+		lf := func(s string) []byte { return []byte(strings.ReplaceAll(s, "\r\n", "\n")) }
+		for ext, got := range map[string][]byte{".eml": raw, ".txt": lf("Subject: " + parsed.Subject + "\n\n" + parsed.Text), ".html": lf(parsed.HTML)} {
+			file := filepath.Join("testdata", "golden", name+ext)
+			if *update {
+				os.MkdirAll(filepath.Dir(file), 0o755)
+				os.WriteFile(file, got, 0o644)
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("%s: %v (run go test ./stages/notify -run TestGoldenMails -args -update)", file, err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs; if the change is meant, run go test ./stages/notify -run TestGoldenMails -args -update and read the diff", file)
+			}
 		}
 	}
 }
