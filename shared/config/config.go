@@ -26,10 +26,19 @@ type Setting struct {
 	Secret   bool // may come from NAME_FILE; its value is never printed
 }
 
-// Run parses args as flags over settings, then calls action with the values. -h
-// lists every setting with its variable and default.
+// Command is a subcommand of a stage (fetch backfill): its own flags, and the
+// stage's settings as for the stage itself.
+type Command struct {
+	Name, Usage string
+	Flags       []cli.Flag
+	Action      func(ctx context.Context, v *Values, c *cli.Context) error
+}
+
+// Run parses args as flags over settings, then calls action with the values, or a
+// command's action when args name one. -h lists every setting with its variable and
+// default.
 func Run(ctx context.Context, stage, usage string, settings []Setting, args []string,
-	getenv func(string) string, stdout, stderr io.Writer, action func(context.Context, *Values) error) error {
+	getenv func(string) string, stdout, stderr io.Writer, action func(context.Context, *Values) error, commands ...Command) error {
 	app := &cli.App{
 		Name:            stage,
 		Usage:           usage,
@@ -54,10 +63,7 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		app.Flags = append(app.Flags, &cli.StringFlag{Name: FlagName(s.Name), Usage: help})
 	}
 	app.Flags = append(app.Flags, &cli.BoolFlag{Name: "check-settings", Usage: "check the settings, say what is wrong, and exit"})
-	app.Action = func(c *cli.Context) error {
-		if c.NArg() > 0 {
-			return fmt.Errorf("unexpected arguments %q; settings are flags or environment variables, see -h", c.Args().Slice())
-		}
+	values := func(c *cli.Context) *Values {
 		v := &Values{check: c.Bool("check-settings"), settings: map[string]Setting{}, lookup: func(name string) (string, bool) {
 			if f := FlagName(name); c.IsSet(f) {
 				return c.String(f), true
@@ -68,11 +74,24 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		for _, s := range settings {
 			v.settings[s.Name] = s
 		}
-		if err := action(c.Context, v); err != errSettingsOK {
+		return v
+	}
+	done := func(err error) error {
+		if err != errSettingsOK {
 			return err
 		}
 		fmt.Fprintln(stdout, stage+": settings ok")
 		return nil
+	}
+	app.Action = func(c *cli.Context) error {
+		if c.NArg() > 0 {
+			return fmt.Errorf("unexpected arguments %q; settings are flags or environment variables, see -h", c.Args().Slice())
+		}
+		return done(action(c.Context, values(c)))
+	}
+	for _, cmd := range commands {
+		app.Commands = append(app.Commands, &cli.Command{Name: cmd.Name, Usage: cmd.Usage, Flags: cmd.Flags,
+			Action: func(c *cli.Context) error { return done(cmd.Action(c.Context, values(c), c)) }})
 	}
 	if len(args) == 0 {
 		args = []string{stage}

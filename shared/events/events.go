@@ -34,6 +34,13 @@ const (
 	HeaderRestart    = "Archive-Restart" // "true": start the file over from byte 0 (upload lost its chunks)
 )
 
+// HeaderBackfill marks a recording event that fetch backfill made from Zoom's
+// recordings list rather than Zoom sending it; it is handled the same way.
+const HeaderBackfill = "Archive-Backfill"
+
+// BackfillKey holds fetch backfill's cursor in the job bucket.
+const BackfillKey = "backfill.cursor"
+
 // CHUNKS: the window between fetch and upload, on archive.chunk.<file key>: the file's
 // bytes in order, then one final message with no body. A work queue bounded by
 // CHUNK_WINDOW bytes; upload acknowledges a chunk once Drive has its bytes.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,15 +41,19 @@ type Zoom struct {
 	RejectS2SDownloads bool
 	// NoRange makes the CDN ignore Range headers and always send the whole file.
 	NoRange bool
-	rate    int64 // see SetRate
+	// RaggedPages makes every other page of a listing shorter than page_size, as
+	// Zoom's sometimes are.
+	RaggedPages bool
+	rate        int64 // see SetRate
 
 	API, CDN *httptest.Server
 
 	mu          sync.Mutex
 	recordings  map[string]*zoomRecording // by meeting UUID
-	files       map[string]*zoomFile      // by file id
-	tokens      map[string]time.Time      // S2S access tokens and their expiry
-	dlTokens    map[string]time.Time      // download_access_tokens
+	users       []ZoomUser
+	files       map[string]*zoomFile // by file id
+	tokens      map[string]time.Time // S2S access tokens and their expiry
+	dlTokens    map[string]time.Time // download_access_tokens
 	faults      []*Fault
 	calls       []Call
 	signKey     []byte
@@ -177,6 +182,107 @@ func (z *Zoom) Content(fileID string) Content {
 	return z.files[fileID].content
 }
 
+// ZoomUser is an account user; recordings belong to one through their host_id.
+type ZoomUser struct {
+	ID     string `json:"id"`
+	Email  string `json:"email"`
+	Status string `json:"status"` // active, inactive, pending
+}
+
+// AddUser registers a user of the account.
+func (z *Zoom) AddUser(u ZoomUser) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.users = append(z.users, u)
+}
+
+// listUsers is GET /users: status (active by default), page_size (30, at most 300)
+// and next_page_token ("" on the last page).
+func (z *Zoom) listUsers(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	q := r.URL.Query()
+	status := q.Get("status")
+	if status == "" {
+		status = "active"
+	}
+	z.mu.Lock()
+	var match []any
+	for _, u := range z.users {
+		if u.Status == status {
+			match = append(match, u)
+		}
+	}
+	z.mu.Unlock()
+	z.page(w, q, match, "users", nil)
+}
+
+// userRecordings is GET /users/{userId}/recordings: from and to (yyyy-mm-dd, UTC,
+// at most a month apart), page_size, next_page_token; newest first.
+func (z *Zoom) userRecordings(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	user, _ := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v2/users/"), "/recordings"))
+	q := r.URL.Query()
+	from, err1 := time.Parse("2006-01-02", q.Get("from"))
+	to, err2 := time.Parse("2006-01-02", q.Get("to"))
+	if err1 != nil || err2 != nil || to.Before(from) || to.After(from.AddDate(0, 1, 0)) {
+		apiError(w, 400, 300, "The maximum range can be a month.")
+		return
+	}
+	z.mu.Lock()
+	var recs []events.Recording
+	for _, rec := range z.recordings {
+		day := rec.rec.StartTime.UTC().Truncate(24 * time.Hour)
+		if (rec.rec.HostID == user || rec.rec.HostEmail == user) && !rec.trashed && !day.Before(from) && !day.After(to) {
+			recs = append(recs, rec.rec)
+		}
+	}
+	z.mu.Unlock()
+	sort.Slice(recs, func(i, j int) bool { return recs[i].StartTime.After(recs[j].StartTime) })
+	items := make([]any, len(recs))
+	for i, rec := range recs {
+		items[i] = rec
+	}
+	z.page(w, q, items, "meetings", map[string]any{"from": q.Get("from"), "to": q.Get("to")})
+}
+
+// page answers one page of items under key, with Zoom's paging fields.
+func (z *Zoom) page(w http.ResponseWriter, q url.Values, items []any, key string, extra map[string]any) {
+	size, _ := strconv.Atoi(q.Get("page_size"))
+	if size <= 0 {
+		size = 30
+	}
+	size = min(size, 300)
+	start, n := 0, 0
+	if tok := q.Get("next_page_token"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if _, perr := fmt.Sscanf(string(b), "%d/%d", &start, &n); err != nil || perr != nil || start > len(items) {
+			apiError(w, 400, 300, "Invalid next_page_token.")
+			return
+		}
+	}
+	take := size
+	if z.RaggedPages && n%2 == 1 {
+		take = max(1, size/2)
+	}
+	end := min(start+take, len(items))
+	next := ""
+	if end < len(items) {
+		next = base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf("%d/%d", end, n+1)))
+	}
+	out := map[string]any{"page_size": size, "total_records": len(items), "next_page_token": next, key: items[start:end]}
+	for k, v := range extra {
+		out[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(out)
+}
+
 // Inject queues a fault; faults apply in the order injected.
 func (z *Zoom) Inject(f Fault) {
 	if f.Times == 0 {
@@ -289,6 +395,10 @@ func (z *Zoom) serveAPI(w http.ResponseWriter, r *http.Request) {
 		z.token(w, r)
 	case strings.HasPrefix(r.URL.Path, "/v2/meetings/"):
 		z.meetingRecordings(w, r)
+	case r.URL.Path == "/v2/users":
+		z.listUsers(w, r)
+	case strings.HasPrefix(r.URL.Path, "/v2/users/") && strings.HasSuffix(r.URL.Path, "/recordings"):
+		z.userRecordings(w, r)
 	case strings.HasPrefix(r.URL.Path, "/rec/download/"):
 		z.download(w, r)
 	default:

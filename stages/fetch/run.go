@@ -95,56 +95,73 @@ func newMetrics(reg prometheus.Registerer) metrics {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "fetch", "downloads Zoom recordings into the chunk stream", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			hosts := hostList(v.List("ZOOM_DOWNLOAD_HOSTS"))
-			apiURL, oauthURL := v.String("ZOOM_API_URL"), v.String("ZOOM_OAUTH_URL")
-			for _, name := range []string{"ZOOM_API_URL", "ZOOM_OAUTH_URL"} {
-				if u, err := url.Parse(v.String(name)); err != nil || u.Host == "" {
-					v.Invalid(name, "not a URL")
-				} else if err := hosts.allows(u); err != nil {
-					v.Invalid(name, err.Error()+"; credentials go to ZOOM_DOWNLOAD_HOSTS only")
-				}
-			}
-			st := &stage{
-				action:  v.String("ZOOM_AFTER_ARCHIVE"),
-				chunk:   int(v.Bytes("FETCH_CHUNK_SIZE")),
-				maxTry:  v.Int("FETCH_MAX_ATTEMPTS", 1),
-				stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
-				ackWait: v.Duration("FETCH_ACK_WAIT"),
-			}
-			switch st.action {
-			case "keep", "trash", "delete":
-			default:
-				v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.action))
-			}
-			if st.chunk > 4<<20 {
-				v.Invalid("FETCH_CHUNK_SIZE", "at most 4MiB: a chunk and its headers must fit the broker's message limit")
-			}
-			if types := v.List("ARCHIVE_FILE_TYPES"); len(types) > 0 {
-				st.types = map[string]bool{}
-				for _, t := range types {
-					st.types[strings.ToUpper(t)] = true
-				}
-			}
-			for _, d := range v.List("FETCH_RETRY_DELAYS") {
-				dur, err := time.ParseDuration(d)
-				if err != nil || dur <= 0 {
-					v.Invalid("FETCH_RETRY_DELAYS", fmt.Sprintf("%q is not a positive duration", d))
-				}
-				st.delays = append(st.delays, dur)
-			}
-			accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
-			retryBase := v.Duration("ZOOM_RETRY_BASE")
-			bc, metricsAddr, concurrency := bus.ReadConfig(v), v.String("METRICS_ADDR"), v.Int("FETCH_CONCURRENCY", 1)
-			if err := v.Err(); err != nil {
+			st, c, err := configure(v, stdout)
+			if err != nil {
 				return err
 			}
-			reg := obs.Registry()
-			st.log = obs.Logger(stdout, "fetch")
-			st.zoom = newZoomClient(apiURL, oauthURL, accountID, clientID, secret, hosts, retryBase, reg)
-			st.m = newMetrics(reg)
-			st.worker = "fetch-" + nats.NewInbox()[len("_INBOX."):]
-			return st.serve(ctx, bc, reg, metricsAddr, concurrency)
-		})
+			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
+		}, backfillCommand(stdout))
+}
+
+// runConf is what configure reads besides the stage itself.
+type runConf struct {
+	bus         bus.Config
+	reg         *prometheus.Registry
+	metricsAddr string
+	concurrency int
+}
+
+// configure reads every setting of the stage (for it and for its commands) and
+// returns one error naming every problem.
+func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
+	hosts := hostList(v.List("ZOOM_DOWNLOAD_HOSTS"))
+	apiURL, oauthURL := v.String("ZOOM_API_URL"), v.String("ZOOM_OAUTH_URL")
+	for _, name := range []string{"ZOOM_API_URL", "ZOOM_OAUTH_URL"} {
+		if u, err := url.Parse(v.String(name)); err != nil || u.Host == "" {
+			v.Invalid(name, "not a URL")
+		} else if err := hosts.allows(u); err != nil {
+			v.Invalid(name, err.Error()+"; credentials go to ZOOM_DOWNLOAD_HOSTS only")
+		}
+	}
+	st := &stage{
+		action:  v.String("ZOOM_AFTER_ARCHIVE"),
+		chunk:   int(v.Bytes("FETCH_CHUNK_SIZE")),
+		maxTry:  v.Int("FETCH_MAX_ATTEMPTS", 1),
+		stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
+		ackWait: v.Duration("FETCH_ACK_WAIT"),
+	}
+	switch st.action {
+	case "keep", "trash", "delete":
+	default:
+		v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.action))
+	}
+	if st.chunk > 4<<20 {
+		v.Invalid("FETCH_CHUNK_SIZE", "at most 4MiB: a chunk and its headers must fit the broker's message limit")
+	}
+	if types := v.List("ARCHIVE_FILE_TYPES"); len(types) > 0 {
+		st.types = map[string]bool{}
+		for _, t := range types {
+			st.types[strings.ToUpper(t)] = true
+		}
+	}
+	for _, d := range v.List("FETCH_RETRY_DELAYS") {
+		dur, err := time.ParseDuration(d)
+		if err != nil || dur <= 0 {
+			v.Invalid("FETCH_RETRY_DELAYS", fmt.Sprintf("%q is not a positive duration", d))
+		}
+		st.delays = append(st.delays, dur)
+	}
+	accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
+	retryBase := v.Duration("ZOOM_RETRY_BASE")
+	c := runConf{bus: bus.ReadConfig(v), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1)}
+	if err := v.Err(); err != nil {
+		return nil, c, err
+	}
+	st.log = obs.Logger(stdout, "fetch")
+	st.zoom = newZoomClient(apiURL, oauthURL, accountID, clientID, secret, hosts, retryBase, c.reg)
+	st.m = newMetrics(c.reg)
+	st.worker = "fetch-" + nats.NewInbox()[len("_INBOX."):]
+	return st, c, nil
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
