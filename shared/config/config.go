@@ -191,6 +191,14 @@ func (v *Values) Duration(name string) time.Duration {
 	return d
 }
 
+// DurationOrZero reads a duration that may be 0 (off).
+func (v *Values) DurationOrZero(name string) time.Duration {
+	if raw := strings.TrimSpace(v.String(name)); raw == "0" || raw == "" {
+		return 0
+	}
+	return v.Duration(name)
+}
+
 // Int reads a whole number of at least min.
 func (v *Values) Int(name string, min int) int {
 	raw := v.String(name)

@@ -221,6 +221,7 @@ type RecordingJob struct {
 	State      string        `json:"state"` // RecArchiving, RecZoomPending, RecArchived
 	ZoomAction string        `json:"zoom_action,omitempty"`
 	ZoomCalls  int           `json:"zoom_calls,omitempty"` // times Zoom was asked to remove it
+	TrashAt    time.Time     `json:"trash_at,omitempty"`   // with ZOOM_TRASH_AFTER: not before
 	Updated    time.Time     `json:"updated"`
 }
 
@@ -234,10 +235,11 @@ const (
 
 // What was done in Zoom once every file was verified (ZOOM_AFTER_ARCHIVE).
 const (
-	ZoomKept    = "kept"
-	ZoomTrashed = "trashed"
-	ZoomDeleted = "deleted"
-	ZoomGone    = "gone" // no longer in Zoom when asked: removed by hand, or never found
+	ZoomKept     = "kept"
+	ZoomTrashed  = "trashed"
+	ZoomDeleted  = "deleted"
+	ZoomGone     = "gone"     // no longer in Zoom when asked: removed by hand, or never found
+	ZoomRestored = "restored" // taken back out of the trash with fetch restore
 )
 
 // FileVerified: upload proved Drive holds the file's exact bytes.

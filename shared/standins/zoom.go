@@ -502,6 +502,10 @@ func meetingUUID(escapedPath string) (uuid string, ok bool) {
 }
 
 func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/recordings/status") && r.Method == http.MethodPut {
+		z.recover(w, r)
+		return
+	}
 	if !strings.HasSuffix(r.URL.Path, "/recordings") {
 		apiError(w, 404, 124, "Not found")
 		return
@@ -551,6 +555,30 @@ func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
 	default:
 		apiError(w, 405, 405, "Method not allowed")
 	}
+}
+
+// recover is PUT /meetings/{uuid}/recordings/status {"action":"recover"}: a
+// trashed recording comes back; one deleted for good does not.
+func (z *Zoom) recover(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	var body struct{ Action string }
+	if json.NewDecoder(r.Body).Decode(&body) != nil || body.Action != "recover" {
+		apiError(w, 400, 300, "Invalid action")
+		return
+	}
+	uuid, ok := meetingUUID(strings.TrimSuffix(r.URL.EscapedPath(), "/status"))
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	rec := z.recordings[uuid]
+	if !ok || rec == nil || rec.deleted || !rec.trashed {
+		apiError(w, 404, 3301, "There is no recording for this meeting.")
+		return
+	}
+	rec.trashed = false
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (z *Zoom) download(w http.ResponseWriter, r *http.Request) {

@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"io"
+
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+	"zoomarchive/shared/config"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -23,6 +28,11 @@ const staleZoomPending = 2 * time.Minute
 
 var errNotOurs = errors.New("another worker is archiving this recording")
 
+// holdError: ZOOM_TRASH_AFTER has not passed yet since every file was verified.
+type holdError struct{ wait time.Duration }
+
+func (h holdError) Error() string { return "held for " + h.wait.String() }
+
 func (st *stage) afterVerified(ctx context.Context, msg jetstream.Msg) {
 	var v events.FileVerified
 	if err := json.Unmarshal(msg.Data(), &v); err != nil || v.Key == "" {
@@ -34,7 +44,12 @@ func (st *stage) afterVerified(ctx context.Context, msg jetstream.Msg) {
 	if err == nil && found {
 		err = st.archiveRecording(ctx, events.MeetingKey(job.Recording.UUID), v.FolderLink)
 	}
-	if err != nil && !errors.Is(err, errNotOurs) {
+	var hold holdError
+	switch {
+	case errors.As(err, &hold):
+		msg.NakWithDelay(hold.wait + 100*time.Millisecond) // the broker brings it back then
+		return
+	case err != nil && !errors.Is(err, errNotOurs):
 		st.log.Warn("after-archive step failed; will retry", "file_key", v.Key, "meeting_uuid", job.Recording.UUID, "err", err)
 		msg.NakWithDelay(10 * time.Second)
 		return
@@ -71,6 +86,23 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 			if jobs, all, err = st.verifiedFiles(ctx, rec); err != nil || !all {
 				return err
 			}
+		}
+	}
+	// The retention hold: the time is kept with the recording and the verified event
+	// comes back when it is over, so a restart changes nothing.
+	if st.hold > 0 && st.action != "keep" && rec.State == events.RecArchiving {
+		rec, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
+			if !r.TrashAt.IsZero() {
+				return bus.ErrNoChange
+			}
+			r.TrashAt, r.Updated = time.Now().UTC().Add(st.hold), time.Now().UTC()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if wait := time.Until(rec.TrashAt); wait > 0 {
+			return holdError{wait}
 		}
 	}
 	// One worker moves the recording to zoom_pending and makes the call; a crash after
@@ -150,4 +182,49 @@ func zoomAction(setting string) string {
 		return events.ZoomDeleted
 	}
 	return events.ZoomKept
+}
+
+// restoreCommand is fetch restore MEETING_UUID: a trashed recording back out of
+// Zoom's trash, within its 30 days.
+func restoreCommand(stdout io.Writer) config.Command {
+	return config.Command{
+		Name:  "restore",
+		Usage: "take a recording zoomarchive trashed back out of Zoom's trash (within 30 days): fetch restore MEETING_UUID",
+		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("give the meeting UUID: fetch restore MEETING_UUID")
+			}
+			st, rc, err := configure(v, stdout)
+			if err != nil {
+				return err
+			}
+			uuid := c.Args().First()
+			if err := st.zoom.recover(ctx, uuid); err != nil {
+				if errors.Is(err, errGone) {
+					return fmt.Errorf("zoom has no recording %s in its trash (deleted for good, or more than 30 days ago)", uuid)
+				}
+				return err
+			}
+			fmt.Fprintf(stdout, "recording %s is back in Zoom\n", uuid)
+			// Say so in the recording's record, for the next look at it.
+			nc, err := bus.Connect(rc.bus.URL, "fetch-restore", st.log)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			kv, err := js.KeyValue(ctx, events.BucketJobs)
+			if err != nil {
+				return err
+			}
+			_, err = bus.Update(ctx, kv, events.RecordingJobKey(events.MeetingKey(uuid)), func(r *events.RecordingJob, exists bool) error {
+				if !exists {
+					return bus.ErrNoChange
+				}
+				r.ZoomAction, r.Updated = events.ZoomRestored, time.Now().UTC()
+				return nil
+			})
+			return err
+		},
+	}
 }

@@ -327,7 +327,7 @@ func (st *stage) listCall(ctx context.Context, b *backfill, path string, q url.V
 	if err := retry.Sleep(ctx, b.every); err != nil {
 		return err
 	}
-	err := st.zoom.call(ctx, http.MethodGet, path, q, out)
+	err := st.zoom.call(ctx, http.MethodGet, path, q, nil, out)
 	var zerr *zoomError
 	if errors.As(err, &zerr) && zerr.Code == 3301 {
 		return nil // nothing there

@@ -420,3 +420,47 @@ func TestSettingsErrorsListEverything(t *testing.T) {
 		}
 	}
 }
+
+// The retention hold: a verified recording stays in Zoom for ZOOM_TRASH_AFTER, and
+// not a moment less, also when fetch restarts meanwhile; then fetch restore takes it
+// back out of the trash.
+func TestRetentionHoldThenRestore(t *testing.T) {
+	w := newWorld(t, map[string]string{"ZOOM_TRASH_AFTER": "3s"})
+	s := w.startFetch(t)
+	up := w.startUploader(t)
+	rec := w.meeting("uuid/held==", "Held", boardMeetingFiles()[3:5]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	for _, key := range keys(rec) {
+		up.whole(t, key, contentOf(w, rec, key))
+		w.waitState(t, key, events.JobVerified)
+	}
+	verified := time.Now()
+	time.Sleep(time.Second)
+	s.Stop() // restarted during the hold
+	w.startFetch(t)
+	waitFor(t, "trash after the hold", func() bool { return w.zoom.CallsTo("DELETE", "/v2/meetings/") > 0 })
+	var trashedAt time.Time
+	for _, c := range w.zoom.Calls() {
+		if c.Method == "DELETE" {
+			trashedAt = c.At
+		}
+	}
+	if held := trashedAt.Sub(verified); held < 2800*time.Millisecond {
+		t.Errorf("trashed %s after the last file was verified, before the 3s hold", held)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := w.zoom.CallsTo("DELETE", "/v2/meetings/"); n != 1 {
+		t.Errorf("%d trash calls, want 1", n)
+	}
+
+	out := &stagetest.Logs{} // written by the log and the command at once
+	if err := run(context.Background(), []string{"fetch", "restore", rec.UUID}, func(k string) string { return w.env[k] }, out, out); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out.String())
+	}
+	if trashed, _ := w.zoom.Trashed(rec.UUID); trashed || !strings.Contains(out.String(), "is back in Zoom") {
+		t.Errorf("still trashed after restore:\n%s", out.String())
+	}
+	if err := run(context.Background(), []string{"fetch", "restore", "no-such-uuid"}, func(k string) string { return w.env[k] }, out, out); err == nil || !strings.Contains(err.Error(), "no recording") {
+		t.Errorf("restoring an unknown recording: %v", err)
+	}
+}

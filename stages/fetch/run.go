@@ -34,6 +34,7 @@ var settings = append([]config.Setting{
 	{Name: "ZOOM_OAUTH_URL", Default: "https://zoom.us/oauth/token", Usage: "Zoom's token endpoint"},
 	{Name: "ZOOM_DOWNLOAD_HOSTS", Default: "zoom.us,*.zoom.us", Usage: "the only hosts fetch sends credentials to or downloads from; *.suffix matches subdomains"},
 	{Name: "ZOOM_AFTER_ARCHIVE", Default: "trash", Usage: "what to do in Zoom once every file of a recording is verified in Drive: keep, trash or delete"},
+	{Name: "ZOOM_TRASH_AFTER", Default: "0", Usage: "how long a verified recording stays in Zoom before ZOOM_AFTER_ARCHIVE is applied, e.g. 168h; 0: at once"},
 	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz"},
 	{Name: "FETCH_CONCURRENCY", Default: "2", Usage: "files downloaded at once"},
@@ -65,6 +66,7 @@ type stage struct {
 	delays  []time.Duration
 	stall   time.Duration
 	ackWait time.Duration
+	hold    time.Duration // ZOOM_TRASH_AFTER
 	m       metrics
 }
 
@@ -100,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
-		}, backfillCommand(stdout))
+		}, backfillCommand(stdout), restoreCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -129,6 +131,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		maxTry:  v.Int("FETCH_MAX_ATTEMPTS", 1),
 		stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
 		ackWait: v.Duration("FETCH_ACK_WAIT"),
+		hold:    v.DurationOrZero("ZOOM_TRASH_AFTER"),
 	}
 	switch st.action {
 	case "keep", "trash", "delete":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -175,7 +176,7 @@ func meetingPath(uuid string) string {
 
 // call makes one API request: a refused token is renewed once, a 429 waits for the
 // pacer, 5xx and network errors are retried with backoff; out receives the JSON.
-func (c *zoomClient) call(ctx context.Context, method, path string, query url.Values, out any) error {
+func (c *zoomClient) call(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	u := c.apiURL + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
@@ -186,11 +187,19 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, method, u, nil)
+		var in io.Reader
+		if body != nil {
+			b, _ := json.Marshal(body)
+			in = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, u, in)
 		if err != nil {
 			return err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		if err := c.pace.wait(ctx); err != nil {
 			return err
 		}
@@ -239,7 +248,7 @@ func (c *zoomClient) recording(ctx context.Context, uuid string, dlToken bool) (
 		q = url.Values{"include_fields": {"download_access_token"}}
 	}
 	var raw json.RawMessage
-	if err := c.call(ctx, http.MethodGet, meetingPath(uuid)+"/recordings", q, &raw); err != nil {
+	if err := c.call(ctx, http.MethodGet, meetingPath(uuid)+"/recordings", q, nil, &raw); err != nil {
 		return events.Recording{}, "", err
 	}
 	var rec events.Recording
@@ -255,7 +264,12 @@ func (c *zoomClient) recording(ctx context.Context, uuid string, dlToken bool) (
 // removeRecording trashes or deletes every file of a recording. A 404 3301 is
 // errGone, which the caller takes as done when it had asked before.
 func (c *zoomClient) removeRecording(ctx context.Context, uuid, action string) error {
-	return c.call(ctx, http.MethodDelete, meetingPath(uuid)+"/recordings", url.Values{"action": {action}}, nil)
+	return c.call(ctx, http.MethodDelete, meetingPath(uuid)+"/recordings", url.Values{"action": {action}}, nil, nil)
+}
+
+// recover takes a trashed recording out of Zoom's trash (within its 30 days).
+func (c *zoomClient) recover(ctx context.Context, uuid string) error {
+	return c.call(ctx, http.MethodPut, meetingPath(uuid)+"/recordings/status", nil, map[string]string{"action": "recover"}, nil)
 }
 
 // download opens a file's bytes from offset on. bearer is the S2S token or a
