@@ -31,7 +31,7 @@ import (
 
 // notify reads ARCHIVE (recordings archived, files failed, alerts) and mails the
 // admins through Gmail as GMAIL_SENDER; it watches the pipeline for alerts of its
-// own (watch.go) and sends a daily digest (digest.go).
+// own and sends a daily digest (both in watch.go).
 
 var settings = append([]config.Setting{
 	{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true, Usage: "path of the service account's key JSON (its token_uri is honoured)"},
