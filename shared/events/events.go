@@ -41,6 +41,9 @@ const HeaderBackfill = "Archive-Backfill"
 // BackfillKey holds fetch backfill's cursor in the job bucket.
 const BackfillKey = "backfill.cursor"
 
+// ReconcileKey marks the day's reconciliation as taken by one fetch worker.
+func ReconcileKey(day string) string { return "reconcile." + day }
+
 // CHUNKS: the window between fetch and upload, on archive.chunk.<file key>: the file's
 // bytes in order, then one final message with no body. A work queue bounded by
 // CHUNK_WINDOW bytes; upload acknowledges a chunk once Drive has its bytes.
@@ -65,7 +68,22 @@ const (
 )
 
 // ArchiveSubjects are the subjects of the ARCHIVE stream.
-var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>", "archive.alert.>"}
+var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>", "archive.alert.>", "archive.report.>"}
+
+// SubjectReconcileReport carries fetch's ReconcileReport.
+const SubjectReconcileReport = "archive.report.reconcile"
+
+// ReconcileReport: what fetch's reconciliation found when it compared Zoom's
+// recordings of the last Days days (and its trash) with the jobs and Drive.
+type ReconcileReport struct {
+	At              time.Time `json:"at"`
+	Days            int       `json:"days"`
+	Missing         []string  `json:"missing,omitempty"`            // in Zoom, no job
+	Enqueued        int       `json:"enqueued"`                     // of the missing, queued now
+	Stuck           []string  `json:"stuck,omitempty"`              // jobs in one state too long
+	StillInZoom     []string  `json:"still_in_zoom,omitempty"`      // every file verified, yet not removed
+	TrashNotInDrive []string  `json:"trash_not_in_drive,omitempty"` // in Zoom's trash, not all in Drive
+}
 
 // AlertSubject carries an Alert of one kind, e.g. archive.alert.drive_daily_cap.
 func AlertSubject(kind string) string { return "archive.alert." + kind }

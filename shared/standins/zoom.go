@@ -228,6 +228,18 @@ func (z *Zoom) userRecordings(w http.ResponseWriter, r *http.Request) {
 	}
 	user, _ := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v2/users/"), "/recordings"))
 	q := r.URL.Query()
+	if q.Get("trash") == "true" { // the trash: no dates
+		z.mu.Lock()
+		var recs []events.Recording
+		for _, rec := range z.recordings {
+			if (rec.rec.HostID == user || rec.rec.HostEmail == user) && rec.trashed && !rec.deleted {
+				recs = append(recs, rec.rec)
+			}
+		}
+		z.mu.Unlock()
+		z.page(w, q, newestFirst(recs), "meetings", nil)
+		return
+	}
 	from, err1 := time.Parse("2006-01-02", q.Get("from"))
 	to, err2 := time.Parse("2006-01-02", q.Get("to"))
 	if err1 != nil || err2 != nil || to.Before(from) || to.After(from.AddDate(0, 1, 0)) {
@@ -243,12 +255,22 @@ func (z *Zoom) userRecordings(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	z.mu.Unlock()
-	sort.Slice(recs, func(i, j int) bool { return recs[i].StartTime.After(recs[j].StartTime) })
+	z.page(w, q, newestFirst(recs), "meetings", map[string]any{"from": q.Get("from"), "to": q.Get("to")})
+}
+
+// newestFirst orders recordings as Zoom lists them, so pages stay stable.
+func newestFirst(recs []events.Recording) []any {
+	sort.Slice(recs, func(i, j int) bool {
+		if !recs[i].StartTime.Equal(recs[j].StartTime) {
+			return recs[i].StartTime.After(recs[j].StartTime)
+		}
+		return recs[i].UUID < recs[j].UUID
+	})
 	items := make([]any, len(recs))
 	for i, rec := range recs {
 		items[i] = rec
 	}
-	z.page(w, q, items, "meetings", map[string]any{"from": q.Get("from"), "to": q.Get("to")})
+	return items
 }
 
 // page answers one page of items under key, with Zoom's paging fields.

@@ -207,17 +207,12 @@ func restoreCommand(stdout io.Writer) config.Command {
 			}
 			fmt.Fprintf(stdout, "recording %s is back in Zoom\n", uuid)
 			// Say so in the recording's record, for the next look at it.
-			nc, err := bus.Connect(rc.bus.URL, "fetch-restore", st.log)
+			closeFn, err := st.connect(ctx, rc.bus, "fetch-restore")
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			js, _ := jetstream.New(nc)
-			kv, err := js.KeyValue(ctx, events.BucketJobs)
-			if err != nil {
-				return err
-			}
-			_, err = bus.Update(ctx, kv, events.RecordingJobKey(events.MeetingKey(uuid)), func(r *events.RecordingJob, exists bool) error {
+			defer closeFn()
+			_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(events.MeetingKey(uuid)), func(r *events.RecordingJob, exists bool) error {
 				if !exists {
 					return bus.ErrNoChange
 				}

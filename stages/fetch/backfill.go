@@ -131,20 +131,11 @@ func (b *backfill) windowsFrom(start time.Time) [][2]time.Time {
 }
 
 func (st *stage) backfill(ctx context.Context, bc bus.Config, b *backfill) error {
-	nc, err := bus.Connect(bc.URL, "fetch-backfill", st.log)
+	closeFn, err := st.connect(ctx, bc, "fetch-backfill")
 	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
-	}
-	defer nc.Close()
-	if st.js, err = jetstream.New(nc); err != nil {
 		return err
 	}
-	if err := bc.Topology.EnsureUntil(ctx, st.js, st.log); err != nil {
-		return err
-	}
-	if st.kv, err = st.js.KeyValue(ctx, events.BucketJobs); err != nil {
-		return err
-	}
+	defer closeFn()
 	users, err := st.users(ctx, b)
 	if err != nil {
 		return err
@@ -250,21 +241,28 @@ func (st *stage) users(ctx context.Context, b *backfill) ([]zoomUser, error) {
 
 // backfillWindow queues (or, dry, counts) one user's recordings of one window.
 func (st *stage) backfillWindow(ctx context.Context, b *backfill, u zoomUser, w [2]time.Time) error {
+	q := url.Values{"from": {w[0].Format("2006-01-02")}, "to": {w[1].Format("2006-01-02")}}
+	return st.eachRecording(ctx, b, u, q, func(rec events.Recording) error { return st.backfillRecording(ctx, b, u, rec) })
+}
+
+// eachRecording pages through one user's recordings listed with query q (a window,
+// or the trash) and hands each to fn.
+func (st *stage) eachRecording(ctx context.Context, b *backfill, u zoomUser, q url.Values, fn func(events.Recording) error) error {
 	token := ""
+	q.Set("page_size", strconv.Itoa(b.pageSize))
 	for {
 		var page struct {
 			NextPageToken string             `json:"next_page_token"`
 			Meetings      []events.Recording `json:"meetings"`
 		}
-		q := url.Values{"from": {w[0].Format("2006-01-02")}, "to": {w[1].Format("2006-01-02")}, "page_size": {strconv.Itoa(b.pageSize)}}
 		if token != "" {
 			q.Set("next_page_token", token)
 		}
 		if err := st.listCall(ctx, b, "/users/"+url.PathEscape(u.ID)+"/recordings", q, &page); err != nil {
-			return fmt.Errorf("listing %s's recordings %s..%s: %w", u.Email, q.Get("from"), q.Get("to"), err)
+			return fmt.Errorf("listing %s's recordings (%s): %w", u.Email, q.Encode(), err)
 		}
 		for _, rec := range page.Meetings {
-			if err := st.backfillRecording(ctx, b, u, rec); err != nil {
+			if err := fn(rec); err != nil {
 				return err
 			}
 		}
@@ -295,13 +293,25 @@ func (st *stage) backfillRecording(ctx context.Context, b *backfill, u zoomUser,
 		}
 		return nil
 	}
-	mkey := events.MeetingKey(rec.UUID)
-	if _, found, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(mkey)); err != nil {
+	if _, found, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(events.MeetingKey(rec.UUID))); err != nil {
 		return err
 	} else if found {
 		b.known++ // archived, or under way: its files have jobs
 		return nil
 	}
+	if err := st.enqueueRecording(ctx, rec); err != nil {
+		return err
+	}
+	b.queued++
+	for _, f := range rec.RecordingFiles {
+		b.bytes += int64(f.FileSize)
+	}
+	return nil
+}
+
+// enqueueRecording puts a recording from Zoom's lists on ZOOM_EVENTS as a
+// recording.completed marked as backfill; its id keeps a second one out.
+func (st *stage) enqueueRecording(ctx context.Context, rec events.Recording) error {
 	body, err := json.Marshal(map[string]any{
 		"event": events.EventRecordingCompleted, "event_ts": time.Now().UnixMilli(),
 		"payload": map[string]any{"account_id": rec.AccountID, "object": rec},
@@ -312,12 +322,8 @@ func (st *stage) backfillRecording(ctx context.Context, b *backfill, u zoomUser,
 	msg := nats.NewMsg("zoom.event." + events.EventRecordingCompleted)
 	msg.Data = body
 	msg.Header.Set(events.HeaderBackfill, "true")
-	if _, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID("backfill-"+mkey)); err != nil {
+	if _, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID("backfill-"+events.MeetingKey(rec.UUID))); err != nil {
 		return fmt.Errorf("queueing %s: %w", rec.UUID, err)
-	}
-	b.queued++
-	for _, f := range rec.RecordingFiles {
-		b.bytes += int64(f.FileSize)
 	}
 	return nil
 }

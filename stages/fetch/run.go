@@ -34,6 +34,9 @@ var settings = append([]config.Setting{
 	{Name: "ZOOM_OAUTH_URL", Default: "https://zoom.us/oauth/token", Usage: "Zoom's token endpoint"},
 	{Name: "ZOOM_DOWNLOAD_HOSTS", Default: "zoom.us,*.zoom.us", Usage: "the only hosts fetch sends credentials to or downloads from; *.suffix matches subdomains"},
 	{Name: "ZOOM_AFTER_ARCHIVE", Default: "trash", Usage: "what to do in Zoom once every file of a recording is verified in Drive: keep, trash or delete"},
+	{Name: "FETCH_RECONCILE_AT", Default: "04:00", Usage: "time of the daily reconciliation (HH:MM, UTC), or off"},
+	{Name: "FETCH_RECONCILE_DAYS", Default: "30", Usage: "how many days back the reconciliation looks"},
+	{Name: "FETCH_STUCK_AFTER", Default: "6h", Usage: "a file job in one state this long is reported stuck"},
 	{Name: "ZOOM_TRASH_AFTER", Default: "0", Usage: "how long a verified recording stays in Zoom before ZOOM_AFTER_ARCHIVE is applied, e.g. 168h; 0: at once"},
 	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz"},
@@ -68,6 +71,10 @@ type stage struct {
 	ackWait time.Duration
 	hold    time.Duration // ZOOM_TRASH_AFTER
 	m       metrics
+
+	reconcileAt   string // HH:MM UTC, or off
+	reconcileDays int
+	stuckAfter    time.Duration
 }
 
 type metrics struct {
@@ -102,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
-		}, backfillCommand(stdout), restoreCommand(stdout))
+		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -132,6 +139,15 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
 		ackWait: v.Duration("FETCH_ACK_WAIT"),
 		hold:    v.DurationOrZero("ZOOM_TRASH_AFTER"),
+
+		reconcileAt:   v.String("FETCH_RECONCILE_AT"),
+		reconcileDays: v.Int("FETCH_RECONCILE_DAYS", 1),
+		stuckAfter:    v.Duration("FETCH_STUCK_AFTER"),
+	}
+	if h, m := 0, 0; st.reconcileAt != "off" {
+		if n, _ := fmt.Sscanf(st.reconcileAt, "%d:%d", &h, &m); n != 2 || h < 0 || h > 23 || m < 0 || m > 59 {
+			v.Invalid("FETCH_RECONCILE_AT", fmt.Sprintf("%q is not a time of day like 04:00, or off", st.reconcileAt))
+		}
 	}
 	switch st.action {
 	case "keep", "trash", "delete":
@@ -201,6 +217,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 			}()
 		}
 	}
+	go st.reconcileDaily(ctx)
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
 	<-ctx.Done()
 	wg.Wait()

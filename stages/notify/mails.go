@@ -243,7 +243,17 @@ Open failure: {{.}}{{end}}{{range .Digest.Alerts}}
 Alert: {{.}}{{end}}{{if .Digest.Overflow}}
 
 Over the hourly mail cap, not mailed one by one:{{range .Digest.Overflow}}
-- {{.}}{{end}}{{end}}
+- {{.}}{{end}}{{end}}{{with .Digest.Reconcile}}
+
+Reconciliation of the last {{.Days}} days with Zoom:
+  in Zoom with no archive job: {{len .Missing}} ({{.Enqueued}} queued now){{range .Missing}}
+    - {{.}}{{end}}
+  jobs stuck:                  {{len .Stuck}}{{range .Stuck}}
+    - {{.}}{{end}}
+  in Drive but still in Zoom:  {{len .StillInZoom}}{{range .StillInZoom}}
+    - {{.}}{{end}}
+  in Zoom's trash, not in Drive: {{len .TrashNotInDrive}}{{range .TrashNotInDrive}}
+    - {{.}}{{end}}{{end}}
 {{end}}`
 
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
@@ -267,4 +277,10 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 {{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{with .Digest.Reconcile}}<p>Reconciliation of the last {{.Days}} days with Zoom:</p><ul>
+<li>In Zoom with no archive job: {{len .Missing}} ({{.Enqueued}} queued now){{if .Missing}}<ul>{{range .Missing}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
+<li>Jobs stuck: {{len .Stuck}}{{if .Stuck}}<ul>{{range .Stuck}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
+<li>In Drive but still in Zoom: {{len .StillInZoom}}{{if .StillInZoom}}<ul>{{range .StillInZoom}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
+<li>In Zoom's trash, not in Drive: {{len .TrashNotInDrive}}{{if .TrashNotInDrive}}<ul>{{range .TrashNotInDrive}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
+</ul>{{end}}
 {{end}}`

@@ -184,12 +184,13 @@ func TestHourlyCapRollsIntoTheDigest(t *testing.T) {
 		rec.UUID, rec.Topic = rec.UUID+string(rune('a'+i)), "Meeting "+string(rune('A'+i))
 		w.publish(t, events.RecordingArchivedSubject(events.MeetingKey(rec.UUID)), "archived-"+events.MeetingKey(rec.UUID), archivedEvent(rec))
 	}
+	w.publish(t, events.SubjectReconcileReport, "reconcile-1", events.ReconcileReport{Days: 30, Missing: []string{"Forgotten meeting"}, Enqueued: 1})
 	mails := w.waitMails(t, 3) // two mails, then the digest
 	digest := mails[2]
 	if !strings.Contains(digest.Subject, "daily digest") || !strings.Contains(digest.Text, "Recordings archived: 5") {
 		t.Fatalf("digest %q:\n%s", digest.Subject, digest.Text)
 	}
-	for _, topic := range []string{"Meeting C", "Meeting D", "Meeting E"} {
+	for _, topic := range []string{"Meeting C", "Meeting D", "Meeting E", "Forgotten meeting"} {
 		if !strings.Contains(digest.Text, topic) {
 			t.Errorf("digest does not carry the mail held back for %s:\n%s", topic, digest.Text)
 		}
@@ -326,7 +327,9 @@ func TestGoldenMails(t *testing.T) {
 			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at Mon, 16 Mar 2026 00:05:00 PDT"}),
 		"digest": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 3, Files: 11, Bytes: 3 << 30, Freed: 3 << 30, FailedToday: 1,
 			OpenFailures: []string{"MP4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET): zoom answered 503 to the download"},
-			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"}}),
+			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},
+			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
+				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}}}),
 	}
 	// Each mail as sent (.eml) and, decoded for reading, its two parts.
 	for name, m := range cases {

@@ -121,6 +121,7 @@ type digest struct {
 	OpenFailures      []string
 	Alerts            []string
 	Overflow          []string
+	Reconcile         *events.ReconcileReport // the day's last reconciliation
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -191,6 +192,11 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 			}
 		case strings.HasPrefix(subj, events.FileFailedSubject("")):
 			d.FailedToday++
+		case subj == events.SubjectReconcileReport:
+			var r events.ReconcileReport
+			if json.Unmarshal(msg.Data(), &r) == nil {
+				d.Reconcile = &r
+			}
 		case strings.HasPrefix(subj, events.AlertSubject("")):
 			var a events.Alert
 			json.Unmarshal(msg.Data(), &a)

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
+)
+
+// Reconciliation: Zoom's recordings of the last days (and its trash) against the
+// jobs and Drive. It finds recordings no event brought (and queues them, unless
+// told only to report), jobs stuck in one state, recordings whose files are all in
+// Drive yet still in Zoom, and trashed recordings with files not in Drive; the
+// report goes on ARCHIVE for notify's digest. Daily in the stage (one worker a day
+// takes it), or on demand with fetch reconcile.
+
+func reconcileCommand(stdout io.Writer) config.Command {
+	return config.Command{
+		Name:  "reconcile",
+		Usage: "compare Zoom's recordings of the last days with the jobs and Drive, queue what is missing, and report",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "days", Value: 0, Usage: "how many days back (default FETCH_RECONCILE_DAYS)"},
+			&cli.BoolFlag{Name: "report-only", Usage: "queue nothing, only report"},
+		},
+		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
+			st, rc, err := configure(v, stdout)
+			if err != nil {
+				return err
+			}
+			closeFn, err := st.connect(ctx, rc.bus, "fetch-reconcile")
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			days := c.Int("days")
+			if days <= 0 {
+				days = st.reconcileDays
+			}
+			r, err := st.reconcile(ctx, days, c.Bool("report-only"))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "reconciled the last %d days: %d missing (%d queued), %d stuck, %d verified but still in Zoom, %d in the trash not in Drive\n",
+				r.Days, len(r.Missing), r.Enqueued, len(r.Stuck), len(r.StillInZoom), len(r.TrashNotInDrive))
+			return nil
+		},
+	}
+}
+
+// connect is a command's broker connection: the topology in place, the job bucket open.
+func (st *stage) connect(ctx context.Context, bc bus.Config, name string) (func(), error) {
+	nc, err := bus.Connect(bc.URL, name, st.log)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_URL: %w", err)
+	}
+	if st.js, err = jetstream.New(nc); err == nil {
+		if err = bc.Topology.EnsureUntil(ctx, st.js, st.log); err == nil {
+			st.kv, err = st.js.KeyValue(ctx, events.BucketJobs)
+		}
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return nc.Close, nil
+}
+
+// reconcileDaily runs the reconciliation at FETCH_RECONCILE_AT (UTC) once a day,
+// whichever fetch worker gets to it first.
+func (st *stage) reconcileDaily(ctx context.Context) {
+	if st.reconcileAt == "off" {
+		return
+	}
+	for {
+		now := time.Now().UTC()
+		var h, m int
+		fmt.Sscanf(st.reconcileAt, "%d:%d", &h, &m)
+		next := time.Date(now.Year(), now.Month(), now.Day(), h, m, 0, 0, time.UTC)
+		if !next.After(now) {
+			next = next.AddDate(0, 0, 1)
+		}
+		if retry.Sleep(ctx, time.Until(next)) != nil {
+			return
+		}
+		if _, err := st.kv.Create(ctx, events.ReconcileKey(next.Format("2006-01-02")), []byte(st.worker)); err != nil {
+			continue // another worker has it
+		}
+		if _, err := st.reconcile(ctx, st.reconcileDays, false); err != nil {
+			st.log.Warn("reconciliation failed", "err", err)
+		}
+	}
+}
+
+func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (events.ReconcileReport, error) {
+	r := events.ReconcileReport{At: time.Now().UTC(), Days: days}
+	b := &backfill{pageSize: 300, every: 250 * time.Millisecond}
+	users, err := st.users(ctx, b)
+	if err != nil {
+		return r, err
+	}
+	b.to = time.Now().UTC().Truncate(24 * time.Hour)
+	b.from = b.to.AddDate(0, 0, -days)
+	describe := func(rec events.Recording) string {
+		return fmt.Sprintf("%s (%s, %s)", rec.Topic, rec.StartTime.UTC().Format("2006-01-02 15:04 UTC"), rec.UUID)
+	}
+	for _, u := range users {
+		for _, w := range b.windowsFrom(b.from) {
+			q := url.Values{"from": {w[0].Format("2006-01-02")}, "to": {w[1].Format("2006-01-02")}}
+			err := st.eachRecording(ctx, b, u, q, func(rec events.Recording) error {
+				job, found, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(events.MeetingKey(rec.UUID)))
+				switch {
+				case err != nil:
+					return err
+				case !found:
+					r.Missing = append(r.Missing, describe(rec))
+					if reportOnly {
+						return nil
+					}
+					r.Enqueued++
+					return st.enqueueRecording(ctx, rec)
+				case st.action != "keep" && job.State == events.RecArchived && job.ZoomAction != events.ZoomRestored:
+					r.StillInZoom = append(r.StillInZoom, describe(rec))
+				}
+				return nil
+			})
+			if err != nil {
+				return r, err
+			}
+		}
+		err := st.eachRecording(ctx, b, u, url.Values{"trash": {"true"}, "trash_type": {"meeting_recordings"}}, func(rec events.Recording) error {
+			for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
+				if st.types != nil && !st.types[f.FileType] {
+					continue
+				}
+				if j, found, _ := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(events.FileKey(rec.UUID, f))); !found || j.State != events.JobVerified {
+					r.TrashNotInDrive = append(r.TrashNotInDrive, describe(rec))
+					return nil
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return r, err
+		}
+	}
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.FileJobKey(">")); err == nil {
+		for key := range keys.Keys() {
+			j, _, err := bus.Get[events.FileJob](ctx, st.kv, key)
+			if err == nil && j.State != events.JobVerified && j.State != events.JobFailed && time.Since(j.Updated) > st.stuckAfter {
+				r.Stuck = append(r.Stuck, fmt.Sprintf("%s of %s: %s since %s", j.File.FileType, j.Recording.Topic, j.State, j.Updated.Format(time.RFC3339)))
+			}
+		}
+	}
+	sort.Strings(r.Stuck)
+	b2, _ := json.Marshal(r)
+	if _, err := st.js.Publish(ctx, events.SubjectReconcileReport, b2); err != nil {
+		return r, err
+	}
+	st.log.Info("reconciled", "days", days, "missing", len(r.Missing), "enqueued", r.Enqueued, "stuck", len(r.Stuck),
+		"still_in_zoom", len(r.StillInZoom), "trash_not_in_drive", len(r.TrashNotInDrive))
+	return r, nil
+}
