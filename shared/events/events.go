@@ -240,6 +240,7 @@ type RecordingJob struct {
 	ZoomAction string        `json:"zoom_action,omitempty"`
 	ZoomCalls  int           `json:"zoom_calls,omitempty"` // times Zoom was asked to remove it
 	TrashAt    time.Time     `json:"trash_at,omitempty"`   // with ZOOM_TRASH_AFTER: not before
+	Owner      string        `json:"owner,omitempty"`      // the fetch worker that set RecZoomPending
 	Updated    time.Time     `json:"updated"`
 }
 

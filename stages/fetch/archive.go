@@ -111,10 +111,10 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 		switch {
 		case !exists || r.State == events.RecArchived:
 			return errNotOurs
-		case r.State == events.RecZoomPending && time.Since(r.Updated) < staleZoomPending:
+		case r.State == events.RecZoomPending && r.Owner != st.worker && time.Since(r.Updated) < staleZoomPending:
 			return errNotOurs
 		}
-		r.State, r.ZoomAction, r.Updated = events.RecZoomPending, zoomAction(st.action), time.Now().UTC()
+		r.State, r.ZoomAction, r.Owner, r.Updated = events.RecZoomPending, zoomAction(st.action), st.worker, time.Now().UTC()
 		if st.action != "keep" {
 			r.ZoomCalls++
 		}

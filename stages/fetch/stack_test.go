@@ -77,11 +77,18 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	return w
 }
 
-// startFetch runs fetch in-process and waits until it consumes.
+// startFetch runs fetch in-process and waits until it consumes; a failing test
+// shows the end of its log.
 func (w *world) startFetch(t testing.TB) *stagetest.Stage {
 	t.Helper()
 	s := stagetest.Start(t, "fetch", run, w.env)
 	s.WaitLog(t, "ready")
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := strings.Split(strings.TrimSpace(s.Logs.String()), "\n")
+			t.Logf("fetch log:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	})
 	return s
 }
 
@@ -117,10 +124,10 @@ func (w *world) job(t testing.TB, key string) events.FileJob {
 	return j
 }
 
-// waitFor polls cond for up to 30 s.
+// waitFor polls cond for up to 60 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if cond() {
 			return
 		}
