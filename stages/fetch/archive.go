@@ -26,7 +26,12 @@ import (
 // worker takes it for a crashed one.
 const staleZoomPending = 2 * time.Minute
 
-var errNotOurs = errors.New("another worker is archiving this recording")
+var (
+	errDone = errors.New("the recording is archived already")
+	// errBusy: another worker is dealing with Zoom for this recording; the event
+	// comes back later in case that worker dies before it is done.
+	errBusy = errors.New("another worker is archiving this recording")
+)
 
 // holdError: ZOOM_TRASH_AFTER has not passed yet since every file was verified.
 type holdError struct{ wait time.Duration }
@@ -49,7 +54,10 @@ func (st *stage) afterVerified(ctx context.Context, msg jetstream.Msg) {
 	case errors.As(err, &hold):
 		msg.NakWithDelay(hold.wait + 100*time.Millisecond) // the broker brings it back then
 		return
-	case err != nil && !errors.Is(err, errNotOurs):
+	case errors.Is(err, errBusy):
+		msg.NakWithDelay(staleZoomPending)
+		return
+	case err != nil && !errors.Is(err, errDone):
 		st.log.Warn("after-archive step failed; will retry", "file_key", v.Key, "meeting_uuid", job.Recording.UUID, "err", err)
 		msg.NakWithDelay(10 * time.Second)
 		return
@@ -110,9 +118,9 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 	rec, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, exists bool) error {
 		switch {
 		case !exists || r.State == events.RecArchived:
-			return errNotOurs
+			return errDone
 		case r.State == events.RecZoomPending && r.Owner != st.worker && time.Since(r.Updated) < staleZoomPending:
-			return errNotOurs
+			return errBusy
 		}
 		r.State, r.ZoomAction, r.Owner, r.Updated = events.RecZoomPending, zoomAction(st.action), st.worker, time.Now().UTC()
 		if st.action != "keep" {
