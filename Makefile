@@ -32,8 +32,11 @@ check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The end-to-end tests run on their own: a three-node cluster and five processes
+# want the two cores to themselves, not shared with the other packages' tests.
 test: tools check
-	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e$$)
+	$(GO) test -count=1 -timeout 20m ./e2e
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 # Each fuzz target on its own (go test -fuzz takes one at a time).

@@ -346,11 +346,14 @@ func (st *stage) schedule(ctx context.Context, concurrency int) {
 // waiting are the files with chunk messages in CHUNKS, oldest subjects first.
 func (st *stage) waiting(ctx context.Context) []string {
 	s, err := st.js.Stream(ctx, events.StreamChunks)
-	if err != nil {
-		return nil
+	var info *jetstream.StreamInfo
+	if err == nil {
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectChunks))
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.SubjectChunks))
 	if err != nil {
+		if ctx.Err() == nil {
+			st.log.Warn("cannot see the chunk stream; trying again", "err", err)
+		}
 		return nil
 	}
 	var keys []string
