@@ -117,9 +117,12 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 
 func (f *fileUpload) run(ctx context.Context) error {
 	st, key := f.st, f.job.Key
-	// A fresh consumer redelivers at once whatever a dead worker held.
+	// Messages a dead worker held come back at once with a fresh consumer; one that
+	// holds nothing is kept (a new one takes a while to be ready on a cluster).
 	name := "upload-" + key
-	st.js.DeleteConsumer(ctx, events.StreamChunks, name)
+	if old, err := st.js.Consumer(ctx, events.StreamChunks, name); err == nil && old.CachedInfo().NumAckPending > 0 {
+		st.js.DeleteConsumer(ctx, events.StreamChunks, name)
+	}
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
