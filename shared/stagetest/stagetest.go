@@ -215,7 +215,6 @@ type StallProxy struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	paused bool
-	held   int // reads waiting for Resume
 }
 
 // NewStallProxy listens on loopback and forwards to target.
@@ -256,11 +255,9 @@ func (p *StallProxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
-			p.held++
 			for p.paused {
 				p.cond.Wait()
 			}
-			p.held--
 			p.mu.Unlock()
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
@@ -281,20 +278,6 @@ func (p *StallProxy) Resume() {
 	p.paused = false
 	p.mu.Unlock()
 	p.cond.Broadcast()
-}
-
-// WaitHeld waits until the proxy holds bytes back.
-func (p *StallProxy) WaitHeld(t testing.TB) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		p.mu.Lock()
-		held := p.held
-		p.mu.Unlock()
-		if held > 0 {
-			return
-		}
-	}
-	t.Fatal("nothing reached the stalled connection")
 }
 
 // The test binary doubles as a stage process, so that a test can kill a stage with
