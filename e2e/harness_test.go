@@ -95,9 +95,7 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": p.gmail.URL(),
 		"NOTIFY_DIGEST_AT": "off", "NOTIFY_RETRY_DELAY": "500ms",
 	}
-	for k, v := range extra {
-		p.env[k] = v
-	}
+	p.env = stagetest.Merge(p.env, extra)
 	for i := range nodes {
 		env := map[string]string{"BROKER_LISTEN": clients[i], "BROKER_MONITOR": "off", "BROKER_STORE_DIR": t.TempDir()}
 		if nodes > 1 {
@@ -267,6 +265,16 @@ func (p *pipeline) progress(key string) (fetched, uploaded int64) {
 	f, _, _ := bus.Peek[offset](ctx, kv, events.FetchProgressKey(key))
 	u, _, _ := bus.Peek[offset](ctx, kv, events.UploadProgressKey(key))
 	return f.Offset, u.Offset
+}
+
+// waitMidFile waits until fetch has put more than 20 MiB of the file into the
+// chunk stream and upload more than 5 MiB into Drive.
+func (p *pipeline) waitMidFile(key string, timeout time.Duration) {
+	p.t.Helper()
+	waitFor(p.t, "mid-file", timeout, func() bool {
+		f, u := p.progress(key)
+		return f > 20<<20 && u > 5<<20
+	})
 }
 
 func lastLines(s string, n int) string {

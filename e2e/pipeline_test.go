@@ -60,10 +60,7 @@ func TestKilledMidFile(t *testing.T) {
 			rec := p.recording(0, 60*mib, 3*mib, 20000)
 			key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
 			p.deliver(rec, 1)
-			waitFor(t, "mid-file", 30*time.Second, func() bool {
-				f, u := p.progress(key)
-				return f > 20*mib && u > 5*mib
-			})
+			p.waitMidFile(key, 30*time.Second)
 			switch victim {
 			case "broker":
 				p.restartBroker(0)
@@ -178,10 +175,7 @@ func TestClusterNodeKilledMidTransfer(t *testing.T) {
 	rec := p.recording(0, 60*mib, 3*mib, 20000)
 	key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
 	p.deliver(rec, 1)
-	waitFor(t, "mid-file", 60*time.Second, func() bool {
-		f, u := p.progress(key)
-		return f > 20*mib && u > 5*mib
-	})
+	p.waitMidFile(key, 60*time.Second)
 	info, err := p.js.Stream(context.Background(), events.StreamChunks)
 	if err != nil || info.CachedInfo().Config.Replicas != 3 {
 		t.Fatalf("the chunk stream is not on three replicas: %v", err)

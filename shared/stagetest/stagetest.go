@@ -26,6 +26,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	broker "zoomarchive/nats"
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 )
 
@@ -57,6 +60,39 @@ func NewBroker(t testing.TB) string {
 	addr := FreeAddr(t)
 	Broker(t, addr, t.TempDir())
 	return "nats://" + addr
+}
+
+// Merge is env with extra's settings added or replaced, env left as it was.
+func Merge(env, extra map[string]string) map[string]string {
+	out := make(map[string]string, len(env)+len(extra))
+	for k, v := range env {
+		out[k] = v
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
+}
+
+// Topology declares the pipeline's streams and job bucket as the stages would with
+// the default settings and the given CHUNK_WINDOW, so that a test can publish before
+// any stage runs; it returns the job bucket.
+func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstream.KeyValue {
+	t.Helper()
+	window, err := config.ParseBytes(chunkWindow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, events.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
 
 // JetStream is a client connection for assertions, closed when the test ends.

@@ -148,17 +148,6 @@ func (d *Drive) Files() []DriveFile {
 	return out
 }
 
-// File is one file by id.
-func (d *Drive) File(id string) (DriveFile, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, ok := d.files[id]
-	if !ok {
-		return DriveFile{}, false
-	}
-	return *f, true
-}
-
 // Path is a file's folder path from its topmost folder, e.g. "Root/2026/2026-03/x".
 func (d *Drive) Path(id string) string {
 	d.mu.Lock()

@@ -85,20 +85,10 @@ func (g *GoogleToken) Grants() []TokenGrant {
 	return append([]TokenGrant(nil), g.issued...)
 }
 
-// Requests is the number of token requests so far.
-func (g *GoogleToken) Requests() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.requests
-}
-
 // Close stops the endpoint.
 func (g *GoogleToken) Close() { g.Server.Close() }
 
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
-	g.mu.Lock()
-	g.requests++
-	g.mu.Unlock()
 	fail := func(status int, code, desc string) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(status)

@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
-	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
@@ -58,22 +57,9 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 		"FETCH_ACK_WAIT":      "2s",
 		"CHUNK_WINDOW":        "16MiB",
 	}
-	for k, v := range extra {
-		w.env[k] = v
-	}
+	w.env = stagetest.Merge(w.env, extra)
 	w.js = stagetest.JetStream(t, w.natsURL)
-	window, err := config.ParseBytes(w.env["CHUNK_WINDOW"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
-	ctx := context.Background()
-	if err := topo.Ensure(ctx, w.js); err != nil {
-		t.Fatal(err)
-	}
-	if w.kv, err = w.js.KeyValue(ctx, events.BucketJobs); err != nil {
-		t.Fatal(err)
-	}
+	w.kv = stagetest.Topology(t, w.js, w.env["CHUNK_WINDOW"])
 	return w
 }
 

@@ -29,9 +29,7 @@ func startHook(t testing.TB, natsURL string, extra map[string]string) *testHook 
 		"METRICS_ADDR":        "127.0.0.1:0",
 		"NATS_URL":            natsURL,
 	}
-	for k, v := range extra {
-		env[k] = v
-	}
+	env = stagetest.Merge(env, extra)
 	h := &testHook{Stage: stagetest.Start(t, "hook", run, env)}
 	l := h.WaitLog(t, "listening")
 	h.url = "http://" + l["webhook"].(string) + webhookPath

@@ -14,8 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"zoomarchive/shared/bus"
-	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
@@ -49,19 +47,9 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 		"METRICS_ADDR": "127.0.0.1:0", "NOTIFY_DIGEST_AT": "off", "NOTIFY_CHECK_EVERY": "200ms",
 		"NOTIFY_RETRY_DELAY": "300ms", "NOTIFY_WINDOW_FULL_FOR": "1s", "CHUNK_WINDOW": "8MiB",
 	}
-	for k, v := range extra {
-		w.env[k] = v
-	}
+	w.env = stagetest.Merge(w.env, extra)
 	w.js = stagetest.JetStream(t, w.natsURL)
-	window, _ := config.ParseBytes(w.env["CHUNK_WINDOW"])
-	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
-	if err := topo.Ensure(context.Background(), w.js); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	if w.kv, err = w.js.KeyValue(context.Background(), events.BucketJobs); err != nil {
-		t.Fatal(err)
-	}
+	w.kv = stagetest.Topology(t, w.js, w.env["CHUNK_WINDOW"])
 	return w
 }
 
@@ -286,13 +274,7 @@ func TestAlertsFromWatchingThePipeline(t *testing.T) {
 func TestStartupSaysWhatToFix(t *testing.T) {
 	w := newWorld(t, nil)
 	try := func(env map[string]string) error {
-		e := map[string]string{}
-		for k, v := range w.env {
-			e[k] = v
-		}
-		for k, v := range env {
-			e[k] = v
-		}
+		e := stagetest.Merge(w.env, env)
 		return run(context.Background(), []string{"notify"}, func(k string) string { return e[k] }, os.Stdout, os.Stderr)
 	}
 	for name, c := range map[string]struct {

@@ -285,13 +285,7 @@ func TestDailyCapPausesAndAlerts(t *testing.T) {
 func TestStartupChecksSayWhatToFix(t *testing.T) {
 	w := newWorld(t, nil)
 	try := func(env map[string]string) error {
-		e := map[string]string{}
-		for k, v := range w.env {
-			e[k] = v
-		}
-		for k, v := range env {
-			e[k] = v
-		}
+		e := stagetest.Merge(w.env, env)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return run(ctx, []string{"upload"}, func(k string) string { return e[k] }, os.Stdout, os.Stderr)
@@ -325,14 +319,7 @@ func TestStartupChecksSayWhatToFix(t *testing.T) {
 }
 
 func (w *world) startUploadWith(t *testing.T, extra map[string]string) *stagetest.Stage {
-	env := map[string]string{}
-	for k, v := range w.env {
-		env[k] = v
-	}
-	for k, v := range extra {
-		env[k] = v
-	}
-	s := stagetest.Start(t, "upload", run, env)
+	s := stagetest.Start(t, "upload", run, stagetest.Merge(w.env, extra))
 	s.WaitLog(t, "ready")
 	return s
 }
