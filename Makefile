@@ -5,15 +5,27 @@ NATSCLI_VERSION := v0.5.0
 STAGES := $(notdir $(patsubst %/main.go,%,$(wildcard stages/*/main.go)))
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
+# Images of the broker and the stages, FROM scratch; docker when its engine
+# answers, podman otherwise (make images ENGINE=podman to choose).
+IMAGES := broker $(STAGES)
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+TAG ?= latest
+# The stack test's tools, from the Go module proxy.
+COMPOSE_VERSION := v2.40.3
+PEBBLE_VERSION := v2.10.3
+TFLINT_VERSION := v0.64.0
 
-.PHONY: help build test check fuzz bench run dev demo tools clean
+.PHONY: help build images test check fuzz bench run dev demo tools stack-tools stack terraform clean
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
 	@echo "make run     the embedded broker and every stage, settings from .env"
 	@echo "make dev     the same on loopback against local stand-ins of Zoom and Google"
 	@echo "make demo    a recording archived before your eyes, against the stand-ins"
-	@echo "make test    formatting, vet, all tests (real nats-server, natscli), short fuzz runs"
+	@echo "make images  container images of the broker and the stages (docker or podman)"
+	@echo "make test    formatting, vet, all tests (real nats-server, natscli), the deployment"
+	@echo "             checks and the compose stack on Podman, short fuzz runs"
+	@echo "make stack   only the compose stack test (installs podman & co. with apt if missing)"
 	@echo "make bench   the benchmarks whose numbers the README reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
 
@@ -22,6 +34,18 @@ build:
 	$(GO) build -trimpath -ldflags='-s -w' -o bin/broker ./nats/cmd/broker
 	@for s in $(STAGES); do echo "$(GO) build -o bin/$$s ./stages/$$s"; \
 		$(GO) build -trimpath -ldflags='-s -w' -o bin/$$s ./stages/$$s || exit 1; done
+
+# Each image holds one binary (as /app) and an empty /data for the broker's volume.
+images: build
+	@for n in $(IMAGES) $(EXTRA_IMAGES); do \
+		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp bin/$$n .images/$$n/app && \
+		echo "$(ENGINE) build zoomarchive/$$n:$(TAG)" && \
+		$(ENGINE) build -q -f deploy/Containerfile -t zoomarchive/$$n:$(TAG) .images/$$n >/dev/null || exit 1; \
+	done
+
+# The compose stack on Podman with Pebble and the stand-ins (deploy/stack).
+stack:
+	COMPOSE_VERSION=$(COMPOSE_VERSION) PEBBLE_VERSION=$(PEBBLE_VERSION) GO=$(GO) deploy/stack/run
 
 # natscli, pinned, for the operator-command tests and for you.
 tools: .tools/nats
@@ -69,4 +93,4 @@ demo: build
 	ZOOMARCHIVE_DEMO=1 ./scripts/run
 
 clean:
-	rm -rf bin .tools
+	rm -rf bin .tools .images

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +79,21 @@ func Start(cfg Config, log *slog.Logger) (*server.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(opts, log)
+}
+
+// StartFile runs the server a nats-server configuration file describes (compose
+// gives nats.conf), with the process keeping its own signals.
+func StartFile(path string, log *slog.Logger) (*server.Server, error) {
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	opts.NoSigs = true
+	return start(opts, log)
+}
+
+func start(opts *server.Options, log *slog.Logger) (*server.Server, error) {
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, err
@@ -86,14 +102,15 @@ func Start(cfg Config, log *slog.Logger) (*server.Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(30 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("nats-server on %s not ready after 30s", cfg.Listen)
+		return nil, fmt.Errorf("nats-server on %s:%d not ready after 30s", opts.Host, opts.Port)
 	}
 	return s, nil
 }
 
 var settings = []config.Setting{
+	{Name: "BROKER_CONFIG", Usage: "a nats-server configuration file (compose: nats/nats.conf); when set it is the whole configuration, and the other BROKER_ settings but BROKER_MONITOR (where healthcheck asks) are not read"},
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
-	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz); 'off' to disable"},
+	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz); 'off' to disable", Health: "/healthz"},
 	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
 	{Name: "BROKER_NAME", Default: "zoomarchive", Usage: "server name; unique per node in a cluster"},
 	{Name: "BROKER_CLUSTER", Usage: "host:port for the other nodes of a cluster; empty: one server alone"},
@@ -104,6 +121,20 @@ var settings = []config.Setting{
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "broker", "embedded NATS server with JetStream for one host", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
+			log := obs.Logger(stdout, "broker")
+			if file := v.String("BROKER_CONFIG"); file != "" {
+				if _, err := os.Stat(file); err != nil {
+					v.Invalid("BROKER_CONFIG", err.Error())
+				}
+				if err := v.Err(); err != nil {
+					return err
+				}
+				s, err := StartFile(file, log)
+				if err != nil {
+					return fmt.Errorf("BROKER_CONFIG %s: %w", file, err)
+				}
+				return serve(ctx, s, log, file)
+			}
 			cfg := Config{Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
 				Name: v.String("BROKER_NAME"), Cluster: v.String("BROKER_CLUSTER"), Routes: v.List("BROKER_ROUTES")}
 			if cfg.Cluster == "" && len(cfg.Routes) > 0 {
@@ -115,18 +146,22 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := v.Err(); err != nil {
 				return err
 			}
-			log := obs.Logger(stdout, "broker")
 			s, err := Start(cfg, log)
 			if err != nil {
 				return err
 			}
-			log.Info("broker ready", "listen", s.ClientURL(), "monitor", cfg.Monitor, "store_dir", cfg.StoreDir)
-			<-ctx.Done()
-			s.Shutdown()
-			s.WaitForShutdown()
-			log.Info("broker stopped")
-			return nil
+			return serve(ctx, s, log, "")
 		})
+}
+
+// serve runs s until ctx ends, then shuts it down cleanly.
+func serve(ctx context.Context, s *server.Server, log *slog.Logger, file string) error {
+	log.Info("broker ready", "listen", s.ClientURL(), "monitor", s.MonitorAddr(), "store_dir", s.StoreDir(), "config", file)
+	<-ctx.Done()
+	s.Shutdown()
+	s.WaitForShutdown()
+	log.Info("broker stopped")
+	return nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

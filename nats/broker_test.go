@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -99,5 +101,53 @@ func TestRunRefusesBadSettings(t *testing.T) {
 	}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "nowhere") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// Compose runs bin/broker with nats.conf; its healthcheck command (the image has
+// no shell) asks the monitor, and fails once the server is gone.
+func TestRunFromConfFileAndHealthcheck(t *testing.T) {
+	src, err := os.ReadFile("nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, client, monitor := t.TempDir(), stagetest.FreeAddr(t), stagetest.FreeAddr(t)
+	conf := strings.NewReplacer("0.0.0.0:4222", client, "0.0.0.0:8222", monitor, "/data/nats", dir).Replace(string(src))
+	file := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"BROKER_CONFIG": file, "BROKER_MONITOR": monitor}
+	health := func() error {
+		var out bytes.Buffer
+		return broker.Run(context.Background(), []string{"broker", "healthcheck"}, func(k string) string { return env[k] }, &out, &out)
+	}
+	s := stagetest.Start(t, "broker", broker.Run, env)
+	s.WaitLog(t, "broker ready")
+	nc, err := nats.Connect("nats://" + client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if err := health(); err != nil {
+		t.Fatalf("healthcheck of a running broker: %v", err)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+		t.Fatalf("JetStream data not where nats.conf's store_dir says: %v", err)
+	}
+	if err := health(); err == nil {
+		t.Fatal("healthcheck passed with the broker stopped")
+	}
+	env["BROKER_CONFIG"] = filepath.Join(dir, "missing.conf")
+	var out bytes.Buffer
+	if err := broker.Run(context.Background(), []string{"broker"}, func(k string) string { return env[k] }, &out, &out); err == nil || !strings.Contains(err.Error(), "BROKER_CONFIG") {
+		t.Fatalf("a missing configuration file: %v", err)
 	}
 }

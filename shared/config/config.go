@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -24,6 +26,10 @@ type Setting struct {
 	Usage    string
 	Required bool
 	Secret   bool // may come from NAME_FILE; its value is never printed
+	// Health, on a listen-address setting, is the path that answers 200 while the
+	// program is healthy; it gives the program a healthcheck command, for images
+	// that have no shell or curl to run one.
+	Health string
 }
 
 // Command is a subcommand of a stage (fetch backfill): its own flags, and the
@@ -89,6 +95,11 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		}
 		return done(action(c.Context, values(c)))
 	}
+	for _, s := range settings {
+		if s.Health != "" {
+			commands = append(commands, healthcheck(s))
+		}
+	}
 	for _, cmd := range commands {
 		app.Commands = append(app.Commands, &cli.Command{Name: cmd.Name, Usage: cmd.Usage, Flags: cmd.Flags,
 			Action: func(c *cli.Context) error { return done(cmd.Action(c.Context, values(c), c)) }})
@@ -97,6 +108,41 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		args = []string{stage}
 	}
 	return app.RunContext(ctx, args)
+}
+
+// healthcheck asks the running program's listener named by s for s.Health and
+// fails unless it answers 200 within 2 s.
+func healthcheck(s Setting) Command {
+	return Command{Name: "healthcheck", Usage: "exit 0 if the running program answers " + s.Health + " on " + s.Name,
+		Action: func(ctx context.Context, v *Values, _ *cli.Context) error {
+			addr := v.String(s.Name)
+			if err := v.Err(); err != nil {
+				return err
+			}
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return fmt.Errorf("%s %q: %w", s.Name, addr, err)
+			}
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				host = "127.0.0.1" // listening on every address: ask over loopback
+			}
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+s.Health, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s %s", s.Health, resp.Status, strings.TrimSpace(string(body)))
+			}
+			return nil
+		}}
 }
 
 // FlagName is the flag for a variable: HOOK_ADDR is --hook-addr.

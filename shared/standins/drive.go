@@ -93,7 +93,7 @@ const folderMime = "application/vnd.google-apps.folder"
 // NewDrive starts the stand-in; tokens are checked against tok.
 func NewDrive(tok *GoogleToken) *Drive {
 	d := &Drive{Token: tok, SessionTTL: 7 * 24 * time.Hour, files: map[string]*DriveFile{}, sessions: map[string]*session{}}
-	d.Server = httptest.NewServer(http.HandlerFunc(d.serve))
+	d.Server = newServer(http.HandlerFunc(d.serve))
 	return d
 }
 

@@ -42,7 +42,7 @@ type Mail struct {
 // NewGmail starts the stand-in; tokens are checked against tok.
 func NewGmail(tok *GoogleToken) *Gmail {
 	g := &Gmail{Token: tok}
-	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
+	g.Server = newServer(http.HandlerFunc(g.serve))
 	return g
 }
 

@@ -47,8 +47,14 @@ func NewGoogleToken() *GoogleToken {
 	if err != nil {
 		panic(err)
 	}
+	return NewGoogleTokenWithKey(key)
+}
+
+// NewGoogleTokenWithKey starts the endpoint for a service account whose key is
+// made elsewhere (the stack test writes the key file the stages get).
+func NewGoogleTokenWithKey(key *rsa.PrivateKey) *GoogleToken {
 	g := &GoogleToken{Key: key, Email: "zoomarchive@standin-project.iam.gserviceaccount.com", tokens: map[string]TokenGrant{}}
-	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
+	g.Server = newServer(http.HandlerFunc(g.serve))
 	return g
 }
 

@@ -102,8 +102,8 @@ func NewZoom() *Zoom {
 		tokens: map[string]time.Time{}, dlTokens: map[string]time.Time{},
 		signKey: []byte(randomToken()),
 	}
-	z.API = httptest.NewServer(http.HandlerFunc(z.serveAPI))
-	z.CDN = httptest.NewServer(http.HandlerFunc(z.serveCDN))
+	z.API = newServer(http.HandlerFunc(z.serveAPI))
+	z.CDN = newServer(http.HandlerFunc(z.serveCDN))
 	return z
 }
 

@@ -39,7 +39,7 @@ var settings = append([]config.Setting{
 	{Name: "FETCH_STUCK_AFTER", Default: "6h", Usage: "a file job in one state this long is reported stuck"},
 	{Name: "ZOOM_TRASH_AFTER", Default: "0", Usage: "how long a verified recording stays in Zoom before ZOOM_AFTER_ARCHIVE is applied, e.g. 168h; 0: at once"},
 	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
-	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 	{Name: "FETCH_CONCURRENCY", Default: "2", Usage: "files downloaded at once"},
 	{Name: "FETCH_CHUNK_SIZE", Default: "1MiB", Usage: "bytes per chunk message"},
 	{Name: "FETCH_MAX_ATTEMPTS", Default: "8", Usage: "attempts before a file job is failed"},

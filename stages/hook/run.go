@@ -23,9 +23,10 @@ const zoomDeadline = 3 * time.Second
 var settings = append([]config.Setting{
 	{Name: "ZOOM_WEBHOOK_SECRET", Required: true, Secret: true, Usage: "the Zoom app's webhook secret token; comma-separated for rotation (any verifies, the first answers URL validation)"},
 	{Name: "HOOK_ADDR", Default: ":8080", Usage: "webhook listener; Zoom posts to " + webhookPath},
-	{Name: "METRICS_ADDR", Default: "127.0.0.1:9101", Usage: "listener for /metrics, /healthz and /readyz; keep it private"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9101", Usage: "listener for /metrics, /healthz and /readyz; keep it private", Health: "/readyz"},
 	{Name: "HOOK_MAX_SKEW", Default: "300s", Usage: "largest accepted distance between x-zm-request-timestamp and now"},
 	{Name: "HOOK_MAX_BODY", Default: "1MiB", Usage: "largest accepted body; larger ones get 413 unread"},
+	{Name: "HOOK_CLIENT_IP_HEADER", Usage: "header holding the client's address when a proxy is in front (compose: X-Real-IP from nginx); logged as client"},
 	{Name: "HOOK_PUBLISH_TIMEOUT", Default: "2s", Usage: "how long to wait for the broker's acknowledgement before answering 503; under Zoom's 3s"},
 }, bus.Settings...)
 
@@ -46,11 +47,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := v.Err(); err != nil {
 				return err
 			}
-			return serve(ctx, stdout, newVerifier(secrets, maxSkew), addr, metricsAddr, int(maxBody), timeout, bc)
+			clientIP := v.String("HOOK_CLIENT_IP_HEADER")
+			return serve(ctx, stdout, newVerifier(secrets, maxSkew), addr, metricsAddr, int(maxBody), timeout, bc, clientIP)
 		})
 }
 
-func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config) error {
+func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config, clientIPHeader string) error {
 	log := obs.Logger(stdout, "hook")
 	nc, err := bus.Connect(bc.URL, "hook", log)
 	if err != nil {
@@ -63,6 +65,7 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	}
 	reg := obs.Registry()
 	h := newHook(ver, nc, js, timeout, log, reg)
+	h.clientIPHeader = clientIPHeader
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -44,8 +44,10 @@ type hook struct {
 	ready    atomic.Bool  // topology applied
 	rejected atomic.Int64 // signature checks failed, for the heartbeat notify watches
 	timeout  time.Duration
-	log      *slog.Logger
-	now      func() time.Time
+	// clientIPHeader names the header a trusted proxy puts the client's address in.
+	clientIPHeader string
+	log            *slog.Logger
+	now            func() time.Time
 
 	requests   *prometheus.CounterVec
 	latency    prometheus.Histogram
@@ -117,6 +119,9 @@ func (h *hook) finish(ctx *fasthttp.RequestCtx, r result, took time.Duration) {
 		level = slog.LevelWarn
 	}
 	attrs := []any{"outcome", r.outcome, "status", r.status, "remote", ctx.RemoteIP().String(), "took", took}
+	if h.clientIPHeader != "" {
+		attrs = append(attrs, "client", string(ctx.Request.Header.Peek(h.clientIPHeader)))
+	}
 	if r.requestID != "" {
 		attrs = append(attrs, "request_id", r.requestID)
 	}

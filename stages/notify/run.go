@@ -46,7 +46,7 @@ var settings = append([]config.Setting{
 	{Name: "NOTIFY_WINDOW_FULL_FOR", Default: "15m", Usage: "a full chunk stream for this long makes an alert"},
 	{Name: "NOTIFY_CHECK_EVERY", Default: "30s", Usage: "how often the pipeline is looked at for alerts"},
 	{Name: "NOTIFY_RETRY_DELAY", Default: "1m", Usage: "a mail Gmail would not take waits this long before it is tried again"},
-	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
 const consumerNotify = "notify"

@@ -47,7 +47,7 @@ var settings = append([]config.Setting{
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "30s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
-	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz"},
+	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
 type stage struct {
@@ -252,7 +252,11 @@ func (st *stage) explain(err error) error {
 		case "invalid_grant":
 			return fmt.Errorf("google refused the token (invalid_grant: %s): the key in GOOGLE_APPLICATION_CREDENTIALS may be revoked, or the clock is off", rerr.ErrorDescription)
 		}
-		return fmt.Errorf("google refused the token: %s %s", rerr.ErrorCode, rerr.ErrorDescription)
+		what := strings.TrimSpace(rerr.ErrorCode + " " + rerr.ErrorDescription)
+		if what == "" && rerr.Response != nil { // not Google's error body: a wrong token_uri, a proxy
+			what = "HTTP " + rerr.Response.Status + " from " + rerr.Response.Request.URL.Redacted()
+		}
+		return fmt.Errorf("google refused the token: %s", what)
 	}
 	if reasonOf(err) == "storageQuotaExceeded" {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")

@@ -2,7 +2,8 @@
 // Gmail on loopback for make dev and make demo: it writes the settings that point
 // the stages at them (an env file), a service-account key for the stand-in token
 // endpoint, and a recording.completed body for a meeting the Zoom stand-in holds.
-// With STANDINS_DEMO set it also plays Zoom's part (demo.go). Not for production.
+// With STANDINS_DEMO set it also plays Zoom's part (demo.go); stack.go is how the
+// compose stack test runs it in a container. Not for production.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -23,7 +25,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Getenv("STANDINS_DIR"), os.Getenv("STANDINS_DEMO") != ""); err != nil {
+	if err := run(ctx, os.Getenv, os.Getenv("STANDINS_DEMO") != ""); err != nil {
 		fmt.Fprintln(os.Stderr, "standins:", err)
 		os.Exit(1)
 	}
@@ -39,15 +41,26 @@ type world struct {
 	body  []byte // its recording.completed
 }
 
-func run(ctx context.Context, dir string, demo bool) error {
+func run(ctx context.Context, getenv func(string) string, demo bool) error {
+	dir := getenv("STANDINS_DIR")
 	if dir == "" {
 		dir = "data/dev"
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	w := &world{zoom: standins.NewZoom(), token: standins.NewGoogleToken()}
+	public := getenv("STANDINS_PUBLIC") != ""
+	if public {
+		if err := setPublic(getenv); err != nil {
+			return err
+		}
+	}
+	w := &world{zoom: standins.NewZoom()} // first: stack.go's port order
 	defer w.zoom.Close()
+	var err error
+	if w.token, err = googleToken(getenv("STANDINS_GOOGLE_KEY")); err != nil {
+		return fmt.Errorf("STANDINS_GOOGLE_KEY: %w", err)
+	}
 	defer w.token.Close()
 	w.drive, w.gmail = standins.NewDrive(w.token), standins.NewGmail(w.token)
 	defer w.drive.Close()
@@ -61,7 +74,14 @@ func run(ctx context.Context, dir string, demo bool) error {
 	w.rec = w.zoom.AddRecording(events.Recording{
 		UUID: "dev/Recording+Uuid==", ID: 81234567890, HostEmail: "host@example.org", Topic: "Rehearsal: The Cherry Orchard, act 2",
 		Type: 8, StartTime: time.Now().Add(-2 * time.Hour).Truncate(time.Minute), Timezone: "Europe/Helsinki", Duration: 95,
-	}, recordingFiles(demo)...)
+	}, recordingFiles(demo || public)...)
+	if rate := getenv("STANDINS_ZOOM_RATE"); rate != "" { // bytes/s, so that a transfer lasts
+		n, err := strconv.ParseInt(rate, 10, 64)
+		if err != nil {
+			return fmt.Errorf("STANDINS_ZOOM_RATE: %w", err)
+		}
+		w.zoom.SetRate(n)
+	}
 	d, err := standins.NewDelivery(events.EventRecordingCompleted, map[string]any{"account_id": w.zoom.AccountID, "object": w.rec}, "")
 	if err != nil {
 		return err
@@ -93,6 +113,11 @@ func run(ctx context.Context, dir string, demo bool) error {
 		return err
 	}
 	defer os.Remove(envFile)
+	if addr := getenv("STANDINS_STATE_ADDR"); addr != "" {
+		if err := w.serveState(ctx, addr); err != nil {
+			return err
+		}
+	}
 	if demo {
 		return w.demo(ctx)
 	}

@@ -1,0 +1,503 @@
+//go:build stack
+
+// Package stack runs the deployment as an operator does: compose.yaml with the
+// project's images, nginx and certbot built from Debian packages, on Podman
+// through the real docker compose v2, with Zoom, Google and Let's Encrypt played
+// by the stand-ins and Pebble in their own containers. `make stack` builds what it
+// needs and runs it; it is part of `make test`.
+package stack
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/standins"
+)
+
+func TestStack(t *testing.T) {
+	s := newStack(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go runHealthchecks(ctx)
+	s.compose("down", "-v", "--remove-orphans") // what an earlier run left
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := s.compose("logs", "--no-color", "--tail", "60")
+			t.Logf("compose logs:\n%s", out)
+		}
+		if os.Getenv("STACK_KEEP") == "" {
+			s.compose("down", "-v", "--remove-orphans")
+		}
+	})
+
+	// Everything but certbot first: nginx must come up without a certificate.
+	s.mustCompose("up", "-d", "--no-build", "nats", "hook", "fetch", "upload", "notify", "standins", "pebble", "nginx")
+	t.Run("nginx starts before any certificate exists", func(t *testing.T) {
+		var cert *x509.Certificate
+		eventually(t, "nginx on 443", 60*time.Second, func() (err error) { cert, _, err = s.servedCert(); return err })
+		if cert.Subject.CommonName != domain || cert.Issuer.String() != cert.Subject.String() {
+			t.Fatalf("bootstrap certificate: subject %s issuer %s", cert.Subject, cert.Issuer)
+		}
+	})
+	t.Run("port 80 redirects all but the ACME challenge", func(t *testing.T) {
+		c := s.client(nil, 0, 0)
+		resp := get(t, c, "http://"+domain+"/zoom/webhook?x=1")
+		if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "https://"+domain+"/zoom/webhook?x=1" {
+			t.Fatalf("port 80: %s, Location %q", resp.Status, resp.Header.Get("Location"))
+		}
+		if resp := get(t, c, "http://"+domain+"/.well-known/acme-challenge/none"); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("a missing challenge file: %s (want 404 from the webroot, not a redirect)", resp.Status)
+		}
+	})
+
+	s.mustCompose("up", "-d", "--no-build", "certbot")
+	var roots *x509.CertPool
+	var issued *x509.Certificate
+	t.Run("certbot gets a certificate from Pebble over HTTP-01 and nginx serves it", func(t *testing.T) {
+		eventually(t, "a Pebble certificate on 443", 3*time.Minute, func() error {
+			leaf, chain, err := s.servedCert()
+			if err != nil {
+				return err
+			}
+			if roots, err = s.pebbleRoots(); err != nil {
+				return err
+			}
+			inter := x509.NewCertPool()
+			for _, c := range chain {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{DNSName: domain, Roots: roots, Intermediates: inter}); err != nil {
+				return err
+			}
+			// An old worker may still take a connection or two just after the reload.
+			time.Sleep(time.Second)
+			if again, _, err := s.servedCert(); err != nil || !again.Equal(leaf) {
+				return fmt.Errorf("a second connection got another certificate (%v)", err)
+			}
+			issued = leaf
+			return nil
+		})
+	})
+	if issued == nil {
+		t.FailNow()
+	}
+
+	c12 := s.client(roots, tls.VersionTLS12, tls.VersionTLS12)
+	c13 := s.client(roots, tls.VersionTLS13, tls.VersionTLS13)
+	hookURL := "https://" + domain + "/zoom/webhook"
+	t.Run("TLS, headers and what reaches the hook", func(t *testing.T) {
+		for _, c := range []*http.Client{c12, c13} {
+			resp := post(t, c, hookURL, []byte(`{}`))
+			if resp.StatusCode != http.StatusUnauthorized { // the hook's answer to an unsigned body
+				t.Errorf("unsigned POST through nginx: %s", resp.Status)
+			}
+			if hsts := resp.Header.Get("Strict-Transport-Security"); !strings.HasPrefix(hsts, "max-age=") {
+				t.Errorf("HSTS: %q", hsts)
+			}
+		}
+		if err := tls11Handshake(s.https); err == nil {
+			t.Errorf("nginx accepted TLS 1.1")
+		}
+		// The same client does speak TLS 1.1 to a server that allows it.
+		old := httptest.NewUnstartedServer(http.NotFoundHandler())
+		old.TLS = &tls.Config{MinVersion: tls.VersionTLS10}
+		old.StartTLS()
+		defer old.Close()
+		if err := tls11Handshake(old.Listener.Addr().String()); err != nil {
+			t.Fatalf("the TLS 1.1 client fails even where TLS 1.1 is allowed: %v", err)
+		}
+		for _, tc := range []struct {
+			method, path string
+			body         []byte
+			want         int
+		}{
+			{"GET", "/zoom/webhook", nil, 404},
+			{"POST", "/zoom/webhook/", []byte("{}"), 404},
+			{"POST", "/metrics", []byte("{}"), 404},
+			{"GET", "/", nil, 404},
+			{"POST", "/zoom/webhook", bytes.Repeat([]byte("a"), 2<<20), 413},
+		} {
+			req, _ := http.NewRequest(tc.method, "https://"+domain+tc.path, bytes.NewReader(tc.body))
+			resp, err := c13.Do(req)
+			if err != nil {
+				t.Errorf("%s %s: %v", tc.method, tc.path, err)
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s %s (%d bytes): %s, want %d", tc.method, tc.path, len(tc.body), resp.Status, tc.want)
+			}
+			if srv := resp.Header.Get("Server"); srv != "nginx" {
+				t.Errorf("Server header %q: the version must not show", srv)
+			}
+		}
+	})
+
+	var st state
+	eventually(t, "the stand-ins' state", time.Minute, func() (err error) { st, err = s.state(); return err })
+	var total int64
+	for _, f := range st.Zoom {
+		total += f.Size
+	}
+	zoom := &standins.ZoomWebhooks{URL: hookURL, Secret: webhookSecret, Client: c13}
+	delivery := standins.Delivery{Body: st.Completed, RequestID: standins.NewZoomRequestID()}
+	t.Run("a signed recording.completed over HTTPS is archived, even with stages killed mid-transfer", func(t *testing.T) {
+		status, body, err := zoom.Send(context.Background(), delivery)
+		if err != nil || status != http.StatusOK {
+			t.Fatalf("delivery: %d %s %v", status, body, err)
+		}
+		// SIGKILL upload at a third of the bytes and fetch at two thirds; the
+		// restart policy brings each back.
+		for _, kill := range []struct {
+			service string
+			at      int64
+		}{{"upload", total / 3}, {"fetch", 2 * total / 3}} {
+			eventually(t, kill.service+"'s moment", 3*time.Minute, func() error {
+				if st, err := s.state(); err != nil || st.Served < kill.at {
+					return fmt.Errorf("Zoom served %d of %d bytes (%v)", st.Served, total, err)
+				}
+				return nil
+			})
+			// From outside, as a crash: the engine did not stop it, so the
+			// restart policy brings it back.
+			pid := strings.TrimSpace(podman(t, "inspect", "--format", "{{.State.Pid}}", container(kill.service)))
+			if out, err := exec.Command("kill", "-KILL", pid).CombinedOutput(); err != nil {
+				t.Fatalf("kill %s (%s): %v %s", kill.service, pid, err, out)
+			}
+			t.Logf("killed %s with %d of %d bytes served", kill.service, kill.at, total)
+		}
+		eventually(t, "every file verified in Drive, the recording trashed, the mail sent", 5*time.Minute, func() error {
+			st, err := s.state()
+			if err != nil {
+				return err
+			}
+			if err := sameFiles(st); err != nil {
+				return err
+			}
+			if len(st.Trash) != 1 || len(st.Mails) == 0 {
+				return fmt.Errorf("trash calls %q, mails %d", st.Trash, len(st.Mails))
+			}
+			return nil
+		})
+		st, _ := s.state()
+		for _, m := range st.Mails {
+			t.Logf("mail to %s: %s", m.To, m.Subject)
+		}
+		for _, svc := range []string{"upload", "fetch"} {
+			if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container(svc)); strings.TrimSpace(n) == "0" {
+				t.Errorf("%s was not restarted after the kill", svc)
+			}
+		}
+	})
+	t.Run("the hook logs the client's address from nginx", func(t *testing.T) {
+		logs := s.mustCompose("logs", "--no-color", "hook")
+		if !strings.Contains(logs, `"client":"`) || strings.Contains(logs, `"client":""`) {
+			t.Fatalf("hook log without the client address:\n%s", tail(logs, 5))
+		}
+	})
+	t.Run("each stage sees only its own secrets", func(t *testing.T) {
+		for svc, forbidden := range map[string][]string{
+			"hook":   {"ZOOM_CLIENT_SECRET", "ZOOM_ACCOUNT_ID", "google-service-account"},
+			"fetch":  {"ZOOM_WEBHOOK_SECRET", "google-service-account"},
+			"upload": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET"},
+			"notify": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET"},
+			"nginx":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account"},
+		} {
+			seen := podman(t, "inspect", "--format", "{{json .Config.Env}} {{json .Mounts}}", container(svc))
+			for _, f := range forbidden {
+				if strings.Contains(seen, f) {
+					t.Errorf("%s can see %s", svc, f)
+				}
+			}
+		}
+	})
+	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {
+		time.Sleep(3 * time.Second) // the bucket refills from the requests above
+		var mu sync.Mutex
+		codes := map[int]int{}
+		var wg sync.WaitGroup
+		for i := 0; i < 80; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := c13.Post(hookURL, "application/json", strings.NewReader(`{}`))
+				if err != nil {
+					return
+				}
+				resp.Body.Close()
+				mu.Lock()
+				codes[resp.StatusCode]++
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] < 20 {
+			t.Fatalf("80 requests at once: %v (want the burst of 20 through to the hook, the rest 429)", codes)
+		}
+		time.Sleep(3 * time.Second)
+		for i := 0; i < 10; i++ { // a recording's few events, one after another
+			if resp := post(t, c13, hookURL, []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("request %d at Zoom's pace: %s", i, resp.Status)
+			}
+			time.Sleep(150 * time.Millisecond)
+		}
+	})
+	t.Run("a renewal reaches nginx without a restart", func(t *testing.T) {
+		s.mustCompose("exec", "-T", "certbot", "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew")
+		eventually(t, "the renewed certificate on 443", time.Minute, func() error {
+			leaf, _, err := s.servedCert()
+			if err != nil {
+				return err
+			}
+			if leaf.SerialNumber.Cmp(issued.SerialNumber) == 0 {
+				return errors.New("still the first certificate")
+			}
+			issued = leaf
+			return nil
+		})
+		if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container("nginx")); strings.TrimSpace(n) != "0" {
+			t.Errorf("nginx restarted %s times", n)
+		}
+	})
+	t.Run("down and up keep the broker's data; a replay makes no second copy", func(t *testing.T) {
+		before := s.streams(t)
+		st, _ := s.state()
+		s.mustCompose("down")
+		s.mustCompose("up", "-d", "--no-build")
+		eventually(t, "the broker back", 2*time.Minute, func() error { _, err := s.streamsErr(); return err })
+		after := s.streams(t)
+		for name, n := range before {
+			if after[name] < n {
+				t.Errorf("stream %s: %d messages before down, %d after up", name, n, after[name])
+			}
+		}
+		eventually(t, "nginx with the same certificate", time.Minute, func() error {
+			leaf, _, err := s.servedCert()
+			if err == nil && leaf.SerialNumber.Cmp(issued.SerialNumber) != 0 {
+				err = fmt.Errorf("serving %s, not the certificate from before down", leaf.Subject)
+			}
+			return err
+		})
+		// The stand-ins restarted empty-handed; the broker's job records must
+		// stop a redelivery from archiving (and trashing) again.
+		delivery.RequestID = standins.NewZoomRequestID()
+		eventually(t, "the hook taking a redelivery", time.Minute, func() error {
+			status, _, err := zoom.Send(context.Background(), delivery)
+			if err == nil && status != http.StatusOK {
+				err = fmt.Errorf("status %d", status)
+			}
+			return err
+		})
+		time.Sleep(10 * time.Second)
+		now, err := s.state()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(now.Drive) != 1 || len(now.Trash) != 0 || now.Served != 0 { // only the archive folder
+			t.Fatalf("after a redelivery of an archived recording: drive %v, trash %q, %d bytes fetched (before down: %d files)",
+				now.Drive, now.Trash, now.Served, len(st.Drive))
+		}
+	})
+	t.Run("logrotate keeps a week of the stack's logs", func(t *testing.T) { s.logrotate(t, c13) })
+}
+
+// sameFiles: Drive holds each of Zoom's files exactly once, byte for byte.
+func sameFiles(st state) error {
+	want, got := map[string]int{}, map[string]int{}
+	for _, f := range st.Zoom {
+		want[fmt.Sprintf("%s/%d", f.MD5, f.Size)]++
+	}
+	for _, f := range st.Drive {
+		if f.MD5 != "" { // folders have none
+			got[fmt.Sprintf("%s/%d", f.MD5, f.Size)]++
+		}
+	}
+	if fmt.Sprint(want) != fmt.Sprint(got) {
+		return fmt.Errorf("Zoom's files %v, Drive's %v", want, got)
+	}
+	return nil
+}
+
+// streams is each JetStream stream's message count, from the broker's monitor.
+func (s *stack) streams(t *testing.T) map[string]uint64 {
+	m, err := s.streamsErr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (s *stack) streamsErr() (map[string]uint64, error) {
+	resp, err := http.Get("http://" + s.mon + "/jsz?streams=true")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name  string `json:"name"`
+				State struct {
+					Messages uint64 `json:"messages"`
+				} `json:"state"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, a := range jsz.Accounts {
+		for _, st := range a.Streams {
+			out[st.Name] = st.State.Messages
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no streams yet")
+	}
+	return out, nil
+}
+
+// logrotate runs deploy/logrotate's configuration, moved onto the test's folders,
+// with its own state file: forced, it rotates nginx's live logs (which nginx
+// keeps writing) and containers' logs; unforced, it removes what is older than 7 days.
+func (s *stack) logrotate(t *testing.T, c *http.Client) {
+	src, err := os.ReadFile(filepath.Join(s.root, "deploy/logrotate/zoomarchive"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := filepath.Join(s.dir, "logs")
+	conf := strings.NewReplacer("/var/log/zoomarchive", logs,
+		"/var/lib/docker/containers", filepath.Join(s.dir, "docker"),
+		"/var/lib/containers", filepath.Join(s.dir, "podman")).Replace(string(src))
+	for _, line := range strings.Split(conf, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "/") && !strings.HasPrefix(f[0], s.dir) {
+			t.Fatalf("the configuration names a path this test does not move: %s", line)
+		}
+	}
+	confFile := s.write("logrotate.conf", conf, 0o644)
+	containerLog := s.write("docker/abc/abc-json.log", `{"log":"hello\n"}`+"\n", 0o640)
+	podmanLog := s.write("podman/storage/overlay-containers/abc/userdata/ctr.log", "hello\n", 0o640)
+	rotate := func(force bool) {
+		args := []string{"-s", filepath.Join(s.dir, "logrotate.state"), confFile}
+		if force {
+			args = append([]string{"-f"}, args...)
+		}
+		if out, err := exec.Command("logrotate", args...).CombinedOutput(); err != nil {
+			t.Fatalf("logrotate %v: %v\n%s", args, err, out)
+		}
+	}
+	access := filepath.Join(logs, "nginx/access.log")
+	logLine := func() {
+		post(t, c, "https://"+domain+"/zoom/webhook", []byte("{}"))
+		eventually(t, "a line in nginx's access.log", 10*time.Second, func() error {
+			if fi, err := os.Stat(access); err != nil || fi.Size() == 0 {
+				return fmt.Errorf("access.log empty (%v)", err)
+			}
+			return nil
+		})
+	}
+	if fi, err := os.Stat(access); err != nil || fi.Size() == 0 {
+		t.Fatalf("nginx's access log in LOG_DIR: %v", err)
+	}
+	rotate(true)
+	for _, f := range []string{access + ".1", containerLog + ".1", podmanLog + ".1"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("not rotated: %v", err)
+		}
+	}
+	logLine() // nginx writes on into the truncated file
+	rotate(true)
+	if _, err := os.Stat(access + ".2.gz"); err != nil {
+		t.Errorf("the older rotation is not compressed: %v", err)
+	}
+	// A week and a half of rotated files, one of 3 days, then a later day's
+	// normal run: logrotate checks maxage when it rotates a non-empty log, so
+	// nginx writes a line and the state file's last rotations are set back.
+	old := time.Now().Add(-10 * 24 * time.Hour)
+	for i := 3; i <= 6; i++ {
+		p := s.write(fmt.Sprintf("logs/nginx/access.log.%d.gz", i), "old", 0o640)
+		os.Chtimes(p, old, old)
+	}
+	recent := time.Now().Add(-3 * 24 * time.Hour)
+	os.Chtimes(access+".2.gz", recent, recent)
+	stateFile := filepath.Join(s.dir, "logrotate.state")
+	b, err := os.ReadFile(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.write("logrotate.state", regexp.MustCompile(`" \d+-\d+-\d+-\d+:\d+:\d+`).ReplaceAllString(string(b), `" 2000-1-1-0:0:0`), 0o644)
+	logLine()
+	rotate(false)
+	left, _ := filepath.Glob(filepath.Join(logs, "nginx/access.log.*"))
+	kept := 0
+	for _, f := range left {
+		fi, _ := os.Stat(f)
+		if fi.ModTime().Before(time.Now().Add(-7 * 24 * time.Hour)) {
+			t.Errorf("kept past 7 days: %s", f)
+		} else {
+			kept++
+		}
+	}
+	if kept < 3 { // today's two rotations and the 3-day-old one
+		t.Errorf("rotations younger than a week removed: %d left, %q", kept, left)
+	}
+}
+
+// tls11Handshake tries a TLS 1.1 handshake with the CBC suites TLS 1.1 has.
+func tls11Handshake(addr string) error {
+	conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: domain, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11,
+		CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func get(t *testing.T, c *http.Client, url string) *http.Response {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func post(t *testing.T, c *http.Client, url string, body []byte) *http.Response {
+	t.Helper()
+	resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
