@@ -15,7 +15,7 @@ COMPOSE_VERSION := v2.40.3
 PEBBLE_VERSION := v2.10.3
 TFLINT_VERSION := v0.64.0
 
-.PHONY: help build images test check fuzz bench run dev demo tools stack-tools stack terraform clean
+.PHONY: help build images test check fuzz bench run dev demo tools stack clean
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
@@ -44,23 +44,29 @@ images: build
 	done
 
 # The compose stack on Podman with Pebble and the stand-ins (deploy/stack).
-stack:
+stack: tools
 	COMPOSE_VERSION=$(COMPOSE_VERSION) PEBBLE_VERSION=$(PEBBLE_VERSION) GO=$(GO) deploy/stack/run
 
-# natscli, pinned, for the operator-command tests and for you.
-tools: .tools/nats
+# natscli, pinned, for the operator-command tests and for you; tflint for the
+# Terraform checks; the Debian packages of the deployment checks (scripts/debs).
+tools: .tools/nats .tools/tflint
+	@scripts/debs
 .tools/nats:
 	GOBIN=$(CURDIR)/.tools $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+.tools/tflint:
+	cd / && GOBIN=$(CURDIR)/.tools $(GO) install github.com/terraform-linters/tflint@$(TFLINT_VERSION)
 
 check:
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags stack ./deploy/stack
 
 # The end-to-end tests run on their own: a three-node cluster and five processes
 # want the two cores to themselves, not shared with the other packages' tests.
 test: tools check
 	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e$$)
 	$(GO) test -count=1 -timeout 20m ./e2e
+	$(MAKE) stack
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 # Each fuzz target on its own (go test -fuzz takes one at a time).

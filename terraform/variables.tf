@@ -1,0 +1,44 @@
+variable "do_token" {
+  description = "DigitalOcean API token; set TF_VAR_do_token in the environment, never in a file"
+  type        = string
+  sensitive   = true
+}
+
+variable "admin_ssh_public_key" {
+  description = "the admin's SSH public key (the contents of ~/.ssh/id_ed25519.pub), for the admin user"
+  type        = string
+
+  validation {
+    condition     = can(regex("^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh.com) ", var.admin_ssh_public_key))
+    error_message = "admin_ssh_public_key must be an OpenSSH public key line (ssh-ed25519 AAAA... you@host)."
+  }
+}
+
+variable "admin_user" {
+  description = "the login made on the droplet, with sudo and the admin's key"
+  type        = string
+  default     = "tuta"
+}
+
+variable "domain" {
+  description = "the name Zoom posts webhooks to; its A record points at the droplet (or the reserved IP)"
+  type        = string
+}
+
+variable "region" {
+  description = "DigitalOcean region slug"
+  type        = string
+  default     = "fra1"
+}
+
+variable "size" {
+  description = "droplet size slug; 1 GB holds the stack (compose.yaml's memory limits add up to about 750 MB)"
+  type        = string
+  default     = "s-1vcpu-1gb"
+}
+
+variable "reserved_ip" {
+  description = "give the droplet a reserved IP, which stays when the droplet is rebuilt"
+  type        = bool
+  default     = false
+}
