@@ -36,9 +36,11 @@ build:
 		$(GO) build -trimpath -ldflags='-s -w' -o bin/$$s ./stages/$$s || exit 1; done
 
 # Each image holds one binary (as /app) and an empty /data for the broker's volume.
+# The stack test packs its own programs from another folder (IMAGES=... BINDIR=...).
+BINDIR ?= bin
 images: build
-	@for n in $(IMAGES) $(EXTRA_IMAGES); do \
-		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp bin/$$n .images/$$n/app && \
+	@for n in $(IMAGES); do \
+		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp $(BINDIR)/$$n .images/$$n/app && \
 		echo "$(ENGINE) build zoomarchive/$$n:$(TAG)" && \
 		$(ENGINE) build -q -f deploy/Containerfile -t zoomarchive/$$n:$(TAG) .images/$$n >/dev/null || exit 1; \
 	done
