@@ -10,6 +10,7 @@ export CGO_ENABLED := 0
 IMAGES := broker $(STAGES)
 ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 TAG ?= latest
+BINDIR ?= bin
 # The stack test's tools, from the Go module proxy.
 COMPOSE_VERSION := v2.40.3
 PEBBLE_VERSION := v2.10.3
@@ -37,7 +38,6 @@ build:
 
 # Each image holds one binary (as /app) and an empty /data for the broker's volume.
 # The stack test packs its own programs from another folder (IMAGES=... BINDIR=...).
-BINDIR ?= bin
 images: build
 	@for n in $(IMAGES); do \
 		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp $(BINDIR)/$$n .images/$$n/app && \

@@ -55,6 +55,16 @@ func TestStack(t *testing.T) {
 			t.Fatalf("bootstrap certificate: subject %s issuer %s", cert.Subject, cert.Issuer)
 		}
 	})
+	t.Run("every service with a healthcheck turns healthy", func(t *testing.T) {
+		eventually(t, "healthy services", 2*time.Minute, func() error {
+			for _, svc := range []string{"nats", "hook", "fetch", "upload", "notify", "nginx"} {
+				if st := podman(t, "inspect", "--format", "{{.State.Health.Status}}", container(svc)); strings.TrimSpace(st) != "healthy" {
+					return fmt.Errorf("%s is %s", svc, strings.TrimSpace(st))
+				}
+			}
+			return nil
+		})
+	})
 	t.Run("port 80 redirects all but the ACME challenge", func(t *testing.T) {
 		c := s.client(nil, 0, 0)
 		resp := get(t, c, "http://"+domain+"/zoom/webhook?x=1")
@@ -107,12 +117,21 @@ func TestStack(t *testing.T) {
 			if resp.StatusCode != http.StatusUnauthorized { // the hook's answer to an unsigned body
 				t.Errorf("unsigned POST through nginx: %s", resp.Status)
 			}
+			if suite := tls.CipherSuiteName(resp.TLS.CipherSuite); !strings.Contains(suite, "GCM") && !strings.Contains(suite, "CHACHA20") {
+				t.Errorf("negotiated %s", suite)
+			}
 			if hsts := resp.Header.Get("Strict-Transport-Security"); !strings.HasPrefix(hsts, "max-age=") {
 				t.Errorf("HSTS: %q", hsts)
 			}
 		}
 		if err := tls11Handshake(s.https); err == nil {
 			t.Errorf("nginx accepted TLS 1.1")
+		}
+		cbc := &tls.Config{ServerName: domain, RootCAs: roots, MaxVersion: tls.VersionTLS12,
+			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}}
+		if conn, err := tls.Dial("tcp", s.https, cbc); err == nil {
+			conn.Close()
+			t.Errorf("nginx accepted a TLS 1.2 client offering only CBC suites")
 		}
 		// The same client does speak TLS 1.1 to a server that allows it.
 		old := httptest.NewUnstartedServer(http.NotFoundHandler())
@@ -206,11 +225,47 @@ func TestStack(t *testing.T) {
 			}
 		}
 	})
-	t.Run("the hook logs the client's address from nginx", func(t *testing.T) {
-		logs := s.mustCompose("logs", "--no-color", "hook")
-		if !strings.Contains(logs, `"client":"`) || strings.Contains(logs, `"client":""`) {
-			t.Fatalf("hook log without the client address:\n%s", tail(logs, 5))
+	t.Run("the hook logs the client's address nginx saw", func(t *testing.T) {
+		seen := map[string]bool{} // by nginx
+		access, _ := os.ReadFile(filepath.Join(s.dir, "logs/nginx/access.log"))
+		for _, line := range strings.Split(string(access), "\n") {
+			var l struct{ Client string }
+			if json.Unmarshal([]byte(line), &l) == nil && l.Client != "" {
+				seen[l.Client] = true
+			}
 		}
+		found := false
+		for _, line := range strings.Split(s.mustCompose("logs", "--no-color", "hook"), "\n") {
+			_, js, _ := strings.Cut(line, "| ")
+			var l struct{ Msg, Client, Remote string }
+			if json.Unmarshal([]byte(js), &l) == nil && l.Msg == "webhook" {
+				if !seen[l.Client] || l.Remote == l.Client {
+					t.Fatalf("hook logged client %q (remote %q); nginx saw %v", l.Client, l.Remote, seen)
+				}
+				found = true
+			}
+		}
+		if !found {
+			t.Fatal("no webhook lines in the hook's log")
+		}
+	})
+	t.Run("a stuck broker still gets Zoom an answer within its 3 s", func(t *testing.T) {
+		podman(t, "pause", container("nats"))
+		retry := standins.Delivery{Body: st.Completed, RequestID: standins.NewZoomRequestID()}
+		start := time.Now()
+		status, _, err := zoom.Send(context.Background(), retry)
+		took := time.Since(start)
+		podman(t, "unpause", container("nats"))
+		if err != nil || status != http.StatusServiceUnavailable || took >= 3*time.Second {
+			t.Fatalf("with the broker paused: %d %v after %s (want 503 before Zoom's 3 s)", status, err, took)
+		}
+		eventually(t, "the retry stored once the broker is back", time.Minute, func() error {
+			status, _, err := zoom.Send(context.Background(), retry)
+			if err == nil && status != http.StatusOK {
+				err = fmt.Errorf("status %d", status)
+			}
+			return err
+		})
 	})
 	t.Run("each stage sees only its own secrets", func(t *testing.T) {
 		for svc, forbidden := range map[string][]string{
