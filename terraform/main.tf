@@ -24,7 +24,7 @@ resource "digitalocean_ssh_key" "admin" {
 
 resource "digitalocean_droplet" "archive" {
   name       = "zoomarchive"
-  image      = "debian-13-x64"
+  image      = var.image
   region     = var.region
   size       = var.size
   ssh_keys   = [digitalocean_ssh_key.admin.fingerprint]
@@ -36,6 +36,13 @@ resource "digitalocean_droplet" "archive" {
     files                = { for f in local.project_files : f => filebase64("${path.module}/../${f}") }
     logrotate            = filebase64("${path.module}/../deploy/logrotate/zoomarchive")
   })
+
+  # cloud-init runs at the first boot only. A later change of the files above
+  # must not replace the droplet (and its JetStream data): copy them instead
+  # (README, Deploy).
+  lifecycle {
+    ignore_changes = [user_data]
+  }
 }
 
 resource "digitalocean_firewall" "archive" {

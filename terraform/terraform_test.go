@@ -221,6 +221,20 @@ func TestSSHKeyIsTheAdminsPublicKey(t *testing.T) {
 	}
 }
 
+// cloud-init runs once; a later change of the files it lays down must not make
+// Terraform replace the droplet and lose the broker's data with it.
+func TestDropletNotReplacedForUserData(t *testing.T) {
+	droplet := one(t, config(t), "resource", "digitalocean_droplet")
+	for _, b := range droplet.Body.Blocks {
+		if b.Type == "lifecycle" {
+			if a, ok := b.Body.Attributes["ignore_changes"]; ok && slices.Contains(refs(a.Expr), "user_data") {
+				return
+			}
+		}
+	}
+	t.Fatal("the droplet's lifecycle does not ignore changes of user_data")
+}
+
 // The droplet's user data, rendered with test values as Terraform would, is valid
 // cloud-config (cloud-init's own schema check), and lays down the repository's
 // files byte for byte.

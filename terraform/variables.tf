@@ -37,6 +37,12 @@ variable "size" {
   default     = "s-1vcpu-1gb"
 }
 
+variable "image" {
+  description = "droplet image slug: Debian 13, whose docker.io and docker-compose packages give Docker with compose v2"
+  type        = string
+  default     = "debian-13-x64"
+}
+
 variable "reserved_ip" {
   description = "give the droplet a reserved IP, which stays when the droplet is rebuilt"
   type        = bool
