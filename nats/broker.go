@@ -156,7 +156,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // serve runs s until ctx ends, then shuts it down cleanly.
 func serve(ctx context.Context, s *server.Server, log *slog.Logger, file string) error {
-	log.Info("broker ready", "listen", s.ClientURL(), "monitor", s.MonitorAddr(), "store_dir", s.StoreDir(), "config", file)
+	monitor := "off"
+	if addr := s.MonitorAddr(); addr != nil {
+		monitor = addr.String()
+	}
+	log.Info("broker ready", "listen", s.ClientURL(), "monitor", monitor, "store_dir", s.StoreDir(), "config", file)
 	<-ctx.Done()
 	s.Shutdown()
 	s.WaitForShutdown()

@@ -55,7 +55,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 			return err
 		}
 	}
-	w := &world{zoom: standins.NewZoom()} // first: stack.go's port order
+	w := &world{zoom: standins.NewZoom()} // Zoom first: the port order stack.go names
 	defer w.zoom.Close()
 	var err error
 	if w.token, err = googleToken(getenv("STANDINS_GOOGLE_KEY")); err != nil {
