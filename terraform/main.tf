@@ -52,7 +52,7 @@ resource "digitalocean_firewall" "archive" {
   inbound_rule {
     protocol         = "tcp"
     port_range       = "22"
-    source_addresses = ["0.0.0.0/0", "::/0"]
+    source_addresses = var.ssh_allowed_from
   }
 
   inbound_rule {

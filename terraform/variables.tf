@@ -20,6 +20,12 @@ variable "admin_user" {
   default     = "tuta"
 }
 
+variable "ssh_allowed_from" {
+  description = "addresses SSH is open to (CIDR); narrow it to the admins' networks when they are fixed"
+  type        = list(string)
+  default     = ["0.0.0.0/0", "::/0"]
+}
+
 variable "domain" {
   description = "the name Zoom posts webhooks to; its A record points at the droplet (or the reserved IP)"
   type        = string
