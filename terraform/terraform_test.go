@@ -142,7 +142,13 @@ func TestFirewallLetsInOnlySSHHTTPAndHTTPS(t *testing.T) {
 		if p := literal(t, b.Body, "protocol").AsString(); p != "tcp" {
 			t.Errorf("an inbound %s rule", p)
 		}
-		ports = append(ports, literal(t, b.Body, "port_range").AsString())
+		port := literal(t, b.Body, "port_range").AsString()
+		ports = append(ports, port)
+		if port == "80" || port == "443" { // Zoom and Let's Encrypt come from anywhere
+			if src := literal(t, b.Body, "source_addresses"); !src.Equals(cty.TupleVal([]cty.Value{cty.StringVal("0.0.0.0/0"), cty.StringVal("::/0")})).True() {
+				t.Errorf("port %s open to %#v only", port, src)
+			}
+		}
 	}
 	sort.Strings(ports)
 	if strings.Join(ports, ",") != "22,443,80" {
