@@ -41,8 +41,8 @@ build:
 images: build
 	@for n in $(IMAGES); do \
 		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp $(BINDIR)/$$n .images/$$n/app && \
-		echo "$(ENGINE) build zoomarchive/$$n:$(TAG)" && \
-		$(ENGINE) build -q -f deploy/Containerfile -t zoomarchive/$$n:$(TAG) .images/$$n >/dev/null || exit 1; \
+		echo "$(ENGINE) build localhost/zoomarchive/$$n:$(TAG)" && \
+		$(ENGINE) build -q -f deploy/Containerfile -t localhost/zoomarchive/$$n:$(TAG) .images/$$n >/dev/null || exit 1; \
 	done
 
 # The compose stack on Podman with Pebble and the stand-ins (deploy/stack).

@@ -22,7 +22,7 @@ import (
 func TestImages(t *testing.T) {
 	for _, name := range []string{"broker", "hook", "fetch", "upload", "notify"} {
 		t.Run(name, func(t *testing.T) {
-			img := "zoomarchive/" + name + ":latest"
+			img := "localhost/zoomarchive/" + name + ":latest"
 			var cfg []struct {
 				Config struct {
 					User       string
@@ -66,7 +66,7 @@ func TestImages(t *testing.T) {
 			}
 		})
 	}
-	if out, err := exec.Command("podman", "run", "--rm", "--entrypoint", "/bin/sh", "zoomarchive/hook:latest", "-c", "true").CombinedOutput(); err == nil {
+	if out, err := exec.Command("podman", "run", "--rm", "--entrypoint", "/bin/sh", "localhost/zoomarchive/hook:latest", "-c", "true").CombinedOutput(); err == nil {
 		t.Errorf("a shell ran in the hook's image: %s", out)
 	}
 }
