@@ -277,15 +277,19 @@ func TestStartupSaysWhatToFix(t *testing.T) {
 		e := stagetest.Merge(w.env, env)
 		return run(context.Background(), []string{"notify"}, func(k string) string { return e[k] }, os.Stdout, os.Stderr)
 	}
+	// A key whose token_uri answers something other than Google's error JSON.
+	otherTokenURI := filepath.Join(t.TempDir(), "key.json")
+	os.WriteFile(otherTokenURI, []byte(strings.Replace(string(w.token.KeyJSON()), w.token.URL(), w.gmail.URL()+"no-token", 1)), 0o600)
 	for name, c := range map[string]struct {
 		env  map[string]string
 		want string
 	}{
-		"nothing set":        {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "GMAIL_SENDER": "", "NOTIFY_TO": ""}, "3 setting(s)"},
-		"bad address":        {map[string]string{"NOTIFY_TO": "admin1@example.org, not an address"}, `NOTIFY_TO: "not an address"`},
-		"bad digest time":    {map[string]string{"NOTIFY_DIGEST_AT": "25:00"}, "NOTIFY_DIGEST_AT"},
-		"delegation refused": {map[string]string{"GMAIL_SENDER": "someone@example.org"}, "unauthorized_client"},
-		"key unreadable":     {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"}, "cannot read the key file"},
+		"nothing set":          {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "GMAIL_SENDER": "", "NOTIFY_TO": ""}, "3 setting(s)"},
+		"bad address":          {map[string]string{"NOTIFY_TO": "admin1@example.org, not an address"}, `NOTIFY_TO: "not an address"`},
+		"bad digest time":      {map[string]string{"NOTIFY_DIGEST_AT": "25:00"}, "NOTIFY_DIGEST_AT"},
+		"delegation refused":   {map[string]string{"GMAIL_SENDER": "someone@example.org"}, "unauthorized_client"},
+		"not a token endpoint": {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": otherTokenURI}, "google refused the token: HTTP 4"},
+		"key unreadable":       {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent.json"}, "cannot read the key file"},
 	} {
 		if err := try(c.env); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)

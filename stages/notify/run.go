@@ -155,7 +155,11 @@ func explain(err error, sender string) error {
 		if body.Error == "unauthorized_client" {
 			return fmt.Errorf("google refused a token for %s (unauthorized_client): grant the service account domain-wide delegation for scope %s in the Workspace admin console, and check GMAIL_SENDER", sender, gmail.GmailSendScope)
 		}
-		return fmt.Errorf("google refused the token: %s %s", body.Error, body.Desc)
+		what := strings.TrimSpace(body.Error + " " + body.Desc)
+		if what == "" && rerr.Response != nil { // not Google's error body: a wrong token_uri, a proxy
+			what = "HTTP " + rerr.Response.Status + " from " + rerr.Response.Request.URL.Redacted()
+		}
+		return fmt.Errorf("google refused the token: %s", what)
 	}
 	return fmt.Errorf("google token: %w", err)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -292,15 +293,19 @@ func TestStartupChecksSayWhatToFix(t *testing.T) {
 	}
 	myDrive := w.drive.AddFolder("My Drive folder", false)
 	w.token.AllowedSubjects = []string{"archive@example.org"}
+	// A key whose token_uri answers something other than Google's error JSON.
+	otherTokenURI := filepath.Join(t.TempDir(), "key.json")
+	os.WriteFile(otherTokenURI, []byte(strings.Replace(string(w.token.KeyJSON()), w.token.URL(), w.drive.URL()+"no-token", 1)), 0o600)
 	cases := map[string]struct {
 		env  map[string]string
 		want string
 	}{
-		"no such folder":      {map[string]string{"DRIVE_FOLDER_ID": "nope"}, "no such folder visible to the service account"},
-		"no storage":          {map[string]string{"DRIVE_FOLDER_ID": myDrive}, "service accounts have no storage"},
-		"delegation refused":  {map[string]string{"DRIVE_IMPERSONATE": "someone@example.org"}, "unauthorized_client"},
-		"not a key":           {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/etc/hostname"}, "not a service account key"},
-		"missing and invalid": {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "DRIVE_FOLDER_ID": "", "DRIVE_CHUNK_SIZE": "1000000"}, "3 setting(s)"},
+		"no such folder":       {map[string]string{"DRIVE_FOLDER_ID": "nope"}, "no such folder visible to the service account"},
+		"no storage":           {map[string]string{"DRIVE_FOLDER_ID": myDrive}, "service accounts have no storage"},
+		"delegation refused":   {map[string]string{"DRIVE_IMPERSONATE": "someone@example.org"}, "unauthorized_client"},
+		"not a token endpoint": {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": otherTokenURI}, "google refused the token: HTTP 4"},
+		"not a key":            {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/etc/hostname"}, "not a service account key"},
+		"missing and invalid":  {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "DRIVE_FOLDER_ID": "", "DRIVE_CHUNK_SIZE": "1000000"}, "3 setting(s)"},
 	}
 	for name, c := range cases {
 		err := try(c.env)
