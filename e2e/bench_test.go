@@ -17,6 +17,7 @@ import (
 	"google.golang.org/api/drive/v3"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -42,7 +43,7 @@ func BenchmarkPipeline(b *testing.B) {
 				peak := p.watchWindow()
 				start := time.Now()
 				p.deliver(rec, 1)
-				waitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+				stagetest.WaitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
 				el := time.Since(start)
 				b.ReportMetric(float64(c.size)/1e6/el.Seconds(), "pipeline-MB/s")
 				b.ReportMetric(direct, "direct-MB/s")
@@ -66,9 +67,9 @@ func BenchmarkResumeCost(b *testing.B) {
 		rec := p.recording(0, size)
 		key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
 		p.deliver(rec, 1)
-		waitFor(b, "half uploaded", 5*time.Minute, func() bool { _, u := p.progress(key); return u >= size/2 })
+		stagetest.WaitFor(b, "half uploaded", 5*time.Minute, func() bool { _, u := p.progress(key); return u >= size/2 })
 		p.killAndRestart("upload")
-		waitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+		stagetest.WaitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
 		b.ReportMetric(float64(p.drive.Received()-size)/(1<<20), "MiB-sent-twice")
 		b.ReportMetric(8, "MiB-drive-chunk")
 		b.ReportMetric(0, "ns/op")

@@ -175,16 +175,6 @@ func (p *pipeline) deliver(rec events.Recording, times int) {
 	}
 }
 
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 // archivedMails counts the "Archived:" mails.
 func (p *pipeline) archivedMails() int {
 	n := 0
@@ -206,7 +196,7 @@ func (p *pipeline) waitArchived(recs ...events.Recording) {
 			}
 		}
 	}()
-	waitFor(p.t, "archived mails", 90*time.Second, func() bool { return p.archivedMails() >= len(recs) })
+	stagetest.WaitFor(p.t, "archived mails", 90*time.Second, func() bool { return p.archivedMails() >= len(recs) })
 }
 
 // check asserts the invariants after the archive: each file once in Drive, byte for
@@ -271,7 +261,7 @@ func (p *pipeline) progress(key string) (fetched, uploaded int64) {
 // chunk stream and upload more than 5 MiB into Drive.
 func (p *pipeline) waitMidFile(key string, timeout time.Duration) {
 	p.t.Helper()
-	waitFor(p.t, "mid-file", timeout, func() bool {
+	stagetest.WaitFor(p.t, "mid-file", timeout, func() bool {
 		f, u := p.progress(key)
 		return f > 20<<20 && u > 5<<20
 	})

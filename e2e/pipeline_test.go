@@ -42,7 +42,7 @@ func TestRecordingsDuplicatesAndReplay(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("replay: %v\n%s", err, out)
 	}
-	waitFor(t, "the replay read by fetch", 30*time.Second, func() bool { return planned() >= before+float64(len(recs)) })
+	stagetest.WaitFor(t, "the replay read by fetch", 30*time.Second, func() bool { return planned() >= before+float64(len(recs)) })
 	time.Sleep(2 * time.Second)
 	if p.zoom.BytesServed() != served || p.drive.Received() != received {
 		t.Errorf("the replay moved bytes again: Zoom %d, Drive %d", p.zoom.BytesServed()-served, p.drive.Received()-received)
@@ -119,7 +119,7 @@ func TestFaults(t *testing.T) {
 			if c.during != nil {
 				p.zoom.SetRate(20 * mib)
 				key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
-				waitFor(t, "under way", 30*time.Second, func() bool { _, u := p.progress(key); return u >= 2*mib })
+				stagetest.WaitFor(t, "under way", 30*time.Second, func() bool { _, u := p.progress(key); return u >= 2*mib })
 				c.during(p, key)
 				p.zoom.SetRate(0)
 			}
@@ -136,7 +136,7 @@ func TestFailedFileMailAndNothingTrashed(t *testing.T) {
 	rec := p.recording(0, 2*mib, 3000)
 	p.zoom.Inject(standins.Fault{Path: "/file/" + rec.RecordingFiles[1].ID, Status: 500, Times: 1000})
 	p.deliver(rec, 1)
-	waitFor(t, "failed mail", 60*time.Second, func() bool {
+	stagetest.WaitFor(t, "failed mail", 60*time.Second, func() bool {
 		for _, m := range p.gmail.Sent() {
 			if strings.HasPrefix(m.Subject, "Not archived:") && strings.Contains(m.Text, "nats consumer reset ZOOM_EVENTS fetch") {
 				return true

@@ -26,24 +26,8 @@ import (
 	"time"
 
 	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
 )
-
-// What the stand-ins hold (shared/standins/cmd/standins: stack.go); the test reads
-// it from their state port.
-type state struct {
-	Zoom      []stateFile                    `json:"zoom"`
-	Drive     []stateFile                    `json:"drive"`
-	Mails     []struct{ To, Subject string } `json:"mails"`
-	Trash     []string                       `json:"trash"`
-	Served    int64                          `json:"served"`
-	Completed json.RawMessage                `json:"completed"`
-}
-
-type stateFile struct {
-	Name string `json:"name"`
-	Size int64  `json:"size"`
-	MD5  string `json:"md5"`
-}
 
 const (
 	project       = "zoomarchive-stack"
@@ -152,13 +136,7 @@ func (s *stack) writeSecrets() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	der, _ := x509.MarshalPKCS8PrivateKey(key)
-	b, _ := json.MarshalIndent(map[string]string{
-		"type": "service_account", "project_id": "standin-project", "private_key_id": "stack-key-1",
-		"private_key": pemBlock("PRIVATE KEY", der), "client_email": "zoomarchive@standin-project.iam.gserviceaccount.com",
-		"client_id": "100000000000000000001", "token_uri": "https://standins:8443/token",
-	}, "", "  ")
-	p := s.write("secrets/google-service-account.json", string(b), 0o440)
+	p := s.write("secrets/google-service-account.json", string(standins.KeyJSON(key, standins.ServiceAccount, "https://standins:8443/token")), 0o440)
 	if err := os.Chown(p, 0, stageUID); err != nil {
 		s.t.Fatal(err)
 	}
@@ -245,8 +223,8 @@ func runHealthchecks(ctx context.Context) {
 }
 
 // state asks the stand-ins what they hold.
-func (s *stack) state() (state, error) {
-	var st state
+func (s *stack) state() (standins.State, error) {
+	var st standins.State
 	resp, err := http.Get("http://" + s.statePort + "/state")
 	if err != nil {
 		return st, err
@@ -303,20 +281,4 @@ func (s *stack) pebbleRoots() (*x509.CertPool, error) {
 		return nil, fmt.Errorf("pebble /roots/0: %s", b)
 	}
 	return pool, nil
-}
-
-// eventually polls f every interval until it returns nil or the time is up.
-func eventually(t *testing.T, what string, within time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(time.Second)
-	}
 }

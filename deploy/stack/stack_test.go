@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -50,13 +51,13 @@ func TestStack(t *testing.T) {
 	s.mustCompose("up", "-d", "--no-build", "nats", "hook", "fetch", "upload", "notify", "standins", "pebble", "nginx")
 	t.Run("nginx starts before any certificate exists", func(t *testing.T) {
 		var cert *x509.Certificate
-		eventually(t, "nginx on 443", 60*time.Second, func() (err error) { cert, _, err = s.servedCert(); return err })
+		stagetest.Eventually(t, "nginx on 443", 60*time.Second, time.Second, func() (err error) { cert, _, err = s.servedCert(); return err })
 		if cert.Subject.CommonName != domain || cert.Issuer.String() != cert.Subject.String() {
 			t.Fatalf("bootstrap certificate: subject %s issuer %s", cert.Subject, cert.Issuer)
 		}
 	})
 	t.Run("every service with a healthcheck turns healthy", func(t *testing.T) {
-		eventually(t, "healthy services", 2*time.Minute, func() error {
+		stagetest.Eventually(t, "healthy services", 2*time.Minute, time.Second, func() error {
 			for _, svc := range []string{"nats", "hook", "fetch", "upload", "notify", "nginx"} {
 				if st := podman(t, "inspect", "--format", "{{.State.Health.Status}}", container(svc)); strings.TrimSpace(st) != "healthy" {
 					return fmt.Errorf("%s is %s", svc, strings.TrimSpace(st))
@@ -80,7 +81,7 @@ func TestStack(t *testing.T) {
 	var roots *x509.CertPool
 	var issued *x509.Certificate
 	t.Run("certbot gets a certificate from Pebble over HTTP-01 and nginx serves it", func(t *testing.T) {
-		eventually(t, "a Pebble certificate on 443", 3*time.Minute, func() error {
+		stagetest.Eventually(t, "a Pebble certificate on 443", 3*time.Minute, time.Second, func() error {
 			leaf, chain, err := s.servedCert()
 			if err != nil {
 				return err
@@ -169,8 +170,8 @@ func TestStack(t *testing.T) {
 		}
 	})
 
-	var st state
-	eventually(t, "the stand-ins' state", time.Minute, func() (err error) { st, err = s.state(); return err })
+	var st standins.State
+	stagetest.Eventually(t, "the stand-ins' state", time.Minute, time.Second, func() (err error) { st, err = s.state(); return err })
 	var total int64
 	for _, f := range st.Zoom {
 		total += f.Size
@@ -188,7 +189,7 @@ func TestStack(t *testing.T) {
 			service string
 			at      int64
 		}{{"upload", total / 3}, {"fetch", 2 * total / 3}} {
-			eventually(t, kill.service+"'s moment", 3*time.Minute, func() error {
+			stagetest.Eventually(t, kill.service+"'s moment", 3*time.Minute, time.Second, func() error {
 				if st, err := s.state(); err != nil || st.Served < kill.at {
 					return fmt.Errorf("Zoom served %d of %d bytes (%v)", st.Served, total, err)
 				}
@@ -202,7 +203,7 @@ func TestStack(t *testing.T) {
 			}
 			t.Logf("killed %s with %d of %d bytes served", kill.service, kill.at, total)
 		}
-		eventually(t, "every file verified in Drive, the recording trashed, the mail sent", 5*time.Minute, func() error {
+		stagetest.Eventually(t, "every file verified in Drive, the recording trashed, the mail sent", 5*time.Minute, time.Second, func() error {
 			st, err := s.state()
 			if err != nil {
 				return err
@@ -267,7 +268,7 @@ func TestStack(t *testing.T) {
 		if err != nil || status != http.StatusServiceUnavailable || took >= 3*time.Second {
 			t.Fatalf("with the broker paused: %d %v after %s (want 503 before Zoom's 3 s)", status, err, took)
 		}
-		eventually(t, "the retry stored once the broker is back", time.Minute, func() error {
+		stagetest.Eventually(t, "the retry stored once the broker is back", time.Minute, time.Second, func() error {
 			status, _, err := zoom.Send(context.Background(), retry)
 			if err == nil && status != http.StatusOK {
 				err = fmt.Errorf("status %d", status)
@@ -324,7 +325,7 @@ func TestStack(t *testing.T) {
 	})
 	t.Run("a renewal reaches nginx without a restart", func(t *testing.T) {
 		s.mustCompose("exec", "-T", "certbot", "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew")
-		eventually(t, "the renewed certificate on 443", time.Minute, func() error {
+		stagetest.Eventually(t, "the renewed certificate on 443", time.Minute, time.Second, func() error {
 			leaf, _, err := s.servedCert()
 			if err != nil {
 				return err
@@ -344,14 +345,14 @@ func TestStack(t *testing.T) {
 		st, _ := s.state()
 		s.mustCompose("down")
 		s.mustCompose("up", "-d", "--no-build")
-		eventually(t, "the broker back", 2*time.Minute, func() error { _, err := s.streamsErr(); return err })
+		stagetest.Eventually(t, "the broker back", 2*time.Minute, time.Second, func() error { _, err := s.streamsErr(); return err })
 		after := s.streams(t)
 		for name, n := range before {
 			if after[name] < n {
 				t.Errorf("stream %s: %d messages before down, %d after up", name, n, after[name])
 			}
 		}
-		eventually(t, "nginx with the same certificate", time.Minute, func() error {
+		stagetest.Eventually(t, "nginx with the same certificate", time.Minute, time.Second, func() error {
 			leaf, _, err := s.servedCert()
 			if err == nil && leaf.SerialNumber.Cmp(issued.SerialNumber) != 0 {
 				err = fmt.Errorf("serving %s, not the certificate from before down", leaf.Subject)
@@ -361,7 +362,7 @@ func TestStack(t *testing.T) {
 		// The stand-ins restarted empty-handed; the broker's job records must
 		// stop a redelivery from archiving (and trashing) again.
 		delivery.RequestID = standins.NewZoomRequestID()
-		eventually(t, "the hook taking a redelivery", time.Minute, func() error {
+		stagetest.Eventually(t, "the hook taking a redelivery", time.Minute, time.Second, func() error {
 			status, _, err := zoom.Send(context.Background(), delivery)
 			if err == nil && status != http.StatusOK {
 				err = fmt.Errorf("status %d", status)
@@ -382,7 +383,7 @@ func TestStack(t *testing.T) {
 }
 
 // sameFiles: Drive holds each of Zoom's files exactly once, byte for byte.
-func sameFiles(st state) error {
+func sameFiles(st standins.State) error {
 	want, got := map[string]int{}, map[string]int{}
 	for _, f := range st.Zoom {
 		want[fmt.Sprintf("%s/%d", f.MD5, f.Size)]++
@@ -470,7 +471,7 @@ func (s *stack) logrotate(t *testing.T, c *http.Client) {
 	access := filepath.Join(logs, "nginx/access.log")
 	logLine := func() {
 		post(t, c, "https://"+domain+"/zoom/webhook", []byte("{}"))
-		eventually(t, "a line in nginx's access.log", 10*time.Second, func() error {
+		stagetest.Eventually(t, "a line in nginx's access.log", 10*time.Second, time.Second, func() error {
 			if fi, err := os.Stat(access); err != nil || fi.Size() == 0 {
 				return fmt.Errorf("access.log empty (%v)", err)
 			}

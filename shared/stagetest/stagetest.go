@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -400,4 +401,32 @@ func (p *Process) status(field string) int64 {
 		}
 	}
 	return -1
+}
+
+// WaitFor polls cond every 20 ms until it holds, failing the test after within.
+func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	Eventually(t, what, within, 20*time.Millisecond, func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("not yet")
+	})
+}
+
+// Eventually calls f every interval until it returns nil; after within it fails
+// the test with f's last error.
+func Eventually(t testing.TB, what string, within, every time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, within, err)
+		}
+		time.Sleep(every)
+	}
 }

@@ -41,6 +41,9 @@ type TokenGrant struct {
 	Expiry  time.Time
 }
 
+// ServiceAccount is the stand-in service account's address.
+const ServiceAccount = "zoomarchive@standin-project.iam.gserviceaccount.com"
+
 // NewGoogleToken starts the endpoint with a fresh 2048-bit test key.
 func NewGoogleToken() *GoogleToken {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -53,7 +56,7 @@ func NewGoogleToken() *GoogleToken {
 // NewGoogleTokenWithKey starts the endpoint for a service account whose key is
 // made elsewhere (the stack test writes the key file the stages get).
 func NewGoogleTokenWithKey(key *rsa.PrivateKey) *GoogleToken {
-	g := &GoogleToken{Key: key, Email: "zoomarchive@standin-project.iam.gserviceaccount.com", tokens: map[string]TokenGrant{}}
+	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{}}
 	g.Server = newServer(http.HandlerFunc(g.serve))
 	return g
 }
@@ -63,13 +66,17 @@ func (g *GoogleToken) URL() string { return g.Server.URL + "/token" }
 
 // KeyJSON is a service-account key file as Google's console makes it, pointing at
 // this endpoint.
-func (g *GoogleToken) KeyJSON() []byte {
-	der, _ := x509.MarshalPKCS8PrivateKey(g.Key)
+func (g *GoogleToken) KeyJSON() []byte { return KeyJSON(g.Key, g.Email, g.URL()) }
+
+// KeyJSON is a service-account key file for key, naming the account email and the
+// token endpoint tokenURI (the stack test writes one for a container's endpoint).
+func KeyJSON(key *rsa.PrivateKey, email, tokenURI string) []byte {
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	b, _ := json.MarshalIndent(map[string]string{
 		"type": "service_account", "project_id": "standin-project", "private_key_id": "standin-key-1",
 		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email": g.Email, "client_id": "100000000000000000001",
-		"auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": g.URL(),
+		"client_email": email, "client_id": "100000000000000000001",
+		"auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": tokenURI,
 	}, "", "  ")
 	return b
 }

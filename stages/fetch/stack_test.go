@@ -113,12 +113,7 @@ func (w *world) job(t testing.TB, key string) events.FileJob {
 // waitFor polls cond for up to 60 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	stagetest.WaitFor(t, what, 60*time.Second, cond)
 }
 
 func (w *world) waitState(t testing.TB, key, state string) events.FileJob {

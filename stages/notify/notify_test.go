@@ -70,12 +70,7 @@ func (w *world) publish(t testing.TB, subject, id string, v any) {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	stagetest.WaitFor(t, what, 20*time.Second, cond)
 }
 
 func (w *world) waitMails(t testing.TB, n int) []standins.Mail {
@@ -279,7 +274,7 @@ func TestStartupSaysWhatToFix(t *testing.T) {
 	}
 	// A key whose token_uri answers something other than Google's error JSON.
 	otherTokenURI := filepath.Join(t.TempDir(), "key.json")
-	os.WriteFile(otherTokenURI, []byte(strings.Replace(string(w.token.KeyJSON()), w.token.URL(), w.gmail.URL()+"no-token", 1)), 0o600)
+	os.WriteFile(otherTokenURI, standins.KeyJSON(w.token.Key, w.token.Email, w.gmail.URL()+"no-token"), 0o600)
 	for name, c := range map[string]struct {
 		env  map[string]string
 		want string

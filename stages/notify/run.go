@@ -10,14 +10,12 @@ import (
 	"log/slog"
 	"net/http"
 	netmail "net/mail"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"google.golang.org/api/gmail/v1"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
@@ -27,6 +25,7 @@ import (
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 	"zoomarchive/shared/retry"
+	"zoomarchive/shared/serviceaccount"
 )
 
 // notify reads ARCHIVE (recordings archived, files failed, alerts) and mails the
@@ -34,7 +33,7 @@ import (
 // own and sends a daily digest (both in watch.go).
 
 var settings = append([]config.Setting{
-	{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true, Usage: "path of the service account's key JSON (its token_uri is honoured)"},
+	serviceaccount.Setting,
 	{Name: "GMAIL_SENDER", Required: true, Usage: "the Workspace user mail is sent as (domain-wide delegation, scope gmail.send)"},
 	{Name: "NOTIFY_TO", Required: true, Usage: "comma-separated admin addresses"},
 	{Name: "GMAIL_API_URL", Default: "https://gmail.googleapis.com/", Usage: "Gmail's API root"},
@@ -105,27 +104,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
 				v.Invalid("NOTIFY_DIGEST_AT", err.Error())
 			}
-			keyPath, apiURL := v.String("GOOGLE_APPLICATION_CREDENTIALS"), v.String("GMAIL_API_URL")
-			var src oauth2.TokenSource
-			if keyPath != "" {
-				key, err := os.ReadFile(keyPath)
-				if err != nil {
-					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "cannot read the key file: "+err.Error())
-				} else if conf, err := google.JWTConfigFromJSON(key, gmail.GmailSendScope); err != nil {
-					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "not a service account key: "+err.Error())
-				} else {
-					conf.Subject = st.sender
-					base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
-					src = oauth2.ReuseTokenSource(nil, conf.TokenSource(base))
-				}
-			}
+			apiURL := v.String("GMAIL_API_URL")
+			src := serviceaccount.TokenSource(v, gmail.GmailSendScope, st.sender)
 			bc, metricsAddr := bus.ReadConfig(v), v.String("METRICS_ADDR")
 			if err := v.Err(); err != nil {
 				return err
 			}
 			// The token says at once whether the delegation works.
 			if _, err := src.Token(); err != nil {
-				return explain(err, st.sender)
+				if e := serviceaccount.Explain(err, gmail.GmailSendScope, "check GMAIL_SENDER"); e != err {
+					return e
+				}
+				return fmt.Errorf("google token: %w", err)
 			}
 			client := &http.Client{Transport: &oauth2.Transport{Source: src}, Timeout: time.Minute}
 			if st.gmail, err = gmail.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL)); err != nil {
@@ -141,27 +131,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
 			return st.serve(ctx, bc, reg, metricsAddr)
 		})
-}
-
-// explain turns a refused token into what to fix.
-func explain(err error, sender string) error {
-	var rerr *oauth2.RetrieveError
-	if errors.As(err, &rerr) {
-		var body struct {
-			Error string `json:"error"`
-			Desc  string `json:"error_description"`
-		}
-		json.Unmarshal(rerr.Body, &body)
-		if body.Error == "unauthorized_client" {
-			return fmt.Errorf("google refused a token for %s (unauthorized_client): grant the service account domain-wide delegation for scope %s in the Workspace admin console, and check GMAIL_SENDER", sender, gmail.GmailSendScope)
-		}
-		what := strings.TrimSpace(body.Error + " " + body.Desc)
-		if what == "" && rerr.Response != nil { // not Google's error body: a wrong token_uri, a proxy
-			what = "HTTP " + rerr.Response.Status + " from " + rerr.Response.Request.URL.Redacted()
-		}
-		return fmt.Errorf("google refused the token: %s", what)
-	}
-	return fmt.Errorf("google token: %w", err)
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"google.golang.org/api/drive/v3"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
@@ -29,6 +27,7 @@ import (
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 	"zoomarchive/shared/retry"
+	"zoomarchive/shared/serviceaccount"
 )
 
 // upload reads CHUNKS: every file with chunks waiting gets a worker (at most
@@ -36,7 +35,7 @@ import (
 // files it where people find it (layout.go) and verifies it.
 
 var settings = append([]config.Setting{
-	{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true, Usage: "path of the service account's key JSON (its token_uri is honoured)"},
+	serviceaccount.Setting,
 	{Name: "DRIVE_FOLDER_ID", Required: true, Usage: "the Drive folder everything is filed under"},
 	{Name: "DRIVE_IMPERSONATE", Usage: "the Workspace user to act as (domain-wide delegation); empty: the service account itself, which only works in a shared drive"},
 	{Name: "GOOGLE_API_URL", Default: "https://www.googleapis.com/", Usage: "Google's API root (metadata under drive/v3/, uploads under upload/drive/v3/)"},
@@ -98,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "upload", "streams the chunk stream into Google Drive", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			keyPath, root, subject := v.String("GOOGLE_APPLICATION_CREDENTIALS"), v.String("DRIVE_FOLDER_ID"), v.String("DRIVE_IMPERSONATE")
+			root, subject := v.String("DRIVE_FOLDER_ID"), v.String("DRIVE_IMPERSONATE")
 			apiURL := v.String("GOOGLE_API_URL")
 			if !strings.HasSuffix(apiURL, "/") {
 				apiURL += "/"
@@ -115,18 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if st.tz, err = time.LoadLocation(v.String("DRIVE_TIMEZONE")); err != nil {
 				v.Invalid("DRIVE_TIMEZONE", err.Error())
 			}
-			var key []byte
-			if keyPath != "" {
-				if key, err = os.ReadFile(keyPath); err != nil {
-					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", "cannot read the key file: "+err.Error())
-				}
-			}
-			var jwt *oauthConfig
-			if key != nil {
-				if jwt, err = serviceAccount(key, subject); err != nil {
-					v.Invalid("GOOGLE_APPLICATION_CREDENTIALS", err.Error())
-				}
-			}
+			tokens := serviceaccount.TokenSource(v, drive.DriveScope, subject)
 			bc, metricsAddr, concurrency := bus.ReadConfig(v), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
 			if err := v.Err(); err != nil {
 				return err
@@ -135,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			st.log = obs.Logger(stdout, "upload")
 			st.m = newMetrics(reg)
 			st.worker = "upload-" + nats.NewInbox()[len("_INBOX."):]
-			client := jwt.client()
+			client := driveClient(tokens)
 			st.res = &resumable{client: client, base: apiURL}
 			if st.drive, err = drive.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL+"drive/v3/")); err != nil {
 				return err
@@ -144,25 +132,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		})
 }
 
-// oauthConfig is the service account, acting as itself or as a Workspace user.
-type oauthConfig struct{ src oauth2.TokenSource }
-
-func serviceAccount(key []byte, subject string) (*oauthConfig, error) {
-	conf, err := google.JWTConfigFromJSON(key, drive.DriveScope)
-	if err != nil {
-		return nil, fmt.Errorf("not a service account key: %w", err)
-	}
-	conf.Subject = subject
-	// Token requests go over a plain client; the token source is reused and renews
-	// itself before expiry.
-	base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
-	return &oauthConfig{src: oauth2.ReuseTokenSource(nil, conf.TokenSource(base))}, nil
-}
-
-// client is authenticated and does not follow redirects: Drive's 308 is an answer.
-func (c *oauthConfig) client() *http.Client {
+// driveClient is authenticated and does not follow redirects: Drive's 308 is an answer.
+func driveClient(tokens oauth2.TokenSource) *http.Client {
 	return &http.Client{
-		Transport: &oauth2.Transport{Source: c.src, Base: &http.Transport{
+		Transport: &oauth2.Transport{Source: tokens, Base: &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
@@ -236,27 +209,8 @@ func (st *stage) probeQuota(ctx context.Context) error {
 
 // explain turns the errors that mean a setting is wrong into what to fix.
 func (st *stage) explain(err error) error {
-	var rerr *oauth2.RetrieveError
-	if errors.As(err, &rerr) {
-		if rerr.ErrorCode == "" { // the JWT flow leaves the body unread
-			var body struct {
-				Error            string `json:"error"`
-				ErrorDescription string `json:"error_description"`
-			}
-			json.Unmarshal(rerr.Body, &body)
-			rerr.ErrorCode, rerr.ErrorDescription = body.Error, body.ErrorDescription
-		}
-		switch rerr.ErrorCode {
-		case "unauthorized_client":
-			return fmt.Errorf("google refused the token (unauthorized_client): grant the service account domain-wide delegation for scope %s in the Workspace admin console, or check DRIVE_IMPERSONATE", drive.DriveScope)
-		case "invalid_grant":
-			return fmt.Errorf("google refused the token (invalid_grant: %s): the key in GOOGLE_APPLICATION_CREDENTIALS may be revoked, or the clock is off", rerr.ErrorDescription)
-		}
-		what := strings.TrimSpace(rerr.ErrorCode + " " + rerr.ErrorDescription)
-		if what == "" && rerr.Response != nil { // not Google's error body: a wrong token_uri, a proxy
-			what = "HTTP " + rerr.Response.Status + " from " + rerr.Response.Request.URL.Redacted()
-		}
-		return fmt.Errorf("google refused the token: %s", what)
+	if e := serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE"); e != err {
+		return e
 	}
 	if reasonOf(err) == "storageQuotaExceeded" {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")

@@ -222,12 +222,7 @@ func (w *world) job(t testing.TB, key string) events.FileJob {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	stagetest.WaitFor(t, what, 45*time.Second, cond)
 }
 
 func (w *world) waitVerified(t testing.TB, key string) events.FileJob {

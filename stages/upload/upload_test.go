@@ -295,7 +295,7 @@ func TestStartupChecksSayWhatToFix(t *testing.T) {
 	w.token.AllowedSubjects = []string{"archive@example.org"}
 	// A key whose token_uri answers something other than Google's error JSON.
 	otherTokenURI := filepath.Join(t.TempDir(), "key.json")
-	os.WriteFile(otherTokenURI, []byte(strings.Replace(string(w.token.KeyJSON()), w.token.URL(), w.drive.URL()+"no-token", 1)), 0o600)
+	os.WriteFile(otherTokenURI, standins.KeyJSON(w.token.Key, w.token.Email, w.drive.URL()+"no-token"), 0o600)
 	cases := map[string]struct {
 		env  map[string]string
 		want string

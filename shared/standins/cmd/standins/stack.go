@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/oauth2/google"
+
 	"zoomarchive/shared/standins"
 )
 
@@ -50,73 +52,22 @@ func googleToken(file string) (*standins.GoogleToken, error) {
 	if err != nil {
 		return nil, err
 	}
-	var kf struct {
-		PrivateKey  string `json:"private_key"`
-		ClientEmail string `json:"client_email"`
-	}
-	if err := json.Unmarshal(b, &kf); err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	block, _ := pem.Decode([]byte(kf.PrivateKey))
-	if block == nil {
-		return nil, fmt.Errorf("%s: private_key holds no PEM block", file)
-	}
-	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	conf, err := google.JWTConfigFromJSON(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
+	block, _ := pem.Decode(conf.PrivateKey)
+	if block == nil {
+		return nil, errors.New(file + ": private_key holds no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	rsaKey, ok := key.(*rsa.PrivateKey)
-	if !ok {
-		return nil, errors.New(file + ": not an RSA key")
+	if err != nil || !ok {
+		return nil, fmt.Errorf("%s: not an RSA key (%v)", file, err)
 	}
 	g := standins.NewGoogleTokenWithKey(rsaKey)
-	g.Email = kf.ClientEmail
+	g.Email = conf.Email
 	return g, nil
-}
-
-// State is what the stand-ins hold, served as JSON on STANDINS_STATE_ADDR for the
-// stack test, which cannot look inside the container otherwise.
-type State struct {
-	Zoom   []StateFile `json:"zoom"`  // the recording's files as Zoom has them
-	Drive  []StateFile `json:"drive"` // what Drive holds, not trashed
-	Mails  []StateMail `json:"mails"`
-	Trash  []string    `json:"trash"`  // Zoom's recording delete calls answered 2xx
-	Served int64       `json:"served"` // file bytes Zoom's CDN sent
-	// Completed is the recording.completed body for the recording.
-	Completed json.RawMessage `json:"completed"`
-}
-
-// StateFile is one file: a Drive path or a Zoom file id, its size and MD5.
-type StateFile struct {
-	Name string `json:"name"`
-	Size int64  `json:"size"`
-	MD5  string `json:"md5"`
-}
-
-// StateMail is one mail Gmail sent.
-type StateMail struct {
-	To      string `json:"to"`
-	Subject string `json:"subject"`
-}
-
-func (w *world) state() State {
-	s := State{Completed: w.body, Served: w.zoom.BytesServed()}
-	for _, f := range append(w.rec.RecordingFiles, w.rec.ParticipantAudioFiles...) {
-		md5hex, _ := w.zoom.Content(f.ID).Digests()
-		s.Zoom = append(s.Zoom, StateFile{Name: f.ID, Size: int64(f.FileSize), MD5: md5hex})
-	}
-	for _, f := range w.drive.Files() {
-		s.Drive = append(s.Drive, StateFile{Name: w.drive.Path(f.ID), Size: f.Size, MD5: f.MD5})
-	}
-	for _, m := range w.gmail.Sent() {
-		s.Mails = append(s.Mails, StateMail{To: m.Header.Get("To"), Subject: m.Subject})
-	}
-	for _, c := range w.zoom.Calls() {
-		if c.Method == http.MethodDelete && c.Status < 300 {
-			s.Trash = append(s.Trash, c.Path+"?"+c.Query)
-		}
-	}
-	return s
 }
 
 // serveState answers GET /state until ctx ends.
@@ -131,7 +82,7 @@ func (w *world) serveState(ctx context.Context, addr string) error {
 			return
 		}
 		rw.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(rw).Encode(w.state())
+		json.NewEncoder(rw).Encode(standins.Snapshot(w.zoom, w.drive, w.gmail, w.rec, w.body))
 	})}
 	go func() {
 		<-ctx.Done()
