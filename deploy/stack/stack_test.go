@@ -590,11 +590,3 @@ func post(t *testing.T, c *http.Client, url string, body []byte) *http.Response 
 	resp.Body.Close()
 	return resp
 }
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
