@@ -9,14 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"zoomarchive/shared/obs"
 )
 
 // Setting is one variable a stage reads.
@@ -110,8 +110,7 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 	return app.RunContext(ctx, args)
 }
 
-// healthcheck asks the running program's listener named by s for s.Health and
-// fails unless it answers 200 within 2 s.
+// healthcheck asks the running program's listener named by s for s.Health.
 func healthcheck(s Setting) Command {
 	return Command{Name: "healthcheck", Usage: "exit 0 if the running program answers " + s.Health + " on " + s.Name,
 		Action: func(ctx context.Context, v *Values, _ *cli.Context) error {
@@ -119,27 +118,8 @@ func healthcheck(s Setting) Command {
 			if err := v.Err(); err != nil {
 				return err
 			}
-			host, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return fmt.Errorf("%s %q: %w", s.Name, addr, err)
-			}
-			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-				host = "127.0.0.1" // listening on every address: ask over loopback
-			}
-			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+s.Health, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s %s", s.Health, resp.Status, strings.TrimSpace(string(body)))
+			if err := obs.Probe(ctx, addr, s.Health); err != nil {
+				return fmt.Errorf("%s %s: %w", s.Name, addr, err)
 			}
 			return nil
 		}}
