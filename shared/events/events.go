@@ -112,6 +112,16 @@ const BucketJobs = "ARCHIVE_JOBS"
 // Subjects and keys of one file or recording.
 func FetchJobSubject(fileKey string) string     { return "archive.fetch." + fileKey }
 func ChunkSubject(fileKey string) string        { return "archive.chunk." + fileKey }
+
+// FileKeyOf is the file key at the end of a FetchJobSubject or ChunkSubject.
+func FileKeyOf(subject string) string {
+	for _, prefix := range []string{FetchJobSubject(""), ChunkSubject("")} {
+		if key, ok := strings.CutPrefix(subject, prefix); ok {
+			return key
+		}
+	}
+	return ""
+}
 func FileVerifiedSubject(fileKey string) string { return subjFileVerified + fileKey }
 func FileFailedSubject(fileKey string) string   { return subjFileFailed + fileKey }
 func RecordingArchivedSubject(meetingKey string) string {
@@ -313,6 +323,9 @@ const (
 	EventRecordingCompleted  = "recording.completed"
 	EventTranscriptCompleted = "recording.transcript_completed"
 )
+
+// ZoomEventName is the event name of a subject ZoomEventSubject made.
+func ZoomEventName(subject string) string { return strings.TrimPrefix(subject, subjectZoomPrefix) }
 
 // ZoomEventSubject is the subject an event is stored under, zoom.event.<event name>.
 // Event names are dot-separated words; anything that could act as a NATS wildcard or

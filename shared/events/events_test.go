@@ -136,11 +136,25 @@ func TestZoomEventSubject(t *testing.T) {
 		if got, err := ZoomEventSubject(ev); err != nil || got != want {
 			t.Errorf("%s: %q %v", ev, got, err)
 		}
+		if back := ZoomEventName(want); back != ev {
+			t.Errorf("ZoomEventName(%q) = %q", want, back)
+		}
 	}
 	for _, bad := range []string{"", "a..b", ".a", "a.", "recording.*", "recording.>", "a b", "a\r\nb", strings.Repeat("a", 129)} {
 		if _, err := ZoomEventSubject(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestFileKeyOf(t *testing.T) {
+	for _, subject := range []string{FetchJobSubject("k1-Ab_9"), ChunkSubject("k1-Ab_9")} {
+		if got := FileKeyOf(subject); got != "k1-Ab_9" {
+			t.Errorf("FileKeyOf(%q) = %q", subject, got)
+		}
+	}
+	if got := FileKeyOf(FileVerifiedSubject("k")); got != "" {
+		t.Errorf("a subject of another kind gave %q", got)
 	}
 }
 

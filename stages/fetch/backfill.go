@@ -319,7 +319,11 @@ func (st *stage) enqueueRecording(ctx context.Context, rec events.Recording) err
 	if err != nil {
 		return err
 	}
-	msg := nats.NewMsg("zoom.event." + events.EventRecordingCompleted)
+	subject, err := events.ZoomEventSubject(events.EventRecordingCompleted)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(events.HeaderBackfill, "true")
 	if _, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID("backfill-"+events.MeetingKey(rec.UUID))); err != nil {

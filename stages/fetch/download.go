@@ -59,7 +59,7 @@ type checkpoint = bus.Leased[progress]
 
 // fetchJob handles one FETCH_JOBS message.
 func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
-	key := strings.TrimPrefix(msg.Subject(), "archive.fetch.")
+	key := events.FileKeyOf(msg.Subject())
 	restart := msg.Headers().Get(events.HeaderRestart) == "true"
 	log := st.log.With("file_key", key)
 	job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))

@@ -16,7 +16,7 @@ import (
 // planEvent turns a recording event into one job per file. A file whose job exists
 // (a retry, a replay, a transcript after its recording) is not started again.
 func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
-	event := strings.TrimPrefix(msg.Subject(), "zoom.event.")
+	event := events.ZoomEventName(msg.Subject())
 	if event != events.EventRecordingCompleted && event != events.EventTranscriptCompleted {
 		st.m.events.WithLabelValues(event, "ignored").Inc()
 		msg.Ack()

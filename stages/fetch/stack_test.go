@@ -93,7 +93,11 @@ func (w *world) send(t testing.TB, event string, rec events.Recording) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := nats.NewMsg("zoom.event." + event)
+	subject, err := events.ZoomEventSubject(event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(subject)
 	msg.Data = d.Body
 	msg.Header.Set(events.HeaderZoomRequest, d.RequestID)
 	if _, err := w.js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(d.RequestID)); err != nil {

@@ -245,7 +245,7 @@ func TestAlertsFromWatchingThePipeline(t *testing.T) {
 	beat("hook", time.Now(), 40) // 37 rejected since the first look
 	// Fill the chunk stream past 95% of its window.
 	for i := 0; i < 8; i++ {
-		msg := nats.NewMsg("archive.chunk.stuck")
+		msg := nats.NewMsg(events.ChunkSubject("stuck"))
 		msg.Data = bytes.Repeat([]byte{1}, 1<<20-200)
 		if _, err := w.js.PublishMsg(ctx, msg); err != nil {
 			t.Fatal(err)

@@ -317,7 +317,7 @@ func (st *stage) waiting(ctx context.Context) []string {
 	var keys []string
 	for subj, n := range info.State.Subjects {
 		if n > 0 {
-			keys = append(keys, strings.TrimPrefix(subj, "archive.chunk."))
+			keys = append(keys, events.FileKeyOf(subj))
 		}
 	}
 	sort.Strings(keys)

@@ -197,7 +197,7 @@ func (w *world) refetcher(t testing.TB) *int {
 		if m.Headers().Get(events.HeaderRestart) != "true" {
 			return
 		}
-		key := strings.TrimPrefix(m.Subject(), "archive.fetch.")
+		key := events.FileKeyOf(m.Subject())
 		job, _ := bus.Update(ctx, w.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error { j.Generation++; return nil })
 		mu.Lock()
 		*n++
