@@ -110,8 +110,8 @@ type Alert struct {
 const BucketJobs = "ARCHIVE_JOBS"
 
 // Subjects and keys of one file or recording.
-func FetchJobSubject(fileKey string) string     { return "archive.fetch." + fileKey }
-func ChunkSubject(fileKey string) string        { return "archive.chunk." + fileKey }
+func FetchJobSubject(fileKey string) string { return "archive.fetch." + fileKey }
+func ChunkSubject(fileKey string) string    { return "archive.chunk." + fileKey }
 
 // FileKeyOf is the file key at the end of a FetchJobSubject or ChunkSubject.
 func FileKeyOf(subject string) string {
