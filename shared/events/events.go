@@ -110,8 +110,17 @@ type Alert struct {
 const BucketJobs = "ARCHIVE_JOBS"
 
 // Subjects and keys of one file or recording.
-func FetchJobSubject(fileKey string) string { return "archive.fetch." + fileKey }
-func ChunkSubject(fileKey string) string    { return "archive.chunk." + fileKey }
+func FetchJobSubject(fileKey string) string     { return "archive.fetch." + fileKey }
+func ChunkSubject(fileKey string) string        { return "archive.chunk." + fileKey }
+func FileVerifiedSubject(fileKey string) string { return subjFileVerified + fileKey }
+func FileFailedSubject(fileKey string) string   { return subjFileFailed + fileKey }
+func RecordingArchivedSubject(meetingKey string) string {
+	return subjRecordingArchived + meetingKey
+}
+func FileJobKey(fileKey string) string         { return "file." + fileKey }
+func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
+func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
+func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
 
 // FileKeyOf is the file key at the end of a FetchJobSubject or ChunkSubject.
 func FileKeyOf(subject string) string {
@@ -122,15 +131,6 @@ func FileKeyOf(subject string) string {
 	}
 	return ""
 }
-func FileVerifiedSubject(fileKey string) string { return subjFileVerified + fileKey }
-func FileFailedSubject(fileKey string) string   { return subjFileFailed + fileKey }
-func RecordingArchivedSubject(meetingKey string) string {
-	return subjRecordingArchived + meetingKey
-}
-func FileJobKey(fileKey string) string         { return "file." + fileKey }
-func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
-func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
-func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
 
 // HeartbeatKey holds a stage's Heartbeat; NotifyKey notify's own records (mails
 // sent, mails over the hourly cap, the last digest).
