@@ -128,16 +128,34 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      events.BucketJobs,
-		Description: "Per-file and per-recording job state",
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-	})
-	if err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, jobsBucket(t.Replicas)); err != nil {
 		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
 	}
 	return nil
+}
+
+// jobsBucket is the job bucket's stream: a key-value bucket as nats.go makes one
+// (one value per key, rollups, no message deletes), except that direct gets are
+// off. A direct get may be answered by a follower that has not seen the latest
+// write, and a job read as missing would drop its work; with direct gets off every
+// read goes to the stream's leader.
+func jobsBucket(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              "KV_" + events.BucketJobs,
+		Description:       "Per-file and per-recording job state",
+		Subjects:          []string{"$KV." + events.BucketJobs + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		Discard:           jetstream.DiscardNew,
+	}
 }
 
 // EnsureUntil retries Ensure until it succeeds or ctx ends: a stage started before

@@ -236,6 +236,7 @@ type FileJob struct {
 	MD5         string        `json:"md5,omitempty"`        // set when fetched
 	DriveID     string        `json:"drive_id,omitempty"`   // set when verified
 	DriveLink   string        `json:"drive_link,omitempty"` // set when verified
+	FolderID    string        `json:"folder_id,omitempty"`  // set when verified
 	FolderLink  string        `json:"folder_link,omitempty"`
 	Mismatches  int           `json:"mismatches,omitempty"` // Drive copies that did not verify
 	Updated     time.Time     `json:"updated"`
@@ -282,6 +283,12 @@ type FileVerified struct {
 	DriveLink   string `json:"drive_link"`
 	FolderID    string `json:"folder_id"`
 	FolderLink  string `json:"folder_link"`
+}
+
+// Verified is the announcement of a verified job.
+func (j FileJob) Verified() FileVerified {
+	return FileVerified{Key: j.Key, MeetingUUID: j.Recording.UUID, FileID: j.File.ID, Size: j.Size, MD5: j.MD5,
+		DriveID: j.DriveID, DriveLink: j.DriveLink, FolderID: j.FolderID, FolderLink: j.FolderLink}
 }
 
 // FileFailed: a file job gave up after its last attempt.

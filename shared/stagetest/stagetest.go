@@ -33,15 +33,25 @@ import (
 	"zoomarchive/shared/obs"
 )
 
-// FreeAddr is a loopback address with a port nobody listened on a moment ago.
+// handedOut are the addresses FreeAddr gave: the kernel may offer a port again as
+// soon as it is closed, and two servers of one test must not get the same.
+var handedOut sync.Map
+
+// FreeAddr is a loopback address with a port nobody listened on a moment ago, and
+// that no earlier call in this process returned.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // Broker runs the project's embedded broker on addr with file storage in dir, until

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +41,7 @@ type upState struct {
 	Offset     int64     `json:"offset"`              // bytes Drive holds and this stage has hashed
 	MD5        []byte    `json:"md5_state,omitempty"` // over bytes [0, Offset)
 	Existing   string    `json:"existing,omitempty"`  // a copy already in Drive: read through, then compare
+	Refetch    bool      `json:"refetch,omitempty"`   // fetch is yet to be asked for generation Generation
 }
 
 // sessionLife is under Drive's week, so that a session is never used in its last hours.
@@ -48,6 +50,8 @@ const sessionLife = 6*24*time.Hour + 12*time.Hour
 var (
 	errIdle    = errors.New("no chunk for UPLOAD_IDLE")
 	errRefetch = errors.New("the file's bytes must come again from Zoom")
+	errStale   = errors.New("the file's consumer holds chunks back")
+	errGap     = fmt.Errorf("%w: bytes are missing", errStale)
 )
 
 // held is a chunk message whose bytes Drive has not all confirmed.
@@ -69,6 +73,9 @@ type fileUpload struct {
 	folder   folderRecord
 	complete *driveFile // Drive's answer once the last byte is in
 	driveAt  int64      // what Drive said it holds when the upload resumed
+	reused   bool       // the consumer is an earlier worker's, not made for this one
+	gapsReal bool       // the consumer was made anew after a gap: a gap now means bytes are gone
+	took     int        // chunk messages it delivered to this worker
 }
 
 // uploadFile works on one file until it is verified, its chunks stop coming, or
@@ -81,11 +88,22 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		return 5 * time.Second
 	}
 	if !found || job.State == events.JobVerified || job.State == events.JobFailed {
+		if job.State == events.JobVerified {
+			// The broker may have failed between recording the job and announcing
+			// it (the final chunk then stays): the announcement goes again.
+			if err := st.announce(ctx, job); err != nil {
+				log.Warn("cannot announce the verified file; will retry", "err", err)
+				return 5 * time.Second
+			}
+		}
 		// Leftovers (a duplicate after the file was verified, say): nobody needs them.
 		st.purge(ctx, key)
 		return 0
 	}
 	up, wait, err := bus.Claim[upState](ctx, st.kv, events.UploadProgressKey(key), st.worker, st.lease)
+	if err != nil && ctx.Err() == nil {
+		log.Warn("resume record unreadable; retrying", "err", err)
+	}
 	if err != nil || up == nil {
 		return max(wait, time.Second)
 	}
@@ -94,22 +112,38 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	hctx, stop := context.WithCancel(ctx)
 	go up.Heartbeat(hctx, f.keepHeld)
 	err = f.run(ctx)
-	stop()
+	defer func() {
+		stop()
+		if err != nil {
+			up.Release(context.Background())
+		}
+	}()
 	switch {
 	case err == nil: // verified: the record is gone
 	case errors.Is(err, errRefetch):
 		log.Warn("asking fetch for the file again", "err", err)
 		// What is left of this generation is of no use: only the next one is read.
-		up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation + 1} })
-		if err := st.refetch(ctx, key); err != nil {
-			log.Warn("cannot ask fetch for the file again", "err", err)
+		// The request is noted first, so that it goes even if this worker stops.
+		if err := up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation + 1, Refetch: true} }); err != nil {
+			log.Warn("cannot note the request; will try again", "err", err)
+			return 5 * time.Second
 		}
-		up.Release(context.Background())
-	case errors.Is(err, errIdle), ctx.Err() != nil:
-		up.Release(context.Background())
+		st.refetch(ctx, key, up, log)
+	case errors.Is(err, errIdle):
+		log.Info("no chunk for a while; the place goes to another file", "idle", st.idle)
+	case errors.Is(err, errStale):
+		// A chunk lost on its way to this worker (a broker node died with it) is
+		// redelivered only after AckWait; a new consumer delivers it now.
+		log.Info("the consumer holds chunks back; reading them again with a new one", "err", err)
+		st.js.DeleteConsumer(ctx, events.StreamChunks, "upload-"+key)
+		if errors.Is(err, errGap) {
+			st.mu.Lock()
+			st.reread[key] = true
+			st.mu.Unlock()
+		}
+	case ctx.Err() != nil:
 	default:
 		log.Warn("upload interrupted; will resume", "err", err)
-		up.Release(context.Background())
 		return 5 * time.Second
 	}
 	return 0
@@ -117,11 +151,28 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 
 func (f *fileUpload) run(ctx context.Context) error {
 	st, key := f.st, f.job.Key
-	// Messages a dead worker held come back at once with a fresh consumer; one that
-	// holds nothing is kept (a new one takes a while to be ready on a cluster).
+	// Messages an earlier worker took come back only with a fresh consumer (on the
+	// old one they wait out AckWait); one that holds nothing is kept (a new one
+	// takes a while to be ready on a cluster). Unsure (a broker electing a leader):
+	// try again later rather than guess.
 	name := "upload-" + key
-	if old, err := st.js.Consumer(ctx, events.StreamChunks, name); err == nil && old.CachedInfo().NumAckPending > 0 {
-		st.js.DeleteConsumer(ctx, events.StreamChunks, name)
+	old, err := st.js.Consumer(ctx, events.StreamChunks, name)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return fmt.Errorf("chunk consumer: %w", err)
+	case old.CachedInfo().NumAckPending > 0:
+		if err := st.js.DeleteConsumer(ctx, events.StreamChunks, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("chunk consumer: %w", err)
+		}
+	default:
+		f.reused = true
+	}
+	if !f.reused {
+		st.mu.Lock()
+		f.gapsReal = st.reread[key]
+		delete(st.reread, key)
+		st.mu.Unlock()
 	}
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
@@ -148,11 +199,17 @@ func (f *fileUpload) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if errors.Is(err, context.DeadlineExceeded) && f.reused && f.took == 0 {
+				// Chunks are waiting (that is why this worker runs), yet the kept
+				// consumer hands out none: do not trust it again.
+				return fmt.Errorf("%w: it delivered nothing for UPLOAD_IDLE", errStale)
+			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				return errIdle
 			}
 			return err
 		}
+		f.took++
 		done, err := f.take(ctx, msg)
 		if err != nil || done {
 			if done {
@@ -225,10 +282,11 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 	case end <= f.up.Get().Offset:
 		msg.Ack() // below what Drive holds: sent before
 		return false, nil
+	case off > f.heldEnd() && !f.gapsReal:
+		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errGap, off, f.heldEnd())
 	case off > f.heldEnd():
-		// Bytes are missing: this generation cannot complete; fetch sends a new one.
-		f.dropHeld()
-		msg.Ack()
+		// Bytes are gone: this generation cannot complete; fetch sends a new one
+		// (and what is left of this one is acknowledged as older).
 		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errRefetch, off, f.heldEnd())
 	}
 	f.mu.Lock()
@@ -465,9 +523,9 @@ func (f *fileUpload) sessionGone(ctx context.Context) error {
 func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error) {
 	h := msg.Headers()
 	size, _ := strconv.ParseInt(h.Get(events.HeaderSize), 10, 64)
-	if end := f.heldEnd(); end != size {
-		f.dropHeld()
-		msg.Ack()
+	if end := f.heldEnd(); end != size && !f.gapsReal {
+		return false, fmt.Errorf("%w: final says %d bytes, %d came", errGap, size, end)
+	} else if end != size {
 		return false, fmt.Errorf("%w: final says %d bytes, %d came", errRefetch, size, end)
 	}
 	s := f.up.Get()
@@ -502,7 +560,7 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error
 	sum := hex.EncodeToString(f.md5.Sum(nil))
 	zoomSize := int64(f.job.File.FileSize)
 	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != sum || sum != h.Get(events.HeaderMD5) || zoomSize > 0 && zoomSize != size {
-		return false, f.mismatch(ctx, msg, got, size, sum, h.Get(events.HeaderMD5))
+		return false, f.mismatch(ctx, got, size, sum, h.Get(events.HeaderMD5))
 	}
 	if err := f.verified(ctx, got); err != nil {
 		return false, err
@@ -526,16 +584,14 @@ func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 		if !exists {
 			return fmt.Errorf("job %s vanished", f.job.Key)
 		}
-		j.State, j.DriveID, j.DriveLink, j.FolderLink, j.Updated = events.JobVerified, got.ID, got.WebViewLink, f.folder.Link, time.Now().UTC()
+		j.State, j.DriveID, j.DriveLink, j.FolderID, j.FolderLink = events.JobVerified, got.ID, got.WebViewLink, f.folder.ID, f.folder.Link
+		j.Size, j.MD5, j.Updated = got.Size, got.MD5Checksum, time.Now().UTC()
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(events.FileVerified{Key: job.Key, MeetingUUID: job.Recording.UUID, FileID: job.File.ID,
-		Size: got.Size, MD5: got.MD5Checksum, DriveID: got.ID, DriveLink: got.WebViewLink, FolderID: f.folder.ID, FolderLink: f.folder.Link})
-	if _, err := f.st.js.Publish(ctx, events.FileVerifiedSubject(job.Key), b,
-		jetstream.WithMsgID(fmt.Sprintf("verified-%s-g%d", job.Key, job.Generation))); err != nil {
+	if err := f.st.announce(ctx, job); err != nil {
 		return err
 	}
 	f.st.m.verified.Inc()
@@ -543,9 +599,18 @@ func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 	return f.up.Delete(ctx)
 }
 
+// announce says on ARCHIVE that the job is verified; the stream drops a repeat
+// within its duplicate window, and a later one changes nothing downstream.
+func (st *stage) announce(ctx context.Context, job events.FileJob) error {
+	b, _ := json.Marshal(job.Verified())
+	_, err := st.js.Publish(ctx, events.FileVerifiedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("verified-%s-g%d", job.Key, job.Generation)))
+	return err
+}
+
 // mismatch: Drive does not hold the bytes Zoom sent. The bad copy is deleted and the
 // file comes again from Zoom, until UPLOAD_MAX_MISMATCHES says it is failed.
-func (f *fileUpload) mismatch(ctx context.Context, msg jetstream.Msg, got driveFile, size int64, sum, fetched string) error {
+func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, sum, fetched string) error {
 	f.st.m.mismatches.Inc()
 	why := fmt.Sprintf("Drive holds %d bytes md5 %s; streamed %d bytes md5 %s; fetch saw md5 %s; Zoom's file_size %d",
 		got.Size, got.MD5Checksum, size, sum, fetched, f.job.File.FileSize)
@@ -563,11 +628,6 @@ func (f *fileUpload) mismatch(ctx context.Context, msg jetstream.Msg, got driveF
 		return nil
 	})
 	if err != nil {
-		return err
-	}
-	f.dropHeld()
-	msg.Ack()
-	if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation} }); err != nil {
 		return err
 	}
 	if job.State != events.JobFailed {
@@ -603,12 +663,46 @@ func (f *fileUpload) keepHeld() {
 	}
 }
 
-// refetch asks fetch for the file from byte 0, in a new generation.
-func (st *stage) refetch(ctx context.Context, key string) error {
-	msg := nats.NewMsg(events.FetchJobSubject(key))
-	msg.Header.Set(events.HeaderRestart, "true")
-	_, err := st.js.PublishMsg(ctx, msg)
-	return err
+// refetch asks fetch for the file from byte 0, in the generation up notes, until
+// the request is through or the stage stops (the next start sends it then).
+func (st *stage) refetch(ctx context.Context, key string, up *bus.Leased[upState], log *slog.Logger) {
+	for try := 0; ; try++ {
+		msg := nats.NewMsg(events.FetchJobSubject(key))
+		msg.Header.Set(events.HeaderRestart, "true")
+		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("refetch-%s-g%d", key, up.Get().Generation)))
+		if err == nil {
+			err = up.Save(ctx, func(u *upState) { u.Refetch = false })
+		}
+		if err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) {
+			return
+		}
+		log.Warn("cannot ask fetch for the file again; retrying", "err", err)
+		retry.Sleep(ctx, retry.Backoff(time.Second, try))
+	}
+}
+
+// resendRefetches sends the requests for files from byte 0 that a stopped worker
+// noted but did not get through.
+func (st *stage) resendRefetches(ctx context.Context) {
+	keys, err := st.kv.ListKeysFiltered(ctx, events.UploadProgressKey(">"))
+	if err != nil {
+		st.log.Warn("cannot look for unsent requests to fetch", "err", err)
+		return
+	}
+	for name := range keys.Keys() {
+		if s, _, err := bus.Peek[upState](ctx, st.kv, name); err != nil || !s.Refetch {
+			continue
+		}
+		up, _, err := bus.Claim[upState](ctx, st.kv, name, st.worker, st.lease)
+		if err != nil || up == nil {
+			continue // a live worker holds it and sends the request itself
+		}
+		key := strings.TrimPrefix(name, events.UploadProgressKey(""))
+		log := st.log.With("file_key", key)
+		log.Info("asking fetch for the file again, as an earlier worker meant to")
+		st.refetch(ctx, key, up, log)
+		up.Release(context.Background())
+	}
 }
 
 // purge drops a file's chunks nobody will read.

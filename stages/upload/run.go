@@ -67,7 +67,8 @@ type stage struct {
 
 	mu      sync.Mutex
 	folders map[string]folderRecord
-	paused  retry.Gate // the Drive daily upload cap
+	reread  map[string]bool // files whose consumer was made anew after a gap
+	paused  retry.Gate      // the Drive daily upload cap
 }
 
 type metrics struct {
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			st := &stage{
 				root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
 				retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
-				folders: map[string]folderRecord{},
+				folders: map[string]folderRecord{}, reread: map[string]bool{},
 			}
 			if st.chunk%quantum != 0 {
 				v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
@@ -158,6 +159,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	defer conn.Close()
 	st.js, st.kv = conn.JS, conn.KV
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
+	st.resendRefetches(ctx)
 	st.schedule(ctx, concurrency)
 	st.log.Info("stopped")
 	return nil

@@ -11,6 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
@@ -185,6 +187,119 @@ func TestExpiredSessionStartsOver(t *testing.T) {
 	if *refetches != 1 || w.drive.Sessions() != 2 {
 		t.Errorf("refetches %d, sessions %d; want 1 and 2", *refetches, w.drive.Sessions())
 	}
+}
+
+// Bytes missing from the chunk stream on a consumer kept from an earlier worker:
+// first a fresh consumer reads the chunks again (an earlier worker's may still be
+// held by the old one); when they are truly gone, the file comes again from Zoom,
+// once.
+func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
+	refetches := w.refetcher(t)
+	const size = 4*mib + 5
+	w.plan(t, board, spec{key: "gap", fileType: "MP4", ext: "MP4", size: size})
+	s := w.startUpload(t)
+	w.feed(t, "gap", 0, 0, mib, false)
+	s.WaitLog(t, "no chunk for a while; the place goes to another file")
+	w.feed(t, "gap", 0, 2*mib, size, true) // [1 MiB, 2 MiB) never comes
+	w.waitVerified(t, "gap")
+	w.checkCopy(t, "gap")
+	again := 0
+	for _, l := range s.Logs.Lines() {
+		if l["msg"] == "the consumer holds chunks back; reading them again with a new one" {
+			again++
+		}
+	}
+	if again != 1 || *refetches != 1 {
+		t.Errorf("read again %d times, fetched again %d times; want once each", again, *refetches)
+	}
+}
+
+// A kept consumer that hands out nothing although the file's chunks wait (here
+// paused; a broker that lost track of it does the same) is replaced by a fresh one.
+func TestSilentConsumerIsReplaced(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
+	const size = 3*mib + 9
+	w.plan(t, board, spec{key: "mute", fileType: "MP4", ext: "MP4", size: size})
+	ctx := context.Background()
+	_, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
+		Durable: "upload-mute", FilterSubject: events.ChunkSubject("mute"), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.js.PauseConsumer(ctx, events.StreamChunks, "upload-mute", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	w.feed(t, "mute", 0, 0, size, true)
+	s := w.startUpload(t)
+	w.waitVerified(t, "mute")
+	w.checkCopy(t, "mute")
+	if !strings.Contains(s.Logs.String(), "it delivered nothing for UPLOAD_IDLE") {
+		t.Error("the paused consumer was not the one replaced")
+	}
+}
+
+// A request for the file from byte 0 that a worker noted but could not send before
+// it stopped goes out when upload starts again.
+func TestNotedRefetchIsSentAfterARestart(t *testing.T) {
+	w := newWorld(t, nil)
+	refetches := w.refetcher(t)
+	w.plan(t, board, spec{key: "noted", fileType: "MP4", ext: "MP4", size: 2*mib + 1})
+	ctx := context.Background()
+	up, _, err := bus.Claim[upState](ctx, w.kv, events.UploadProgressKey("noted"), "a-stopped-worker", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Save(ctx, func(u *upState) { *u = upState{Generation: 1, Refetch: true} }); err != nil {
+		t.Fatal(err)
+	}
+	up.Release(ctx)
+	w.startUpload(t)
+	j := w.waitVerified(t, "noted")
+	w.checkCopy(t, "noted")
+	if *refetches != 1 || j.Generation != 1 {
+		t.Errorf("fetch asked %d times, generation %d; want once, 1", *refetches, j.Generation)
+	}
+}
+
+// The broker failed after the job was recorded verified and before the
+// announcement went out: the final chunk is still there, and the next worker
+// announces the file from its job, then drops the chunks.
+func TestVerifiedButUnannouncedIsAnnounced(t *testing.T) {
+	w := newWorld(t, nil)
+	jobs := w.plan(t, board, spec{key: "quiet", fileType: "MP4", ext: "MP4", size: 2 * mib})
+	ctx := context.Background()
+	_, err := bus.Update(ctx, w.kv, events.FileJobKey("quiet"), func(j *events.FileJob, _ bool) error {
+		j.State, j.Size, j.MD5 = events.JobVerified, 2*mib, "0123456789abcdef0123456789abcdef"
+		j.DriveID, j.DriveLink = "1Drive", "https://drive.google.com/file/d/1Drive/view"
+		j.FolderID, j.FolderLink = "1Folder", "https://drive.google.com/drive/folders/1Folder"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.feed(t, "quiet", 0, 2*mib, 2*mib, true)
+	w.startUpload(t)
+	var got []*jetstream.RawStreamMsg
+	waitFor(t, "the announcement", func() bool {
+		got = w.archiveEvents(t, events.FileVerifiedSubject("quiet"))
+		return len(got) > 0
+	})
+	var v events.FileVerified
+	json.Unmarshal(got[0].Data, &v)
+	want := events.FileVerified{Key: "quiet", MeetingUUID: jobs[0].Recording.UUID, FileID: "quiet", Size: 2 * mib,
+		MD5: "0123456789abcdef0123456789abcdef", DriveID: "1Drive", DriveLink: "https://drive.google.com/file/d/1Drive/view",
+		FolderID: "1Folder", FolderLink: "https://drive.google.com/drive/folders/1Folder"}
+	if len(got) != 1 || v != want {
+		t.Errorf("%d announcements, %+v; want one, %+v", len(got), v, want)
+	}
+	waitFor(t, "the chunks dropped", func() bool {
+		s, _ := w.js.Stream(ctx, events.StreamChunks)
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
 }
 
 // A replay after the job record was lost: the copy in Drive is found by its tag

@@ -1,0 +1,93 @@
+package bus_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+)
+
+// The job bucket is nats.go's key-value layout with direct gets off, also when an
+// earlier version made it with them on, and it keeps its keys through the change.
+func TestJobBucketIsReadFromTheLeader(t *testing.T) {
+	js := stagetest.JetStream(t, stagetest.NewBroker(t))
+	ctx := context.Background()
+	old, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: events.BucketJobs,
+		Description: "Per-file and per-recording job state", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Put(ctx, "file.kept", []byte(`{"key":"kept"}`)); err != nil {
+		t.Fatal(err)
+	}
+	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: 1 << 20}
+	if err := topo.Ensure(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, "KV_"+events.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.CachedInfo().Config
+	if got.AllowDirect {
+		t.Error("the job bucket still allows direct gets")
+	}
+
+	// What nats.go makes for a bucket with the same settings, direct gets aside.
+	probe, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "PROBE",
+		Description: got.Description, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _ := js.Stream(ctx, "KV_PROBE")
+	want := ps.CachedInfo().Config
+	if probe.Bucket() != "PROBE" || !want.AllowDirect {
+		t.Fatalf("probe bucket %+v", want)
+	}
+	want.Name, want.Subjects, want.AllowDirect = got.Name, got.Subjects, false
+	if gotJSON, wantJSON := mustJSON(t, got), mustJSON(t, want); gotJSON != wantJSON {
+		t.Errorf("the job bucket's stream differs from nats.go's bucket layout:\n got %s\nwant %s", gotJSON, wantJSON)
+	}
+
+	kv, err := js.KeyValue(ctx, events.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type rec struct {
+		Key string `json:"key"`
+		N   int    `json:"n"`
+	}
+	if r, found, err := bus.Get[rec](ctx, kv, "file.kept"); err != nil || !found || r.Key != "kept" {
+		t.Errorf("kept key: %+v %v %v", r, found, err)
+	}
+	for range 3 {
+		if _, err := bus.Update(ctx, kv, "file.kept", func(r *rec, _ bool) error { r.N++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hist, err := kv.History(ctx, "file.kept")
+	if r, _, _ := bus.Get[rec](ctx, kv, "file.kept"); err != nil || len(hist) != 1 || r.N != 3 {
+		t.Errorf("after three updates: value %+v, %d revisions kept (%v); want n=3 and one", r, len(hist), err)
+	}
+	if err := kv.Delete(ctx, "file.kept"); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := bus.Get[rec](ctx, kv, "file.kept"); found || err != nil {
+		t.Errorf("deleted key still found (%v)", err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
