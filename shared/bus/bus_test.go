@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,10 +25,7 @@ func TestJobBucketIsReadFromTheLeader(t *testing.T) {
 	if _, err := old.Put(ctx, "file.kept", []byte(`{"key":"kept"}`)); err != nil {
 		t.Fatal(err)
 	}
-	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: 1 << 20}
-	if err := topo.Ensure(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	kv := stagetest.Topology(t, js, "1MiB")
 	s, err := js.Stream(ctx, "KV_"+events.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
@@ -55,10 +51,6 @@ func TestJobBucketIsReadFromTheLeader(t *testing.T) {
 		t.Errorf("the job bucket's stream differs from nats.go's bucket layout:\n got %s\nwant %s", gotJSON, wantJSON)
 	}
 
-	kv, err := js.KeyValue(ctx, events.BucketJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type rec struct {
 		Key string `json:"key"`
 		N   int    `json:"n"`

@@ -34,13 +34,8 @@ func (c *Conn) Close() { c.stop() }
 // take the topology, opens the job bucket and starts the stage's heartbeat. A nil
 // Conn with a nil error means ctx ended while waiting for the broker.
 func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
-	nc, err := Connect(c.URL, stage, log)
+	nc, js, err := dial(c.URL, stage, log)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
 	var ready atomic.Bool
@@ -60,17 +55,56 @@ func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *pr
 	mctx, stopMetrics := context.WithCancel(context.Background())
 	go ml.Serve(mctx)
 	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), stop: func() { stopMetrics(); nc.Close() }}
-	if err := c.Topology.EnsureUntil(ctx, js, log); err != nil {
+	if conn.KV, err = c.Topology.bucket(ctx, js, log); err != nil {
 		conn.Close()
-		return nil, nil
-	}
-	if conn.KV, err = js.KeyValue(ctx, events.BucketJobs); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
 	}
 	go Beat(ctx, conn.KV, stage, nil)
 	ready.Store(true)
 	return conn, nil
+}
+
+// Dial is Open for a one-off command (fetch backfill, say): no listener, no
+// heartbeat.
+func Dial(ctx context.Context, c Config, name string, log *slog.Logger) (*Conn, error) {
+	nc, js, err := dial(c.URL, name, log)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := c.Topology.bucket(ctx, js, log)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Conn{NC: nc, JS: js, KV: kv, stop: nc.Close}, nil
+}
+
+func dial(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Connect(url, name, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// bucket waits for the broker to take the topology and opens the job bucket.
+func (t Topology) bucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.KeyValue, error) {
+	if err := t.EnsureUntil(ctx, js, log); err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, events.BucketJobs)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
+	}
+	return kv, nil
 }
 
 // Consume hands cons's messages to handle one at a time until ctx ends; handle

@@ -9,7 +9,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
 	"zoomarchive/shared/bus"
@@ -60,20 +59,12 @@ func reconcileCommand(stdout io.Writer) config.Command {
 
 // connect is a command's broker connection: the topology in place, the job bucket open.
 func (st *stage) connect(ctx context.Context, bc bus.Config, name string) (func(), error) {
-	nc, err := bus.Connect(bc.URL, name, st.log)
+	conn, err := bus.Dial(ctx, bc, name, st.log)
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL: %w", err)
-	}
-	if st.js, err = jetstream.New(nc); err == nil {
-		if err = bc.Topology.EnsureUntil(ctx, st.js, st.log); err == nil {
-			st.kv, err = st.js.KeyValue(ctx, events.BucketJobs)
-		}
-	}
-	if err != nil {
-		nc.Close()
 		return nil, err
 	}
-	return nc.Close, nil
+	st.js, st.kv = conn.JS, conn.KV
+	return conn.Close, nil
 }
 
 // reconcileDaily runs the reconciliation at FETCH_RECONCILE_AT (UTC) once a day,

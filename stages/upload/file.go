@@ -135,7 +135,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		// A chunk lost on its way to this worker (a broker node died with it) is
 		// redelivered only after AckWait; a new consumer delivers it now.
 		log.Info("the consumer holds chunks back; reading them again with a new one", "err", err)
-		st.js.DeleteConsumer(ctx, events.StreamChunks, "upload-"+key)
+		st.js.DeleteConsumer(ctx, events.StreamChunks, chunkConsumer(key).Durable)
 		if errors.Is(err, errGap) {
 			st.mu.Lock()
 			st.reread[key] = true
@@ -149,13 +149,22 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	return 0
 }
 
+// chunkConsumer is the consumer of one file's chunks, upload-<key>.
+func chunkConsumer(key string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: "upload-" + key, FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
+	}
+}
+
 func (f *fileUpload) run(ctx context.Context) error {
 	st, key := f.st, f.job.Key
 	// Messages an earlier worker took come back only with a fresh consumer (on the
 	// old one they wait out AckWait); one that holds nothing is kept (a new one
 	// takes a while to be ready on a cluster). Unsure (a broker electing a leader):
 	// try again later rather than guess.
-	name := "upload-" + key
+	cfg := chunkConsumer(key)
+	name := cfg.Durable
 	old, err := st.js.Consumer(ctx, events.StreamChunks, name)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -174,10 +183,7 @@ func (f *fileUpload) run(ctx context.Context) error {
 		delete(st.reread, key)
 		st.mu.Unlock()
 	}
-	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
-		Durable: name, FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
-	})
+	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, cfg)
 	if err != nil {
 		return err
 	}
@@ -710,7 +716,7 @@ func (st *stage) purge(ctx context.Context, key string) {
 	if s, err := st.js.Stream(ctx, events.StreamChunks); err == nil {
 		s.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject(key)))
 	}
-	st.js.DeleteConsumer(ctx, events.StreamChunks, "upload-"+key)
+	st.js.DeleteConsumer(ctx, events.StreamChunks, chunkConsumer(key).Durable)
 }
 
 func notFound(err error) bool {

@@ -222,14 +222,10 @@ func TestSilentConsumerIsReplaced(t *testing.T) {
 	const size = 3*mib + 9
 	w.plan(t, board, spec{key: "mute", fileType: "MP4", ext: "MP4", size: size})
 	ctx := context.Background()
-	_, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, jetstream.ConsumerConfig{
-		Durable: "upload-mute", FilterSubject: events.ChunkSubject("mute"), AckPolicy: jetstream.AckExplicitPolicy,
-		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
-	})
-	if err != nil {
+	if _, err := w.js.CreateOrUpdateConsumer(ctx, events.StreamChunks, chunkConsumer("mute")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.js.PauseConsumer(ctx, events.StreamChunks, "upload-mute", time.Now().Add(time.Hour)); err != nil {
+	if _, err := w.js.PauseConsumer(ctx, events.StreamChunks, chunkConsumer("mute").Durable, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	w.feed(t, "mute", 0, 0, size, true)
