@@ -20,7 +20,6 @@ var ErrLeaseLost = errors.New("another worker took this over")
 type Leased[T any] struct {
 	kv    jetstream.KeyValue
 	key   string
-	owner string
 	ttl   time.Duration
 	mu    sync.Mutex
 	rev   uint64
@@ -33,10 +32,11 @@ type leaseRecord[T any] struct {
 	Val   T         `json:"state"`
 }
 
-// Claim takes the record at key for owner. When another owner's lease still runs,
-// it returns nil and how long to wait before trying again.
+// Claim takes the record at key, naming owner as its holder (for people reading
+// the bucket). While a lease still runs, it returns nil and how long to wait
+// before trying again.
 func Claim[T any](ctx context.Context, kv jetstream.KeyValue, key, owner string, ttl time.Duration) (*Leased[T], time.Duration, error) {
-	l := &Leased[T]{kv: kv, key: key, owner: owner, ttl: ttl}
+	l := &Leased[T]{kv: kv, key: key, ttl: ttl}
 	entry, err := kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
@@ -47,7 +47,9 @@ func Claim[T any](ctx context.Context, kv jetstream.KeyValue, key, owner string,
 		if json.Unmarshal(entry.Value(), &l.rec) != nil {
 			l.rec = leaseRecord[T]{} // unreadable: start afresh
 		}
-		if l.rec.Owner != owner && time.Now().Before(l.rec.Until) {
+		// A live lease is held even against its own owner's name: one process runs
+		// several workers, and two of them must never work one record.
+		if time.Now().Before(l.rec.Until) {
 			return nil, time.Until(l.rec.Until) + 100*time.Millisecond, nil
 		}
 	}

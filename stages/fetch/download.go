@@ -62,17 +62,8 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	key := events.FileKeyOf(msg.Subject())
 	restart := msg.Headers().Get(events.HeaderRestart) == "true"
 	log := st.log.With("file_key", key)
-	job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))
-	if err != nil {
-		log.Warn("job unreadable; will retry", "err", err)
-		msg.NakWithDelay(5 * time.Second)
-		return
-	}
-	if !found || job.State == events.JobVerified || job.State == events.JobFailed {
-		msg.Ack()
-		return
-	}
-	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
+	// The lease first, then the job: read the other way round, a worker that held
+	// the file could finish it in between, and this one would start it again.
 	cp, wait, err := bus.Claim[progress](ctx, st.kv, events.FetchProgressKey(key), st.worker, st.lease())
 	switch {
 	case err != nil:
@@ -83,6 +74,23 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		msg.NakWithDelay(wait) // another worker holds it; look again when its lease ends
 		return
 	}
+	job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))
+	switch {
+	case err != nil:
+		log.Warn("job unreadable; will retry", "err", err)
+		cp.Release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	case !found || job.State == events.JobFailed:
+		cp.Release(ctx) // what it holds (a mark to start over) is for a replay
+		msg.Ack()
+		return
+	case job.State == events.JobVerified:
+		cp.Delete(ctx)
+		msg.Ack()
+		return
+	}
+	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
 	if job.State == events.JobFetched && !restart {
 		if cp.Get().Offset == 0 && job.Size > 0 {
 			// A second work message for a file done: its resume point went with the
@@ -226,6 +234,11 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 		}
 	}
 	offset, size := cp.Get().Offset, int64(job.File.FileSize)
+	if size > 0 && offset == size {
+		// Every byte was published before a crash or a lost lease; Zoom would
+		// answer 416 to a Range from the end.
+		return nil
+	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	resp, err := st.zoom.download(sctx, job.File.DownloadURL, offset, bearer)
@@ -244,6 +257,8 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 			return errNoResume
 		}
 	case s == http.StatusOK:
+	case s == http.StatusRequestedRangeNotSatisfiable && resp.Header.Get("Content-Range") == fmt.Sprintf("bytes */%d", offset):
+		return nil // a file of unknown size, and every byte of it published already
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		// Not necessarily an expired token: downloads may want the download token.
 		// Asking for it goes through the API, which renews an expired token.

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
@@ -102,6 +105,103 @@ func TestTwoFetchProcessesTrashEachRecordingOnce(t *testing.T) {
 		if f.dups > 0 || f.gen != 0 {
 			t.Errorf("%s fetched more than once: %d duplicate chunks, generation %d", key, f.dups, f.gen)
 		}
+	}
+}
+
+// Two work messages for one file (a replay, or a plan redone after a crash) reach
+// two workers of one process: the one holding the lease downloads, the other waits.
+func TestSecondMessageForAFileWaitsForTheLease(t *testing.T) {
+	w := newWorld(t, map[string]string{"FETCH_CONCURRENCY": "2"})
+	w.zoom.Inject(standins.Fault{Path: "/file/", Stall: 1500 * time.Millisecond})
+	s := w.startFetch(t)
+	up := w.startUploader(t)
+	rec := w.meeting("uuid-twice", "Twice", standins.FileSpec{ID: "twice-1", FileType: "MP4", Extension: "MP4", Size: 3 * mib})
+	w.send(t, events.EventRecordingCompleted, rec)
+	w.waitState(t, "twice-1", events.JobFetching)
+	if _, err := w.js.PublishMsg(context.Background(), nats.NewMsg(events.FetchJobSubject("twice-1"))); err != nil {
+		t.Fatal(err)
+	}
+	f := up.whole(t, "twice-1", w.zoom.Content("twice-1"))
+	waitFor(t, "both messages settled", func() bool {
+		i, err := w.js.Consumer(context.Background(), events.StreamFetchJobs, consumerJobs)
+		if err != nil {
+			return false
+		}
+		info, err := i.Info(context.Background())
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	if n := w.zoom.CallsTo("GET", "/file/"); n != 1 || f.dups != 0 || f.gen != 0 {
+		t.Errorf("%d downloads, %d duplicate chunks, generation %d; want one download", n, f.dups, f.gen)
+	}
+	if strings.Contains(s.Logs.String(), "another worker took the file over") {
+		t.Error("two workers held the file at once")
+	}
+}
+
+// fetch stopped after publishing the last chunk but before recording the file as
+// fetched: the next worker finishes it from the checkpoint, without asking Zoom for
+// bytes past the end; when Zoom gave no file_size, its 416 to that ask says the
+// same.
+func TestEveryBytePublishedButNotRecordedIsFinished(t *testing.T) {
+	for name, noSize := range map[string]bool{"file_size": false, "no file_size": true} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			up := w.startUploader(t, "tail-1")
+			rec := w.meeting("uuid-tail", "Tail", standins.FileSpec{ID: "tail-1", FileType: "TRANSCRIPT", Extension: "VTT", Size: 20000, NoSize: noSize})
+			first := w.startFetch(t)
+			w.send(t, events.EventRecordingCompleted, rec)
+			done := w.waitState(t, "tail-1", events.JobFetched)
+			up.whole(t, "tail-1", w.zoom.Content("tail-1"))
+			first.Stop()
+
+			// Put the records back as they were between the last chunk and the job update.
+			ctx := context.Background()
+			if _, err := bus.Update(ctx, w.kv, events.FileJobKey("tail-1"), func(j *events.FileJob, _ bool) error {
+				j.State, j.Size, j.SHA256, j.MD5 = events.JobFetching, 0, "", ""
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			cp, _, err := bus.Claim[progress](ctx, w.kv, events.FetchProgressKey("tail-1"), "a-stopped-worker", time.Minute)
+			if err != nil || cp == nil {
+				t.Fatalf("claim: %v", err)
+			}
+			sha, md := hashes(progress{})
+			io.Copy(io.MultiWriter(sha, md), w.zoom.Content("tail-1").Reader(0))
+			if err := advance(ctx, cp, 20000, sha, md); err != nil {
+				t.Fatal(err)
+			}
+			cp.Release(ctx)
+			if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject("tail-1"))); err != nil {
+				t.Fatal(err)
+			}
+
+			second := w.startFetch(t)
+			waitFor(t, "fetched again", func() bool { return w.job(t, "tail-1").State == events.JobFetched })
+			if j := w.job(t, "tail-1"); j.Size != done.Size || j.SHA256 != done.SHA256 || j.MD5 != done.MD5 || j.Attempts != 0 {
+				t.Errorf("recorded %+v, want size and digests as %+v", j, done)
+			}
+			var asked []string
+			for _, c := range w.zoom.Calls() {
+				if strings.HasPrefix(c.Path, "/file/") {
+					asked = append(asked, fmt.Sprintf("%q %d", c.Range, c.Status))
+				}
+			}
+			want := []string{`"" 200`}
+			if noSize {
+				want = append(want, `"bytes=20000-" 416`)
+			}
+			if fmt.Sprint(asked) != fmt.Sprint(want) {
+				t.Errorf("Zoom was asked for %v, want %v", asked, want)
+			}
+			waitFor(t, "checkpoint dropped", func() bool {
+				_, found, _ := bus.Peek[progress](ctx, w.kv, events.FetchProgressKey("tail-1"))
+				return !found
+			})
+			if strings.Contains(second.Logs.String(), "attempt failed") {
+				t.Errorf("the finished file failed an attempt:\n%s", second.Logs.String())
+			}
+		})
 	}
 }
 
