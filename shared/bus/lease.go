@@ -18,12 +18,12 @@ var ErrLeaseLost = errors.New("another worker took this over")
 // Every write is revision-checked, so a worker that lost the lease cannot
 // overwrite its successor.
 type Leased[T any] struct {
-	kv    jetstream.KeyValue
-	key   string
-	ttl   time.Duration
-	mu    sync.Mutex
-	rev   uint64
-	rec   leaseRecord[T]
+	kv  jetstream.KeyValue
+	key string
+	ttl time.Duration
+	mu  sync.Mutex
+	rev uint64
+	rec leaseRecord[T]
 }
 
 type leaseRecord[T any] struct {

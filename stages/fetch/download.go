@@ -226,18 +226,18 @@ func retryReason(err error) string {
 
 // stream downloads from the checkpoint's offset to the end, publishing as it reads.
 func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob, token string) error {
+	offset, size := cp.Get().Offset, int64(job.File.FileSize)
+	if size > 0 && offset == size {
+		// Every byte was published before a crash or a lost lease; Zoom would
+		// answer 416 to a Range from the end.
+		return nil
+	}
 	bearer := token
 	if bearer == "" {
 		var err error
 		if bearer, err = st.zoom.accessToken(ctx); err != nil {
 			return err
 		}
-	}
-	offset, size := cp.Get().Offset, int64(job.File.FileSize)
-	if size > 0 && offset == size {
-		// Every byte was published before a crash or a lost lease; Zoom would
-		// answer 416 to a Range from the end.
-		return nil
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
