@@ -122,10 +122,11 @@ func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
 func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
 func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
 
-// FileKeyOf is the file key at the end of a FetchJobSubject or ChunkSubject.
-func FileKeyOf(subject string) string {
-	for _, prefix := range []string{FetchJobSubject(""), ChunkSubject("")} {
-		if key, ok := strings.CutPrefix(subject, prefix); ok {
+// FileKeyOf is the file key at the end of a FetchJobSubject, a ChunkSubject or an
+// UploadProgressKey.
+func FileKeyOf(name string) string {
+	for _, prefix := range []string{FetchJobSubject(""), ChunkSubject(""), UploadProgressKey("")} {
+		if key, ok := strings.CutPrefix(name, prefix); ok {
 			return key
 		}
 	}

@@ -424,8 +424,8 @@ func WaitFor(t testing.TB, what string, within time.Duration, cond func() bool) 
 	})
 }
 
-// Eventually calls f every interval until it returns nil; after within it fails
-// the test with f's last error.
+// Eventually calls f, pausing every between calls, until it returns nil; after
+// within it fails the test with f's last error.
 func Eventually(t testing.TB, what string, within, every time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -703,7 +702,7 @@ func (st *stage) resendRefetches(ctx context.Context) {
 		if err != nil || up == nil {
 			continue // a live worker holds it and sends the request itself
 		}
-		key := strings.TrimPrefix(name, events.UploadProgressKey(""))
+		key := events.FileKeyOf(name)
 		log := st.log.With("file_key", key)
 		log.Info("asking fetch for the file again, as an earlier worker meant to")
 		st.refetch(ctx, key, up, log)
