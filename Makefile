@@ -5,9 +5,10 @@ NATSCLI_VERSION := v0.5.0
 STAGES := $(notdir $(patsubst %/main.go,%,$(wildcard stages/*/main.go)))
 FUZZTIME ?= 10s
 export CGO_ENABLED := 0
-# Images of the broker and the stages, FROM scratch; docker when its engine
-# answers, podman otherwise (make images ENGINE=podman to choose).
-IMAGES := broker $(STAGES)
+# Images of the broker, the stages and the operator's nats console (natscli),
+# FROM scratch; docker when its engine answers, podman otherwise (make images
+# ENGINE=podman to choose).
+IMAGES := broker $(STAGES) nats
 ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 TAG ?= latest
 BINDIR ?= bin
@@ -38,9 +39,10 @@ build:
 
 # Each image holds one binary (as /app) and an empty /data for the broker's volume.
 # The stack test packs its own programs from another folder (IMAGES=... BINDIR=...).
-images: build
+images: build .tools/nats
 	@for n in $(IMAGES); do \
-		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp $(BINDIR)/$$n .images/$$n/app && \
+		src=$(BINDIR)/$$n; [ $$n = nats ] && src=.tools/nats; \
+		rm -rf .images/$$n && mkdir -p .images/$$n/data && cp $$src .images/$$n/app && \
 		echo "$(ENGINE) build localhost/zoomarchive/$$n:$(TAG)" && \
 		$(ENGINE) build -q -f deploy/Containerfile -t localhost/zoomarchive/$$n:$(TAG) .images/$$n >/dev/null || exit 1; \
 	done

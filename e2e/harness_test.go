@@ -96,8 +96,11 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		"NOTIFY_DIGEST_AT": "off", "NOTIFY_RETRY_DELAY": "500ms",
 	}
 	p.env = stagetest.Merge(p.env, extra)
+	auth := stagetest.Auth(t, t.TempDir()) // one set for every node, as on one host
+	stagetest.UseAuth(urls[0], auth)
 	for i := range nodes {
-		env := map[string]string{"BROKER_LISTEN": clients[i], "BROKER_MONITOR": "off", "BROKER_STORE_DIR": t.TempDir()}
+		env := map[string]string{"BROKER_LISTEN": clients[i], "BROKER_MONITOR": "off", "BROKER_METRICS": "127.0.0.1:0", "BROKER_STORE_DIR": t.TempDir(),
+			"BROKER_AUTH_DIR": auth, "CHUNK_WINDOW": p.env["CHUNK_WINDOW"], "NATS_REPLICAS": p.env["NATS_REPLICAS"]}
 		if nodes > 1 {
 			var others []string
 			for j, r := range routes {
@@ -130,12 +133,9 @@ func (p *pipeline) restartBroker(i int) {
 
 // start runs a stage and waits until it says it is ready.
 func (p *pipeline) start(stage string) {
-	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), p.env)
-	if stage == "hook" {
-		proc.WaitLog(p.t, "ready: streams declared")
-	} else {
-		proc.WaitLog(p.t, "ready")
-	}
+	env := stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
+	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), env)
+	proc.WaitLog(p.t, "ready")
 	p.procs[stage] = proc
 }
 

@@ -38,7 +38,7 @@ func TestRecordingsDuplicatesAndReplay(t *testing.T) {
 	}
 	before := planned()
 	cmd := exec.Command("sh", "-c", "nats consumer reset ZOOM_EVENTS fetch --sequence 1 -f")
-	cmd.Env = append(os.Environ(), "NATS_URL="+p.env["NATS_URL"], "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "NATS_URL="+p.env["NATS_URL"], "NATS_CREDS="+stagetest.Creds(t, p.env["NATS_URL"], events.IdentityOperator), "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("replay: %v\n%s", err, out)
 	}
@@ -130,15 +130,17 @@ func TestFaults(t *testing.T) {
 }
 
 // A file Zoom never serves: the job gives up, the admins get a failed-file mail, and
-// the recording stays in Zoom.
+// the recording stays in Zoom; the mail's command, once Zoom serves the file again,
+// archives it.
 func TestFailedFileMailAndNothingTrashed(t *testing.T) {
 	p := newPipeline(t, map[string]string{"FETCH_MAX_ATTEMPTS": "2"})
 	rec := p.recording(0, 2*mib, 3000)
 	p.zoom.Inject(standins.Fault{Path: "/file/" + rec.RecordingFiles[1].ID, Status: 500, Times: 1000})
 	p.deliver(rec, 1)
+	key := events.FileKey(rec.UUID, rec.RecordingFiles[1])
 	stagetest.WaitFor(t, "failed mail", 60*time.Second, func() bool {
 		for _, m := range p.gmail.Sent() {
-			if strings.HasPrefix(m.Subject, "Not archived:") && strings.Contains(m.Text, "nats consumer reset ZOOM_EVENTS fetch") {
+			if strings.HasPrefix(m.Subject, "Not archived:") && strings.Contains(m.Text, events.RetryCommand(key)) {
 				return true
 			}
 		}
@@ -147,6 +149,17 @@ func TestFailedFileMailAndNothingTrashed(t *testing.T) {
 	if trashed, _ := p.zoom.Trashed(rec.UUID); trashed || p.archivedMails() != 0 {
 		t.Error("a recording with a failed file was trashed or announced as archived")
 	}
+	p.zoom.ClearFaults()
+	_, args, _ := strings.Cut(events.RetryCommand(key), "docker compose run --rm fetch ")
+	cmd := exec.Command(filepath.Join(bins, "fetch"), strings.Fields(args)...)
+	for k, v := range stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(t, p.env["NATS_URL"], "fetch")}) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the mail's command: %v\n%s", err, out)
+	}
+	p.waitArchived(rec)
+	p.check(rec)
 }
 
 func natsCLIDir(t *testing.T) string {

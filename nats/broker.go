@@ -5,9 +5,11 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -15,8 +17,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 )
 
@@ -26,9 +33,11 @@ const MaxPayload = 8 << 20
 
 // Config is what differs between hosts and tests.
 type Config struct {
-	Listen   string // client address, host:port
-	Monitor  string // HTTP monitoring address, host:port; empty turns it off
-	StoreDir string // JetStream file storage
+	AuthDir  string       // the folder WriteCreds wrote: the only identities accepted
+	Topology bus.Topology // declared with the broker's identity once the server runs
+	Listen   string       // client address, host:port
+	Monitor  string       // HTTP monitoring address, host:port; empty turns it off
+	StoreDir string       // JetStream file storage
 	// A cluster node also has a unique name, a cluster address and routes to the
 	// other nodes; empty Cluster means one server alone.
 	Name    string
@@ -73,27 +82,37 @@ func Options(cfg Config) (*server.Options, error) {
 	return opts, nil
 }
 
-// Start runs a server for cfg and waits until it takes connections.
+// Start runs a server for cfg and waits until it takes connections and, for one
+// server alone, until the topology is declared (a cluster node declares it once
+// enough nodes are up).
 func Start(cfg Config, log *slog.Logger) (*server.Server, error) {
 	opts, err := Options(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return start(opts, log)
+	return start(opts, cfg, log)
 }
 
 // StartFile runs the server a nats-server configuration file describes (compose
-// gives nats.conf), with the process keeping its own signals.
-func StartFile(path string, log *slog.Logger) (*server.Server, error) {
+// gives nats.conf), with cfg's identities and topology and the process keeping its
+// own signals.
+func StartFile(path string, cfg Config, log *slog.Logger) (*server.Server, error) {
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
 	opts.NoSigs = true
-	return start(opts, log)
+	return start(opts, cfg, log)
 }
 
-func start(opts *server.Options, log *slog.Logger) (*server.Server, error) {
+func start(opts *server.Options, cfg Config, log *slog.Logger) (*server.Server, error) {
+	t, err := readTrust(cfg.AuthDir)
+	if err != nil {
+		return nil, fmt.Errorf("BROKER_AUTH_DIR: %w", err)
+	}
+	if err := t.apply(opts); err != nil {
+		return nil, fmt.Errorf("BROKER_AUTH_DIR %s: %w", cfg.AuthDir, err)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, err
@@ -104,24 +123,84 @@ func start(opts *server.Options, log *slog.Logger) (*server.Server, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("nats-server on %s:%d not ready after 30s", opts.Host, opts.Port)
 	}
+	declared := make(chan error, 1)
+	go func() { declared <- declare(s, t, cfg.Topology, opts.Cluster.Port != 0, log) }()
+	if opts.Cluster.Port == 0 {
+		if err := <-declared; err != nil {
+			s.Shutdown()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-var settings = []config.Setting{
-	{Name: "BROKER_CONFIG", Usage: "a nats-server configuration file (compose: nats/nats.conf); when set it is the whole configuration, and the other BROKER_ settings but BROKER_MONITOR (where healthcheck asks) are not read"},
+// declare applies the topology as the broker's own identity, retrying until it
+// holds (a cluster waits for its peers) or the server stops. The nodes of a
+// cluster all declare it; the tries are spread at random, because of two equal
+// requests in flight at once the meta leader answers only one, and nodes started
+// together would otherwise keep colliding.
+func declare(s *server.Server, t *trust, topo bus.Topology, clustered bool, log *slog.Logger) error {
+	stopped := make(chan struct{})
+	go func() { s.WaitForShutdown(); close(stopped) }()
+	wait := 250 * time.Millisecond
+	if clustered {
+		time.Sleep(rand.N(2 * time.Second))
+	}
+	for {
+		err := declareOnce(s, t, topo)
+		if err == nil {
+			log.Info("topology declared", "replicas", topo.Replicas, "chunk_window", topo.ChunkWindow)
+			return nil
+		}
+		log.Warn("topology not declared yet; retrying", "err", err, "retry_in", wait)
+		select {
+		case <-stopped:
+			return errors.New("the server stopped before the topology was declared")
+		case <-time.After(wait + rand.N(wait)):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+func declareOnce(s *server.Server, t *trust, topo bus.Topology) error {
+	nc, err := nats.Connect("", nats.InProcessServer(s), nats.UserCredentials(t.adminCreds),
+		nats.CustomInboxPrefix(events.Inbox(events.IdentityBroker)), nats.Name("zoomarchive-broker"))
+	if err != nil {
+		return fmt.Errorf("the broker's own identity (%s): %w", t.adminCreds, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return topo.Ensure(ctx, js)
+}
+
+var settings = append([]config.Setting{
+	{Name: "BROKER_CONFIG", Usage: "a nats-server configuration file (compose: nats/nats.conf); when set it replaces the other BROKER_ settings but BROKER_AUTH_DIR and BROKER_MONITOR (where healthcheck asks)"},
+	{Name: "BROKER_AUTH_DIR", Required: true, Usage: "the folder `broker creds DIR` wrote: the identities the broker accepts (its broker/ part is enough)"},
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
-	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz); 'off' to disable", Health: "/healthz"},
+	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz, /connz: connections and subjects, for the operator alone); 'off' to disable", Health: "/healthz"},
+	{Name: "BROKER_METRICS", Default: "127.0.0.1:9100", Usage: "Prometheus /metrics of the broker (counts only, nothing of who is connected); 'off' to disable"},
 	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
 	{Name: "BROKER_NAME", Default: "zoomarchive", Usage: "server name; unique per node in a cluster"},
 	{Name: "BROKER_CLUSTER", Usage: "host:port for the other nodes of a cluster; empty: one server alone"},
-	{Name: "BROKER_ROUTES", Usage: "comma-separated nats-route://host:port of the other nodes"},
-}
+	{Name: "BROKER_ROUTES", Usage: "comma-separated nats-route://host:port of the other nodes; the routes' password comes from BROKER_AUTH_DIR"},
+}, bus.TopologySettings...)
 
 // Run is bin/broker: the server runs until ctx ends, then shuts down cleanly.
 func Run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "broker", "embedded NATS server with JetStream for one host", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
 			log := obs.Logger(stdout, "broker")
+			auth, topo, metricsAddr := v.String("BROKER_AUTH_DIR"), bus.ReadTopology(v), v.String("BROKER_METRICS")
+			if auth != "" {
+				if _, err := readTrust(auth); err != nil {
+					v.Invalid("BROKER_AUTH_DIR", err.Error())
+				}
+			}
 			if file := v.String("BROKER_CONFIG"); file != "" {
 				if _, err := os.Stat(file); err != nil {
 					v.Invalid("BROKER_CONFIG", err.Error())
@@ -129,13 +208,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				if err := v.Err(); err != nil {
 					return err
 				}
-				s, err := StartFile(file, log)
+				s, err := StartFile(file, Config{AuthDir: auth, Topology: topo}, log)
 				if err != nil {
 					return fmt.Errorf("BROKER_CONFIG %s: %w", file, err)
 				}
-				return serve(ctx, s, log, file)
+				return serve(ctx, s, log, file, metricsAddr)
 			}
-			cfg := Config{Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
+			cfg := Config{AuthDir: auth, Topology: topo, Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
 				Name: v.String("BROKER_NAME"), Cluster: v.String("BROKER_CLUSTER"), Routes: v.List("BROKER_ROUTES")}
 			if cfg.Cluster == "" && len(cfg.Routes) > 0 {
 				v.Invalid("BROKER_ROUTES", "needs BROKER_CLUSTER")
@@ -150,17 +229,48 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			return serve(ctx, s, log, "")
-		})
+			return serve(ctx, s, log, "", metricsAddr)
+		}, credsCommand)
+}
+
+// credsCommand writes a fresh set of identities: `broker creds DIR`.
+var credsCommand = config.Command{
+	Name: "creds", Usage: "write a fresh set of identities into DIR: <program>.creds for each program, operator.creds, and the broker's side in DIR/broker",
+	Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "replace a set DIR already holds (every program must then get its new file)"}},
+	Action: func(_ context.Context, _ *config.Values, c *cli.Context) error {
+		if c.NArg() != 1 {
+			return errors.New("usage: broker creds [--force] DIR")
+		}
+		dir := c.Args().First()
+		if err := WriteCreds(dir, c.Bool("force")); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "wrote %s: %s.creds for each program, operator.creds, and broker/ for BROKER_AUTH_DIR\n",
+			dir, strings.Join(events.StageIdentities[:len(events.StageIdentities)-1], ".creds, "))
+		return nil
+	},
 }
 
 // serve runs s until ctx ends, then shuts it down cleanly.
-func serve(ctx context.Context, s *server.Server, log *slog.Logger, file string) error {
+func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr string) error {
+	if metricsAddr != "off" {
+		reg := obs.Registry()
+		reg.MustRegister(newMetrics(s))
+		ml, err := obs.Listen(metricsAddr, reg, func() error { return nil })
+		if err != nil {
+			s.Shutdown()
+			return fmt.Errorf("BROKER_METRICS %s: %w", metricsAddr, err)
+		}
+		mctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go ml.Serve(mctx)
+		metricsAddr = ml.Addr()
+	}
 	monitor := "off"
 	if addr := s.MonitorAddr(); addr != nil {
 		monitor = addr.String()
 	}
-	log.Info("broker ready", "listen", s.ClientURL(), "monitor", monitor, "store_dir", s.StoreDir(), "config", file)
+	log.Info("broker ready", "listen", s.ClientURL(), "monitor", monitor, "metrics", metricsAddr, "store_dir", s.StoreDir(), "config", file)
 	<-ctx.Done()
 	s.Shutdown()
 	s.WaitForShutdown()

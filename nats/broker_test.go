@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	broker "zoomarchive/nats"
+	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 )
 
@@ -24,7 +25,7 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "0.0.0.0:8222", StoreDir: "/data/nats"})
+	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "127.0.0.1:8222", StoreDir: "/data/nats"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +49,18 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 // bin/broker keeps JetStream data across a clean stop and start.
 func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 	dir := t.TempDir()
-	env := map[string]string{"BROKER_LISTEN": stagetest.FreeAddr(t), "BROKER_MONITOR": stagetest.FreeAddr(t), "BROKER_STORE_DIR": dir}
+	env := map[string]string{"BROKER_LISTEN": stagetest.FreeAddr(t), "BROKER_MONITOR": stagetest.FreeAddr(t), "BROKER_STORE_DIR": dir,
+		"BROKER_METRICS":  stagetest.FreeAddr(t),
+		"BROKER_AUTH_DIR": stagetest.Auth(t, dir)}
+	url := "nats://" + env["BROKER_LISTEN"]
+	stagetest.UseAuth(url, env["BROKER_AUTH_DIR"])
 	start := func() *stagetest.Stage {
 		s := stagetest.Start(t, "broker", broker.Run, env)
 		s.WaitLog(t, "broker ready")
 		return s
 	}
 	first := start()
-	nc, err := nats.Connect("nats://" + env["BROKER_LISTEN"])
+	nc, err := nats.Connect(url, nats.UserCredentials(stagetest.Creds(t, url, events.IdentityOperator)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,13 +78,16 @@ func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+	if n := stagetest.Metric(t, env["BROKER_METRICS"], `zoomarchive_broker_stream_messages{stream="T"}`); n != 1 {
+		t.Errorf("BROKER_METRICS: stream T holds %v messages, want 1", n)
+	}
 	nc.Close()
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}
 
 	second := start()
-	nc, err = nats.Connect("nats://" + env["BROKER_LISTEN"])
+	nc, err = nats.Connect(url, nats.UserCredentials(stagetest.Creds(t, url, events.IdentityOperator)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,12 +103,21 @@ func TestRunStopsCleanlyAndKeepsData(t *testing.T) {
 }
 
 func TestRunRefusesBadSettings(t *testing.T) {
+	auth := stagetest.Auth(t, t.TempDir())
 	var out bytes.Buffer
 	err := broker.Run(context.Background(), []string{"broker"}, func(k string) string {
-		return map[string]string{"BROKER_LISTEN": "nowhere"}[k]
+		return map[string]string{"BROKER_LISTEN": "nowhere", "BROKER_AUTH_DIR": auth}[k]
 	}, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "nowhere") {
 		t.Fatalf("err %v", err)
+	}
+	err = broker.Run(context.Background(), []string{"broker"}, func(k string) string {
+		return map[string]string{"ZOOM_EVENTS_DEDUPE": "10m", "CHUNK_WINDOW": "1MiB"}[k]
+	}, &out, &out)
+	for _, want := range []string{"BROKER_AUTH_DIR: required", "ZOOM_EVENTS_DEDUPE", "CHUNK_WINDOW", "3 setting(s)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %s:\n%v", want, err)
+		}
 	}
 }
 
@@ -112,19 +129,20 @@ func TestRunFromConfFileAndHealthcheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir, client, monitor := t.TempDir(), stagetest.FreeAddr(t), stagetest.FreeAddr(t)
-	conf := strings.NewReplacer("0.0.0.0:4222", client, "0.0.0.0:8222", monitor, "/data/nats", dir).Replace(string(src))
+	conf := strings.NewReplacer("0.0.0.0:4222", client, "127.0.0.1:8222", monitor, "/data/nats", dir).Replace(string(src))
 	file := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"BROKER_CONFIG": file, "BROKER_MONITOR": monitor}
+	env := map[string]string{"BROKER_CONFIG": file, "BROKER_MONITOR": monitor, "BROKER_AUTH_DIR": stagetest.Auth(t, dir), "BROKER_METRICS": "off"}
+	stagetest.UseAuth("nats://"+client, env["BROKER_AUTH_DIR"])
 	health := func() error {
 		var out bytes.Buffer
 		return broker.Run(context.Background(), []string{"broker", "healthcheck"}, func(k string) string { return env[k] }, &out, &out)
 	}
 	s := stagetest.Start(t, "broker", broker.Run, env)
 	s.WaitLog(t, "broker ready")
-	nc, err := nats.Connect("nats://" + client)
+	nc, err := nats.Connect("nats://"+client, nats.UserCredentials(stagetest.Creds(t, "nats://"+client, events.IdentityOperator)))
 	if err != nil {
 		t.Fatal(err)
 	}

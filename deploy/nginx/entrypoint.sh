@@ -3,11 +3,14 @@
 # self-signed one keeps port 443 up (and port 80 serves the ACME challenge). A loop
 # then installs certbot's certificate as soon as it appears or changes (the first
 # one, each renewal) and reloads nginx, so no container needs the other's socket.
+# The root is read-only: what nginx writes (its configuration with the resolver
+# filled in, the certificate it serves, its pid) lives in /run, a tmpfs.
 set -eu
 : "${DOMAIN:?set DOMAIN, the name Zoom posts to}"
 live=/etc/letsencrypt/live/$DOMAIN
-tls=/etc/nginx/tls
-mkdir -p "$tls" /var/www/acme
+tls=/run/nginx/tls
+conf=/run/nginx/nginx.conf
+mkdir -p "$tls"
 
 install_cert() {
     cp "$live/fullchain.pem" "$tls/fullchain.pem.new"
@@ -27,16 +30,16 @@ fi
 
 resolver=$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)
 case "$resolver" in *:*) resolver="[$resolver]" ;; esac
-sed "s/__RESOLVER__/${resolver:-127.0.0.11}/" /etc/nginx/nginx.conf.in > /etc/nginx/nginx.conf
-nginx -t -q
+sed "s/__RESOLVER__/${resolver:-127.0.0.11}/" /etc/nginx/nginx.conf.in > "$conf"
+nginx -t -q -c "$conf"
 
 (
     while sleep "${CERT_CHECK_EVERY:-30}"; do
         if [ -s "$live/fullchain.pem" ] && ! cmp -s "$live/fullchain.pem" "$tls/fullchain.pem"; then
             install_cert
-            nginx -s reload && echo "nginx: installed the certificate for $DOMAIN and reloaded"
+            nginx -c "$conf" -s reload && echo "nginx: installed the certificate for $DOMAIN and reloaded"
         fi
     done
 ) &
 
-exec nginx -g 'daemon off;'
+exec nginx -c "$conf" -g 'daemon off;'

@@ -21,7 +21,9 @@ func TestComposeFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"hook.env", "fetch.env", "google-service-account.json"} {
+	os.MkdirAll(filepath.Join(dir, "nats/broker"), 0o700)
+	for _, f := range []string{"hook.env", "fetch.env", "google-service-account.json", "nats/hook.creds", "nats/fetch.creds",
+		"nats/upload.creds", "nats/notify.creds", "nats/operator.creds"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -63,10 +65,17 @@ func TestComposeFile(t *testing.T) {
 	}
 	var cfg struct {
 		Services map[string]struct {
-			Image       string
-			Restart     string
-			MemLimit    any `json:"mem_limit"`
-			Ports       []any
+			Image    string
+			Restart  string
+			MemLimit any `json:"mem_limit"`
+			Ports    []struct {
+				HostIP string `json:"host_ip"`
+				Target int
+			}
+			Networks    map[string]any
+			CapAdd      []string `json:"cap_add"`
+			CapDrop     []string `json:"cap_drop"`
+			ReadOnly    bool     `json:"read_only"`
 			Environment map[string]*string
 			Secrets     []struct{ Source string }
 			Healthcheck *struct{ Test []string }
@@ -85,9 +94,13 @@ func TestComposeFile(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "certbot fetch hook nats nginx notify upload" {
-		t.Errorf("services %q (ddclient stays commented out)", names)
+	if strings.Join(names, " ") != "broker certbot fetch hook nginx notify upload" {
+		t.Errorf("services %q (ddclient stays commented out, the nats console is a tool)", names)
 	}
+	// Who shares a network with whom: nginx reaches the hook alone, certbot none of
+	// the stack, the broker only the stages.
+	wantNets := map[string]string{"broker": "bus", "hook": "bus edge", "fetch": "bus", "upload": "bus", "notify": "bus",
+		"nginx": "edge", "certbot": "acme"}
 	for name, s := range cfg.Services {
 		if s.Restart != "unless-stopped" || s.MemLimit == nil || s.Logging == nil || s.Logging.Options["max-size"] == "" {
 			t.Errorf("%s: restart %q, mem_limit %v, logging %+v", name, s.Restart, s.MemLimit, s.Logging)
@@ -95,9 +108,24 @@ func TestComposeFile(t *testing.T) {
 		if name != "certbot" && s.Healthcheck == nil {
 			t.Errorf("%s has no healthcheck", name)
 		}
-		published := len(s.Ports) > 0
-		if published != (name == "nginx") {
-			t.Errorf("%s: ports %v (only nginx is published)", name, s.Ports)
+		for _, p := range s.Ports {
+			if name != "nginx" && p.HostIP != "127.0.0.1" {
+				t.Errorf("%s: port %d published on %q (only nginx's are public; metrics on the host's loopback)", name, p.Target, p.HostIP)
+			}
+		}
+		var nets []string
+		for n := range s.Networks {
+			nets = append(nets, n)
+		}
+		sort.Strings(nets)
+		if strings.Join(nets, " ") != wantNets[name] {
+			t.Errorf("%s: networks %q, want %q", name, nets, wantNets[name])
+		}
+		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
+			t.Errorf("%s: read-only %v, cap_drop %q", name, s.ReadOnly, s.CapDrop)
+		}
+		if name != "nginx" && len(s.CapAdd) > 0 {
+			t.Errorf("%s: cap_add %q", name, s.CapAdd)
 		}
 		var secrets []string
 		for _, sec := range s.Secrets {
@@ -106,11 +134,16 @@ func TestComposeFile(t *testing.T) {
 		if want := slices.Contains([]string{"upload", "notify"}, name); want != slices.Contains(secrets, "google-service-account") {
 			t.Errorf("%s: secrets %q", name, secrets)
 		}
+		for _, id := range []string{"hook", "fetch", "upload", "notify", "operator"} {
+			if has := slices.Contains(secrets, "nats-"+id); has != (id == name) {
+				t.Errorf("%s: secrets %q (each program its own broker identity only)", name, secrets)
+			}
+		}
 	}
 	if _, ok := cfg.Volumes["nats-data"]; !ok {
 		t.Error("no named volume for JetStream")
 	}
-	if env := cfg.Services["nats"].Environment; env["BROKER_CONFIG"] == nil || *env["BROKER_CONFIG"] != "/etc/nats/nats.conf" {
+	if env := cfg.Services["broker"].Environment; env["BROKER_CONFIG"] == nil || *env["BROKER_CONFIG"] != "/etc/nats/nats.conf" {
 		t.Errorf("the broker does not run nats/nats.conf: %v", env)
 	}
 }

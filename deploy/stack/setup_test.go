@@ -41,8 +41,9 @@ const (
 // stack is one compose project of compose.yaml and compose.stack.yaml.
 type stack struct {
 	t                                   *testing.T
-	root, dir                           string // the repository; the test's files (STACK_DIR)
-	http, https, statePort, pebble, mon string // loopback host:port of nginx, stand-ins, Pebble, broker
+	root, dir                           string            // the repository; the test's files (STACK_DIR)
+	http, https, statePort, pebble, mon string            // loopback host:port of nginx, stand-ins, Pebble, the broker's metrics
+	metrics                             map[string]string // each stage's published metrics, host:port
 }
 
 // newStack writes everything the stack needs into a fresh folder: the stand-ins'
@@ -55,7 +56,7 @@ func newStack(t *testing.T) *stack {
 	}
 	s := &stack{t: t, root: root, dir: t.TempDir(),
 		http: stagetest.FreeAddr(t), https: stagetest.FreeAddr(t), statePort: stagetest.FreeAddr(t),
-		pebble: stagetest.FreeAddr(t), mon: stagetest.FreeAddr(t)}
+		pebble: stagetest.FreeAddr(t), mon: stagetest.FreeAddr(t), metrics: map[string]string{}}
 	if err := os.Chmod(s.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +73,12 @@ func newStack(t *testing.T) *stack {
 		"DRIVE_FOLDER_ID":     driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
 		"SECRETS_DIR": filepath.Join(s.dir, "secrets"), "LOG_DIR": filepath.Join(s.dir, "logs"), "STACK_DIR": s.dir,
 		"HTTP_PORT": s.http, "HTTPS_PORT": s.https,
-		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble), "MONITOR_PORT": port(s.mon),
+		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble), "BROKER_METRICS_PORT": port(s.mon),
 		"DEBIAN_IMAGE": "localhost/debian-slim:bookworm",
+	}
+	for _, stage := range []string{"hook", "fetch", "upload", "notify"} {
+		s.metrics[stage] = stagetest.FreeAddr(t)
+		env[strings.ToUpper(stage)+"_METRICS_PORT"] = port(s.metrics[stage])
 	}
 	var lines []string
 	for k, v := range env {
@@ -142,6 +147,35 @@ func (s *stack) writeSecrets() {
 	}
 	if err := os.Chmod(filepath.Join(s.dir, "secrets"), 0o755); err != nil {
 		s.t.Fatal(err)
+	}
+	// The broker's identities come later (writeCreds), into folders made as README says.
+	for _, d := range []string{"secrets/nats", "secrets/nats/broker"} {
+		p := filepath.Join(s.dir, d)
+		if err := os.MkdirAll(p, 0o750); err != nil {
+			s.t.Fatal(err)
+		}
+		if err := os.Chown(p, 0, stageUID); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// writeCreds makes the broker's identities as README's Deploy does: the broker's
+// image writes them (as root, into secrets/nats), then the stages' group may
+// read them. A second run refuses to overwrite them.
+func (s *stack) writeCreds() {
+	dir := filepath.Join(s.dir, "secrets/nats")
+	creds := func() (string, error) {
+		return s.compose("run", "--rm", "--no-deps", "--user", "0", "-v", dir+":/creds", "broker", "creds", "/creds")
+	}
+	if out, err := creds(); err != nil {
+		s.t.Fatalf("broker creds: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("chgrp", "-R", fmt.Sprint(stageUID), dir).CombinedOutput(); err != nil {
+		s.t.Fatalf("chgrp: %v %s", err, out)
+	}
+	if out, err := creds(); err == nil || !strings.Contains(out, "already holds credentials") {
+		s.t.Fatalf("a second broker creds: %v\n%s", err, out)
 	}
 }
 

@@ -47,8 +47,9 @@ func TestStack(t *testing.T) {
 		}
 	})
 
+	s.writeCreds()
 	// Everything but certbot first: nginx must come up without a certificate.
-	s.mustCompose("up", "-d", "--no-build", "nats", "hook", "fetch", "upload", "notify", "standins", "pebble", "nginx")
+	s.mustCompose("up", "-d", "--no-build", "broker", "hook", "fetch", "upload", "notify", "standins", "pebble", "nginx")
 	t.Run("nginx starts before any certificate exists", func(t *testing.T) {
 		var cert *x509.Certificate
 		stagetest.Eventually(t, "nginx on 443", 60*time.Second, time.Second, func() (err error) { cert, _, err = s.servedCert(); return err })
@@ -58,7 +59,7 @@ func TestStack(t *testing.T) {
 	})
 	t.Run("every service with a healthcheck turns healthy", func(t *testing.T) {
 		stagetest.Eventually(t, "healthy services", 2*time.Minute, time.Second, func() error {
-			for _, svc := range []string{"nats", "hook", "fetch", "upload", "notify", "nginx"} {
+			for _, svc := range []string{"broker", "hook", "fetch", "upload", "notify", "nginx"} {
 				if st := podman(t, "inspect", "--format", "{{.State.Health.Status}}", container(svc)); strings.TrimSpace(st) != "healthy" {
 					return fmt.Errorf("%s is %s", svc, strings.TrimSpace(st))
 				}
@@ -108,6 +109,8 @@ func TestStack(t *testing.T) {
 	if issued == nil {
 		t.FailNow()
 	}
+
+	t.Run("nginx, certbot and the hook cannot reach what they must not", s.isolation)
 
 	c12 := s.client(roots, tls.VersionTLS12, tls.VersionTLS12)
 	c13 := s.client(roots, tls.VersionTLS13, tls.VersionTLS13)
@@ -176,9 +179,19 @@ func TestStack(t *testing.T) {
 	for _, f := range st.Zoom {
 		total += f.Size
 	}
+	t.Run("the hook's identity cannot mark a file verified", func(t *testing.T) { s.hookCannotVerify(t, st.Zoom[0].Name) })
+
 	zoom := &standins.ZoomWebhooks{URL: hookURL, Secret: webhookSecret, Client: c13}
 	delivery := standins.Delivery{Body: st.Completed, RequestID: standins.NewZoomRequestID()}
-	t.Run("a signed recording.completed over HTTPS is archived, even with stages killed mid-transfer", func(t *testing.T) {
+	// The smallest file Zoom refuses until the failure mail's command retries it.
+	refused := st.Zoom[0]
+	for _, f := range st.Zoom {
+		if f.Size < refused.Size {
+			refused = f
+		}
+	}
+	t.Run("a signed recording.completed over HTTPS is archived, even with stages killed mid-transfer and a file retried from its failure mail", func(t *testing.T) {
+		s.fault(t, http.MethodPost, standins.Fault{Path: "/file/" + refused.Name, Status: 500, Times: 1 << 30})
 		status, body, err := zoom.Send(context.Background(), delivery)
 		if err != nil || status != http.StatusOK {
 			t.Fatalf("delivery: %d %s %v", status, body, err)
@@ -203,6 +216,31 @@ func TestStack(t *testing.T) {
 			}
 			t.Logf("killed %s with %d of %d bytes served", kill.service, kill.at, total)
 		}
+		var retry string
+		stagetest.Eventually(t, "the failure mail", 5*time.Minute, time.Second, func() error {
+			st, err := s.state()
+			for _, m := range st.Mails {
+				for _, line := range strings.Split(m.Text, "\n") {
+					if strings.HasPrefix(m.Subject, "Not archived:") && strings.Contains(line, "fetch retry") {
+						retry = strings.TrimSpace(line)
+					}
+				}
+			}
+			if retry == "" {
+				return fmt.Errorf("no failure mail with a retry command (%v)", err)
+			}
+			if len(st.Trash) != 0 {
+				return fmt.Errorf("trashed with a file failed: %q", st.Trash)
+			}
+			return nil
+		})
+		// The operator pastes it on the droplet, in the compose project.
+		args, ok := strings.CutPrefix(retry, "cd /opt/zoomarchive && sudo docker compose ")
+		if !ok {
+			t.Fatalf("the mail's command %q is not a compose command in the project's folder", retry)
+		}
+		s.fault(t, http.MethodDelete, standins.Fault{})
+		t.Logf("%s\n%s", retry, s.mustCompose(strings.Fields(args)...))
 		stagetest.Eventually(t, "every file verified in Drive, the recording trashed, the mail sent", 5*time.Minute, time.Second, func() error {
 			st, err := s.state()
 			if err != nil {
@@ -211,8 +249,14 @@ func TestStack(t *testing.T) {
 			if err := sameFiles(st); err != nil {
 				return err
 			}
-			if len(st.Trash) != 1 || len(st.Mails) == 0 {
-				return fmt.Errorf("trash calls %q, mails %d", st.Trash, len(st.Mails))
+			archived := 0
+			for _, m := range st.Mails {
+				if strings.HasPrefix(m.Subject, "Archived:") {
+					archived++
+				}
+			}
+			if len(st.Trash) != 1 || archived != 1 {
+				return fmt.Errorf("trash calls %q, archived mails %d", st.Trash, archived)
 			}
 			return nil
 		})
@@ -222,7 +266,7 @@ func TestStack(t *testing.T) {
 		}
 		// Only the two killed stages restarted, once each: nothing crashed or ran
 		// out of its memory limit on its own.
-		for _, svc := range []string{"nats", "hook", "fetch", "upload", "notify", "nginx", "certbot"} {
+		for _, svc := range []string{"broker", "hook", "fetch", "upload", "notify", "nginx", "certbot"} {
 			want := "0"
 			if svc == "upload" || svc == "fetch" {
 				want = "1"
@@ -259,12 +303,12 @@ func TestStack(t *testing.T) {
 		}
 	})
 	t.Run("a stuck broker still gets Zoom an answer within its 3 s", func(t *testing.T) {
-		podman(t, "pause", container("nats"))
+		podman(t, "pause", container("broker"))
 		retry := standins.Delivery{Body: st.Completed, RequestID: standins.NewZoomRequestID()}
 		start := time.Now()
 		status, _, err := zoom.Send(context.Background(), retry)
 		took := time.Since(start)
-		podman(t, "unpause", container("nats"))
+		podman(t, "unpause", container("broker"))
 		if err != nil || status != http.StatusServiceUnavailable || took >= 3*time.Second {
 			t.Fatalf("with the broker paused: %d %v after %s (want 503 before Zoom's 3 s)", status, err, took)
 		}
@@ -278,11 +322,13 @@ func TestStack(t *testing.T) {
 	})
 	t.Run("each stage sees only its own secrets", func(t *testing.T) {
 		for svc, forbidden := range map[string][]string{
-			"hook":   {"ZOOM_CLIENT_SECRET", "ZOOM_ACCOUNT_ID", "google-service-account"},
-			"fetch":  {"ZOOM_WEBHOOK_SECRET", "google-service-account"},
-			"upload": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET"},
-			"notify": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET"},
-			"nginx":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account"},
+			"hook":    {"ZOOM_CLIENT_SECRET", "ZOOM_ACCOUNT_ID", "google-service-account", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"fetch":   {"ZOOM_WEBHOOK_SECRET", "google-service-account", "hook.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"upload":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "fetch.creds", "operator.creds", "nats/broker"},
+			"notify":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"nginx":   {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", ".creds", "nats/broker"},
+			"certbot": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", ".creds", "nats/broker"},
+			"broker":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", "hook.creds", "fetch.creds", "operator.creds"},
 		} {
 			seen := podman(t, "inspect", "--format", "{{json .Config.Env}} {{json .Mounts}}", container(svc))
 			for _, f := range forbidden {
@@ -399,7 +445,7 @@ func sameFiles(st standins.State) error {
 	return nil
 }
 
-// streams is each JetStream stream's message count, from the broker's monitor.
+// streams is each JetStream stream's message count, from the broker's metrics.
 func (s *stack) streams(t *testing.T) map[string]uint64 {
 	m, err := s.streamsErr()
 	if err != nil {
@@ -409,34 +455,88 @@ func (s *stack) streams(t *testing.T) map[string]uint64 {
 }
 
 func (s *stack) streamsErr() (map[string]uint64, error) {
-	resp, err := http.Get("http://" + s.mon + "/jsz?streams=true")
+	resp, err := http.Get("http://" + s.mon + "/metrics")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var jsz struct {
-		Accounts []struct {
-			Streams []struct {
-				Name  string `json:"name"`
-				State struct {
-					Messages uint64 `json:"messages"`
-				} `json:"state"`
-			} `json:"stream_detail"`
-		} `json:"account_details"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return nil, err
 	}
 	out := map[string]uint64{}
-	for _, a := range jsz.Accounts {
-		for _, st := range a.Streams {
-			out[st.Name] = st.State.Messages
-		}
+	for _, m := range regexp.MustCompile(`(?m)^zoomarchive_broker_stream_messages\{stream="([^"]+)"\} (\d+)$`).FindAllStringSubmatch(string(b), -1) {
+		var n uint64
+		fmt.Sscan(m[2], &n)
+		out[m[1]] = n
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no streams yet")
 	}
 	return out, nil
+}
+
+// fault makes the Zoom stand-in refuse what f says (POST), or stop refusing (DELETE).
+func (s *stack) fault(t *testing.T, method string, f standins.Fault) {
+	t.Helper()
+	b, _ := json.Marshal(f)
+	req, _ := http.NewRequest(method, "http://"+s.statePort+"/faults", bytes.NewReader(b))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s /faults: %s", method, resp.Status)
+	}
+}
+
+// isolation: from inside nginx, certbot and the hook (their own network
+// namespaces, a Debian shell joined to each), the broker's client port and its
+// monitoring port are out of reach, except the client port for the hook; fetch
+// reaches the client port, so a refusal is the network's, not a dead broker's.
+func (s *stack) isolation(t *testing.T) {
+	ips := strings.Fields(podman(t, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container("broker")))
+	if len(ips) == 0 {
+		t.Fatal("the broker has no address")
+	}
+	for _, c := range []struct {
+		from  string
+		port  string
+		reach bool
+	}{
+		{"nginx", "4222", false}, {"nginx", "8222", false}, {"certbot", "4222", false}, {"certbot", "8222", false},
+		{"hook", "8222", false}, {"hook", "4222", true}, {"fetch", "4222", true}, {"fetch", "8222", false},
+	} {
+		for _, ip := range ips {
+			err := exec.Command("podman", "run", "--rm", "--network", "container:"+container(c.from), "localhost/debian-slim:bookworm",
+				"timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+c.port).Run()
+			if (err == nil) != c.reach {
+				t.Errorf("from %s, the broker's %s:%s: reached %v, want %v", c.from, ip, c.port, err == nil, c.reach)
+			}
+		}
+	}
+}
+
+// hookCannotVerify: with the hook's credentials, from the hook's network, writing
+// a file job as verified (what makes fetch trash a recording) is refused, and the
+// job is not there for the operator to see.
+func (s *stack) hookCannotVerify(t *testing.T, key string) {
+	ip := strings.Fields(podman(t, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container("broker")))[0]
+	out, err := exec.Command("podman", "run", "--rm", "--network", "container:"+container("hook"),
+		"-v", filepath.Join(s.dir, "secrets/nats/hook.creds")+":/creds:ro", "localhost/zoomarchive/nats:latest",
+		"--creds", "/creds", "-s", "nats://"+ip+":4222", "--timeout", "3s",
+		"kv", "put", "ARCHIVE_JOBS", "file."+key, `{"key":"`+key+`","state":"verified"}`).CombinedOutput()
+	if err == nil {
+		t.Fatalf("the hook's identity wrote a verified job:\n%s", out)
+	}
+	t.Logf("refused as it should be: %s", strings.TrimSpace(string(out)))
+	if out, err := s.compose("run", "--rm", "-T", "nats", "kv", "get", "ARCHIVE_JOBS", "file."+key); err == nil {
+		t.Fatalf("the job is there:\n%s", out)
+	}
+	if st, err := s.state(); err != nil || len(st.Trash) != 0 {
+		t.Fatalf("trash calls %q (%v)", st.Trash, err)
+	}
 }
 
 // logrotate runs deploy/logrotate's configuration, moved onto the test's folders,

@@ -1,28 +1,37 @@
-// Package bus connects a stage to NATS and declares the pipeline's streams. Every
-// stage applies the same topology at start; CreateOrUpdate makes that idempotent,
-// so whichever stage starts first creates what is missing.
+// Package bus connects a stage to NATS, each with its own credentials, and holds
+// the pipeline's streams. The broker declares them (Topology.Ensure) with its own
+// identity; a stage only waits for them to be there.
 package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 )
 
-// Settings are read by every stage. The topology ones must be equal in all stages
-// (one shared env file), or the stages would keep rewriting each other's streams.
+// Settings are read by every stage.
 var Settings = []config.Setting{
 	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Usage: "broker URL; several comma-separated for a cluster"},
+	{Name: "NATS_CREDS", Required: true, Usage: "this program's credentials file from the folder `broker creds` wrote (hook.creds, fetch.creds, ...)"},
+}
+
+// TopologySettings are the broker's: it declares the streams and the job bucket,
+// which no stage may create or change.
+var TopologySettings = []config.Setting{
 	{Name: "NATS_REPLICAS", Default: "1", Usage: "stream replicas: 1 for one broker, 3 for a three-node cluster"},
 	{Name: "ZOOM_EVENTS_MAX_AGE", Default: "720h", Usage: "how long ZOOM_EVENTS keeps webhooks for replays"},
-	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same x-zm-request-id) is stored once; at least 90m, Zoom retries for 85m"},
+	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same body) is stored once; at least 90m, Zoom retries for 85m"},
 	{Name: "CHUNK_WINDOW", Default: "64MiB", Usage: "the most bytes the chunk stream between fetch and upload may hold"},
 }
 
@@ -37,41 +46,81 @@ type Topology struct {
 	ChunkWindow  int64
 }
 
-// Config is what a stage needs to reach the broker.
+// Config is what a stage needs to reach the broker: where, and as whom.
 type Config struct {
-	URL string
-	Topology
+	URL      string
+	Creds    string // credentials file
+	Identity string // the name inside it
 }
 
-// ReadConfig reads Settings, recording problems in v.
-func ReadConfig(v *config.Values) Config {
-	c := Config{
-		URL: v.String("NATS_URL"),
-		Topology: Topology{
-			Replicas:     v.Int("NATS_REPLICAS", 1),
-			EventsMaxAge: v.Duration("ZOOM_EVENTS_MAX_AGE"),
-			EventsDedupe: v.Duration("ZOOM_EVENTS_DEDUPE"),
-			ChunkWindow:  v.Bytes("CHUNK_WINDOW"),
-		},
+// ReadConfig reads Settings for the program identity, recording problems in v:
+// credentials that cannot be read, or that are another program's.
+func ReadConfig(v *config.Values, identity string) Config {
+	c := Config{URL: v.String("NATS_URL"), Creds: v.String("NATS_CREDS")}
+	if c.Creds == "" {
+		return c
 	}
-	if c.ChunkWindow > 0 && c.ChunkWindow < 8<<20 {
-		v.Invalid("CHUNK_WINDOW", "must be at least 8MiB: it holds whole chunk messages")
+	name, err := CredsIdentity(c.Creds)
+	switch {
+	case err != nil:
+		v.Invalid("NATS_CREDS", err.Error())
+	case name != identity:
+		v.Invalid("NATS_CREDS", fmt.Sprintf("%s holds the identity %q, not %q: give each program its own file", c.Creds, name, identity))
 	}
-	if c.EventsDedupe > 0 && c.EventsDedupe < events.ZoomEventsDedupMin {
-		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", c.EventsDedupe, events.ZoomEventsDedupMin))
-	}
-	if c.EventsMaxAge > 0 && c.EventsMaxAge < c.EventsDedupe {
-		v.Invalid("ZOOM_EVENTS_MAX_AGE", "must be at least ZOOM_EVENTS_DEDUPE")
-	}
+	c.Identity = name
 	return c
 }
 
-// Connect dials the broker and keeps reconnecting for as long as the stage runs; it
-// returns at once even when the broker is down, so a stage can start first and
-// report "not ready" until the broker comes.
-func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(url,
-		nats.Name("zoomarchive-"+name),
+// CredsIdentity is the identity a credentials file holds, after checking that it
+// holds a user JWT and a user key.
+func CredsIdentity(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", fmt.Errorf("%s: not a NATS credentials file: %w", path, err)
+	}
+	if _, err := nkeys.ParseDecoratedUserNKey(b); err != nil {
+		return "", fmt.Errorf("%s: no user key: %w", path, err)
+	}
+	return uc.Name, nil
+}
+
+// ReadTopology reads TopologySettings, recording problems in v.
+func ReadTopology(v *config.Values) Topology {
+	t := Topology{
+		Replicas:     v.Int("NATS_REPLICAS", 1),
+		EventsMaxAge: v.Duration("ZOOM_EVENTS_MAX_AGE"),
+		EventsDedupe: v.Duration("ZOOM_EVENTS_DEDUPE"),
+		ChunkWindow:  v.Bytes("CHUNK_WINDOW"),
+	}
+	if t.ChunkWindow > 0 && t.ChunkWindow < 8<<20 {
+		v.Invalid("CHUNK_WINDOW", "must be at least 8MiB: it holds whole chunk messages")
+	}
+	if t.EventsDedupe > 0 && t.EventsDedupe < events.ZoomEventsDedupMin {
+		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", t.EventsDedupe, events.ZoomEventsDedupMin))
+	}
+	if t.EventsMaxAge > 0 && t.EventsMaxAge < t.EventsDedupe {
+		v.Invalid("ZOOM_EVENTS_MAX_AGE", "must be at least ZOOM_EVENTS_DEDUPE")
+	}
+	return t
+}
+
+// Connect dials the broker as c's identity and keeps reconnecting for as long as
+// the stage runs; it returns at once even when the broker is down, so a stage can
+// start first and report "not ready" until the broker comes. Replies come on the
+// identity's own inbox, the only one its permissions let it read.
+func Connect(c Config, log *slog.Logger) (*nats.Conn, error) {
+	return nats.Connect(c.URL,
+		nats.Name("zoomarchive-"+c.Identity),
+		nats.UserCredentials(c.Creds),
+		nats.CustomInboxPrefix(events.Inbox(c.Identity)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -83,9 +132,27 @@ func Connect(url, name string, log *slog.Logger) (*nats.Conn, error) {
 			log.Info("broker reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("broker connected", "url", nc.ConnectedUrlRedacted())
+			log.Info("broker connected", "url", nc.ConnectedUrlRedacted(), "as", c.Identity)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// A permission the code lacks shows here first: the broker names the subject.
+			log.Error(RefusedOperation, "err", err)
 		}),
 	)
+}
+
+// RefusedOperation is the log line of anything the broker refused a program:
+// the tests fail on it, so a permission the code lacks shows at once.
+const RefusedOperation = "broker refused an operation"
+
+// Refused is the broker's refusal of c's credentials, or nil: a stage with wrong
+// credentials stops with it rather than retry forever.
+func Refused(nc *nats.Conn, c Config) error {
+	err := nc.LastError()
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return fmt.Errorf("NATS_CREDS %s: the broker refused them: %w", c.Creds, err)
+	}
+	return nil
 }
 
 // Ensure creates or updates every stream and bucket of the topology.

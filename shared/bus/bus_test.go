@@ -3,12 +3,17 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	broker "zoomarchive/nats"
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
 	"zoomarchive/shared/stagetest"
 )
 
@@ -82,4 +87,27 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A stage whose credentials the broker refuses stops with the setting and the
+// broker's word, rather than wait for a broker that will never let it in.
+func TestRefusedCredentialsStopTheStage(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	other := stagetest.Auth(t, t.TempDir())
+	c := bus.Config{URL: url, Creds: broker.CredsFile(other, events.IdentityFetch), Identity: events.IdentityFetch}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := bus.Open(ctx, c, events.IdentityFetch, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0")
+	if conn != nil {
+		conn.Close()
+	}
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "NATS_CREDS "+c.Creds+": the broker refused them") {
+		t.Fatalf("Open: %v (context %v)", err, ctx.Err())
+	}
+	// The same call with this broker's file goes through.
+	c.Creds = stagetest.Creds(t, url, events.IdentityFetch)
+	if conn, err = bus.Open(ctx, c, events.IdentityFetch, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
 }

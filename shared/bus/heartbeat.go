@@ -13,9 +13,11 @@ import (
 // HeartbeatEvery is how often a stage says it is alive.
 const HeartbeatEvery = 30 * time.Second
 
-// Beat writes the stage's heartbeat (with stats, if given) now and every
-// HeartbeatEvery until ctx ends; notify alerts when one stops.
-func Beat(ctx context.Context, kv jetstream.KeyValue, stage string, stats func() map[string]int64) {
+// Beat writes the stage's heartbeat (with stats, if given) into the job bucket now
+// and every HeartbeatEvery until ctx ends; notify alerts when one stops. It is a
+// plain publish on the key's subject, so the hook, which may read nothing, can
+// beat too.
+func Beat(ctx context.Context, js jetstream.JetStream, stage string, stats func() map[string]int64) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
@@ -24,7 +26,7 @@ func Beat(ctx context.Context, kv jetstream.KeyValue, stage string, stats func()
 			hb.Stats = stats()
 		}
 		b, _ := json.Marshal(hb)
-		kv.Put(ctx, events.HeartbeatKey(stage), b)
+		js.Publish(ctx, events.JobSubject(events.HeartbeatKey(stage)), b)
 		select {
 		case <-ctx.Done():
 			return

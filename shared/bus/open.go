@@ -30,11 +30,11 @@ type Conn struct {
 func (c *Conn) Close() { c.stop() }
 
 // Open connects the stage, serves /metrics, /healthz and /readyz on metricsAddr
-// (ready while connected, once the topology is in place), waits for the broker to
-// take the topology, opens the job bucket and starts the stage's heartbeat. A nil
-// Conn with a nil error means ctx ended while waiting for the broker.
+// (ready while connected, once the topology is in place), waits for the broker's
+// topology, opens the job bucket and starts the stage's heartbeat. A nil Conn with
+// a nil error means ctx ended while waiting for the broker.
 func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
-	nc, js, err := dial(c.URL, stage, log)
+	nc, js, err := dial(c, log)
 	if err != nil {
 		return nil, err
 	}
@@ -55,26 +55,26 @@ func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *pr
 	mctx, stopMetrics := context.WithCancel(context.Background())
 	go ml.Serve(mctx)
 	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), stop: func() { stopMetrics(); nc.Close() }}
-	if conn.KV, err = c.Topology.bucket(ctx, js, log); err != nil {
+	if conn.KV, err = bucket(ctx, nc, js, c, log); err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
 			return nil, nil
 		}
 		return nil, err
 	}
-	go Beat(ctx, conn.KV, stage, nil)
+	go Beat(ctx, js, stage, nil)
 	ready.Store(true)
 	return conn, nil
 }
 
 // Dial is Open for a one-off command (fetch backfill, say): no listener, no
 // heartbeat.
-func Dial(ctx context.Context, c Config, name string, log *slog.Logger) (*Conn, error) {
-	nc, js, err := dial(c.URL, name, log)
+func Dial(ctx context.Context, c Config, log *slog.Logger) (*Conn, error) {
+	nc, js, err := dial(c, log)
 	if err != nil {
 		return nil, err
 	}
-	kv, err := c.Topology.bucket(ctx, js, log)
+	kv, err := bucket(ctx, nc, js, c, log)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -82,8 +82,8 @@ func Dial(ctx context.Context, c Config, name string, log *slog.Logger) (*Conn, 
 	return &Conn{NC: nc, JS: js, KV: kv, stop: nc.Close}, nil
 }
 
-func dial(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := Connect(url, name, log)
+func dial(c Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Connect(c, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
 	}
@@ -95,16 +95,28 @@ func dial(url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, 
 	return nc, js, nil
 }
 
-// bucket waits for the broker to take the topology and opens the job bucket.
-func (t Topology) bucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.KeyValue, error) {
-	if err := t.EnsureUntil(ctx, js, log); err != nil {
-		return nil, err
+// bucket waits for the broker's topology and opens the job bucket; credentials
+// the broker refuses end the wait.
+func bucket(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c Config, log *slog.Logger) (jetstream.KeyValue, error) {
+	wait := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := js.KeyValue(actx, events.BucketJobs)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if err := Refused(nc, c); err != nil {
+			return nil, err
+		}
+		log.Warn("waiting for the broker's streams", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
 	}
-	kv, err := js.KeyValue(ctx, events.BucketJobs)
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
-	}
-	return kv, nil
 }
 
 // Consume hands cons's messages to handle one at a time until ctx ends; handle

@@ -301,7 +301,14 @@ type FileFailed struct {
 	Size      int64         `json:"size,omitempty"`
 	Attempts  int           `json:"attempts"`
 	Reason    string        `json:"reason"`
-	Replay    string        `json:"replay"` // the operator's commands to try again
+	Replay    string        `json:"replay"` // RetryCommand: what an operator runs to try again
+}
+
+// RetryCommand is the one command an operator pastes on the server to start a
+// failed file over (fetch retry, in the compose project cloud-init lays down);
+// the failure mail shows it.
+func RetryCommand(fileKey string) string {
+	return "cd /opt/zoomarchive && sudo docker compose run --rm fetch retry " + fileKey
 }
 
 // RecordingArchived: every file of a recording is verified in Drive and Zoom's copy

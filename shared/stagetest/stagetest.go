@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,16 +55,35 @@ func FreeAddr(t testing.TB) string {
 	}
 }
 
-// Broker runs the project's embedded broker on addr with file storage in dir, until
-// the test ends or the caller shuts it down.
+// authOf maps a test broker's URL to its credentials folder.
+var authOf sync.Map
+
+// DefaultTopology is the topology with the stages' default settings.
+var DefaultTopology = bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: 64 << 20}
+
+// Broker runs the project's embedded broker on addr with file storage in dir and
+// the identities of dir/auth (written on first use, so a restart on the same dir
+// keeps them), until the test ends or the caller shuts it down.
 func Broker(t testing.TB, addr, dir string) *server.Server {
 	t.Helper()
-	s, err := broker.Start(broker.Config{Listen: addr, StoreDir: dir}, obs.Logger(io.Discard, "broker"))
+	auth := Auth(t, dir)
+	s, err := broker.Start(broker.Config{Listen: addr, StoreDir: dir, AuthDir: auth, Topology: DefaultTopology}, obs.Logger(io.Discard, "broker"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	authOf.Store("nats://"+addr, auth)
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
+}
+
+// Auth is the credentials folder dir/auth, written when it is not there yet.
+func Auth(t testing.TB, dir string) string {
+	t.Helper()
+	auth := filepath.Join(dir, "auth")
+	if err := broker.WriteCreds(auth, false); err != nil && !errors.Is(err, broker.ErrCredsExist) {
+		t.Fatal(err)
+	}
+	return auth
 }
 
 // NewBroker is a broker on a fresh port and folder; it returns its URL.
@@ -71,6 +91,30 @@ func NewBroker(t testing.TB) string {
 	addr := FreeAddr(t)
 	Broker(t, addr, t.TempDir())
 	return "nats://" + addr
+}
+
+// UseAuth says that the broker (or the cluster) at url accepts the identities in
+// auth, for brokers a test runs as processes.
+func UseAuth(url, auth string) { authOf.Store(url, auth) }
+
+// Creds is the credentials file of identity for the broker at url (the first of a
+// cluster's comma-separated URLs).
+func Creds(t testing.TB, url, identity string) string {
+	t.Helper()
+	first, _, _ := strings.Cut(url, ",")
+	auth, ok := authOf.Load(first)
+	if !ok {
+		auth, ok = authOf.Load(url)
+	}
+	if !ok {
+		t.Fatalf("no credentials known for the broker at %s", url)
+	}
+	return broker.CredsFile(auth.(string), identity)
+}
+
+// Env is what a program needs to reach the broker at url as identity.
+func Env(t testing.TB, url, identity string) map[string]string {
+	return map[string]string{"NATS_URL": url, "NATS_CREDS": Creds(t, url, identity)}
 }
 
 // Merge is env with extra's settings added or replaced, env left as it was.
@@ -85,9 +129,9 @@ func Merge(env, extra map[string]string) map[string]string {
 	return out
 }
 
-// Topology declares the pipeline's streams and job bucket as the stages would with
-// the default settings and the given CHUNK_WINDOW, so that a test can publish before
-// any stage runs; it returns the job bucket.
+// Topology declares the pipeline's streams and job bucket as the broker would with
+// the default settings and the given CHUNK_WINDOW (js must be the operator's); it
+// returns the job bucket.
 func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstream.KeyValue {
 	t.Helper()
 	window, err := config.ParseBytes(chunkWindow)
@@ -95,7 +139,8 @@ func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstrea
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	topo := bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: window}
+	topo := DefaultTopology
+	topo.ChunkWindow = window
 	if err := topo.Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +151,12 @@ func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstrea
 	return kv
 }
 
-// JetStream is a client connection for assertions, closed when the test ends.
+// JetStream is a client connection for assertions, as the operator, closed when
+// the test ends.
 func JetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.UserCredentials(Creds(t, url, events.IdentityOperator)),
+		nats.CustomInboxPrefix(events.Inbox(events.IdentityOperator)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,8 +240,21 @@ func Start(t testing.TB, name string, run RunFunc, env map[string]string) *Stage
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stage{Logs: &Logs{}, cancel: cancel, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, []string{name}, func(k string) string { return env[k] }, s.Logs, s.Logs) }()
-	t.Cleanup(func() { s.Stop() })
+	t.Cleanup(func() {
+		s.Stop()
+		noRefusals(t, name, s.Logs)
+	})
 	return s
+}
+
+// noRefusals fails the test when the broker refused the program something: its
+// permissions (events.Permissions) lack what its code does.
+func noRefusals(t testing.TB, name string, logs *Logs) {
+	for _, m := range logs.Lines() {
+		if m["msg"] == bus.RefusedOperation {
+			t.Errorf("%s: the broker refused: %v", name, m["err"])
+		}
+	}
 }
 
 // WaitLog returns the first log line with message msg, failing the test after 30 s
@@ -369,7 +429,10 @@ func StartBinary(t testing.TB, path string, env map[string]string, extra ...stri
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(p.Kill)
+	t.Cleanup(func() {
+		p.Kill()
+		noRefusals(t, filepath.Base(path), p.Logs)
+	})
 	return p
 }
 

@@ -30,6 +30,7 @@ type StateFile struct {
 type StateMail struct {
 	To      string `json:"to"`
 	Subject string `json:"subject"`
+	Text    string `json:"text"`
 }
 
 // Snapshot is the State of one recording in z, its recording.completed body, and
@@ -44,7 +45,7 @@ func Snapshot(z *Zoom, d *Drive, g *Gmail, rec events.Recording, completed []byt
 		s.Drive = append(s.Drive, StateFile{Name: d.Path(f.ID), Size: f.Size, MD5: f.MD5})
 	}
 	for _, m := range g.Sent() {
-		s.Mails = append(s.Mails, StateMail{To: m.Header.Get("To"), Subject: m.Subject})
+		s.Mails = append(s.Mails, StateMail{To: m.Header.Get("To"), Subject: m.Subject, Text: m.Text})
 	}
 	for _, c := range z.Calls() {
 		if c.Method == http.MethodDelete && c.Status < 300 {

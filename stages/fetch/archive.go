@@ -215,7 +215,7 @@ func restoreCommand(stdout io.Writer) config.Command {
 			}
 			fmt.Fprintf(stdout, "recording %s is back in Zoom\n", uuid)
 			// Say so in the recording's record, for the next look at it.
-			closeFn, err := st.connect(ctx, rc.bus, "fetch-restore")
+			closeFn, err := st.connect(ctx, rc.bus)
 			if err != nil {
 				return err
 			}

@@ -131,7 +131,7 @@ func (b *backfill) windowsFrom(start time.Time) [][2]time.Time {
 }
 
 func (st *stage) backfill(ctx context.Context, bc bus.Config, b *backfill) error {
-	closeFn, err := st.connect(ctx, bc, "fetch-backfill")
+	closeFn, err := st.connect(ctx, bc)
 	if err != nil {
 		return err
 	}

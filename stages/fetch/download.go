@@ -443,8 +443,7 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 	failed := events.FileFailed{
 		Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
 		Size: int64(job.File.FileSize), Attempts: job.Attempts, Reason: cause.Error(),
-		Replay: fmt.Sprintf("nats kv del %s %s -f && nats consumer reset %s %s --sequence %d -f",
-			events.BucketJobs, events.FileJobKey(job.Key), events.StreamZoomEvents, consumerEvents, job.EventSeq),
+		Replay: events.RetryCommand(job.Key),
 	}
 	b, _ := json.Marshal(failed)
 	if _, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,

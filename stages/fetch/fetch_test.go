@@ -326,22 +326,29 @@ func TestHostileDownloadURLRefused(t *testing.T) {
 }
 
 // A job that keeps failing gives up after FETCH_MAX_ATTEMPTS, tells notify once, and
-// the replay command it carries brings it back once Zoom is healthy.
-func TestGivesUpThenReplayCommandWorks(t *testing.T) {
+// the one command the failure mail gives brings it back once Zoom is healthy; so
+// does the nats recipe the README keeps for operators who want it.
+func TestGivesUpThenRetryCommandWorks(t *testing.T) {
 	w := newWorld(t, map[string]string{"FETCH_MAX_ATTEMPTS": "3"})
 	w.zoom.Inject(standins.Fault{Path: "/file/", Status: 503, Times: 1000})
 	w.startFetch(t)
 	up := w.startUploader(t)
-	rec := w.meeting("uuid-down", "Down", standins.FileSpec{ID: "down-1", FileType: "MP4", Extension: "MP4", Size: mib})
+	rec := w.meeting("uuid-down", "Down", standins.FileSpec{ID: "down-1", FileType: "MP4", Extension: "MP4", Size: mib},
+		standins.FileSpec{ID: "down-2", FileType: "M4A", Extension: "M4A", Size: mib / 2})
 	w.send(t, events.EventRecordingCompleted, rec)
 	j := w.waitState(t, "down-1", events.JobFailed)
+	w.waitState(t, "down-2", events.JobFailed)
 	if j.Attempts != 3 {
 		t.Errorf("attempts %d, want 3", j.Attempts)
 	}
 	var failed events.FileFailed
-	waitFor(t, "failure event", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 1 })
-	json.Unmarshal(w.archiveEvents(t, "archive.file.failed.")[0].Data, &failed)
-	if failed.Attempts != 3 || failed.Recording.Topic != "Down" || !strings.Contains(failed.Reason, "503") || failed.Replay == "" {
+	waitFor(t, "failure events", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 2 })
+	for _, m := range w.archiveEvents(t, "archive.file.failed.") {
+		if strings.HasSuffix(m.Subject, "down-1") {
+			json.Unmarshal(m.Data, &failed)
+		}
+	}
+	if failed.Attempts != 3 || failed.Recording.Topic != "Down" || !strings.Contains(failed.Reason, "503") || failed.Replay != events.RetryCommand("down-1") {
 		t.Fatalf("failure event %+v", failed)
 	}
 	if n := len(stagetest.StreamMsgs(t, w.natsURL, events.StreamZoomEvents)); n != 1 {
@@ -349,10 +356,10 @@ func TestGivesUpThenReplayCommandWorks(t *testing.T) {
 	}
 
 	// The operator looks, as the README shows, then, Zoom healthy again, runs the
-	// replay command as written.
+	// mail's command (fetch retry, which compose runs in a fetch container).
 	nats := func(line string) string {
 		cmd := exec.Command("sh", "-c", line)
-		cmd.Env = append(os.Environ(), "NATS_URL="+w.natsURL, "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
+		cmd.Env = append(os.Environ(), "NATS_URL="+w.natsURL, "NATS_CREDS="+stagetest.Creds(t, w.natsURL, events.IdentityOperator), "PATH="+natsCLIDir(t)+":"+os.Getenv("PATH"))
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", line, err, out)
@@ -366,9 +373,26 @@ func TestGivesUpThenReplayCommandWorks(t *testing.T) {
 		t.Errorf("nats kv ls shows:\n%s", out)
 	}
 	w.zoom.ClearFaults()
-	nats(failed.Replay)
+	retry := func(key string) (string, error) {
+		out := &stagetest.Logs{} // written by the log and the command at once
+		_, args, _ := strings.Cut(events.RetryCommand(key), "docker compose run --rm ")
+		err := run(context.Background(), strings.Fields(args), func(k string) string { return w.env[k] }, out, out)
+		return out.String(), err
+	}
+	if out, err := retry("down-1"); err != nil || !strings.Contains(out, "queued again") {
+		t.Fatalf("fetch retry: %v\n%s", err, out)
+	}
 	up.whole(t, "down-1", w.zoom.Content("down-1"))
 	w.waitState(t, "down-1", events.JobVerified)
+	for key, want := range map[string]string{"down-1": "is verified, not failed", "nope": "no file job nope"} {
+		if _, err := retry(key); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("fetch retry %s: %v, want %q", key, err, want)
+		}
+	}
+	// The nats recipe: forget the job, replay the event.
+	nats("nats kv del ARCHIVE_JOBS file.down-2 -f && nats consumer reset ZOOM_EVENTS fetch --sequence 1 -f")
+	up.whole(t, "down-2", w.zoom.Content("down-2"))
+	w.waitState(t, "down-2", events.JobVerified)
 }
 
 func natsCLIDir(t *testing.T) string {

@@ -3,13 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
 
 	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 )
 
@@ -126,4 +131,61 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 func (st *stage) enqueue(ctx context.Context, key string) error {
 	_, err := st.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject(key)))
 	return err
+}
+
+// retryCommand starts a failed file over, the one command a failure mail gives:
+// fetch retry FILE_KEY.
+func retryCommand(stdout io.Writer) config.Command {
+	return config.Command{
+		Name:  "retry",
+		Usage: "start a failed file over from byte 0: fetch retry FILE_KEY (the failure mail names it)",
+		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("give the file key: fetch retry FILE_KEY")
+			}
+			st, rc, err := configure(v, stdout)
+			if err != nil {
+				return err
+			}
+			closeFn, err := st.connect(ctx, rc.bus)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			job, err := st.retry(ctx, c.Args().First())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s of %q queued again from byte 0; the archived mail follows once it is in Drive\n",
+				job.File.FileType, job.Recording.Topic)
+			return nil
+		},
+	}
+}
+
+// retry puts a failed file job back in the queue with its attempts and mismatches
+// forgotten, and sends its work message asking for a fresh start (a new
+// generation), so nothing half-done of the failed tries is used. A job still
+// queued (its message lost, say) gets its message again.
+func (st *stage) retry(ctx context.Context, key string) (events.FileJob, error) {
+	job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, exists bool) error {
+		switch {
+		case !exists:
+			return fmt.Errorf("no file job %s (nats kv ls %s lists them)", key, events.BucketJobs)
+		case j.State != events.JobFailed && j.State != events.JobQueued:
+			return fmt.Errorf("file %s is %s, not failed: nothing to retry", key, j.State)
+		}
+		j.State, j.Attempts, j.Mismatches, j.LastError, j.Updated = events.JobQueued, 0, 0, "", time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return job, err
+	}
+	msg := nats.NewMsg(events.FetchJobSubject(key))
+	msg.Header.Set(events.HeaderRestart, "true")
+	if _, err := st.js.PublishMsg(ctx, msg); err != nil {
+		return job, fmt.Errorf("queued, but the work message did not go (run the command again): %w", err)
+	}
+	st.log.Info("file retried by an operator", "file_key", key, "meeting_uuid", job.Recording.UUID, "file_id", job.File.ID)
+	return job, nil
 }

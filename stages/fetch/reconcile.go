@@ -37,7 +37,7 @@ func reconcileCommand(stdout io.Writer) config.Command {
 			if err != nil {
 				return err
 			}
-			closeFn, err := st.connect(ctx, rc.bus, "fetch-reconcile")
+			closeFn, err := st.connect(ctx, rc.bus)
 			if err != nil {
 				return err
 			}
@@ -58,8 +58,8 @@ func reconcileCommand(stdout io.Writer) config.Command {
 }
 
 // connect is a command's broker connection: the topology in place, the job bucket open.
-func (st *stage) connect(ctx context.Context, bc bus.Config, name string) (func(), error) {
-	conn, err := bus.Dial(ctx, bc, name, st.log)
+func (st *stage) connect(ctx context.Context, bc bus.Config) (func(), error) {
+	conn, err := bus.Dial(ctx, bc, st.log)
 	if err != nil {
 		return nil, err
 	}

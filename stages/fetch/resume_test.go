@@ -123,7 +123,7 @@ func TestSecondMessageForAFileWaitsForTheLease(t *testing.T) {
 	}
 	f := up.whole(t, "twice-1", w.zoom.Content("twice-1"))
 	waitFor(t, "both messages settled", func() bool {
-		i, err := w.js.Consumer(context.Background(), events.StreamFetchJobs, consumerJobs)
+		i, err := w.js.Consumer(context.Background(), events.StreamFetchJobs, events.ConsumerFetchJobs)
 		if err != nil {
 			return false
 		}

@@ -49,13 +49,6 @@ var settings = append([]config.Setting{
 	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
 }, bus.Settings...)
 
-// Consumers of this stage (durable names an operator sees in `nats consumer ls`).
-const (
-	consumerEvents  = "fetch"
-	consumerJobs    = "fetch-jobs"
-	consumerArchive = "fetch-archive"
-)
-
 type stage struct {
 	log     *slog.Logger
 	js      jetstream.JetStream
@@ -109,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
-		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout))
+		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout), retryCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -172,7 +165,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	}
 	accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
 	retryBase := v.Duration("ZOOM_RETRY_BASE")
-	c := runConf{bus: bus.ReadConfig(v), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1)}
+	c := runConf{bus: bus.ReadConfig(v, events.IdentityFetch), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1)}
 	if err := v.Err(); err != nil {
 		return nil, c, err
 	}
@@ -196,11 +189,11 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 		handle func(context.Context, jetstream.Msg)
 		n      int
 	}{
-		{events.StreamZoomEvents, jetstream.ConsumerConfig{Durable: consumerEvents, FilterSubject: events.SubjectZoomEvents, MaxAckPending: 64}, st.planEvent, 1},
+		{events.StreamZoomEvents, jetstream.ConsumerConfig{Durable: events.ConsumerFetchEvents, FilterSubject: events.SubjectZoomEvents, MaxAckPending: 64}, st.planEvent, 1},
 		// Failing jobs wait in NakWithDelay for hours; they must not use up the pending
 		// slots, so concurrency is the number of workers, not MaxAckPending.
-		{events.StreamFetchJobs, jetstream.ConsumerConfig{Durable: consumerJobs, MaxAckPending: 10000}, st.fetchJob, concurrency},
-		{events.StreamArchive, jetstream.ConsumerConfig{Durable: consumerArchive, FilterSubject: events.FileVerifiedSubject(">"), MaxAckPending: 64}, st.afterVerified, 1},
+		{events.StreamFetchJobs, jetstream.ConsumerConfig{Durable: events.ConsumerFetchJobs, MaxAckPending: 10000}, st.fetchJob, concurrency},
+		{events.StreamArchive, jetstream.ConsumerConfig{Durable: events.ConsumerFetchArchive, FilterSubject: events.FileVerifiedSubject(">"), MaxAckPending: 64}, st.afterVerified, 1},
 	}
 	var wg sync.WaitGroup
 	for _, c := range consumers {

@@ -43,7 +43,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	w := &world{natsURL: stagetest.NewBroker(t), zoom: standins.NewZoom()}
 	t.Cleanup(w.zoom.Close)
 	w.env = map[string]string{
-		"NATS_URL":            w.natsURL,
+		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityFetch), "NATS_URL": w.natsURL,
 		"ZOOM_ACCOUNT_ID":     w.zoom.AccountID,
 		"ZOOM_CLIENT_ID":      w.zoom.ClientID,
 		"ZOOM_CLIENT_SECRET":  w.zoom.ClientSecret,

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -57,7 +59,7 @@ func TestOperatorCommandsInReadme(t *testing.T) {
 	seen := map[string]bool{}
 	for _, cmd := range cmds {
 		c := exec.Command("sh", "-c", cmd)
-		c.Env = append(os.Environ(), "NATS_URL="+natsURL, "PATH="+filepath.Dir(cli)+":"+os.Getenv("PATH"))
+		c.Env = append(os.Environ(), "NATS_URL="+natsURL, "NATS_CREDS="+stagetest.Creds(t, natsURL, events.IdentityOperator), "PATH="+filepath.Dir(cli)+":"+os.Getenv("PATH"))
 		out, err := c.CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", cmd, err, out)

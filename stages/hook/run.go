@@ -37,7 +37,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			addr, metricsAddr := v.String("HOOK_ADDR"), v.String("METRICS_ADDR")
 			maxSkew, maxBody := v.Duration("HOOK_MAX_SKEW"), v.Bytes("HOOK_MAX_BODY")
 			timeout := v.Duration("HOOK_PUBLISH_TIMEOUT")
-			bc := bus.ReadConfig(v)
+			bc := bus.ReadConfig(v, events.IdentityHook)
 			if timeout >= zoomDeadline {
 				v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
 			}
@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config, clientIPHeader string) error {
 	log := obs.Logger(stdout, "hook")
-	nc, err := bus.Connect(bc.URL, "hook", log)
+	nc, err := bus.Connect(bc, log)
 	if err != nil {
 		return fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
 	}
@@ -94,15 +94,21 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	srvCtx, stopAux := context.WithCancel(context.Background())
 	defer stopAux()
 	go metrics.Serve(srvCtx)
+	refused := make(chan error, 1)
 	go func() {
-		if bc.Topology.EnsureUntil(ctx, js, log) != nil {
-			return
+		for !nc.IsConnected() {
+			if err := bus.Refused(nc, bc); err != nil {
+				refused <- err
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		h.ready.Store(true)
-		log.Info("ready: streams declared")
-		if kv, err := js.KeyValue(ctx, events.BucketJobs); err == nil {
-			bus.Beat(ctx, kv, "hook", func() map[string]int64 { return map[string]int64{"rejected": h.rejected.Load()} })
-		}
+		log.Info("ready")
+		bus.Beat(ctx, js, events.IdentityHook, func() map[string]int64 { return map[string]int64{"rejected": h.rejected.Load()} })
 	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -111,6 +117,8 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	select {
 	case err := <-served:
 		return fmt.Errorf("webhook listener: %w", err)
+	case err := <-refused:
+		return err
 	case <-ctx.Done():
 	}
 	// Finish what is in flight: each request is at most a publish timeout away.

@@ -27,8 +27,8 @@ func startHook(t testing.TB, natsURL string, extra map[string]string) *testHook 
 		"ZOOM_WEBHOOK_SECRET": testSecret,
 		"HOOK_ADDR":           "127.0.0.1:0",
 		"METRICS_ADDR":        "127.0.0.1:0",
-		"NATS_URL":            natsURL,
 	}
+	env = stagetest.Merge(env, stagetest.Env(t, natsURL, events.IdentityHook))
 	env = stagetest.Merge(env, extra)
 	h := &testHook{Stage: stagetest.Start(t, "hook", run, env)}
 	l := h.WaitLog(t, "listening")

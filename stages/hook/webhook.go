@@ -41,7 +41,6 @@ type hook struct {
 	verify   *verifier
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	ready    atomic.Bool  // topology applied
 	rejected atomic.Int64 // signature checks failed, for the heartbeat notify watches
 	timeout  time.Duration
 	// clientIPHeader names the header a trusted proxy puts the client's address in.
@@ -78,11 +77,8 @@ func newHook(v *verifier, nc *nats.Conn, js jetstream.JetStream, timeout time.Du
 
 // readiness is what /readyz reports.
 func (h *hook) readiness() error {
-	switch {
-	case !h.nc.IsConnected():
+	if !h.nc.IsConnected() {
 		return errors.New("broker not connected")
-	case !h.ready.Load():
-		return errors.New("streams not declared yet")
 	}
 	return nil
 }
@@ -188,8 +184,12 @@ func (h *hook) validate(ctx *fasthttp.RequestCtx, env events.Envelope, rid strin
 	return result{status: http.StatusOK, outcome: outValidated, requestID: rid, event: env.Event}
 }
 
-// publish stores the raw body in ZOOM_EVENTS and answers 200 only once JetStream
-// acknowledged it. Retries of one event keep x-zm-request-id, so it is the dedupe id.
+// publish stores the body in ZOOM_EVENTS and answers 200 only once JetStream
+// acknowledged it. The dedupe id is the body's hash: Zoom's retries of one event
+// carry the same body (and x-zm-request-id, which the signature does not cover),
+// so a request replayed with new request ids inside HOOK_MAX_SKEW is stored once
+// too. The body is stored without download_token: fetch downloads with its own
+// OAuth token, and a credential that lasts 24 h has no place in a 30-day stream.
 func (h *hook) publish(subject string, body []byte, rid, ts, event string) result {
 	r := result{requestID: rid, event: event}
 	if err := h.readiness(); err != nil {
@@ -197,12 +197,14 @@ func (h *hook) publish(subject string, body []byte, rid, ts, event string) resul
 		r.status, r.outcome, r.detail = http.StatusServiceUnavailable, outUnavailable, err.Error()
 		return r
 	}
-	msgID := rid
-	if msgID == "" {
-		sum := sha256.Sum256(body)
-		msgID = "sha256-" + hex.EncodeToString(sum[:])
+	sum := sha256.Sum256(body)
+	msgID := "sha256-" + hex.EncodeToString(sum[:])
+	stored, err := withoutDownloadToken(body)
+	if err != nil {
+		r.status, r.outcome, r.detail = http.StatusBadRequest, outBadBody, err.Error()
+		return r
 	}
-	msg := &nats.Msg{Subject: subject, Data: body, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: subject, Data: stored, Header: nats.Header{}}
 	msg.Header.Set(events.HeaderZoomRequest, rid)
 	msg.Header.Set(events.HeaderZoomTime, ts)
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
@@ -218,6 +220,20 @@ func (h *hook) publish(subject string, body []byte, rid, ts, event string) resul
 		r.outcome = outDuplicate
 	}
 	return r
+}
+
+// withoutDownloadToken is body less its top-level download_token; a body without
+// one is kept byte for byte.
+func withoutDownloadToken(body []byte) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, err
+	}
+	if _, ok := top["download_token"]; !ok {
+		return body, nil
+	}
+	delete(top, "download_token")
+	return json.Marshal(top)
 }
 
 // onParseError answers what fasthttp refused before the handler ran; a body over

@@ -9,13 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/valyala/fasthttp"
 
-	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 	"zoomarchive/shared/stagetest"
@@ -52,17 +53,15 @@ func TestEventStoredOnceAcrossZoomRetries(t *testing.T) {
 	if m.Subject != "zoom.event.recording.completed" {
 		t.Errorf("subject %q", m.Subject)
 	}
-	if !bytes.Equal(m.Data, []byte(recordingBody)) {
-		t.Errorf("body not kept byte for byte:\n got %s\nwant %s", m.Data, recordingBody)
-	}
+	assertStoredAsSent(t, m.Data, []byte(recordingBody))
 	if got := m.Header.Get(events.HeaderZoomRequest); got != d.RequestID {
 		t.Errorf("request id header %q, want %q", got, d.RequestID)
 	}
 	if got := m.Header.Get(events.HeaderZoomTime); got != fmt.Sprint(start.Unix()) {
 		t.Errorf("timestamp header %q, want the first attempt's %d", got, start.Unix())
 	}
-	if got := m.Header.Get(events.HeaderNatsMsgID); got != d.RequestID {
-		t.Errorf("dedupe id %q, want the request id", got)
+	if got := m.Header.Get(events.HeaderNatsMsgID); !strings.HasPrefix(got, "sha256-") {
+		t.Errorf("dedupe id %q, want the body's hash", got)
 	}
 	if a, dup := h.metric(t, `zoomarchive_hook_requests_total{outcome="accepted"}`), h.metric(t, `zoomarchive_hook_requests_total{outcome="duplicate"}`); a != 1 || dup != 2 {
 		t.Errorf("metrics: accepted %v duplicate %v, want 1 and 2", a, dup)
@@ -82,10 +81,15 @@ func TestEventStoredOnceAcrossZoomRetries(t *testing.T) {
 	assertNoSecretsLogged(t, h, sigs...)
 }
 
-func TestBodyHashIsTheDedupeIDWithoutRequestID(t *testing.T) {
+// x-zm-request-id is not signed: one captured request replayed within the
+// timestamp window with new request ids (or none) is still one event.
+func TestReplayWithNewRequestIDsStoredOnce(t *testing.T) {
 	natsURL, h := newStack(t)
-	d := standins.Delivery{Body: []byte(recordingBody)}
-	for i := 0; i < 2; i++ {
+	now := time.Now()
+	h.zoom.Now = func() time.Time { return now }
+	for _, rid := range []string{standins.NewZoomRequestID(), standins.NewZoomRequestID(), standins.NewZoomRequestID(),
+		standins.NewZoomRequestID(), standins.NewZoomRequestID(), ""} {
+		d := standins.Delivery{Body: []byte(recordingBody), RequestID: rid}
 		if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != http.StatusOK {
 			t.Fatalf("status %d, err %v", status, err)
 		}
@@ -93,6 +97,29 @@ func TestBodyHashIsTheDedupeIDWithoutRequestID(t *testing.T) {
 	msgs := storedEvents(t, natsURL)
 	if len(msgs) != 1 || !strings.HasPrefix(msgs[0].Header.Get(events.HeaderNatsMsgID), "sha256-") {
 		t.Fatalf("want one event deduped on the body hash, got %d", len(msgs))
+	}
+}
+
+// assertStoredAsSent: the stored event is the body without download_token, every
+// other field byte for byte.
+func assertStoredAsSent(t *testing.T, stored, sent []byte) {
+	t.Helper()
+	var got, want map[string]json.RawMessage
+	if err := json.Unmarshal(stored, &got); err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(sent, &want)
+	if _, ok := got["download_token"]; ok || bytes.Contains(stored, []byte("secret-download-token")) {
+		t.Errorf("download_token stored: %s", stored)
+	}
+	delete(want, "download_token")
+	if len(got) != len(want) {
+		t.Errorf("fields %d, want %d", len(got), len(want))
+	}
+	for k, v := range want {
+		if !bytes.Equal(got[k], v) {
+			t.Errorf("%s stored as %s, want %s", k, got[k], v)
+		}
 	}
 }
 
@@ -234,7 +261,7 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 	if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != 200 {
 		t.Fatalf("broker back: status %d err %v", status, err)
 	}
-	if msgs := storedEvents(t, natsURL); len(msgs) != 1 || !bytes.Equal(msgs[0].Data, d.Body) {
+	if msgs := storedEvents(t, natsURL); len(msgs) != 1 {
 		t.Fatalf("want the event stored once after the broker came back, got %d", len(msgs))
 	}
 }
@@ -242,9 +269,10 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 // A broker that holds the connection but stops answering: 503 at the publish
 // timeout, before Zoom's 3 s; the late store and Zoom's retry still make one event.
 func TestSlowBrokerAnswers503InTime(t *testing.T) {
-	addr := stagetest.FreeAddr(t)
-	stagetest.Broker(t, addr, t.TempDir())
+	addr, dir := stagetest.FreeAddr(t), t.TempDir()
+	stagetest.Broker(t, addr, dir)
 	p := stagetest.NewStallProxy(t, addr)
+	stagetest.UseAuth("nats://"+p.Addr(), stagetest.Auth(t, dir))
 	h := startHook(t, "nats://"+p.Addr(), nil)
 	h.waitReady(t, 200)
 
@@ -270,9 +298,10 @@ func TestSlowBrokerAnswers503InTime(t *testing.T) {
 
 // SIGTERM (a cancelled context) lets a request in flight finish with its answer.
 func TestShutdownFinishesRequestsInFlight(t *testing.T) {
-	addr := stagetest.FreeAddr(t)
-	stagetest.Broker(t, addr, t.TempDir())
+	addr, dir := stagetest.FreeAddr(t), t.TempDir()
+	stagetest.Broker(t, addr, dir)
 	p := stagetest.NewStallProxy(t, addr)
+	stagetest.UseAuth("nats://"+p.Addr(), stagetest.Auth(t, dir))
 	h := startHook(t, "nats://"+p.Addr(), nil)
 	h.waitReady(t, 200)
 
@@ -320,7 +349,8 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 
 func TestHealthAndReadiness(t *testing.T) {
 	// Started before its broker: alive, not ready, and answering 503 to Zoom.
-	addr := stagetest.FreeAddr(t)
+	addr, dir := stagetest.FreeAddr(t), t.TempDir()
+	stagetest.UseAuth("nats://"+addr, stagetest.Auth(t, dir))
 	h := startHook(t, "nats://"+addr, nil)
 	resp, err := http.Get(h.metrics + "/healthz")
 	if err != nil || resp.StatusCode != 200 {
@@ -331,7 +361,7 @@ func TestHealthAndReadiness(t *testing.T) {
 	if status, _, _ := h.zoom.Send(context.Background(), d); status != 503 {
 		t.Fatalf("no broker yet: status %d, want 503", status)
 	}
-	stagetest.Broker(t, addr, t.TempDir())
+	stagetest.Broker(t, addr, dir)
 	h.waitReady(t, http.StatusOK)
 	if status, _, _ := h.zoom.Send(context.Background(), d); status != 200 {
 		t.Fatalf("broker up: status %d, want 200", status)
@@ -345,7 +375,6 @@ func TestSettingsErrorsListEverything(t *testing.T) {
 	env := map[string]string{
 		"HOOK_MAX_SKEW":        "soon",
 		"HOOK_PUBLISH_TIMEOUT": "5s",
-		"ZOOM_EVENTS_DEDUPE":   "10m",
 		"HOOK_MAX_BODY":        "1TB",
 	}
 	var out bytes.Buffer
@@ -353,7 +382,7 @@ func TestSettingsErrorsListEverything(t *testing.T) {
 	if err == nil {
 		t.Fatal("started without settings")
 	}
-	for _, want := range []string{"ZOOM_WEBHOOK_SECRET: required", "HOOK_MAX_SKEW", "HOOK_PUBLISH_TIMEOUT", "ZOOM_EVENTS_DEDUPE", "HOOK_MAX_BODY", "5 setting(s)"} {
+	for _, want := range []string{"ZOOM_WEBHOOK_SECRET: required", "NATS_CREDS: required", "HOOK_MAX_SKEW", "HOOK_PUBLISH_TIMEOUT", "HOOK_MAX_BODY", "5 setting(s)"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}
@@ -367,7 +396,7 @@ func FuzzWebhook(f *testing.F) {
 	f.Add([]byte(crcBody), "", true)
 	f.Add([]byte(`{"event":"endpoint.url_validation","payload":{"plainToken":7}}`), "x", true)
 	f.Add([]byte(`{"event":"a..b"}`), "", false)
-	nc, err := bus.Connect("nats://127.0.0.1:1", "fuzz", obs.Logger(io.Discard, "hook"))
+	nc, err := nats.Connect("nats://127.0.0.1:1", nats.RetryOnFailedConnect(true))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -415,5 +444,27 @@ func assertNoSecretsLogged(t *testing.T, h *testHook, sigs ...string) {
 	}
 	if !strings.Contains(logs, `"outcome":"accepted"`) {
 		t.Error("no log line per request")
+	}
+}
+
+// Credentials that are missing, another program's, or not the broker's: the hook
+// stops with one error naming NATS_CREDS and what is wrong, never serves blind.
+func TestWrongCredentialsStopTheHook(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	other := stagetest.Auth(t, t.TempDir())
+	for _, c := range []struct{ creds, want string }{
+		{filepath.Join(t.TempDir(), "missing.creds"), "no such file"},
+		{stagetest.Creds(t, url, events.IdentityFetch), `holds the identity "fetch", not "hook"`},
+		{filepath.Join(other, "hook.creds"), "the broker refused them: nats: authorization violation"},
+	} {
+		env := map[string]string{"ZOOM_WEBHOOK_SECRET": testSecret, "HOOK_ADDR": "127.0.0.1:0", "METRICS_ADDR": "127.0.0.1:0",
+			"NATS_URL": url, "NATS_CREDS": c.creds}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var out bytes.Buffer
+		err := run(ctx, []string{"hook"}, func(k string) string { return env[k] }, &out, &out)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "NATS_CREDS") || !strings.Contains(strings.ToLower(err.Error()), c.want) {
+			t.Errorf("%s: %v, want NATS_CREDS and %q", c.creds, err, c.want)
+		}
 	}
 }

@@ -42,7 +42,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	key := filepath.Join(t.TempDir(), "sa.json")
 	os.WriteFile(key, w.token.KeyJSON(), 0o600)
 	w.env = map[string]string{
-		"NATS_URL": w.natsURL, "GOOGLE_APPLICATION_CREDENTIALS": key, "GMAIL_SENDER": sender,
+		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityNotify), "NATS_URL": w.natsURL, "GOOGLE_APPLICATION_CREDENTIALS": key, "GMAIL_SENDER": sender,
 		"NOTIFY_TO": "admin1@example.org, admin2@example.org", "GMAIL_API_URL": w.gmail.URL(),
 		"METRICS_ADDR": "127.0.0.1:0", "NOTIFY_DIGEST_AT": "off", "NOTIFY_CHECK_EVERY": "200ms",
 		"NOTIFY_RETRY_DELAY": "300ms", "NOTIFY_WINDOW_FULL_FOR": "1s", "CHUNK_WINDOW": "8MiB",
@@ -103,7 +103,7 @@ func archivedEvent(rec events.RecordingInfo) events.RecordingArchived {
 func failedEvent(rec events.RecordingInfo) events.FileFailed {
 	return events.FileFailed{Key: "f9", Recording: rec, FileType: "MP4", FileID: "f9", Size: 104857600, Attempts: 8,
 		Reason: "zoom answered 503 to the download",
-		Replay: "nats kv del ARCHIVE_JOBS file.f9 -f && nats consumer reset ZOOM_EVENTS fetch --sequence 42 -f"}
+		Replay: events.RetryCommand("f9")}
 }
 
 func TestEachKindOfMailRenderedAndParsedBack(t *testing.T) {
@@ -138,7 +138,7 @@ func TestEachKindOfMailRenderedAndParsedBack(t *testing.T) {
 	if !strings.Contains(mails[0].Text, "moved to Zoom's trash") || !strings.Contains(mails[0].Text, "700.0 MiB") {
 		t.Errorf("archived mail:\n%s", mails[0].Text)
 	}
-	if !strings.Contains(mails[1].Text, "nats consumer reset ZOOM_EVENTS fetch --sequence 42 -f") || !strings.Contains(mails[1].Text, "Attempts: 8") {
+	if !strings.Contains(mails[1].Text, events.RetryCommand("f9")) || !strings.Contains(mails[1].Text, "Attempts: 8") {
 		t.Errorf("failed mail:\n%s", mails[1].Text)
 	}
 }
@@ -150,7 +150,7 @@ func TestNeverTwoMailsForOneEvent(t *testing.T) {
 	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
 	w.waitMails(t, 1)
 	s.Stop()
-	if err := w.js.DeleteConsumer(context.Background(), events.StreamArchive, consumerNotify); err != nil {
+	if err := w.js.DeleteConsumer(context.Background(), events.StreamArchive, events.ConsumerNotify); err != nil {
 		t.Fatal(err)
 	}
 	w.startNotify(t)

@@ -48,8 +48,6 @@ var settings = append([]config.Setting{
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
-const consumerNotify = "notify"
-
 type stage struct {
 	log       *slog.Logger
 	js        jetstream.JetStream
@@ -106,7 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			apiURL := v.String("GMAIL_API_URL")
 			src := serviceaccount.TokenSource(v, gmail.GmailSendScope, st.sender)
-			bc, metricsAddr := bus.ReadConfig(v), v.String("METRICS_ADDR")
+			bc, metricsAddr := bus.ReadConfig(v, events.IdentityNotify), v.String("METRICS_ADDR")
 			if err := v.Err(); err != nil {
 				return err
 			}
@@ -141,11 +139,11 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	defer conn.Close()
 	st.js, st.kv = conn.JS, conn.KV
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
-		Durable: consumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
+		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},
 	})
 	if err != nil {
-		return fmt.Errorf("consumer %s: %w", consumerNotify, err)
+		return fmt.Errorf("consumer %s: %w", events.ConsumerNotify, err)
 	}
 	go st.watch(ctx)
 	go st.digests(ctx)

@@ -148,10 +148,10 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	return 0
 }
 
-// chunkConsumer is the consumer of one file's chunks, upload-<key>.
+// chunkConsumer is the consumer of one file's chunks.
 func chunkConsumer(key string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable: "upload-" + key, FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: events.ChunkConsumer(key), FilterSubject: events.ChunkSubject(key), AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: 10 * time.Minute, MaxAckPending: 10000, InactiveThreshold: time.Hour,
 	}
 }
@@ -640,8 +640,7 @@ func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, su
 	}
 	b, _ := json.Marshal(events.FileFailed{Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
 		Size: int64(job.File.FileSize), Attempts: job.Mismatches, Reason: job.LastError,
-		Replay: fmt.Sprintf("nats kv del %s %s -f && nats consumer reset %s fetch --sequence %d -f",
-			events.BucketJobs, events.FileJobKey(job.Key), events.StreamZoomEvents, job.EventSeq)})
+		Replay: events.RetryCommand(job.Key)})
 	if _, err := f.st.js.Publish(ctx, events.FileFailedSubject(job.Key), b, jetstream.WithMsgID("failed-upload-"+job.Key)); err != nil {
 		return err
 	}

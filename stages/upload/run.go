@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				v.Invalid("DRIVE_TIMEZONE", err.Error())
 			}
 			tokens := serviceaccount.TokenSource(v, drive.DriveScope, subject)
-			bc, metricsAddr, concurrency := bus.ReadConfig(v), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
+			bc, metricsAddr, concurrency := bus.ReadConfig(v, events.IdentityUpload), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
 			if err := v.Err(); err != nil {
 				return err
 			}

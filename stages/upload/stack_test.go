@@ -53,7 +53,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	keyFile := filepath.Join(t.TempDir(), "sa.json")
 	os.WriteFile(keyFile, w.token.KeyJSON(), 0o600)
 	w.env = map[string]string{
-		"NATS_URL":                       w.natsURL,
+		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityUpload), "NATS_URL": w.natsURL,
 		"GOOGLE_APPLICATION_CREDENTIALS": keyFile,
 		"DRIVE_FOLDER_ID":                w.root,
 		"GOOGLE_API_URL":                 w.drive.URL(),

@@ -70,19 +70,30 @@ func googleToken(file string) (*standins.GoogleToken, error) {
 	return g, nil
 }
 
-// serveState answers GET /state until ctx ends.
+// serveState answers GET /state, and takes Zoom's faults (POST /faults, a JSON
+// standins.Fault; DELETE /faults clears them), until ctx ends.
 func (w *world) serveState(ctx context.Context, addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("STANDINS_STATE_ADDR: %w", err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/state" {
+		switch {
+		case r.URL.Path == "/state":
+			rw.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(rw).Encode(standins.Snapshot(w.zoom, w.drive, w.gmail, w.rec, w.body))
+		case r.URL.Path == "/faults" && r.Method == http.MethodPost:
+			var f standins.Fault
+			if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
+				http.Error(rw, err.Error(), http.StatusBadRequest)
+				return
+			}
+			w.zoom.Inject(f)
+		case r.URL.Path == "/faults" && r.Method == http.MethodDelete:
+			w.zoom.ClearFaults()
+		default:
 			http.NotFound(rw, r)
-			return
 		}
-		rw.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(rw).Encode(standins.Snapshot(w.zoom, w.drive, w.gmail, w.rec, w.body))
 	})}
 	go func() {
 		<-ctx.Done()

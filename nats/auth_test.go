@@ -1,0 +1,241 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	broker "zoomarchive/nats"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
+)
+
+// One operation on the broker, as a program's code would do it.
+type operation struct {
+	name string
+	do   func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error
+}
+
+func publish(subject string) operation {
+	return operation{"publish " + subject, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		_, err := js.Publish(ctx, subject, []byte(`{}`))
+		return err
+	}}
+}
+
+func putJob(key string) operation {
+	return operation{"put " + key, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		kv, err := js.KeyValue(ctx, events.BucketJobs)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(ctx, key, []byte(`{"state":"verified"}`))
+		return err
+	}}
+}
+
+func getJob(key string) operation {
+	return operation{"get " + key, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		kv, err := js.KeyValue(ctx, events.BucketJobs)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	}}
+}
+
+func streamInfo(stream string) operation {
+	return operation{"read stream " + stream, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		_, err := js.Stream(ctx, stream)
+		return err
+	}}
+}
+
+func consumer(stream, name, filter string) operation {
+	return operation{"consumer " + name + " on " + stream, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		_, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: name, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy})
+		return err
+	}}
+}
+
+var (
+	deleteStream = operation{"delete stream " + events.StreamChunks, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		return js.DeleteStream(ctx, events.StreamChunks)
+	}}
+	editStream = operation{"edit stream " + events.StreamZoomEvents, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute})
+		return err
+	}}
+	readOthersInbox = operation{"subscribe to fetch's replies", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		sub, err := nc.SubscribeSync(events.Inbox(events.IdentityFetch) + ".>")
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		return nc.Flush()
+	}}
+)
+
+// Every identity may do what its program needs and is refused, with a permissions
+// violation, what it must not do; each refusal is also seen allowed to the
+// identity whose job it is, so a refusal is the permission and not a broken call.
+func TestEachIdentityMayDoOnlyItsJob(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	file, rec := events.FileJobKey("f1"), events.RecordingJobKey("r1")
+	type permCase struct {
+		id      string
+		op      operation
+		allowed bool
+	}
+	cases := []permCase{
+		{events.IdentityHook, publish("zoom.event.recording.completed"), true},
+		{events.IdentityHook, streamInfo(events.StreamZoomEvents), false},
+		{events.IdentityFetch, streamInfo(events.StreamZoomEvents), true},
+		{events.IdentityHook, getJob(file), false},
+		{events.IdentityHook, putJob(file), false},
+		{events.IdentityHook, publish(events.JobSubject(file)), false},
+		{events.IdentityHook, publish(events.JobSubject(events.HeartbeatKey("hook"))), true},
+		{events.IdentityHook, publish(events.JobSubject(events.HeartbeatKey("fetch"))), false},
+		{events.IdentityHook, publish(events.FileVerifiedSubject("f1")), false},
+		{events.IdentityUpload, publish(events.FileVerifiedSubject("f1")), true},
+		{events.IdentityUpload, publish("zoom.event.x"), false},
+		{events.IdentityFetch, publish("zoom.event.x"), true},
+		{events.IdentityUpload, putJob(file), true},
+		{events.IdentityUpload, putJob(rec), false},
+		{events.IdentityFetch, putJob(rec), true},
+		{events.IdentityNotify, putJob(file), false},
+		{events.IdentityNotify, getJob(file), true},
+		{events.IdentityNotify, putJob(events.NotifyKey("sent.x")), true},
+		{events.IdentityFetch, putJob(events.NotifyKey("sent.x")), false},
+		{events.IdentityNotify, publish(events.RecordingArchivedSubject("r1")), false},
+		{events.IdentityFetch, publish(events.RecordingArchivedSubject("r1")), true},
+		{events.IdentityNotify, consumer(events.StreamArchive, events.ConsumerFetchArchive, events.FileVerifiedSubject(">")), false},
+		{events.IdentityFetch, consumer(events.StreamArchive, events.ConsumerFetchArchive, events.FileVerifiedSubject(">")), true},
+		{events.IdentityUpload, consumer(events.StreamFetchJobs, events.ConsumerFetchJobs, ""), false},
+		{events.IdentityFetch, consumer(events.StreamFetchJobs, events.ConsumerFetchJobs, ""), true},
+		{events.IdentityUpload, readOthersInbox, false},
+		{events.IdentityOperator, readOthersInbox, true},
+	}
+	for _, id := range []string{events.IdentityHook, events.IdentityFetch, events.IdentityUpload, events.IdentityNotify} {
+		cases = append(cases, permCase{id, deleteStream, false}, permCase{id, editStream, false})
+	}
+	cases = append(cases, permCase{events.IdentityOperator, editStream, true}, permCase{events.IdentityOperator, deleteStream, true})
+
+	for _, c := range cases {
+		t.Run(c.id+" "+c.op.name, func(t *testing.T) {
+			violations := make(chan error, 8)
+			nc, err := nats.Connect(url, nats.UserCredentials(stagetest.Creds(t, url, c.id)),
+				nats.CustomInboxPrefix(events.Inbox(c.id)),
+				nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, _ := jetstream.New(nc)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			err = c.op.do(ctx, nc, js)
+			if c.allowed {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				select {
+				case v := <-violations:
+					t.Fatalf("the broker refused part of it: %v", v)
+				default:
+				}
+				return
+			}
+			select {
+			case v := <-violations:
+				if !errors.Is(v, nats.ErrPermissionViolation) {
+					t.Fatalf("error %v, want a permissions violation", v)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatalf("allowed (err %v), want a permissions violation", err)
+			}
+		})
+	}
+}
+
+// Without credentials, or with credentials of another set, nobody gets in; a
+// stage says which setting is wrong and what the broker said, and stops.
+func TestStrangersAreRefused(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Fatal("a client without credentials was accepted")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Fatalf("no credentials: %v, want an authorization violation", err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	if err := broker.WriteCreds(other, false); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(url, nats.UserCredentials(broker.CredsFile(other, events.IdentityOperator))); err == nil {
+		nc.Close()
+		t.Fatal("an operator of another credentials set was accepted")
+	}
+	// The same connection with this broker's own file goes through.
+	nc, err := nats.Connect(url, nats.UserCredentials(stagetest.Creds(t, url, events.IdentityOperator)))
+	if err != nil {
+		t.Fatalf("this set's operator: %v", err)
+	}
+	nc.Close()
+}
+
+// `broker creds DIR` writes every identity once and does not overwrite a set in
+// use unless told to; the broker refuses to start without one.
+func TestCredsCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	var out bytes.Buffer
+	creds := func(args ...string) error {
+		out.Reset()
+		return broker.Run(context.Background(), append([]string{"broker", "creds"}, args...), func(string) string { return "" }, &out, &out)
+	}
+	if err := creds(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range append(events.StageIdentities, events.IdentityBroker) {
+		b, err := os.ReadFile(broker.CredsFile(dir, id))
+		if err != nil || !bytes.Contains(b, []byte("BEGIN NATS USER JWT")) || !bytes.Contains(b, []byte("BEGIN USER NKEY SEED")) {
+			t.Fatalf("%s: %v\n%s", id, err, b)
+		}
+	}
+	first, _ := os.ReadFile(broker.CredsFile(dir, events.IdentityHook))
+	if err := creds(dir); !errors.Is(err, broker.ErrCredsExist) {
+		t.Fatalf("second creds into a full folder: %v", err)
+	}
+	if again, _ := os.ReadFile(broker.CredsFile(dir, events.IdentityHook)); !bytes.Equal(first, again) {
+		t.Fatal("a refused creds run changed the files")
+	}
+	if err := creds("--force", dir); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(broker.CredsFile(dir, events.IdentityHook)); bytes.Equal(first, again) {
+		t.Fatal("--force kept the old identity")
+	}
+
+	env := map[string]string{"BROKER_LISTEN": stagetest.FreeAddr(t), "BROKER_STORE_DIR": t.TempDir(), "BROKER_MONITOR": "off", "BROKER_METRICS": "off"}
+	err := broker.Run(context.Background(), []string{"broker"}, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "BROKER_AUTH_DIR: required") {
+		t.Fatalf("no BROKER_AUTH_DIR: %v", err)
+	}
+	env["BROKER_AUTH_DIR"] = t.TempDir()
+	err = broker.Run(context.Background(), []string{"broker"}, func(k string) string { return env[k] }, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "BROKER_AUTH_DIR") || !strings.Contains(err.Error(), "broker creds") {
+		t.Fatalf("an empty BROKER_AUTH_DIR: %v", err)
+	}
+}

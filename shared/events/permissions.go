@@ -1,0 +1,129 @@
+package events
+
+// Who may do what on the broker. Every program connects with its own identity
+// (NATS_CREDS) and may publish and subscribe only to what its entry below lists;
+// the broker refuses the rest. Streams and the job bucket are declared by the
+// broker's own identity, which no stage holds, so no stage can make, edit or
+// delete a stream; a stage may create only its own consumers. Replies come back on
+// the identity's own inbox prefix, so one program cannot read another's answers.
+
+// Identities, one credentials file each (<identity>.creds).
+const (
+	IdentityBroker   = "broker"   // declares streams and the bucket; kept beside the broker
+	IdentityHook     = "hook"     // stores webhooks, reads nothing
+	IdentityFetch    = "fetch"    // the only one that writes recordings and decides the trash
+	IdentityUpload   = "upload"   // reads chunks, writes Drive's results
+	IdentityNotify   = "notify"   // reads what it mails, writes its own records
+	IdentityOperator = "operator" // people and the nats CLI: everything, as an admin
+)
+
+// StageIdentities are the programs that connect as clients, in the order the
+// credentials folder lists them; the operator's identity comes with them.
+var StageIdentities = []string{IdentityHook, IdentityFetch, IdentityUpload, IdentityNotify, IdentityOperator}
+
+// The durable consumers, each created (and updated) only by the stage it names.
+const (
+	ConsumerFetchEvents  = "fetch"         // ZOOM_EVENTS: recording events to plan
+	ConsumerFetchJobs    = "fetch-jobs"    // FETCH_JOBS: files to download
+	ConsumerFetchArchive = "fetch-archive" // ARCHIVE: verified files, for the trash decision
+	ConsumerNotify       = "notify"        // ARCHIVE: what is mailed
+)
+
+// ChunkConsumer names upload's consumer of one file's chunks.
+func ChunkConsumer(fileKey string) string { return "upload-" + fileKey }
+
+// Inbox is the reply prefix of an identity.
+func Inbox(identity string) string { return "_INBOX_" + identity }
+
+// Permission is what one identity may publish and subscribe to.
+type Permission struct {
+	Publish, Subscribe []string
+	DenyPublish        []string // carved out of a wildcard in Publish
+}
+
+// Permissions lists every identity's rights.
+var Permissions = map[string]Permission{
+	IdentityBroker:   {Publish: []string{">"}, Subscribe: []string{">"}},
+	IdentityOperator: {Publish: []string{">"}, Subscribe: []string{">"}},
+	IdentityHook: {
+		Publish: []string{SubjectZoomEvents, JobSubject(HeartbeatKey(IdentityHook))},
+	},
+	IdentityFetch: {
+		Publish: join(
+			// ZOOM_EVENTS too: backfill stores events as the hook would.
+			[]string{SubjectZoomEvents, SubjectFetchJobs, SubjectChunks, FileFailedSubject(">"),
+				RecordingArchivedSubject(">"), SubjectReconcileReport},
+			jobKeys(FileJobKey(">"), RecordingJobKey(">"), FetchProgressKey(">"), BackfillKey,
+				ReconcileKey(">"), HeartbeatKey(IdentityFetch)),
+			reads(StreamZoomEvents, StreamFetchJobs, StreamChunks, StreamArchive, jobStream),
+			purge(StreamChunks),
+			ownConsumer(StreamZoomEvents, ConsumerFetchEvents), ownConsumer(StreamFetchJobs, ConsumerFetchJobs),
+			ownConsumer(StreamArchive, ConsumerFetchArchive), watchers(jobStream)),
+	},
+	IdentityUpload: {
+		Publish: join(
+			// FETCH_JOBS: asking fetch for a file again from byte 0.
+			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, AlertSubject(AlertDriveDailyCap)},
+			jobKeys(FileJobKey(">"), UploadProgressKey(">"), "folder.>", HeartbeatKey(IdentityUpload)),
+			reads(StreamChunks, jobStream), purge(StreamChunks),
+			watchers(StreamChunks), watchers(jobStream)), // a consumer per file on CHUNKS
+	},
+	IdentityNotify: {
+		Publish: join(
+			[]string{AlertSubject(">")},
+			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
+			reads(StreamArchive, StreamChunks, jobStream),
+			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), watchers(jobStream)),
+		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.
+		DenyPublish: []string{jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive + ".>",
+			jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive,
+			jsAPI + "CONSUMER.DELETE." + StreamArchive + "." + ConsumerFetchArchive},
+	},
+}
+
+// JobSubject is the subject a write of key in the job bucket is published on.
+func JobSubject(key string) string { return "$KV." + BucketJobs + "." + key }
+
+const (
+	jsAPI     = "$JS.API."
+	jobStream = "KV_" + BucketJobs
+)
+
+func jobKeys(keys ...string) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = JobSubject(k)
+	}
+	return out
+}
+
+// reads: a stream's info and single messages (the job bucket's gets).
+func reads(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, jsAPI+"STREAM.INFO."+s, jsAPI+"STREAM.MSG.GET."+s, jsAPI+"DIRECT.GET."+s, jsAPI+"DIRECT.GET."+s+".>")
+	}
+	return out
+}
+
+func purge(stream string) []string { return []string{jsAPI + "STREAM.PURGE." + stream} }
+
+// ownConsumer: create, read, pull from and acknowledge one named consumer ('*':
+// any).
+func ownConsumer(stream, name string) []string {
+	c := stream + "." + name
+	return []string{jsAPI + "CONSUMER.CREATE." + c, jsAPI + "CONSUMER.CREATE." + c + ".>", jsAPI + "CONSUMER.INFO." + c,
+		jsAPI + "CONSUMER.DELETE." + c, jsAPI + "CONSUMER.MSG.NEXT." + c, "$JS.ACK." + c + ".>", "$JS.FC." + stream + ".>"}
+}
+
+// watchers: short-lived consumers of any name, for key listings and ordered reads
+// of a stream that keeps its messages.
+func watchers(stream string) []string { return ownConsumer(stream, "*") }
+
+func join(parts ...[]string) []string {
+	var out []string
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
