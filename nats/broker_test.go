@@ -3,12 +3,22 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -16,6 +26,7 @@ import (
 
 	broker "zoomarchive/nats"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
 	"zoomarchive/shared/stagetest"
 )
 
@@ -168,4 +179,80 @@ func TestRunFromConfFileAndHealthcheck(t *testing.T) {
 	if err := broker.Run(context.Background(), []string{"broker"}, func(k string) string { return env[k] }, &out, &out); err == nil || !strings.Contains(err.Error(), "BROKER_CONFIG") {
 		t.Fatalf("a missing configuration file: %v", err)
 	}
+}
+
+// Two nodes from nats-server configuration files with their routes over TLS: the
+// broker adds the folder's routes password, so nodes of one folder form a
+// cluster and a node of another folder (another password) is kept out.
+func TestClusterRoutesAuthenticatedOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, ca := routeTLS(t, dir)
+	auth, stranger := stagetest.Auth(t, filepath.Join(dir, "a")), stagetest.Auth(t, filepath.Join(dir, "b"))
+	routes := []string{stagetest.FreeAddr(t), stagetest.FreeAddr(t), stagetest.FreeAddr(t)}
+	node := func(i int, auth string) *server.Server {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, `"nats-route://`+r+`"`)
+			}
+		}
+		conf := fmt.Sprintf(`server_name: node%d
+listen: %q
+jetstream { store_dir: %q }
+cluster {
+  name: zoomarchive
+  listen: %q
+  routes: [%s]
+  tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }
+}
+`, i, stagetest.FreeAddr(t), filepath.Join(dir, fmt.Sprint("store", i)), routes[i], strings.Join(others, ", "), cert, key, ca)
+		file := filepath.Join(dir, fmt.Sprintf("node%d.conf", i))
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := broker.StartFile(file, broker.Config{AuthDir: auth, Topology: stagetest.DefaultTopology}, obs.Logger(io.Discard, "broker"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+		return s
+	}
+	a, b, c := node(0, auth), node(1, auth), node(2, stranger)
+	stagetest.WaitFor(t, "the two nodes of one folder routed to each other", 20*time.Second, func() bool {
+		return a.NumRoutes() > 0 && b.NumRoutes() > 0
+	})
+	time.Sleep(2 * time.Second) // the stranger keeps trying meanwhile
+	if c.NumRoutes() != 0 || a.NumRemotes() != 1 {
+		t.Fatalf("routes: the stranger has %d, a node sees %d others (want 0 and 1)", c.NumRoutes(), a.NumRemotes())
+	}
+}
+
+// routeTLS writes a CA and one certificate for every node on loopback.
+func routeTLS(t *testing.T, dir string) (cert, key, ca string) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "routes CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "node"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames: []string{"localhost"}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &k.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalPKCS8PrivateKey(k)
+	write := func(name, typ string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("node.pem", "CERTIFICATE", der), write("node-key.pem", "PRIVATE KEY", keyDER), write("ca.pem", "CERTIFICATE", caDER)
 }

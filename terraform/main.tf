@@ -13,6 +13,7 @@ locals {
     "deploy/certbot/Containerfile",
     "deploy/certbot/entrypoint.sh",
     "deploy/env.example",
+    "deploy/check",
   ]
   address = var.reserved_ip ? digitalocean_reserved_ip.archive[0].ip_address : digitalocean_droplet.archive.ipv4_address
 }

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +112,7 @@ func TestStack(t *testing.T) {
 	}
 
 	t.Run("nginx, certbot and the hook cannot reach what they must not", s.isolation)
+	t.Run("deploy/check proves the deployment", s.deployCheck)
 
 	c12 := s.client(roots, tls.VersionTLS12, tls.VersionTLS12)
 	c13 := s.client(roots, tls.VersionTLS13, tls.VersionTLS13)
@@ -278,6 +280,7 @@ func TestStack(t *testing.T) {
 			t.Logf("%s: peak cgroup memory, page cache included: %s", svc, peakMemory(t, container(svc)))
 		}
 	})
+	t.Run("README's console commands run through the nats service", func(t *testing.T) { s.consoleCommands(t, refused.Name) })
 	t.Run("the hook logs the client's address nginx saw", func(t *testing.T) {
 		seen := map[string]bool{} // by nginx
 		access, _ := os.ReadFile(filepath.Join(s.dir, "logs/nginx/access.log"))
@@ -476,6 +479,72 @@ func (s *stack) streamsErr() (map[string]uint64, error) {
 	return out, nil
 }
 
+// deployCheck runs deploy/check as README says, with the test's compose project
+// and nginx's address for the domain (which no DNS here knows).
+func (s *stack) deployCheck(t *testing.T) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://" + s.pebble + "/roots/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err := os.WriteFile(filepath.Join(s.dir, "pebble-roots.pem"), roots, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nginx := strings.TrimSpace(podman(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+project+`_edge").IPAddress}}`, container("nginx")))
+	cmd := exec.Command("deploy/check")
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "HOOK_CHECK_CONNECT="+nginx+":443", fmt.Sprintf(
+		"COMPOSE=docker compose -p %s --env-file %s -f compose.yaml -f deploy/stack/compose.stack.yaml", project, filepath.Join(s.dir, "compose.env")))
+	out, err := cmd.CombinedOutput()
+	t.Logf("deploy/check:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "check: the deployment is ready") {
+		t.Fatalf("deploy/check: %v", err)
+	}
+	for _, want := range []string{"hook: ok   Zoom's URL validation through https://" + domain, "fetch: ok   Zoom: the app's scopes",
+		"upload: ok   Drive: folder", "notify: ok   Gmail", "nats: ok   broker"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("deploy/check says nothing like %q", want)
+		}
+	}
+}
+
+// consoleCommands runs README's console block as the operator does on the droplet,
+// nats being `docker compose run --rm nats`, with key for <key>.
+func (s *stack) consoleCommands(t *testing.T, key string) {
+	readme, err := os.ReadFile(filepath.Join(s.root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, _ := strings.Cut(string(readme), "<!-- console-commands -->")
+	block, _, _ = strings.Cut(block, "<!-- /console-commands -->")
+	compose := fmt.Sprintf("docker compose -p %s --env-file %s -f compose.yaml -f deploy/stack/compose.stack.yaml",
+		project, filepath.Join(s.dir, "compose.env"))
+	ran := 0
+	for _, line := range strings.Split(block, "\n") {
+		if !strings.HasPrefix(line, "nats ") {
+			continue
+		}
+		line, _, _ = strings.Cut(line, " # ")
+		line = strings.ReplaceAll(line, "<key>", key)
+		cmd := exec.Command("bash", "-c", `nats() { `+compose+` run --rm -T nats "$@"; }; `+line)
+		cmd.Dir = s.root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Errorf("%s: %v\n%s", line, err, out)
+			continue
+		}
+		ran++
+		if strings.Contains(line, "kv get") && !strings.Contains(string(out), `"state":"verified"`) {
+			t.Errorf("%s shows:\n%s", line, out)
+		}
+	}
+	if ran < 4 {
+		t.Errorf("ran %d console commands from README.md", ran)
+	}
+}
+
 // fault makes the Zoom stand-in refuse what f says (POST), or stop refusing (DELETE).
 func (s *stack) fault(t *testing.T, method string, f standins.Fault) {
 	t.Helper()
@@ -491,29 +560,37 @@ func (s *stack) fault(t *testing.T, method string, f standins.Fault) {
 	}
 }
 
-// isolation: from inside nginx, certbot and the hook (their own network
-// namespaces, a Debian shell joined to each), the broker's client port and its
-// monitoring port are out of reach, except the client port for the hook; fetch
-// reaches the client port, so a refusal is the network's, not a dead broker's.
+// isolation: what a container reaches is what its networks reach. nginx is on
+// edge alone, certbot on acme alone, the hook on bus and edge; a fresh container
+// on each network then tries the broker's client and monitoring ports: only bus
+// reaches the client port, no network the monitoring port (it listens inside the
+// broker's container).
 func (s *stack) isolation(t *testing.T) {
-	ips := strings.Fields(podman(t, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container("broker")))
-	if len(ips) == 0 {
-		t.Fatal("the broker has no address")
+	for svc, want := range map[string]string{"nginx": "edge", "certbot": "acme", "hook": "bus edge", "fetch": "bus", "broker": "bus"} {
+		var got []string
+		for _, n := range strings.Fields(podman(t, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", container(svc))) {
+			got = append(got, strings.TrimPrefix(n, project+"_"))
+		}
+		sort.Strings(got)
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s is on %q, want %q", svc, got, want)
+		}
 	}
+	ip := strings.TrimSpace(podman(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+project+`_bus").IPAddress}}`, container("broker")))
 	for _, c := range []struct {
-		from  string
-		port  string
-		reach bool
+		network, port string
+		reach         bool
 	}{
-		{"nginx", "4222", false}, {"nginx", "8222", false}, {"certbot", "4222", false}, {"certbot", "8222", false},
-		{"hook", "8222", false}, {"hook", "4222", true}, {"fetch", "4222", true}, {"fetch", "8222", false},
+		{"edge", "4222", false}, {"edge", "8222", false}, {"acme", "4222", false}, {"acme", "8222", false},
+		{"bus", "4222", true}, {"bus", "8222", false},
 	} {
-		for _, ip := range ips {
-			err := exec.Command("podman", "run", "--rm", "--network", "container:"+container(c.from), "localhost/debian-slim:bookworm",
-				"timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+c.port).Run()
-			if (err == nil) != c.reach {
-				t.Errorf("from %s, the broker's %s:%s: reached %v, want %v", c.from, ip, c.port, err == nil, c.reach)
-			}
+		out, err := exec.Command("podman", "run", "--rm", "--network", project+"_"+c.network, "localhost/debian-slim:bookworm",
+			"timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+c.port+" && echo reached").CombinedOutput()
+		if strings.Contains(string(out), "Error:") {
+			t.Fatalf("the probe itself failed: %v %s", err, out)
+		}
+		if reached := strings.Contains(string(out), "reached"); reached != c.reach {
+			t.Errorf("from the %s network, the broker's %s:%s: reached %v, want %v (%v %s)", c.network, ip, c.port, reached, c.reach, err, out)
 		}
 	}
 }
@@ -523,16 +600,22 @@ func (s *stack) isolation(t *testing.T) {
 // job is not there for the operator to see.
 func (s *stack) hookCannotVerify(t *testing.T, key string) {
 	ip := strings.Fields(podman(t, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", container("broker")))[0]
-	out, err := exec.Command("podman", "run", "--rm", "--network", "container:"+container("hook"),
-		"-v", filepath.Join(s.dir, "secrets/nats/hook.creds")+":/creds:ro", "localhost/zoomarchive/nats:latest",
-		"--creds", "/creds", "-s", "nats://"+ip+":4222", "--timeout", "3s",
-		"kv", "put", "ARCHIVE_JOBS", "file."+key, `{"key":"`+key+`","state":"verified"}`).CombinedOutput()
-	if err == nil {
-		t.Fatalf("the hook's identity wrote a verified job:\n%s", out)
+	// natscli in the console's image, on the hook's way to the broker (the bus
+	// network), with the hook's file or (to look) the operator's.
+	natsAs := func(identity string, args ...string) ([]byte, error) {
+		return exec.Command("podman", append([]string{"run", "--rm", "--network", project + "_bus", "-e", "HOME=/tmp", "-e", "USER=nats", "--tmpfs", "/tmp",
+			"-v", filepath.Join(s.dir, "secrets/nats", identity+".creds") + ":/creds:ro", "localhost/zoomarchive/nats:latest",
+			"--creds", "/creds", "-s", "nats://" + ip + ":4222", "--timeout", "3s"}, args...)...).CombinedOutput()
+	}
+	// The write a key-value put makes, as a raw publish (the hook may not even look
+	// the bucket up): the broker refuses it by name.
+	out, _ := natsAs("hook", "pub", "$KV.ARCHIVE_JOBS.file."+key, `{"key":"`+key+`","state":"verified"}`)
+	if !strings.Contains(string(out), `Permissions Violation for Publish to "$KV.ARCHIVE_JOBS.file.`+key+`"`) {
+		t.Fatalf("the hook's identity writing a verified job:\n%s", out)
 	}
 	t.Logf("refused as it should be: %s", strings.TrimSpace(string(out)))
-	if out, err := s.compose("run", "--rm", "-T", "nats", "kv", "get", "ARCHIVE_JOBS", "file."+key); err == nil {
-		t.Fatalf("the job is there:\n%s", out)
+	if out, err := natsAs("operator", "kv", "get", "ARCHIVE_JOBS", "file."+key); err == nil || !strings.Contains(string(out), "key not found") {
+		t.Fatalf("the operator, looking for the job (%v):\n%s", err, out)
 	}
 	if st, err := s.state(); err != nil || len(st.Trash) != 0 {
 		t.Fatalf("trash calls %q (%v)", st.Trash, err)

@@ -139,3 +139,30 @@ func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, han
 		}
 	}
 }
+
+// Reach is a deployment check of c: one connection as its identity, without
+// retries, and for an identity that reads the job bucket, the bucket.
+func Reach(ctx context.Context, c Config, readsBucket bool) error {
+	nc, err := nats.Connect(c.URL, nats.UserCredentials(c.Creds), nats.CustomInboxPrefix(events.Inbox(c.Identity)),
+		nats.Name("zoomarchive-"+c.Identity+"-check"), nats.Timeout(5*time.Second))
+	switch {
+	case errors.Is(err, nats.ErrAuthorization):
+		return fmt.Errorf("NATS_CREDS %s: the broker refused them: %w", c.Creds, err)
+	case err != nil:
+		return fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
+	}
+	defer nc.Close()
+	if !readsBucket {
+		return nil
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := js.KeyValue(ctx, events.BucketJobs); err != nil {
+		return fmt.Errorf("the job bucket as %s: %w (the broker logs \"topology declared\" once it made it)", c.Identity, err)
+	}
+	return nil
+}

@@ -273,3 +273,42 @@ func ParseBytes(raw string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// CheckCommand is a program's `check`: run reads the settings (an error there
+// ends it) and reports each thing it proves about the deployment, one line each
+// ("ok", or "FAIL" and what to fix); the command fails if any check did.
+func CheckCommand(program, usage string, stdout io.Writer, run func(context.Context, *Values, *Checks) error) Command {
+	return Command{Name: "check", Usage: "check the deployment: " + usage,
+		Action: func(ctx context.Context, v *Values, _ *cli.Context) error {
+			checks := &Checks{w: stdout, program: program}
+			if err := run(ctx, v, checks); err != nil {
+				return err
+			}
+			return checks.Err()
+		}}
+}
+
+// Checks collects a check command's lines.
+type Checks struct {
+	w       io.Writer
+	program string
+	failed  int
+}
+
+// Report prints what was checked and how it went.
+func (c *Checks) Report(what string, err error) {
+	if err != nil {
+		c.failed++
+		fmt.Fprintf(c.w, "%s: FAIL %s: %v\n", c.program, what, err)
+		return
+	}
+	fmt.Fprintf(c.w, "%s: ok   %s\n", c.program, what)
+}
+
+// Err is nil when every check passed.
+func (c *Checks) Err() error {
+	if c.failed > 0 {
+		return fmt.Errorf("%d check(s) failed; see the lines above", c.failed)
+	}
+	return nil
+}

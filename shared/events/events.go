@@ -305,10 +305,11 @@ type FileFailed struct {
 }
 
 // RetryCommand is the one command an operator pastes on the server to start a
-// failed file over (fetch retry, in the compose project cloud-init lays down);
-// the failure mail shows it.
+// failed file over (fetch retry, in the compose project cloud-init lays down;
+// --no-deps, so that compose leaves the running services alone); the failure
+// mail shows it.
 func RetryCommand(fileKey string) string {
-	return "cd /opt/zoomarchive && sudo docker compose run --rm fetch retry " + fileKey
+	return "cd /opt/zoomarchive && sudo docker compose run --rm --no-deps fetch retry " + fileKey
 }
 
 // RecordingArchived: every file of a recording is verified in Drive and Zoom's copy

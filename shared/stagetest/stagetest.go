@@ -503,3 +503,11 @@ func Eventually(t testing.TB, what string, within, every time.Duration, f func()
 		time.Sleep(every)
 	}
 }
+
+// Command runs one of a program's commands (args start with the program's name)
+// with env as its whole environment; it returns what the command printed.
+func Command(run RunFunc, env map[string]string, args ...string) (string, error) {
+	out := &Logs{} // written by the log and the command at once
+	err := run(context.Background(), args, func(k string) string { return env[k] }, out, out)
+	return out.String(), err
+}

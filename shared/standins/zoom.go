@@ -55,6 +55,7 @@ type Zoom struct {
 	tokens      map[string]time.Time // S2S access tokens and their expiry
 	dlTokens    map[string]time.Time // download_access_tokens
 	faults      []*Fault
+	scopes      string // see SetScopes
 	calls       []Call
 	signKey     []byte
 	bytesServed int64     // file bytes the CDN sent
@@ -97,7 +98,9 @@ type Fault struct {
 func NewZoom() *Zoom {
 	z := &Zoom{
 		AccountID: "standin-account", ClientID: "standin-client", ClientSecret: "standin-client-secret",
-		TokenTTL:   time.Hour,
+		TokenTTL: time.Hour,
+		scopes: "cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin " +
+			"cloud_recording:read:list_user_recordings:admin user:read:list_users:admin cloud_recording:update:recover_meeting_recordings:admin",
 		recordings: map[string]*zoomRecording{}, files: map[string]*zoomFile{},
 		tokens: map[string]time.Time{}, dlTokens: map[string]time.Time{},
 		signKey: []byte(randomToken()),
@@ -478,11 +481,12 @@ func (z *Zoom) token(w http.ResponseWriter, r *http.Request) {
 	tok := randomToken()
 	z.mu.Lock()
 	z.tokens[tok] = time.Now().Add(z.TokenTTL)
+	scopes := z.scopes
 	z.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
 	json.NewEncoder(w).Encode(map[string]any{
 		"access_token": tok, "token_type": "bearer", "expires_in": int(z.TokenTTL.Seconds()),
-		"scope":   "cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin",
+		"scope":   scopes,
 		"api_url": z.API.URL,
 	})
 }
@@ -700,6 +704,14 @@ func (z *Zoom) serveCDN(w http.ResponseWriter, r *http.Request) {
 	}
 	n, _ := io.Copy(w, z.paced(body))
 	z.addServed(n)
+}
+
+// SetScopes sets what the app was granted, as the token answer lists them
+// (space-separated); by default every scope fetch uses.
+func (z *Zoom) SetScopes(scopes string) {
+	z.mu.Lock()
+	z.scopes = scopes
+	z.mu.Unlock()
 }
 
 // SetRate limits the CDN to bytes a second over all downloads, as a droplet's link

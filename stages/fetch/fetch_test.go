@@ -373,11 +373,31 @@ func TestGivesUpThenRetryCommandWorks(t *testing.T) {
 		t.Errorf("nats kv ls shows:\n%s", out)
 	}
 	w.zoom.ClearFaults()
-	retry := func(key string) (string, error) {
+	command := func(args ...string) (string, error) {
 		out := &stagetest.Logs{} // written by the log and the command at once
-		_, args, _ := strings.Cut(events.RetryCommand(key), "docker compose run --rm ")
-		err := run(context.Background(), strings.Fields(args), func(k string) string { return w.env[k] }, out, out)
+		err := run(context.Background(), args, func(k string) string { return w.env[k] }, out, out)
 		return out.String(), err
+	}
+	retry := func(key string) (string, error) {
+		_, args, _ := strings.Cut(events.RetryCommand(key), "docker compose run --rm --no-deps ")
+		return command(strings.Fields(args)...)
+	}
+	status := func() status {
+		out, err := command("fetch", "status", "--json")
+		var s status
+		if err == nil {
+			err = json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &s)
+		}
+		if err != nil {
+			t.Fatalf("fetch status --json: %v\n%s", err, out)
+		}
+		return s
+	}
+	if s := status(); len(s.Failed) != 2 || s.Failed[0].Retry != events.RetryCommand(s.Failed[0].Key) || len(s.InFlight) != 0 || s.LastArchived != nil {
+		t.Errorf("status with two failed files: %+v", s)
+	}
+	if out, err := command("fetch", "status"); err != nil || !strings.Contains(out, "Failed (2):") || !strings.Contains(out, "retry: "+events.RetryCommand("down-1")) {
+		t.Errorf("fetch status: %v\n%s", err, out)
 	}
 	if out, err := retry("down-1"); err != nil || !strings.Contains(out, "queued again") {
 		t.Fatalf("fetch retry: %v\n%s", err, out)
@@ -393,6 +413,10 @@ func TestGivesUpThenRetryCommandWorks(t *testing.T) {
 	nats("nats kv del ARCHIVE_JOBS file.down-2 -f && nats consumer reset ZOOM_EVENTS fetch --sequence 1 -f")
 	up.whole(t, "down-2", w.zoom.Content("down-2"))
 	w.waitState(t, "down-2", events.JobVerified)
+	waitFor(t, "the recording archived, in fetch status", func() bool {
+		s := status()
+		return s.LastArchived != nil && s.LastArchived.Topic == "Down" && len(s.Failed) == 0
+	})
 }
 
 func natsCLIDir(t *testing.T) string {
@@ -486,5 +510,30 @@ func TestRetentionHoldThenRestore(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"fetch", "restore", "no-such-uuid"}, func(k string) string { return w.env[k] }, out, out); err == nil || !strings.Contains(err.Error(), "no recording") {
 		t.Errorf("restoring an unknown recording: %v", err)
+	}
+}
+
+// fetch check proves the broker, the Zoom app's token, its scopes and the API for
+// real, and says what to fix for each that fails.
+func TestCheckSaysWhatToFix(t *testing.T) {
+	w := newWorld(t, nil)
+	out, err := stagetest.Command(run, w.env, "fetch", "check")
+	if err != nil || strings.Count(out, "fetch: ok ") != 4 {
+		t.Fatalf("a good deployment: %v\n%s", err, out)
+	}
+	w.zoom.SetScopes("cloud_recording:read:list_recording_files:admin recording:write:admin")
+	out, err = stagetest.Command(run, w.env, "fetch", "check")
+	if err == nil || !strings.Contains(out, "fetch: FAIL Zoom: the app's scopes") || !strings.Contains(out, "user:read:list_users:admin") ||
+		strings.Contains(out, "cloud_recording:delete") {
+		t.Errorf("scopes missing (the classic recording:write:admin covers the trash): %v\n%s", err, out)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"ZOOM_CLIENT_SECRET": "wrong"}), "fetch", "check")
+	if err == nil || !strings.Contains(out, "fetch: FAIL Zoom: a Server-to-Server OAuth token") || !strings.Contains(out, "ZOOM_CLIENT_SECRET") {
+		t.Errorf("a wrong client secret: %v\n%s", err, out)
+	}
+	other := stagetest.Auth(t, t.TempDir())
+	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"NATS_CREDS": other + "/fetch.creds"}), "fetch", "check")
+	if err == nil || !strings.Contains(out, "fetch: FAIL broker") || !strings.Contains(out, "the broker refused them") {
+		t.Errorf("credentials of another broker: %v\n%s", err, out)
 	}
 }

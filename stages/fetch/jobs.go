@@ -143,11 +143,7 @@ func retryCommand(stdout io.Writer) config.Command {
 			if c.NArg() != 1 {
 				return errors.New("give the file key: fetch retry FILE_KEY")
 			}
-			st, rc, err := configure(v, stdout)
-			if err != nil {
-				return err
-			}
-			closeFn, err := st.connect(ctx, rc.bus)
+			st, closeFn, err := connected(ctx, v, stdout)
 			if err != nil {
 				return err
 			}

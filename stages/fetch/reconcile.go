@@ -33,11 +33,7 @@ func reconcileCommand(stdout io.Writer) config.Command {
 			&cli.BoolFlag{Name: "report-only", Usage: "queue nothing, only report"},
 		},
 		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
-			st, rc, err := configure(v, stdout)
-			if err != nil {
-				return err
-			}
-			closeFn, err := st.connect(ctx, rc.bus)
+			st, closeFn, err := connected(ctx, v, stdout)
 			if err != nil {
 				return err
 			}
@@ -55,6 +51,18 @@ func reconcileCommand(stdout io.Writer) config.Command {
 			return nil
 		},
 	}
+}
+
+// connected is a command's stage with its broker connection open; closeFn ends it.
+func connected(ctx context.Context, v *config.Values, stdout io.Writer) (st *stage, closeFn func(), err error) {
+	st, rc, err := configure(v, stdout)
+	if err != nil {
+		return nil, nil, err
+	}
+	if closeFn, err = st.connect(ctx, rc.bus); err != nil {
+		return nil, nil, err
+	}
+	return st, closeFn, nil
 }
 
 // connect is a command's broker connection: the topology in place, the job bucket open.

@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
-		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout), retryCommand(stdout))
+		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout), retryCommand(stdout), statusCommand(stdout), checkCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.

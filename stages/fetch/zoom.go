@@ -50,6 +50,7 @@ type zoomClient struct {
 	mu      sync.Mutex
 	token   string
 	expires time.Time
+	scopes  []string // what the app was granted, as the token answer lists them
 
 	tokenRequests prometheus.Counter
 	rateLimited   prometheus.Counter
@@ -147,11 +148,12 @@ func (c *zoomClient) accessToken(ctx context.Context) (string, error) {
 	var t struct {
 		AccessToken string `json:"access_token"`
 		ExpiresIn   int    `json:"expires_in"`
+		Scope       string `json:"scope"`
 	}
 	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
 		return "", fmt.Errorf("zoom token: unreadable answer")
 	}
-	c.token, c.expires = t.AccessToken, time.Now().Add(time.Duration(t.ExpiresIn)*time.Second)
+	c.token, c.expires, c.scopes = t.AccessToken, time.Now().Add(time.Duration(t.ExpiresIn)*time.Second), strings.Fields(t.Scope)
 	return c.token, nil
 }
 

@@ -28,6 +28,8 @@ var settings = append([]config.Setting{
 	{Name: "HOOK_MAX_BODY", Default: "1MiB", Usage: "largest accepted body; larger ones get 413 unread"},
 	{Name: "HOOK_CLIENT_IP_HEADER", Usage: "header holding the client's address when a proxy is in front (compose: X-Real-IP from nginx); logged as client"},
 	{Name: "HOOK_PUBLISH_TIMEOUT", Default: "2s", Usage: "how long to wait for the broker's acknowledgement before answering 503; under Zoom's 3s"},
+	{Name: "HOOK_PUBLIC_URL", Usage: "the webhook's address as Zoom calls it (compose: https://DOMAIN/zoom/webhook), for hook check"},
+	{Name: "HOOK_CHECK_CONNECT", Usage: "hook check connects to this host:port instead of where DNS points HOOK_PUBLIC_URL's host (a new host, before DNS moves)"},
 }, bus.Settings...)
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -49,7 +51,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			clientIP := v.String("HOOK_CLIENT_IP_HEADER")
 			return serve(ctx, stdout, newVerifier(secrets, maxSkew), addr, metricsAddr, int(maxBody), timeout, bc, clientIP)
-		})
+		}, checkCommand(stdout))
 }
 
 func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config, clientIPHeader string) error {

@@ -468,3 +468,36 @@ func TestWrongCredentialsStopTheHook(t *testing.T) {
 		}
 	}
 }
+
+// hook check sends Zoom's URL validation through HOOK_PUBLIC_URL to the running
+// hook and proves its answer; another secret, or no hook there, is named.
+func TestCheckValidatesThroughThePublicURL(t *testing.T) {
+	natsURL, h := newStack(t)
+	env := stagetest.Merge(stagetest.Env(t, natsURL, events.IdentityHook), map[string]string{
+		"ZOOM_WEBHOOK_SECRET": testSecret, "HOOK_PUBLIC_URL": h.url})
+	out, err := stagetest.Command(run, env, "hook", "check")
+	if err != nil || strings.Count(out, "hook: ok ") != 2 {
+		t.Fatalf("a good deployment: %v\n%s", err, out)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(env, map[string]string{"ZOOM_WEBHOOK_SECRET": "another"}), "hook", "check")
+	if err == nil || !strings.Contains(out, "hook: FAIL Zoom's URL validation") || !strings.Contains(out, "same ZOOM_WEBHOOK_SECRET") {
+		t.Errorf("another secret: %v\n%s", err, out)
+	}
+	// A hook of another deployment, whose first secret is not ours: it verifies ours
+	// (second) but answers with its own.
+	other := startHook(t, natsURL, map[string]string{"ZOOM_WEBHOOK_SECRET": "theirs," + testSecret})
+	out, err = stagetest.Command(run, stagetest.Merge(env, map[string]string{"HOOK_PUBLIC_URL": other.url}), "hook", "check")
+	if err == nil || !strings.Contains(out, "answered with another secret") {
+		t.Errorf("another deployment's hook: %v\n%s", err, out)
+	}
+	// A host DNS does not point at yet, reached at its address.
+	out, err = stagetest.Command(run, stagetest.Merge(env, map[string]string{"HOOK_PUBLIC_URL": "http://archive.example.invalid" + webhookPath,
+		"HOOK_CHECK_CONNECT": strings.TrimSuffix(strings.TrimPrefix(h.url, "http://"), webhookPath)}), "hook", "check")
+	if err != nil || !strings.Contains(out, "hook: ok   Zoom's URL validation through http://archive.example.invalid/zoom/webhook at 127.0.0.1:") {
+		t.Errorf("HOOK_CHECK_CONNECT: %v\n%s", err, out)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(env, map[string]string{"HOOK_PUBLIC_URL": ""}), "hook", "check")
+	if err == nil || !strings.Contains(err.Error(), "HOOK_PUBLIC_URL") {
+		t.Errorf("no HOOK_PUBLIC_URL: %v\n%s", err, out)
+	}
+}

@@ -336,3 +336,17 @@ func TestGoldenMails(t *testing.T) {
 		}
 	}
 }
+
+// notify check proves the broker and a token to send as GMAIL_SENDER, and says
+// when the delegation does not cover the sender.
+func TestCheckSaysWhetherGmailSendIsAllowed(t *testing.T) {
+	w := newWorld(t, nil)
+	out, err := stagetest.Command(run, w.env, "notify", "check")
+	if err != nil || strings.Count(out, "notify: ok ") != 2 {
+		t.Fatalf("a good deployment: %v\n%s", err, out)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"GMAIL_SENDER": "nobody@example.org"}), "notify", "check")
+	if err == nil || !strings.Contains(out, "notify: FAIL Gmail") || !strings.Contains(out, "GMAIL_SENDER") {
+		t.Errorf("a sender the delegation does not cover: %v\n%s", err, out)
+	}
+}

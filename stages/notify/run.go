@@ -78,57 +78,85 @@ type metrics struct {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "notify", "mails zoomarchive's admins through Gmail", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			st := &stage{
-				sender: v.String("GMAIL_SENDER"), to: v.List("NOTIFY_TO"), digestAt: v.String("NOTIFY_DIGEST_AT"),
-				maxHour: v.Int("NOTIFY_MAX_PER_HOUR", 1), burst: int64(v.Int("NOTIFY_REJECTED_BURST", 1)),
-				silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
-				every: v.Duration("NOTIFY_CHECK_EVERY"), retry: v.Duration("NOTIFY_RETRY_DELAY"), now: time.Now,
-			}
-			for _, a := range append([]string{st.sender}, st.to...) {
-				if a == "" {
-					continue
-				}
-				if addr, err := netmail.ParseAddress(a); err != nil || addr.Address != a {
-					v.Invalid(map[bool]string{true: "GMAIL_SENDER", false: "NOTIFY_TO"}[a == st.sender], fmt.Sprintf("%q is not a plain mail address", a))
-				}
-			}
-			var err error
-			if st.tz, err = time.LoadLocation(v.String("NOTIFY_TIMEZONE")); err != nil {
-				v.Invalid("NOTIFY_TIMEZONE", err.Error())
-			}
-			if st.silent > 0 && st.silent < 2*bus.HeartbeatEvery {
-				v.Invalid("NOTIFY_STAGE_SILENT", fmt.Sprintf("at least %s: stages report every %s", 2*bus.HeartbeatEvery, bus.HeartbeatEvery))
-			}
-			if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
-				v.Invalid("NOTIFY_DIGEST_AT", err.Error())
-			}
-			apiURL := v.String("GMAIL_API_URL")
-			src := serviceaccount.TokenSource(v, gmail.GmailSendScope, st.sender)
-			bc, metricsAddr := bus.ReadConfig(v, events.IdentityNotify), v.String("METRICS_ADDR")
-			if err := v.Err(); err != nil {
+			st, c, err := configure(ctx, v, stdout)
+			if err != nil {
 				return err
 			}
 			// The token says at once whether the delegation works.
-			if _, err := src.Token(); err != nil {
-				if e := serviceaccount.Explain(err, gmail.GmailSendScope, "check GMAIL_SENDER"); e != err {
-					return e
-				}
-				return fmt.Errorf("google token: %w", err)
-			}
-			client := &http.Client{Transport: &oauth2.Transport{Source: src}, Timeout: time.Minute}
-			if st.gmail, err = gmail.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL)); err != nil {
+			if err := gmailToken(c.tokens); err != nil {
 				return err
 			}
-			reg := obs.Registry()
-			st.log = obs.Logger(stdout, "notify")
-			st.m = metrics{
-				sent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_sent_total", Help: "Mails sent, by kind."}, []string{"kind"}),
-				overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_over_cap_total", Help: "Mails held for the digest by the hourly cap."}),
-				failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_send_failures_total", Help: "Sends that failed after retries; the event stays queued."}),
-			}
-			reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
-			return st.serve(ctx, bc, reg, metricsAddr)
-		})
+			return st.serve(ctx, c.bus, c.reg, c.metricsAddr)
+		}, checkCommand(stdout))
+}
+
+// runConf is what configure reads besides the stage itself.
+type runConf struct {
+	bus         bus.Config
+	reg         *prometheus.Registry
+	metricsAddr string
+	tokens      oauth2.TokenSource // gmail.send as GMAIL_SENDER
+}
+
+// configure reads every setting (for the stage and its check) and returns one
+// error naming every problem.
+func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage, runConf, error) {
+	st := &stage{
+		sender: v.String("GMAIL_SENDER"), to: v.List("NOTIFY_TO"), digestAt: v.String("NOTIFY_DIGEST_AT"),
+		maxHour: v.Int("NOTIFY_MAX_PER_HOUR", 1), burst: int64(v.Int("NOTIFY_REJECTED_BURST", 1)),
+		silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
+		every: v.Duration("NOTIFY_CHECK_EVERY"), retry: v.Duration("NOTIFY_RETRY_DELAY"), now: time.Now,
+	}
+	for _, a := range append([]string{st.sender}, st.to...) {
+		if a == "" {
+			continue
+		}
+		if addr, err := netmail.ParseAddress(a); err != nil || addr.Address != a {
+			v.Invalid(map[bool]string{true: "GMAIL_SENDER", false: "NOTIFY_TO"}[a == st.sender], fmt.Sprintf("%q is not a plain mail address", a))
+		}
+	}
+	var err error
+	if st.tz, err = time.LoadLocation(v.String("NOTIFY_TIMEZONE")); err != nil {
+		v.Invalid("NOTIFY_TIMEZONE", err.Error())
+	}
+	if st.silent > 0 && st.silent < 2*bus.HeartbeatEvery {
+		v.Invalid("NOTIFY_STAGE_SILENT", fmt.Sprintf("at least %s: stages report every %s", 2*bus.HeartbeatEvery, bus.HeartbeatEvery))
+	}
+	if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
+		v.Invalid("NOTIFY_DIGEST_AT", err.Error())
+	}
+	apiURL := v.String("GMAIL_API_URL")
+	src := serviceaccount.TokenSource(v, gmail.GmailSendScope, st.sender)
+	bc, metricsAddr := bus.ReadConfig(v, events.IdentityNotify), v.String("METRICS_ADDR")
+	if err := v.Err(); err != nil {
+		return nil, runConf{}, err
+	}
+	client := &http.Client{Transport: &oauth2.Transport{Source: src}, Timeout: time.Minute}
+	if st.gmail, err = gmail.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL)); err != nil {
+		return nil, runConf{}, err
+	}
+	reg := obs.Registry()
+	st.log = obs.Logger(stdout, "notify")
+	st.m = metrics{
+		sent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_sent_total", Help: "Mails sent, by kind."}, []string{"kind"}),
+		overflow: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_mails_over_cap_total", Help: "Mails held for the digest by the hourly cap."}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_send_failures_total", Help: "Sends that failed after retries; the event stays queued."}),
+	}
+	reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src}, nil
+}
+
+// gmailToken asks for a token to send as GMAIL_SENDER: it works only when the
+// domain-wide delegation holds the gmail.send scope for the service account and
+// the sender is a user of the domain, and says which is wrong otherwise.
+func gmailToken(src oauth2.TokenSource) error {
+	if _, err := src.Token(); err != nil {
+		if e := serviceaccount.Explain(err, gmail.GmailSendScope, "check GMAIL_SENDER"); e != err {
+			return e
+		}
+		return fmt.Errorf("google token: %w", err)
+	}
+	return nil
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {

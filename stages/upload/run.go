@@ -98,39 +98,58 @@ func newMetrics(reg prometheus.Registerer) metrics {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "upload", "streams the chunk stream into Google Drive", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			root, subject := v.String("DRIVE_FOLDER_ID"), v.String("DRIVE_IMPERSONATE")
-			apiURL := v.String("GOOGLE_API_URL")
-			if !strings.HasSuffix(apiURL, "/") {
-				apiURL += "/"
-			}
-			st := &stage{
-				root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
-				retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
-				folders: map[string]folderRecord{}, reread: map[string]bool{},
-			}
-			if st.chunk%quantum != 0 {
-				v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
-			}
-			var err error
-			if st.tz, err = time.LoadLocation(v.String("DRIVE_TIMEZONE")); err != nil {
-				v.Invalid("DRIVE_TIMEZONE", err.Error())
-			}
-			tokens := serviceaccount.TokenSource(v, drive.DriveScope, subject)
-			bc, metricsAddr, concurrency := bus.ReadConfig(v, events.IdentityUpload), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
-			if err := v.Err(); err != nil {
+			st, c, err := configure(ctx, v, stdout)
+			if err != nil {
 				return err
 			}
-			reg := obs.Registry()
-			st.log = obs.Logger(stdout, "upload")
-			st.m = newMetrics(reg)
-			st.worker = "upload-" + nats.NewInbox()[len("_INBOX."):]
-			client := driveClient(tokens)
-			st.res = &resumable{client: client, base: apiURL}
-			if st.drive, err = drive.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL+"drive/v3/")); err != nil {
-				return err
-			}
-			return st.serve(ctx, bc, reg, metricsAddr, concurrency, subject)
-		})
+			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency, c.subject)
+		}, checkCommand(stdout))
+}
+
+// runConf is what configure reads besides the stage itself.
+type runConf struct {
+	bus         bus.Config
+	reg         *prometheus.Registry
+	metricsAddr string
+	concurrency int
+	subject     string // DRIVE_IMPERSONATE
+}
+
+// configure reads every setting (for the stage and its check) and returns one
+// error naming every problem.
+func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage, runConf, error) {
+	root, subject := v.String("DRIVE_FOLDER_ID"), v.String("DRIVE_IMPERSONATE")
+	apiURL := v.String("GOOGLE_API_URL")
+	if !strings.HasSuffix(apiURL, "/") {
+		apiURL += "/"
+	}
+	st := &stage{
+		root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
+		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
+		folders: map[string]folderRecord{}, reread: map[string]bool{},
+	}
+	if st.chunk%quantum != 0 {
+		v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
+	}
+	var err error
+	if st.tz, err = time.LoadLocation(v.String("DRIVE_TIMEZONE")); err != nil {
+		v.Invalid("DRIVE_TIMEZONE", err.Error())
+	}
+	tokens := serviceaccount.TokenSource(v, drive.DriveScope, subject)
+	bc, metricsAddr, concurrency := bus.ReadConfig(v, events.IdentityUpload), v.String("METRICS_ADDR"), v.Int("UPLOAD_CONCURRENCY", 1)
+	if err := v.Err(); err != nil {
+		return nil, runConf{}, err
+	}
+	reg := obs.Registry()
+	st.log = obs.Logger(stdout, "upload")
+	st.m = newMetrics(reg)
+	st.worker = "upload-" + nats.NewInbox()[len("_INBOX."):]
+	client := driveClient(tokens)
+	st.res = &resumable{client: client, base: apiURL}
+	if st.drive, err = drive.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL+"drive/v3/")); err != nil {
+		return nil, runConf{}, err
+	}
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, concurrency: concurrency, subject: subject}, nil
 }
 
 // driveClient is authenticated and does not follow redirects: Drive's 308 is an answer.

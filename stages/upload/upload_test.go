@@ -460,3 +460,20 @@ func TestNamesAndTags(t *testing.T) {
 		t.Errorf("escaped %q", q)
 	}
 }
+
+// upload check proves the broker and a file written into the Drive folder as the
+// configured identity, and names the folder that is not there.
+func TestCheckWritesToTheFolder(t *testing.T) {
+	w := newWorld(t, nil)
+	out, err := stagetest.Command(run, w.env, "upload", "check")
+	if err != nil || strings.Count(out, "upload: ok ") != 2 {
+		t.Fatalf("a good deployment: %v\n%s", err, out)
+	}
+	if n := len(w.drive.Files()); n != 1 { // the folder alone: the probe is deleted
+		t.Errorf("Drive holds %d files after the check, want the folder alone", n)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"DRIVE_FOLDER_ID": "1NoSuchFolder"}), "upload", "check")
+	if err == nil || !strings.Contains(out, "upload: FAIL Drive") || !strings.Contains(out, "no such folder") {
+		t.Errorf("a folder that is not there: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strings"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+)
+
+// zoomScope is a scope fetch needs, in Zoom's granular name and the classic one
+// that covers it, and what it is needed for.
+type zoomScope struct{ granular, classic, forWhat string }
+
+var (
+	scopesAlways = []zoomScope{
+		{"cloud_recording:read:list_recording_files:admin", "recording:read:admin", "reading a recording's files"},
+		{"cloud_recording:delete:meeting_recording:admin", "recording:write:admin", "moving an archived recording to Zoom's trash"},
+	}
+	scopesListing = []zoomScope{
+		{"cloud_recording:read:list_user_recordings:admin", "recording:read:admin", "the daily reconciliation and fetch backfill"},
+		{"user:read:list_users:admin", "user:read:admin", "the daily reconciliation and fetch backfill"},
+	}
+)
+
+// checkCommand proves the deployment as fetch sees it: the broker lets fetch in,
+// Zoom gives the app a token with the scopes fetch uses, and the API takes it.
+func checkCommand(stdout io.Writer) config.Command {
+	return config.CheckCommand("fetch", "the broker as fetch, the Zoom app's token, its scopes and one API call", stdout,
+		func(ctx context.Context, v *config.Values, checks *config.Checks) error {
+			st, rc, err := configure(v, io.Discard)
+			if err != nil {
+				return err
+			}
+			checks.Report("broker: connected as fetch, the job bucket readable", bus.Reach(ctx, rc.bus, true))
+			_, err = st.zoom.accessToken(ctx)
+			checks.Report("Zoom: a Server-to-Server OAuth token for the app", err)
+			if err != nil {
+				return nil
+			}
+			need := scopesAlways
+			if st.reconcileAt != "off" {
+				need = append(need, scopesListing...)
+			}
+			checks.Report("Zoom: the app's scopes", st.zoom.missingScopes(need))
+			if st.reconcileAt != "off" {
+				var page struct {
+					TotalRecords int `json:"total_records"`
+				}
+				checks.Report("Zoom: the API takes the token (one page of users)",
+					st.zoom.call(ctx, "GET", "/users", url.Values{"page_size": {"1"}}, nil, &page))
+			}
+			return nil
+		})
+}
+
+// missingScopes names the scopes of need the token was not granted.
+func (c *zoomClient) missingScopes(need []zoomScope) error {
+	c.mu.Lock()
+	granted := c.scopes
+	c.mu.Unlock()
+	var missing []string
+	for _, s := range need {
+		if !slices.Contains(granted, s.granular) && !slices.Contains(granted, s.classic) {
+			missing = append(missing, fmt.Sprintf("%s (for %s)", s.granular, s.forWhat))
+		}
+	}
+	if len(missing) > 0 {
+		return errors.New("add in the Marketplace app's Scopes, then activate it again: " + strings.Join(missing, ", "))
+	}
+	return nil
+}

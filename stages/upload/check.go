@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
+)
+
+// checkCommand proves the deployment as upload sees it, for real: the broker lets
+// upload in, and the Drive folder is there and takes a file as the configured
+// identity (a small one, deleted at once).
+func checkCommand(stdout io.Writer) config.Command {
+	return config.CheckCommand("upload", "the broker as upload, the Drive folder writable as the configured identity", stdout,
+		func(ctx context.Context, v *config.Values, checks *config.Checks) error {
+			st, c, err := configure(ctx, v, io.Discard)
+			if err != nil {
+				return err
+			}
+			checks.Report("broker: connected as upload, the job bucket readable", bus.Reach(ctx, c.bus, true))
+			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			err = st.checkDrive(dctx, c.subject)
+			if err == nil && dctx.Err() != nil {
+				err = errors.New("Drive did not answer within 30s")
+			}
+			if err == nil {
+				err = st.probeQuota(dctx)
+			}
+			checks.Report(fmt.Sprintf("Drive: folder %s writable as %s", st.root, cmpOr(c.subject, "the service account")), err)
+			return nil
+		})
+}
