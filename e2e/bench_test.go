@@ -83,8 +83,11 @@ func BenchmarkIdleFootprint(b *testing.B) {
 		p := newPipeline(b, nil)
 		time.Sleep(10 * time.Second)
 		var total int64
-		for _, proc := range append(p.brokers, p.procs["hook"], p.procs["fetch"], p.procs["upload"], p.procs["notify"]) {
-			total += proc.RSS()
+		for name, proc := range map[string]*stagetest.Process{"broker": p.brokers[0], "hook": p.procs["hook"], "fetch": p.procs["fetch"],
+			"upload": p.procs["upload"], "notify": p.procs["notify"]} {
+			rss := proc.RSS()
+			total += rss
+			b.ReportMetric(float64(rss)/(1<<20), name+"-MiB")
 		}
 		b.ReportMetric(float64(total)/(1<<20), "idle-RSS-MiB")
 		b.ReportMetric(0, "ns/op")

@@ -111,3 +111,22 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// download_token leaves the stored body wherever it stands, and only it.
+func TestWithoutDownloadToken(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"download_token":"t.1","event":"e","payload":{"a":1}}`: `{"event":"e","payload":{"a":1}}`,
+		`{"event":"e","download_token":"t.1","payload":{"a":1}}`: `{"event":"e","payload":{"a":1}}`,
+		`{"event":"e","payload":{"a":1},"download_token":"t.1"}`: `{"event":"e","payload":{"a":1}}`,
+		`{"download_token":"t.1"}`:                               `{}`,
+		`{"event": "e", "download_token": "t.1"}`:                `{"event":"e"}`, // not compact: through a map
+	} {
+		got, err := withoutDownloadToken([]byte(body), "t.1")
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %s (%v), want %s", body, got, err, want)
+		}
+	}
+	if got, _ := withoutDownloadToken([]byte(`{"event":"e"}`), ""); string(got) != `{"event":"e"}` {
+		t.Errorf("a body without one: %s", got)
+	}
+}
