@@ -85,7 +85,7 @@ func WriteCreds(dir string, force bool) error {
 		filepath.Join(brokerSide, "account.jwt"):   []byte(accJWT),
 		filepath.Join(brokerSide, "routes.secret"): []byte(base64.RawURLEncoding.EncodeToString(secret)),
 	}
-	for _, id := range append([]string{events.IdentityBroker}, events.StageIdentities...) {
+	for _, id := range append([]string{events.IdentityBroker}, events.ClientIdentities...) {
 		creds, err := newUser(acc, accPub, id)
 		if err != nil {
 			return fmt.Errorf("identity %s: %w", id, err)

@@ -208,7 +208,7 @@ func TestCredsCommand(t *testing.T) {
 	if err := creds(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range append(events.StageIdentities, events.IdentityBroker) {
+	for _, id := range append(events.ClientIdentities, events.IdentityBroker) {
 		b, err := os.ReadFile(broker.CredsFile(dir, id))
 		if err != nil || !bytes.Contains(b, []byte("BEGIN NATS USER JWT")) || !bytes.Contains(b, []byte("BEGIN USER NKEY SEED")) {
 			t.Fatalf("%s: %v\n%s", id, err, b)

@@ -126,9 +126,15 @@ func start(opts *server.Options, cfg Config, log *slog.Logger) (*server.Server, 
 	declared := make(chan error, 1)
 	go func() { declared <- declare(s, t, cfg.Topology, opts.Cluster.Port != 0, log) }()
 	if opts.Cluster.Port == 0 {
-		if err := <-declared; err != nil {
-			s.Shutdown()
-			return nil, err
+		select {
+		case err := <-declared:
+			if err != nil {
+				s.Shutdown()
+				return nil, err
+			}
+		case <-time.After(30 * time.Second):
+			s.Shutdown() // ends declare too
+			return nil, errors.New("the topology was not declared within 30s; the lines above say why")
 		}
 	}
 	return s, nil
@@ -179,7 +185,7 @@ func declareOnce(s *server.Server, t *trust, topo bus.Topology) error {
 }
 
 var settings = append([]config.Setting{
-	{Name: "BROKER_CONFIG", Usage: "a nats-server configuration file (compose: nats/nats.conf); when set it replaces the other BROKER_ settings but BROKER_AUTH_DIR and BROKER_MONITOR (where healthcheck asks)"},
+	{Name: "BROKER_CONFIG", Usage: "a nats-server configuration file (compose: nats/nats.conf); when set it replaces the other BROKER_ settings but BROKER_AUTH_DIR, BROKER_METRICS and BROKER_MONITOR (where healthcheck asks)"},
 	{Name: "BROKER_AUTH_DIR", Required: true, Usage: "the folder `broker creds DIR` wrote: the identities the broker accepts (its broker/ part is enough)"},
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
 	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz, /connz: connections and subjects, for the operator alone); 'off' to disable", Health: "/healthz"},
@@ -245,8 +251,8 @@ var credsCommand = config.Command{
 		if err := WriteCreds(dir, c.Bool("force")); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.App.Writer, "wrote %s: %s.creds for each program, operator.creds, and broker/ for BROKER_AUTH_DIR\n",
-			dir, strings.Join(events.StageIdentities[:len(events.StageIdentities)-1], ".creds, "))
+		fmt.Fprintf(c.App.Writer, "wrote %s: %s.creds, and broker/, the broker's side (BROKER_AUTH_DIR=%s)\n",
+			dir, strings.Join(events.ClientIdentities, ".creds, "), dir)
 		return nil
 	},
 }

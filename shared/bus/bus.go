@@ -134,6 +134,13 @@ func Connect(c Config, log *slog.Logger) (*nats.Conn, error) {
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info("broker connected", "url", nc.ConnectedUrlRedacted(), "as", c.Identity)
 		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			// Reconnects never run out; only the broker refusing the credentials
+			// again and again ends the connection (or the stage's own stop).
+			if err := nc.LastError(); err != nil {
+				log.Error("broker connection given up; NATS_CREDS must be fixed and the program restarted", "err", err)
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			// A permission the code lacks shows here first: the broker names the subject.
 			log.Error(RefusedOperation, "err", err)

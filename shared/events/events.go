@@ -146,11 +146,13 @@ type Heartbeat struct {
 	Stats map[string]int64 `json:"stats,omitempty"`
 }
 
+const folderKeyPrefix = "folder."
+
 // FolderKey names a Drive folder by its parent and name, so that two workers never
 // create twins.
 func FolderKey(parentID, name string) string {
 	sum := sha256.Sum256([]byte(parentID + "/" + name))
-	return "folder." + hex.EncodeToString(sum[:12])
+	return folderKeyPrefix + hex.EncodeToString(sum[:12])
 }
 
 // MeetingKey names a recording in subjects and keys: meeting UUIDs hold '/', '+'

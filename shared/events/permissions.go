@@ -17,9 +17,9 @@ const (
 	IdentityOperator = "operator" // people and the nats CLI: everything, as an admin
 )
 
-// StageIdentities are the programs that connect as clients, in the order the
-// credentials folder lists them; the operator's identity comes with them.
-var StageIdentities = []string{IdentityHook, IdentityFetch, IdentityUpload, IdentityNotify, IdentityOperator}
+// ClientIdentities are those that connect from outside the broker: the four
+// stages and the operator.
+var ClientIdentities = []string{IdentityHook, IdentityFetch, IdentityUpload, IdentityNotify, IdentityOperator}
 
 // The durable consumers, each created (and updated) only by the stage it names.
 const (
@@ -64,7 +64,7 @@ var Permissions = map[string]Permission{
 		Publish: join(
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
 			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, AlertSubject(AlertDriveDailyCap)},
-			jobKeys(FileJobKey(">"), UploadProgressKey(">"), "folder.>", HeartbeatKey(IdentityUpload)),
+			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload)),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), watchers(jobStream)), // a consumer per file on CHUNKS
 	},
