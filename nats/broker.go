@@ -27,10 +27,6 @@ import (
 	"zoomarchive/shared/obs"
 )
 
-// MaxPayload bounds one message, headers included: room for a 1 MiB webhook body
-// and for chunk messages of a few MiB. nats-server warns above 8 MiB.
-const MaxPayload = 8 << 20
-
 // Config is what differs between hosts and tests.
 type Config struct {
 	AuthDir  string       // the folder WriteCreds wrote: the only identities accepted
@@ -59,7 +55,7 @@ func Options(cfg Config) (*server.Options, error) {
 		ServerName: name,
 		Host:       host,
 		Port:       port,
-		MaxPayload: MaxPayload,
+		MaxPayload: events.MaxPayload,
 		JetStream:  true,
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true, // the process owns its signals and shuts the server down itself

@@ -15,6 +15,10 @@ import (
 	"time"
 )
 
+// MaxPayload bounds one message on the broker, headers included: room for a 1 MiB
+// webhook body and for chunk messages of a few MiB. nats-server warns above 8 MiB.
+const MaxPayload = 8 << 20
+
 // ZOOM_EVENTS keeps every verified webhook, body byte for byte, for replays.
 const (
 	StreamZoomEvents   = "ZOOM_EVENTS"

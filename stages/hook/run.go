@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/valyala/fasthttp"
 
-	broker "zoomarchive/nats"
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
@@ -43,8 +42,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if timeout >= zoomDeadline {
 				v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
 			}
-			if maxBody > broker.MaxPayload-64<<10 {
-				v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", broker.MaxPayload))
+			if maxBody > events.MaxPayload-64<<10 {
+				v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", events.MaxPayload))
 			}
 			if err := v.Err(); err != nil {
 				return err
