@@ -40,6 +40,12 @@ var (
 	errStalled      = errors.New("no bytes for ZOOM_STALL_TIMEOUT")
 )
 
+// downloadStatus is a download answered with a status a quick retry may get past
+// (429, 5xx).
+type downloadStatus int
+
+func (s downloadStatus) Error() string { return fmt.Sprintf("zoom answered %d", int(s)) }
+
 // permanent marks errors a quick retry cannot fix; the attempt fails.
 type permanent struct{ error }
 
@@ -213,12 +219,14 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 }
 
 func retryReason(err error) string {
+	var status downloadStatus
+	var zerr *zoomError
 	switch {
 	case errors.Is(err, errStalled):
 		return "stalled"
-	case strings.Contains(err.Error(), "429"):
+	case errors.As(err, &status) && status == http.StatusTooManyRequests, errors.As(err, &zerr) && zerr.Status == http.StatusTooManyRequests:
 		return "rate_limited"
-	case strings.Contains(err.Error(), "zoom answered 5"):
+	case errors.As(err, &status), errors.As(err, &zerr) && zerr.Status >= 500:
 		return "server_error"
 	}
 	return "connection"
@@ -243,7 +251,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 	defer cancel(nil)
 	resp, err := st.zoom.download(sctx, job.File.DownloadURL, offset, bearer)
 	if err != nil {
-		if strings.HasPrefix(err.Error(), "refused") {
+		if errors.As(err, new(hostRefused)) {
 			return permanent{err}
 		}
 		return err
@@ -266,7 +274,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 	case s == http.StatusNotFound:
 		return permanent{errors.New("zoom has no such file (404); the recording may have been deleted")}
 	case s == http.StatusTooManyRequests || s >= 500:
-		return fmt.Errorf("zoom answered %d", s)
+		return downloadStatus(s)
 	default:
 		return permanent{fmt.Errorf("zoom answered %d to the download", s)}
 	}

@@ -36,6 +36,12 @@ func (e *zoomError) Error() string {
 	return fmt.Sprintf("zoom answered %d (code %d): %s", e.Status, e.Code, e.Message)
 }
 
+// hostRefused: a URL (or a redirect) off ZOOM_DOWNLOAD_HOSTS, or not https; no
+// retry can help.
+type hostRefused struct{ msg string }
+
+func (e hostRefused) Error() string { return e.msg }
+
 // errGone: Zoom no longer has the recording (404, code 3301).
 var errGone = errors.New("zoom has no such recording (404, code 3301)")
 
@@ -63,7 +69,7 @@ type hostList []string
 func (h hostList) allows(u *url.URL) error {
 	host := strings.ToLower(u.Hostname())
 	if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(host)) {
-		return fmt.Errorf("refused %s URL: only https (plain http on loopback, for stand-ins)", u.Scheme)
+		return hostRefused{fmt.Sprintf("refused %s URL: only https (plain http on loopback, for stand-ins)", u.Scheme)}
 	}
 	for _, p := range h {
 		p = strings.ToLower(p)
@@ -71,7 +77,7 @@ func (h hostList) allows(u *url.URL) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("refused host %q: not in ZOOM_DOWNLOAD_HOSTS", host)
+	return hostRefused{fmt.Sprintf("refused host %q: not in ZOOM_DOWNLOAD_HOSTS", host)}
 }
 
 func isLoopback(host string) bool {
@@ -297,9 +303,9 @@ func (c *zoomClient) download(ctx context.Context, rawURL string, offset int64, 
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) && strings.Contains(uerr.Err.Error(), "refused") {
-			return nil, uerr.Err // a redirect off the allowed hosts; no URL in the message
+		var refused hostRefused
+		if errors.As(err, &refused) {
+			return nil, refused // a redirect off the allowed hosts; no URL in the message
 		}
 		return nil, fmt.Errorf("download: %w", redact(err))
 	}
