@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -272,5 +273,31 @@ func TestDefaultRetriesSpanTwelveHours(t *testing.T) {
 	// 8 attempts wait 7 times.
 	if n := len(strings.Split(delays, ",")); n != 7 || total < 12*time.Hour {
 		t.Errorf("default delays %s: %d waits, %s in all; want 7 waits over at least 12h", delays, n, total)
+	}
+}
+
+// What a quick retry is counted as follows the error's type, never its words: a
+// message that happens to say 429 is a connection problem like any other.
+func TestRetryReasonIsDecidedOnTypes(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{downloadStatus(429), "rate_limited"},
+		{fmt.Errorf("attempt: %w", downloadStatus(503)), "server_error"},
+		{&zoomError{Status: 429}, "rate_limited"},
+		{&zoomError{Status: 502}, "server_error"},
+		{errStalled, "stalled"},
+		{io.ErrUnexpectedEOF, "connection"},
+		{fmt.Errorf("proxy said 429, zoom answered 500"), "connection"},
+	} {
+		if got := retryReason(c.err); got != c.want {
+			t.Errorf("%v: %s, want %s", c.err, got, c.want)
+		}
+	}
+	// A redirect off ZOOM_DOWNLOAD_HOSTS is refused as such, whatever it says.
+	err := hostList{"zoom.us"}.allows(&url.URL{Scheme: "https", Host: "evil.example"})
+	if !errors.As(fmt.Errorf("download: %w", err), new(hostRefused)) {
+		t.Errorf("%v is not a refused host", err)
 	}
 }
