@@ -31,29 +31,31 @@ func publish(subject string) operation {
 	}}
 }
 
-func putJob(key string) operation {
-	return operation{"put " + key, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
+// jobOp is an operation on the job bucket, which it opens first as a stage does.
+func jobOp(name string, do func(ctx context.Context, kv jetstream.KeyValue) error) operation {
+	return operation{name, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 		kv, err := js.KeyValue(ctx, events.BucketJobs)
 		if err != nil {
 			return err
 		}
-		_, err = kv.Put(ctx, key, []byte(`{"state":"verified"}`))
-		return err
+		return do(ctx, kv)
 	}}
 }
 
+func putJob(key string) operation {
+	return jobOp("put "+key, func(ctx context.Context, kv jetstream.KeyValue) error {
+		_, err := kv.Put(ctx, key, []byte(`{"state":"verified"}`))
+		return err
+	})
+}
+
 func getJob(key string) operation {
-	return operation{"get " + key, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-		kv, err := js.KeyValue(ctx, events.BucketJobs)
-		if err != nil {
+	return jobOp("get "+key, func(ctx context.Context, kv jetstream.KeyValue) error {
+		if _, err := kv.Get(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return err
 		}
-		_, err = kv.Get(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return err
-	}}
+		return nil
+	})
 }
 
 func streamInfo(stream string) operation {

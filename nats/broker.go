@@ -25,6 +25,7 @@ import (
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
 )
 
 // Config is what differs between hosts and tests.
@@ -142,31 +143,29 @@ func start(opts *server.Options, cfg Config, log *slog.Logger) (*server.Server, 
 // requests in flight at once the meta leader answers only one, and nodes started
 // together would otherwise keep colliding.
 func declare(s *server.Server, t *trust, topo bus.Topology, clustered bool, log *slog.Logger) error {
-	stopped := make(chan struct{})
-	go func() { s.WaitForShutdown(); close(stopped) }()
-	wait := 250 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { s.WaitForShutdown(); cancel() }()
 	if clustered {
 		time.Sleep(rand.N(2 * time.Second))
 	}
-	for {
-		err := declareOnce(s, t, topo)
+	for try := 0; ; try++ {
+		err := declareOnce(ctx, s, t, topo)
 		if err == nil {
 			log.Info("topology declared", "replicas", topo.Replicas, "chunk_window", topo.ChunkWindow)
 			return nil
 		}
+		wait := bus.RetryWait(try)
 		log.Warn("topology not declared yet; retrying", "err", err, "retry_in", wait)
-		select {
-		case <-stopped:
+		if retry.Sleep(ctx, wait) != nil {
 			return errors.New("the server stopped before the topology was declared")
-		case <-time.After(wait + rand.N(wait)):
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }
 
-func declareOnce(s *server.Server, t *trust, topo bus.Topology) error {
-	nc, err := nats.Connect("", nats.InProcessServer(s), nats.UserCredentials(t.adminCreds),
-		nats.CustomInboxPrefix(events.Inbox(events.IdentityBroker)), nats.Name("zoomarchive-broker"))
+func declareOnce(ctx context.Context, s *server.Server, t *trust, topo bus.Topology) error {
+	admin := bus.Config{Creds: t.adminCreds, Identity: events.IdentityBroker}
+	nc, err := nats.Connect("", append(admin.Options(), nats.InProcessServer(s))...)
 	if err != nil {
 		return fmt.Errorf("the broker's own identity (%s): %w", t.adminCreds, err)
 	}
@@ -175,7 +174,7 @@ func declareOnce(s *server.Server, t *trust, topo bus.Topology) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return topo.Ensure(ctx, js)
 }

@@ -117,10 +117,7 @@ func ReadTopology(v *config.Values) Topology {
 // start first and report "not ready" until the broker comes. Replies come on the
 // identity's own inbox, the only one its permissions let it read.
 func Connect(c Config, log *slog.Logger) (*nats.Conn, error) {
-	return nats.Connect(c.URL,
-		nats.Name("zoomarchive-"+c.Identity),
-		nats.UserCredentials(c.Creds),
-		nats.CustomInboxPrefix(events.Inbox(c.Identity)),
+	return nats.Connect(c.URL, append(c.Options(),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -145,7 +142,14 @@ func Connect(c Config, log *slog.Logger) (*nats.Conn, error) {
 			// A permission the code lacks shows here first: the broker names the subject.
 			log.Error(RefusedOperation, "err", err)
 		}),
-	)
+	)...)
+}
+
+// Options connect as c's identity: its credentials, its name, and replies on its
+// own inbox, the only one its permissions let it read.
+func (c Config) Options() []nats.Option {
+	return []nats.Option{nats.Name("zoomarchive-" + c.Identity), nats.UserCredentials(c.Creds),
+		nats.CustomInboxPrefix(events.Inbox(c.Identity))}
 }
 
 // RefusedOperation is the log line of anything the broker refused a program:
@@ -229,26 +233,5 @@ func jobsBucket(replicas int) jetstream.StreamConfig {
 		DenyDelete:        true,
 		Duplicates:        2 * time.Minute,
 		Discard:           jetstream.DiscardNew,
-	}
-}
-
-// EnsureUntil retries Ensure until it succeeds or ctx ends: a stage started before
-// its broker waits for it instead of failing.
-func (t Topology) EnsureUntil(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
-	wait := 250 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := t.Ensure(actx, js)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn("broker topology not applied yet; retrying", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }

@@ -97,7 +97,7 @@ func TestRefusedCredentialsStopTheStage(t *testing.T) {
 	c := bus.Config{URL: url, Creds: broker.CredsFile(other, events.IdentityFetch), Identity: events.IdentityFetch}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := bus.Open(ctx, c, events.IdentityFetch, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0")
+	conn, err := bus.Open(ctx, c, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0")
 	if conn != nil {
 		conn.Close()
 	}
@@ -106,7 +106,7 @@ func TestRefusedCredentialsStopTheStage(t *testing.T) {
 	}
 	// The same call with this broker's file goes through.
 	c.Creds = stagetest.Creds(t, url, events.IdentityFetch)
-	if conn, err = bus.Open(ctx, c, events.IdentityFetch, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0"); err != nil {
+	if conn, err = bus.Open(ctx, c, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	conn.Close()

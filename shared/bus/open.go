@@ -14,6 +14,7 @@ import (
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
 )
 
 // Conn is a consuming stage's broker connection with the pipeline's streams and job
@@ -33,7 +34,7 @@ func (c *Conn) Close() { c.stop() }
 // (ready while connected, once the topology is in place), waits for the broker's
 // topology, opens the job bucket and starts the stage's heartbeat. A nil Conn with
 // a nil error means ctx ended while waiting for the broker.
-func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
+func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
 	nc, js, err := dial(c, log)
 	if err != nil {
 		return nil, err
@@ -62,7 +63,7 @@ func Open(ctx context.Context, c Config, stage string, log *slog.Logger, reg *pr
 		}
 		return nil, err
 	}
-	go Beat(ctx, js, stage, nil)
+	go Beat(ctx, js, c.Identity, nil)
 	ready.Store(true)
 	return conn, nil
 }
@@ -98,8 +99,7 @@ func dial(c Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 // bucket waits for the broker's topology and opens the job bucket; credentials
 // the broker refuses end the wait.
 func bucket(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c Config, log *slog.Logger) (jetstream.KeyValue, error) {
-	wait := 250 * time.Millisecond
-	for {
+	for try := 0; ; try++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		kv, err := js.KeyValue(actx, events.BucketJobs)
 		cancel()
@@ -109,14 +109,19 @@ func bucket(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c Config
 		if err := Refused(nc, c); err != nil {
 			return nil, err
 		}
+		wait := RetryWait(try)
 		log.Warn("waiting for the broker's streams", "err", err, "retry_in", wait)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
+		if err := retry.Sleep(ctx, wait); err != nil {
+			return nil, err
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// RetryWait is the wait before the next try at what the broker does not have yet
+// (its streams, a cluster's leader): quick at first, at most 5 s apart, with
+// jitter so that the nodes of a cluster do not keep asking at the same moment.
+func RetryWait(try int) time.Duration {
+	return min(retry.Backoff(250*time.Millisecond, try), 5*time.Second)
 }
 
 // Consume hands cons's messages to handle one at a time until ctx ends; handle
@@ -143,8 +148,7 @@ func Consume(ctx context.Context, cons jetstream.Consumer, log *slog.Logger, han
 // Reach is a deployment check of c: one connection as its identity, without
 // retries, and for an identity that reads the job bucket, the bucket.
 func Reach(ctx context.Context, c Config, readsBucket bool) error {
-	nc, err := nats.Connect(c.URL, nats.UserCredentials(c.Creds), nats.CustomInboxPrefix(events.Inbox(c.Identity)),
-		nats.Name("zoomarchive-"+c.Identity+"-check"), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(c.URL, append(c.Options(), nats.Timeout(5*time.Second))...)
 	switch {
 	case errors.Is(err, nats.ErrAuthorization):
 		return fmt.Errorf("NATS_CREDS %s: the broker refused them: %w", c.Creds, err)

@@ -104,9 +104,6 @@ func Creds(t testing.TB, url, identity string) string {
 	first, _, _ := strings.Cut(url, ",")
 	auth, ok := authOf.Load(first)
 	if !ok {
-		auth, ok = authOf.Load(url)
-	}
-	if !ok {
 		t.Fatalf("no credentials known for the broker at %s", url)
 	}
 	return broker.CredsFile(auth.(string), identity)
@@ -155,8 +152,8 @@ func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstrea
 // the test ends.
 func JetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.UserCredentials(Creds(t, url, events.IdentityOperator)),
-		nats.CustomInboxPrefix(events.Inbox(events.IdentityOperator)))
+	operator := bus.Config{Creds: Creds(t, url, events.IdentityOperator), Identity: events.IdentityOperator}
+	nc, err := nats.Connect(url, operator.Options()...)
 	if err != nil {
 		t.Fatal(err)
 	}

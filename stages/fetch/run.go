@@ -177,7 +177,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
-	conn, err := bus.Open(ctx, bc, "fetch", st.log, reg, metricsAddr)
+	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
 	if conn == nil {
 		return err
 	}

@@ -160,7 +160,7 @@ func gmailToken(src oauth2.TokenSource) error {
 }
 
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {
-	conn, err := bus.Open(ctx, bc, "notify", st.log, reg, metricsAddr)
+	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
 	if conn == nil {
 		return err
 	}

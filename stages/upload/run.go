@@ -171,7 +171,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	if err := st.checkDrive(ctx, subject); err != nil {
 		return err
 	}
-	conn, err := bus.Open(ctx, bc, "upload", st.log, reg, metricsAddr)
+	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
 	if conn == nil {
 		return err
 	}
