@@ -259,7 +259,15 @@ type RecordingJob struct {
 	ZoomCalls  int           `json:"zoom_calls,omitempty"` // times Zoom was asked to remove it
 	TrashAt    time.Time     `json:"trash_at,omitempty"`   // with ZOOM_TRASH_AFTER: not before
 	Owner      string        `json:"owner,omitempty"`      // the fetch worker that set RecZoomPending
-	Updated    time.Time     `json:"updated"`
+	// TranscriptDue: the host transcribes to the cloud and Zoom has not listed the
+	// transcript yet; Zoom's copy is held until it is archived or this time passes
+	// (ZOOM_TRANSCRIPT_WAIT), and then NoTranscript says it never came.
+	TranscriptDue time.Time `json:"transcript_due,omitempty"`
+	NoTranscript  bool      `json:"no_transcript,omitempty"`
+	// Late: files an event added after the recording was archived (a transcript
+	// Zoom made after the trash); they are fetched, from the trash if need be.
+	Late    []string  `json:"late,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // Recording states: RecZoomPending is set before Zoom is asked to trash or delete, so
@@ -320,12 +328,22 @@ func RetryCommand(fileKey string) string {
 
 // RecordingArchived: every file of a recording is verified in Drive and Zoom's copy
 // was dealt with as ZoomAction says.
+//
+// A recording is announced again when files come after it was archived; those
+// files are marked Late.
 type RecordingArchived struct {
-	Key        string         `json:"key"`
-	Recording  RecordingInfo  `json:"recording"`
-	Files      []ArchivedFile `json:"files"`
-	FolderLink string         `json:"folder_link,omitempty"`
-	ZoomAction string         `json:"zoom_action"`
+	Key          string         `json:"key"`
+	Recording    RecordingInfo  `json:"recording"`
+	Files        []ArchivedFile `json:"files"`
+	FolderLink   string         `json:"folder_link,omitempty"`
+	ZoomAction   string         `json:"zoom_action"`
+	NoTranscript bool           `json:"no_transcript,omitempty"` // the transcript the host's settings promise never came
+}
+
+// ArchivedID is the dedupe id of a recording's announcement with files files: a
+// late file makes a new one.
+func ArchivedID(meetingKey string, files int) string {
+	return "archived-" + meetingKey + "-" + strconv.Itoa(files)
 }
 
 // ArchivedFile is one file of a RecordingArchived.
@@ -337,6 +355,7 @@ type ArchivedFile struct {
 	Participant   string `json:"participant,omitempty"`
 	Size          int64  `json:"size"`
 	DriveLink     string `json:"drive_link"`
+	Late          bool   `json:"late,omitempty"` // came after the recording was archived
 }
 
 // Zoom event names the pipeline acts on.
@@ -345,6 +364,14 @@ const (
 	EventRecordingCompleted  = "recording.completed"
 	EventTranscriptCompleted = "recording.transcript_completed"
 )
+
+// RecordingEvents are the events the Zoom app must send for nothing to be lost:
+// the transcript comes after the recording, in an event of its own.
+var RecordingEvents = []string{EventRecordingCompleted, EventTranscriptCompleted}
+
+// FileCompleted is the status of a recording file Zoom has finished; any other
+// (processing) means its bytes are not there yet.
+const FileCompleted = "completed"
 
 // ZoomEventName is the event name of a subject ZoomEventSubject made.
 func ZoomEventName(subject string) string { return strings.TrimPrefix(subject, subjectZoomPrefix) }
@@ -411,6 +438,12 @@ type Recording struct {
 	RecordingFiles        []RecordingFile            `json:"recording_files"`
 	ParticipantAudioFiles []RecordingFile            `json:"participant_audio_files,omitempty"`
 	Extra                 map[string]json.RawMessage `json:"-"`
+	Invalid               []string                   `json:"-"` // see RecordingFile.Invalid
+}
+
+// Files are the recording's files and its participants' audio files.
+func (r Recording) Files() []RecordingFile {
+	return append(append([]RecordingFile(nil), r.RecordingFiles...), r.ParticipantAudioFiles...)
 }
 
 // IsWebinar tells webinars (types 5, 6 and 9) from meetings.
@@ -434,6 +467,16 @@ type RecordingFile struct {
 	DownloadURL    string                     `json:"download_url,omitempty"`
 	FilePath       string                     `json:"file_path,omitempty"` // on-prem recordings have this instead of download_url
 	Extra          map[string]json.RawMessage `json:"-"`
+	// Invalid names the numbers Zoom sent that do not parse, e.g. a float or a
+	// negative file_size; their raw values stay in Extra. A file with one (or of a
+	// recording with one) fails with it instead of being read as zero.
+	Invalid []string `json:"-"`
+}
+
+// Problems are what makes f unusable as Zoom sent it: its own invalid fields and
+// its recording's.
+func (f RecordingFile) Problems(r Recording) []string {
+	return append(append([]string(nil), r.Invalid...), f.Invalid...)
 }
 
 // File types Zoom documents; others arrive and are kept.
@@ -498,7 +541,7 @@ func (p RecordingPayload) MarshalJSON() ([]byte, error) {
 
 func (r *Recording) UnmarshalJSON(b []byte) error {
 	type plain Recording
-	return unmarshalKeeping(b, (*plain)(r), &r.Extra)
+	return unmarshalChecked(b, (*plain)(r), &r.Extra, &r.Invalid, "id", "type", "duration", "total_size", "recording_count")
 }
 
 func (r Recording) MarshalJSON() ([]byte, error) {
@@ -508,7 +551,7 @@ func (r Recording) MarshalJSON() ([]byte, error) {
 
 func (f *RecordingFile) UnmarshalJSON(b []byte) error {
 	type plain RecordingFile
-	return unmarshalKeeping(b, (*plain)(f), &f.Extra)
+	return unmarshalChecked(b, (*plain)(f), &f.Extra, &f.Invalid, "file_size")
 }
 
 func (f RecordingFile) MarshalJSON() ([]byte, error) {
@@ -537,6 +580,44 @@ func unmarshalKeeping(b []byte, v any, extra *map[string]json.RawMessage) error 
 	return nil
 }
 
+// unmarshalChecked is unmarshalKeeping that takes a bad value of one of the
+// numeric fields (not a whole number, or below zero) as a problem of the value,
+// not of the whole message: the field is named in invalid, its raw value kept in
+// extra, and the rest is read.
+func unmarshalChecked(b []byte, v any, extra *map[string]json.RawMessage, invalid *[]string, numeric ...string) error {
+	*invalid = nil
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	bad := map[string]json.RawMessage{}
+	for _, name := range numeric {
+		raw, ok := all[name]
+		if !ok {
+			continue
+		}
+		var n Int64
+		if err := n.UnmarshalJSON(raw); err != nil || n < 0 {
+			*invalid = append(*invalid, fmt.Sprintf("%s %s is not a whole number of zero or more", name, raw))
+			bad[name] = raw
+			delete(all, name)
+		}
+	}
+	if len(bad) > 0 {
+		b, _ = json.Marshal(all)
+	}
+	if err := unmarshalKeeping(b, v, extra); err != nil {
+		return err
+	}
+	if len(bad) > 0 && *extra == nil {
+		*extra = map[string]json.RawMessage{}
+	}
+	for name, raw := range bad {
+		(*extra)[name] = raw
+	}
+	return nil
+}
+
 func marshalKeeping(v any, extra map[string]json.RawMessage) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil || len(extra) == 0 {
@@ -547,9 +628,7 @@ func marshalKeeping(v any, extra map[string]json.RawMessage) ([]byte, error) {
 		return nil, err
 	}
 	for k, raw := range extra {
-		if _, ok := all[k]; !ok {
-			all[k] = raw
-		}
+		all[k] = raw // a known field here is a value that did not parse: sent on as it came
 	}
 	return json.Marshal(all)
 }

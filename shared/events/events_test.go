@@ -186,3 +186,40 @@ func FuzzRecordingPayload(f *testing.F) {
 		}
 	})
 }
+
+// A number that does not parse is that field's problem, named, never a zero that
+// turns the length checks off; numbers as strings stay accepted.
+func TestUnparsableNumbersAreNamedNotZeroed(t *testing.T) {
+	body := `{"uuid":"u1==","id":"abc","topic":"T","recording_files":[
+		{"id":"f1","file_type":"MP4","file_size":1.5e9},
+		{"id":"f2","file_type":"M4A","file_size":-4},
+		{"id":"f3","file_type":"M4A","file_size":"1234"},
+		{"id":"f4","file_type":"CC"}]}`
+	var r Recording
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("one bad field failed the whole recording: %v", err)
+	}
+	if len(r.Invalid) != 1 || !strings.HasPrefix(r.Invalid[0], `id "abc"`) {
+		t.Errorf("recording problems %q, want the id named", r.Invalid)
+	}
+	want := map[string]string{"f1": "file_size 1.5e9", "f2": "file_size -4", "f3": "", "f4": ""}
+	for _, f := range r.RecordingFiles {
+		got := strings.Join(f.Invalid, "; ")
+		if w := want[f.ID]; w == "" && got != "" || w != "" && !strings.HasPrefix(got, w) {
+			t.Errorf("%s: problems %q, want %q", f.ID, got, w)
+		}
+		if n := len(f.Problems(r)); n != len(f.Invalid)+1 {
+			t.Errorf("%s: %d problems with the recording's, want %d", f.ID, n, len(f.Invalid)+1)
+		}
+	}
+	if r.RecordingFiles[2].FileSize != 1234 {
+		t.Errorf("a size sent as a string read as %d", r.RecordingFiles[2].FileSize)
+	}
+	// Written and read again, the bad values come back as they were sent.
+	b, _ := json.Marshal(r)
+	var again Recording
+	json.Unmarshal(b, &again)
+	if !reflect.DeepEqual(again.Invalid, r.Invalid) || !reflect.DeepEqual(again.RecordingFiles[0].Invalid, r.RecordingFiles[0].Invalid) {
+		t.Errorf("round trip lost the bad values: %s", b)
+	}
+}

@@ -51,6 +51,7 @@ type Zoom struct {
 	mu          sync.Mutex
 	recordings  map[string]*zoomRecording // by meeting UUID
 	users       []ZoomUser
+	transcribes map[string]bool      // hosts with cloud audio transcription on, by id
 	files       map[string]*zoomFile // by file id
 	tokens      map[string]time.Time // S2S access tokens and their expiry
 	dlTokens    map[string]time.Time // download_access_tokens
@@ -69,8 +70,10 @@ type zoomRecording struct {
 }
 
 type zoomFile struct {
-	meeting string
-	content Content
+	meeting  string
+	content  Content
+	ready    time.Time // until then Zoom is still making it: listed as processing, not served
+	unlisted bool      // until ready, not listed at all
 }
 
 // Call is one request the stand-in answered.
@@ -100,8 +103,9 @@ func NewZoom() *Zoom {
 		AccountID: "standin-account", ClientID: "standin-client", ClientSecret: "standin-client-secret",
 		TokenTTL: time.Hour,
 		scopes: "cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin " +
-			"cloud_recording:read:list_user_recordings:admin user:read:list_users:admin cloud_recording:update:recover_meeting_recordings:admin",
-		recordings: map[string]*zoomRecording{}, files: map[string]*zoomFile{},
+			"cloud_recording:read:list_user_recordings:admin user:read:list_users:admin cloud_recording:update:recover_meeting_recordings:admin " +
+			"user:read:settings:admin",
+		recordings: map[string]*zoomRecording{}, files: map[string]*zoomFile{}, transcribes: map[string]bool{},
 		tokens: map[string]time.Time{}, dlTokens: map[string]time.Time{},
 		signKey: []byte(randomToken()),
 	}
@@ -132,6 +136,7 @@ type FileSpec struct {
 	Participant   string // non-empty: a participant_audio_files entry with this name
 	Start, End    time.Time
 	NoSize        bool // omit file_size
+	Unlisted      bool // with AddLateFile: absent from Zoom's lists until made, not listed as processing
 }
 
 // AddRecording registers a finished recording and returns it as Zoom's webhook and
@@ -139,43 +144,113 @@ type FileSpec struct {
 func (z *Zoom) AddRecording(r events.Recording, files ...FileSpec) events.Recording {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	r.RecordingFiles, r.ParticipantAudioFiles = nil, nil
-	var total int64
-	for i, f := range files {
-		id := f.ID
-		key := id
-		if key == "" {
-			key = fmt.Sprintf("noid-%s-%d", events.MeetingKey(r.UUID), i)
-		}
-		start, end := f.Start, f.End
-		if start.IsZero() {
-			start, end = r.StartTime, r.StartTime.Add(time.Duration(r.Duration)*time.Minute)
-		}
-		rf := events.RecordingFile{
-			ID: id, MeetingUUID: r.UUID, RecordingStart: &start, RecordingEnd: &end,
-			FileType: f.FileType, FileExtension: f.Extension, RecordingType: f.RecordingType,
-			Status: "completed", DownloadURL: z.API.URL + "/rec/download/" + url.PathEscape(key),
-		}
-		if !f.NoSize {
-			rf.FileSize = events.Int64(f.Size)
-		}
-		if f.FileType != events.FileTimeline {
-			rf.PlayURL = z.API.URL + "/rec/play/" + url.PathEscape(key)
-		}
-		seed := int64(len(z.files)+1)*7919 + int64(i)
-		z.files[key] = &zoomFile{meeting: r.UUID, content: Content{Seed: seed, Size: f.Size}}
-		total += f.Size
-		if f.Participant != "" {
-			rf.FileName, rf.MeetingUUID, rf.RecordingType = f.Participant, "", ""
-			r.ParticipantAudioFiles = append(r.ParticipantAudioFiles, rf)
-		} else {
-			r.RecordingFiles = append(r.RecordingFiles, rf)
-		}
+	r.RecordingFiles, r.ParticipantAudioFiles, r.TotalSize, r.RecordingCount = nil, nil, 0, 0
+	rec := &zoomRecording{rec: r}
+	for _, f := range files {
+		z.addFile(rec, f, time.Time{})
 	}
-	r.TotalSize = events.Int64(total)
-	r.RecordingCount = events.Int64(len(files))
-	z.recordings[r.UUID] = &zoomRecording{rec: r}
+	z.recordings[r.UUID] = rec
+	return rec.rec
+}
+
+// AddLateFile adds a file Zoom makes after the recording, as it makes the audio
+// transcript: listed as processing, without a size (or with f.Unlisted not at
+// all), until after has passed, then completed. It returns the recording as the file's own event describes it
+// (recording.transcript_completed: that file only).
+func (z *Zoom) AddLateFile(uuid string, f FileSpec, after time.Duration) events.Recording {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	rec := z.recordings[uuid]
+	rf := z.addFile(rec, f, time.Now().Add(after))
+	only := rec.rec
+	only.RecordingFiles, only.ParticipantAudioFiles = []events.RecordingFile{rf}, nil
+	only.RecordingCount, only.TotalSize = 1, rf.FileSize
+	return only
+}
+
+// addFile adds one file to rec, ready at ready (at once when zero).
+func (z *Zoom) addFile(rec *zoomRecording, f FileSpec, ready time.Time) events.RecordingFile {
+	r := &rec.rec
+	i := len(r.RecordingFiles) + len(r.ParticipantAudioFiles)
+	key := f.ID
+	if key == "" {
+		key = fmt.Sprintf("noid-%s-%d", events.MeetingKey(r.UUID), i)
+	}
+	start, end := f.Start, f.End
+	if start.IsZero() {
+		start, end = r.StartTime, r.StartTime.Add(time.Duration(r.Duration)*time.Minute)
+	}
+	rf := events.RecordingFile{
+		ID: f.ID, MeetingUUID: r.UUID, RecordingStart: &start, RecordingEnd: &end,
+		FileType: f.FileType, FileExtension: f.Extension, RecordingType: f.RecordingType,
+		Status: events.FileCompleted, DownloadURL: z.API.URL + "/rec/download/" + url.PathEscape(key),
+	}
+	if !f.NoSize {
+		rf.FileSize = events.Int64(f.Size)
+	}
+	if f.FileType != events.FileTimeline {
+		rf.PlayURL = z.API.URL + "/rec/play/" + url.PathEscape(key)
+	}
+	seed := int64(len(z.files)+1)*7919 + int64(i)
+	z.files[key] = &zoomFile{meeting: r.UUID, content: Content{Seed: seed, Size: f.Size}, ready: ready, unlisted: f.Unlisted}
+	r.TotalSize += events.Int64(f.Size)
+	r.RecordingCount++
+	if f.Participant != "" {
+		rf.FileName, rf.MeetingUUID, rf.RecordingType = f.Participant, "", ""
+		r.ParticipantAudioFiles = append(r.ParticipantAudioFiles, rf)
+	} else {
+		r.RecordingFiles = append(r.RecordingFiles, rf)
+	}
+	return rf
+}
+
+// view is a recording as the API shows it now: a file not ready yet is processing,
+// without a size. The caller holds z.mu.
+func (z *Zoom) view(rec *zoomRecording) events.Recording {
+	r := rec.rec
+	r.RecordingFiles = nil
+	for _, f := range rec.rec.RecordingFiles {
+		if zf := z.files[fileKey(f.DownloadURL)]; zf != nil && time.Now().Before(zf.ready) {
+			r.TotalSize -= events.Int64(zf.content.Size)
+			if zf.unlisted {
+				r.RecordingCount--
+				continue
+			}
+			f.Status, f.FileSize = "processing", 0
+		}
+		r.RecordingFiles = append(r.RecordingFiles, f)
+	}
 	return r
+}
+
+func fileKey(downloadURL string) string {
+	key, _ := url.PathUnescape(downloadURL[strings.LastIndex(downloadURL, "/")+1:])
+	return key
+}
+
+// SetTranscription turns cloud audio transcription on or off for a host, as the
+// user's recording settings show it (recording_audio_transcript).
+func (z *Zoom) SetTranscription(hostID string, on bool) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.transcribes[hostID] = on
+}
+
+// userSettings is GET /users/{userId}/settings, the recording part of it.
+func (z *Zoom) userSettings(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	user, _ := url.PathUnescape(strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v2/users/"), "/settings"))
+	z.mu.Lock()
+	on := z.transcribes[user]
+	z.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{"recording": map[string]any{
+		"local_recording": true, "cloud_recording": true, "record_audio_file": true,
+		"recording_audio_transcript": on, "save_chat_text": true, "auto_recording": "none",
+	}})
 }
 
 // Content is the byte source of a file (by id, or by its download URL's last part).
@@ -236,7 +311,7 @@ func (z *Zoom) userRecordings(w http.ResponseWriter, r *http.Request) {
 		var recs []events.Recording
 		for _, rec := range z.recordings {
 			if (rec.rec.HostID == user || rec.rec.HostEmail == user) && rec.trashed && !rec.deleted {
-				recs = append(recs, rec.rec)
+				recs = append(recs, z.view(rec))
 			}
 		}
 		z.mu.Unlock()
@@ -254,7 +329,7 @@ func (z *Zoom) userRecordings(w http.ResponseWriter, r *http.Request) {
 	for _, rec := range z.recordings {
 		day := rec.rec.StartTime.UTC().Truncate(24 * time.Hour)
 		if (rec.rec.HostID == user || rec.rec.HostEmail == user) && !rec.trashed && !day.Before(from) && !day.After(to) {
-			recs = append(recs, rec.rec)
+			recs = append(recs, z.view(rec))
 		}
 	}
 	z.mu.Unlock()
@@ -424,6 +499,8 @@ func (z *Zoom) serveAPI(w http.ResponseWriter, r *http.Request) {
 		z.listUsers(w, r)
 	case strings.HasPrefix(r.URL.Path, "/v2/users/") && strings.HasSuffix(r.URL.Path, "/recordings"):
 		z.userRecordings(w, r)
+	case strings.HasPrefix(r.URL.Path, "/v2/users/") && strings.HasSuffix(r.URL.Path, "/settings"):
+		z.userSettings(w, r)
 	case strings.HasPrefix(r.URL.Path, "/rec/download/"):
 		z.download(w, r)
 	default:
@@ -543,6 +620,10 @@ func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
 	uuid, ok := meetingUUID(r.URL.EscapedPath())
 	z.mu.Lock()
 	rec := z.recordings[uuid]
+	var now events.Recording
+	if rec != nil {
+		now = z.view(rec)
+	}
 	z.mu.Unlock()
 	// A trashed recording is gone for reading and for trashing; only a delete for good
 	// still reaches it.
@@ -553,7 +634,7 @@ func (z *Zoom) meetingRecordings(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
 		var m map[string]json.RawMessage
-		b, _ := json.Marshal(rec.rec)
+		b, _ := json.Marshal(now)
 		json.Unmarshal(b, &m)
 		if strings.Contains(r.URL.Query().Get("include_fields"), "download_access_token") {
 			tok := randomToken()
@@ -615,7 +696,7 @@ func (z *Zoom) download(w http.ResponseWriter, r *http.Request) {
 	id, _ := url.PathUnescape(strings.TrimPrefix(r.URL.Path, "/rec/download/"))
 	z.mu.Lock()
 	f := z.files[id]
-	gone := f == nil || z.recordings[f.meeting].trashed
+	gone := f == nil || z.recordings[f.meeting].trashed || time.Now().Before(f.ready)
 	z.mu.Unlock()
 	if gone {
 		w.Header().Set("Content-Type", "text/html")

@@ -2,19 +2,19 @@ package main
 
 import (
 	"context"
-	"io"
-
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
 	"time"
-	"zoomarchive/shared/config"
-
-	"github.com/urfave/cli/v2"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
 
 	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 )
 
@@ -77,8 +77,8 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 	}
 	uuid := rec.Recording.UUID
 	if rec.State == events.RecArchiving && st.action != "keep" {
-		// Zoom's own list may hold files no event announced yet (a transcript made
-		// later): they are archived first, or they would go with the trash.
+		// Zoom's own list, read now, decides: files no event announced yet are
+		// archived first, and a file Zoom is still making holds the recording.
 		zrec, _, err := st.zoom.recording(ctx, uuid, false)
 		switch {
 		case errors.Is(err, errGone):
@@ -92,6 +92,9 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 				return err
 			}
 			if jobs, all, err = st.verifiedFiles(ctx, rec); err != nil || !all {
+				return err
+			}
+			if rec, err = st.zoomStillMaking(ctx, rec, zrec); err != nil {
 				return err
 			}
 		}
@@ -143,7 +146,8 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 			return fmt.Errorf("%s in zoom: %w", st.action, err)
 		}
 	}
-	archived := events.RecordingArchived{Key: mkey, Recording: rec.Recording, FolderLink: folderLink, ZoomAction: rec.ZoomAction}
+	archived := events.RecordingArchived{Key: mkey, Recording: rec.Recording, FolderLink: folderLink,
+		ZoomAction: rec.ZoomAction, NoTranscript: rec.NoTranscript}
 	for _, key := range rec.Files {
 		j := jobs[key]
 		name := ""
@@ -151,14 +155,18 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 			name = j.File.FileName
 		}
 		archived.Files = append(archived.Files, events.ArchivedFile{Key: key, FileID: j.File.ID, FileType: j.File.FileType,
-			RecordingType: j.File.RecordingType, Participant: name, Size: j.Size, DriveLink: j.DriveLink})
+			RecordingType: j.File.RecordingType, Participant: name, Size: j.Size, DriveLink: j.DriveLink,
+			Late: slices.Contains(rec.Late, key)})
 	}
 	b, _ := json.Marshal(archived)
-	if _, err := st.js.Publish(ctx, events.RecordingArchivedSubject(mkey), b, jetstream.WithMsgID("archived-"+mkey)); err != nil {
+	if _, err := st.js.Publish(ctx, events.RecordingArchivedSubject(mkey), b, jetstream.WithMsgID(events.ArchivedID(mkey, len(rec.Files)))); err != nil {
 		return err
 	}
 	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
 		r.State, r.ZoomAction, r.Updated = events.RecArchived, rec.ZoomAction, time.Now().UTC()
+		if len(r.Files) > len(rec.Files) {
+			r.State = events.RecArchiving // a file came meanwhile: its verified event finishes the job
+		}
 		return nil
 	})
 	if err != nil {
@@ -167,6 +175,80 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 	st.m.archived.WithLabelValues(rec.ZoomAction).Inc()
 	st.log.Info("recording archived", "meeting_uuid", uuid, "files", len(rec.Files), "zoom", rec.ZoomAction)
 	return nil
+}
+
+// zoomRecheck is how often a recording held for a file Zoom is still making looks
+// at Zoom's list again, should the file's own event not come.
+const zoomRecheck = 2 * time.Minute
+
+// zoomStillMaking holds a recording, every known file of which is verified, while
+// Zoom may still add one: a file listed as processing holds it for as long as it
+// is; and when the host transcribes to the cloud and no transcript is listed yet, it
+// is held until the transcript is archived or ZOOM_TRANSCRIPT_WAIT has passed, after
+// which it goes on without one and says so (NoTranscript).
+func (st *stage) zoomStillMaking(ctx context.Context, rec events.RecordingJob, zrec events.Recording) (events.RecordingJob, error) {
+	log := st.log.With("meeting_uuid", zrec.UUID)
+	for _, f := range zrec.Files() {
+		if st.wants(f) && f.Status != "" && f.Status != events.FileCompleted {
+			log.Info("held: Zoom is still making a file", "file_type", f.FileType, "status", f.Status)
+			return rec, holdError{zoomRecheck}
+		}
+	}
+	if !st.awaitsTranscript(zrec) || rec.NoTranscript {
+		return rec, nil
+	}
+	if rec.TranscriptDue.IsZero() {
+		on, err := st.zoom.transcribes(ctx, zrec.HostID)
+		if err != nil {
+			// Not knowing is treated as yes: waiting costs Zoom storage, a lost
+			// transcript cannot be had back.
+			log.Warn("cannot read the host's transcription setting; waiting for a transcript as if it were on", "err", err)
+			on = true
+		}
+		if !on {
+			return rec, nil
+		}
+	}
+	now := time.Now().UTC()
+	rec, err := bus.Update(ctx, st.kv, events.RecordingJobKey(rec.Key), func(r *events.RecordingJob, _ bool) error {
+		switch {
+		case r.TranscriptDue.IsZero():
+			r.TranscriptDue = now.Add(st.transcriptWait)
+		case !now.Before(r.TranscriptDue):
+			r.NoTranscript = true
+		default:
+			return bus.ErrNoChange
+		}
+		r.Updated = now
+		return nil
+	})
+	switch {
+	case err != nil:
+		return rec, err
+	case rec.NoTranscript:
+		log.Warn("the transcript the host's settings promise has not come; going on without it", "waited", st.transcriptWait)
+		return rec, nil
+	}
+	log.Info("held for the transcript Zoom is making", "until", rec.TranscriptDue)
+	return rec, holdError{min(time.Until(rec.TranscriptDue), zoomRecheck)}
+}
+
+// awaitsTranscript: transcripts are archived, waited for, and zrec has sound to
+// transcribe but no transcript listed.
+func (st *stage) awaitsTranscript(zrec events.Recording) bool {
+	if st.transcriptWait <= 0 || !st.wantsType(events.FileTranscript) {
+		return false
+	}
+	sound := false
+	for _, f := range zrec.RecordingFiles {
+		switch strings.ToUpper(f.FileType) {
+		case events.FileTranscript:
+			return false
+		case events.FileMP4, events.FileM4A:
+			sound = true
+		}
+	}
+	return sound
 }
 
 // verifiedFiles reads the recording's file jobs and tells whether all are verified.

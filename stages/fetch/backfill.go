@@ -280,8 +280,8 @@ func (st *stage) backfillRecording(ctx context.Context, b *backfill, u zoomUser,
 			b.perUser[u.ID] = t
 		}
 		t.recordings++
-		for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
-			if f.Status != "" && f.Status != "completed" || st.types != nil && !st.types[strings.ToUpper(f.FileType)] {
+		for _, f := range rec.Files() {
+			if !st.wants(f) || !completed(f) {
 				continue
 			}
 			t.files++

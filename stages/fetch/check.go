@@ -11,6 +11,7 @@ import (
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
 )
 
 // zoomScope is a scope fetch needs, in Zoom's granular name and the classic one
@@ -22,6 +23,8 @@ var (
 		{"cloud_recording:read:list_recording_files:admin", "recording:read:admin", "reading a recording's files"},
 		{"cloud_recording:delete:meeting_recording:admin", "recording:write:admin", "moving an archived recording to Zoom's trash"},
 	}
+	scopeRecover  = zoomScope{"cloud_recording:update:recover_meeting_recordings:admin", "recording:write:admin", "taking a recording back out of the trash when a file of it comes late"}
+	scopeSettings = zoomScope{"user:read:settings:admin", "user:read:admin", "knowing whether a host's transcript is still to come (ZOOM_TRANSCRIPT_WAIT)"}
 	scopesListing = []zoomScope{
 		{"cloud_recording:read:list_user_recordings:admin", "recording:read:admin", "the daily reconciliation and fetch backfill"},
 		{"user:read:list_users:admin", "user:read:admin", "the daily reconciliation and fetch backfill"},
@@ -44,6 +47,12 @@ func checkCommand(stdout io.Writer) config.Command {
 				return nil
 			}
 			need := scopesAlways
+			if st.action != "keep" && st.transcriptWait > 0 && st.wantsType(events.FileTranscript) {
+				need = append(need, scopeSettings)
+			}
+			if st.action == "trash" {
+				need = append(need, scopeRecover)
+			}
 			if st.reconcileAt != "off" {
 				need = append(need, scopesListing...)
 			}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ var (
 	errUnauthorized = errors.New("zoom refused the download token")
 	errBadLength    = errors.New("zoom sent a different number of bytes than file_size")
 	errStalled      = errors.New("no bytes for ZOOM_STALL_TIMEOUT")
+	errFileGone     = errors.New("zoom has no such file (404); the recording may have been trashed or deleted")
 )
 
 // downloadStatus is a download answered with a status a quick retry may get past
@@ -189,6 +191,7 @@ func (st *stage) newGeneration(ctx context.Context, cp *checkpoint, job events.F
 // stalls, 429), each resuming from the checkpoint.
 func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJob) error {
 	token := "" // the S2S token, until Zoom wants a download_access_token
+	restored := false
 	for try := 0; ; try++ {
 		err := st.stream(ctx, cp, job, token)
 		var perm permanent
@@ -201,6 +204,12 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 				return fmt.Errorf("download refused, and no download_access_token: %w", err)
 			}
 			st.m.retries.WithLabelValues("download_token").Inc()
+			continue
+		case errors.Is(err, errFileGone) && !restored:
+			if err := st.restoreForLateFile(ctx, *job); err != nil {
+				return err
+			}
+			restored = true
 			continue
 		case errors.Is(err, errNoResume):
 			if *job, err = st.newGeneration(ctx, cp, *job); err != nil {
@@ -216,6 +225,36 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 			"at", cp.Get().Offset, "try", try+1, "err", err)
 		retry.Sleep(ctx, retry.Backoff(st.zoom.retryBase, try))
 	}
+}
+
+// restoreForLateFile takes a recording zoomarchive trashed back out of Zoom's
+// trash when a file of it came late and Zoom no longer serves it; once the file is
+// verified, the recording goes back to the trash. Any other 404 stays final.
+func (st *stage) restoreForLateFile(ctx context.Context, job events.FileJob) error {
+	mkey := events.MeetingKey(job.Recording.UUID)
+	rec, _, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(mkey))
+	switch {
+	case err != nil:
+		return err
+	case !slices.Contains(rec.Late, job.Key):
+		return permanent{errFileGone}
+	case rec.ZoomAction == events.ZoomDeleted:
+		return permanent{fmt.Errorf("%w: this file came after zoomarchive had deleted the recording for good", errFileGone)}
+	case rec.ZoomAction != events.ZoomTrashed:
+		return permanent{errFileGone}
+	}
+	if err := st.zoom.recover(ctx, job.Recording.UUID); errors.Is(err, errGone) {
+		return permanent{fmt.Errorf("%w: this file came late, and the recording is no longer in Zoom's trash", errFileGone)}
+	} else if err != nil {
+		return err
+	}
+	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
+		r.ZoomAction, r.Updated = events.ZoomRestored, time.Now().UTC()
+		return nil
+	})
+	st.log.Warn("a late file: its recording taken back out of Zoom's trash to fetch it", "file_key", job.Key,
+		"meeting_uuid", job.Recording.UUID, "file_type", job.File.FileType)
+	return err
 }
 
 func retryReason(err error) string {
@@ -272,7 +311,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 		// Asking for it goes through the API, which renews an expired token.
 		return errUnauthorized
 	case s == http.StatusNotFound:
-		return permanent{errors.New("zoom has no such file (404); the recording may have been deleted")}
+		return permanent{errFileGone}
 	case s == http.StatusTooManyRequests || s >= 500:
 		return downloadStatus(s)
 	default:
@@ -446,21 +485,28 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 		msg.NakWithDelay(delay)
 		return
 	}
-	st.m.failed.Inc()
 	log.Error("file job failed", "attempts", job.Attempts, "err", cause)
-	failed := events.FileFailed{
-		Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
-		Size: int64(job.File.FileSize), Attempts: job.Attempts, Reason: cause.Error(),
-		Replay: events.RetryCommand(job.Key),
-	}
-	b, _ := json.Marshal(failed)
-	if _, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
-		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts))); err != nil {
+	if err := st.announceFailed(ctx, job); err != nil {
 		log.Warn("cannot publish the failure; will retry", "err", err)
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	msg.TermWithReason("failed after " + strconv.Itoa(job.Attempts) + " attempts")
+}
+
+// announceFailed tells notify (and through it the admins) that a file job failed,
+// with the command that starts it over.
+func (st *stage) announceFailed(ctx context.Context, job events.FileJob) error {
+	st.m.failed.Inc()
+	failed := events.FileFailed{
+		Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
+		Size: int64(job.File.FileSize), Attempts: job.Attempts, Reason: job.LastError,
+		Replay: events.RetryCommand(job.Key),
+	}
+	b, _ := json.Marshal(failed)
+	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts)))
+	return err
 }
 
 // lease outlasts ackWait, so that a dead worker's message comes back before its

@@ -38,7 +38,7 @@ func boardMeetingFiles() []standins.FileSpec {
 }
 
 func contentOf(w *world, rec events.Recording, key string) standins.Content {
-	for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
+	for _, f := range rec.Files() {
 		if events.FileKey(rec.UUID, f) == key {
 			return w.zoom.Content(f.DownloadURL[strings.LastIndex(f.DownloadURL, "/")+1:])
 		}
@@ -523,7 +523,7 @@ func TestCheckSaysWhatToFix(t *testing.T) {
 	}
 	w.zoom.SetScopes("cloud_recording:read:list_recording_files:admin recording:write:admin")
 	out, err = stagetest.Command(run, w.env, "fetch", "check")
-	if err == nil || !strings.Contains(out, "fetch: FAIL Zoom: the app's scopes") || !strings.Contains(out, "user:read:list_users:admin") ||
+	if err == nil || !strings.Contains(out, "fetch: FAIL Zoom: the app's scopes") || !strings.Contains(out, "user:read:list_users:admin") || !strings.Contains(out, "user:read:settings:admin") ||
 		strings.Contains(out, "cloud_recording:delete") {
 		t.Errorf("scopes missing (the classic recording:write:admin covers the trash): %v\n%s", err, out)
 	}

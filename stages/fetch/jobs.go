@@ -51,14 +51,26 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 	msg.Ack()
 }
 
+// wants tells whether f is of a type ARCHIVE_FILE_TYPES keeps (any case).
+func (st *stage) wants(f events.RecordingFile) bool { return st.wantsType(f.FileType) }
+
+func (st *stage) wantsType(fileType string) bool {
+	return st.types == nil || st.types[strings.ToUpper(fileType)]
+}
+
+// completed: Zoom has finished the file (CC and TIMELINE entries may carry no
+// status). One still processing is not planned; it holds its recording instead.
+func completed(f events.RecordingFile) bool { return f.Status == "" || f.Status == events.FileCompleted }
+
 // plan creates the jobs of rec's files (those wanted and complete) and records them
-// in the recording's job; it returns how many jobs are new.
+// in the recording's job; it returns how many jobs are new. A file that comes after
+// its recording was archived is marked late and opens the recording again.
 func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64) (int, error) {
 	info := rec.Info()
 	var keys []string
 	created := 0
 	add := func(f events.RecordingFile, participant bool) error {
-		if f.Status != "" && f.Status != "completed" || st.types != nil && !st.types[strings.ToUpper(f.FileType)] {
+		if !st.wants(f) || !completed(f) {
 			return nil
 		}
 		key := events.FileKey(rec.UUID, f)
@@ -67,6 +79,7 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 			return nil
 		}
 		keys = append(keys, key)
+		problems := f.Problems(rec)
 		isNew := false
 		job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, exists bool) error {
 			if isNew = !exists; exists {
@@ -74,10 +87,17 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 			}
 			*j = events.FileJob{Key: key, Recording: info, File: f, Participant: participant, EventSeq: eventSeq,
 				State: events.JobQueued, Updated: time.Now().UTC()}
+			if len(problems) > 0 {
+				j.State, j.LastError = events.JobFailed, "Zoom sent a value that does not parse: "+strings.Join(problems, "; ")
+			}
 			return nil
 		})
 		if err != nil {
 			return err
+		}
+		if isNew && job.State == events.JobFailed {
+			st.log.Error("file refused: Zoom sent a value that does not parse", "meeting_uuid", rec.UUID, "file_id", f.ID, "problems", problems)
+			return st.announceFailed(ctx, job)
 		}
 		if job.State != events.JobQueued {
 			return nil
@@ -103,6 +123,7 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 	if len(keys) == 0 {
 		return 0, nil
 	}
+	var late []string
 	_, err := bus.Update(ctx, st.kv, events.RecordingJobKey(events.MeetingKey(rec.UUID)), func(r *events.RecordingJob, exists bool) error {
 		if !exists {
 			*r = events.RecordingJob{Key: events.MeetingKey(rec.UUID), Recording: info, State: events.RecArchiving}
@@ -111,18 +132,30 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 		for _, k := range r.Files {
 			have[k] = true
 		}
-		changed := !exists
+		late = nil
+		added := 0
 		for _, k := range keys {
 			if !have[k] {
-				r.Files, have[k], changed = append(r.Files, k), true, true
+				r.Files, have[k] = append(r.Files, k), true
+				added++
+				if r.State != events.RecArchiving {
+					late = append(late, k)
+				}
 			}
 		}
-		if !changed {
+		if exists && added == 0 {
 			return bus.ErrNoChange
+		}
+		r.Late = append(r.Late, late...)
+		if r.State == events.RecArchived && len(late) > 0 {
+			r.State = events.RecArchiving // the late file's verified event archives it again
 		}
 		r.Updated = time.Now().UTC()
 		return nil
 	})
+	if len(late) > 0 {
+		st.log.Warn("a file came after its recording was archived; fetching it", "meeting_uuid", rec.UUID, "files", late)
+	}
 	return created, err
 }
 

@@ -138,8 +138,8 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 			}
 		}
 		err := st.eachRecording(ctx, b, u, url.Values{"trash": {"true"}, "trash_type": {"meeting_recordings"}}, func(rec events.Recording) error {
-			for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
-				if st.types != nil && !st.types[f.FileType] {
+			for _, f := range rec.Files() {
+				if !st.wants(f) {
 					continue
 				}
 				if j, found, _ := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(events.FileKey(rec.UUID, f))); !found || j.State != events.JobVerified {

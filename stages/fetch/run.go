@@ -39,6 +39,8 @@ var settings = append([]config.Setting{
 	{Name: "FETCH_STUCK_AFTER", Default: "6h", Usage: "a file job in one state this long is reported stuck"},
 	{Name: "ZOOM_TRASH_AFTER", Default: "0", Usage: "how long a verified recording stays in Zoom before ZOOM_AFTER_ARCHIVE is applied, e.g. 168h; 0: at once"},
 	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
+	{Name: "ZOOM_DELETE_UNARCHIVED", Default: "no", Usage: "yes: with ARCHIVE_FILE_TYPES and ZOOM_AFTER_ARCHIVE=delete, the types left out are deleted from Zoom for good, unarchived"},
+	{Name: "ZOOM_TRANSCRIPT_WAIT", Default: "24h", Usage: "how long a recording whose host transcribes to the cloud stays in Zoom waiting for its transcript; 0: no wait"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 	{Name: "FETCH_CONCURRENCY", Default: "2", Usage: "files downloaded at once"},
 	{Name: "FETCH_CHUNK_SIZE", Default: "1MiB", Usage: "bytes per chunk message"},
@@ -64,6 +66,8 @@ type stage struct {
 	ackWait time.Duration
 	hold    time.Duration // ZOOM_TRASH_AFTER
 	m       metrics
+
+	transcriptWait time.Duration // ZOOM_TRANSCRIPT_WAIT
 
 	reconcileAt   string // HH:MM UTC, or off
 	reconcileDays int
@@ -133,6 +137,8 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		ackWait: v.Duration("FETCH_ACK_WAIT"),
 		hold:    v.DurationOrZero("ZOOM_TRASH_AFTER"),
 
+		transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT"),
+
 		reconcileAt:   v.String("FETCH_RECONCILE_AT"),
 		reconcileDays: v.Int("FETCH_RECONCILE_DAYS", 1),
 		stuckAfter:    v.Duration("FETCH_STUCK_AFTER"),
@@ -154,6 +160,13 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		st.types = map[string]bool{}
 		for _, t := range types {
 			st.types[strings.ToUpper(t)] = true
+		}
+		switch optIn := v.String("ZOOM_DELETE_UNARCHIVED"); {
+		case optIn != "yes" && optIn != "no":
+			v.Invalid("ZOOM_DELETE_UNARCHIVED", fmt.Sprintf("%q is not yes or no", optIn))
+		case st.action == "delete" && optIn != "yes":
+			v.Invalid("ZOOM_AFTER_ARCHIVE", "delete with ARCHIVE_FILE_TYPES deletes the file types left out of the archive from Zoom for good; "+
+				"use trash (recoverable for 30 days), or set ZOOM_DELETE_UNARCHIVED=yes if that loss is wanted")
 		}
 	}
 	for _, d := range v.List("FETCH_RETRY_DELAYS") {
@@ -212,6 +225,8 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	}
 	go st.reconcileDaily(ctx)
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
+	st.log.Info("the Zoom app's event subscription must send these events to the hook; without the second, a late transcript waits for the daily reconciliation",
+		"events", events.RecordingEvents)
 	<-ctx.Done()
 	wg.Wait()
 	st.log.Info("stopped")

@@ -130,7 +130,7 @@ func (w *world) waitState(t testing.TB, key, state string) events.FileJob {
 // keys are the file keys of a recording, in Zoom's order.
 func keys(rec events.Recording) []string {
 	var out []string
-	for _, f := range append(append([]events.RecordingFile(nil), rec.RecordingFiles...), rec.ParticipantAudioFiles...) {
+	for _, f := range rec.Files() {
 		out = append(out, events.FileKey(rec.UUID, f))
 	}
 	return out

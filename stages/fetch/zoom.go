@@ -269,6 +269,19 @@ func (c *zoomClient) recording(ctx context.Context, uuid string, dlToken bool) (
 	return rec, token, nil
 }
 
+// transcribes tells whether the host has cloud audio transcription on (the user's
+// recording settings, which follow the account's when it locks them): then Zoom
+// makes the transcript after the recording, and sends an event of its own.
+func (c *zoomClient) transcribes(ctx context.Context, hostID string) (bool, error) {
+	var s struct {
+		Recording struct {
+			AudioTranscript bool `json:"recording_audio_transcript"`
+		} `json:"recording"`
+	}
+	err := c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(hostID)+"/settings", nil, nil, &s)
+	return s.Recording.AudioTranscript, err
+}
+
 // removeRecording trashes or deletes every file of a recording. A 404 3301 is
 // errGone, which the caller takes as done when it had asked before.
 func (c *zoomClient) removeRecording(ctx context.Context, uuid, action string) error {

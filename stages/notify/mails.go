@@ -136,8 +136,15 @@ func localTime(r events.RecordingInfo, fallback *time.Location) string {
 
 func archivedMail(a events.RecordingArchived, tz *time.Location) mail {
 	v := mailView{Kind: "archived", Archived: a, Local: localTime(a.Recording, tz), Action: zoomAction(a.ZoomAction)}
+	var late []string
 	for _, f := range a.Files {
 		v.Total += f.Size
+		if f.Late {
+			late = append(late, fileKind(f))
+		}
+	}
+	if len(late) > 0 {
+		return build(v, fmt.Sprintf("Archived late: %s of %s (%s)", strings.Join(late, ", "), a.Recording.Topic, v.Local))
 	}
 	return build(v, fmt.Sprintf("Archived: %s (%s)", a.Recording.Topic, v.Local))
 }
@@ -211,9 +218,15 @@ Meeting:  {{.Archived.Recording.MeetingID}}
 Folder:   {{.Archived.FolderLink}}
 
 Files ({{len .Archived.Files}}, {{size .Total}}):
-{{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}
+{{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}{{if .Late}} (came late: Zoom made it after the recording was archived){{end}}
 {{end}}
 In Zoom: {{.Action}}.
+{{- if .Archived.NoTranscript}}
+
+The host's settings make Zoom transcribe the audio, but no transcript had come when
+the wait for it (ZOOM_TRANSCRIPT_WAIT) ended; should it come later, it is archived
+then and you get a mail.
+{{- end}}
 {{end}}{{define "failed"}}A file of the Zoom recording "{{.Failed.Recording.Topic}}" could not be archived.
 
 When:     {{.Local}}
@@ -238,7 +251,9 @@ Recordings archived: {{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Di
 Zoom storage freed:  {{size .Digest.Freed}}
 Files failed:        {{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open
 Alerts:              {{len .Digest.Alerts}}
-{{range .Digest.OpenFailures}}
+{{range .Digest.NoTranscript}}
+Removed from Zoom without the transcript its host's settings promise: {{.}}{{end}}{{range .Digest.Late}}
+Came late, archived: {{.}}{{end}}{{range .Digest.OpenFailures}}
 Open failure: {{.}}{{end}}{{range .Digest.Alerts}}
 Alert: {{.}}{{end}}{{if .Digest.Overflow}}
 
@@ -259,8 +274,9 @@ Reconciliation of the last {{.Days}} days with Zoom:
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
 <p>{{.Local}} ({{.Archived.Recording.Duration}} min)<br>Host: {{.Archived.Recording.HostEmail}}<br>Meeting {{.Archived.Recording.MeetingID}}</p>
 <p><a href="{{.Archived.FolderLink}}">Open the folder in Drive</a></p>
-<ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}</li>{{end}}</ul>
-<p>In Zoom: {{.Action}}.</p>
+<ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}{{if .Late}} <b>(came late: Zoom made it after the recording was archived)</b>{{end}}</li>{{end}}</ul>
+<p>In Zoom: {{.Action}}.</p>{{if .Archived.NoTranscript}}
+<p>The host's settings make Zoom transcribe the audio, but no transcript had come when the wait for it (ZOOM_TRANSCRIPT_WAIT) ended; should it come later, it is archived then and you get a mail.</p>{{end}}
 {{end}}{{define "failed-html"}}<h2 style="font-size:18px">Not archived: {{.Failed.FileType}} of {{.Failed.Recording.Topic}}</h2>
 <p>{{.Local}}<br>Host: {{.Failed.Recording.HostEmail}}<br>Attempts: {{.Failed.Attempts}}</p>
 <p><b>Reason:</b> {{.Failed.Reason}}</p>
@@ -274,6 +290,8 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>
 <tr><td>Files failed</td><td>{{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open</td></tr>
 <tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr></table>
+{{if .Digest.NoTranscript}}<p>Removed from Zoom without the transcript its host's settings promise:</p><ul>{{range .Digest.NoTranscript}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.Late}}<p>Came late, archived:</p><ul>{{range .Digest.Late}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}

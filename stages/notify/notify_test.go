@@ -100,6 +100,13 @@ func archivedEvent(rec events.RecordingInfo) events.RecordingArchived {
 		}}
 }
 
+// lateTranscript is a's announcement after its transcript came late.
+func lateTranscript(a events.RecordingArchived) events.RecordingArchived {
+	a.Files = append([]events.ArchivedFile(nil), a.Files...)
+	a.Files[2].Late = true
+	return a
+}
+
 func failedEvent(rec events.RecordingInfo) events.FileFailed {
 	return events.FileFailed{Key: "f9", Recording: rec, FileType: "MP4", FileID: "f9", Size: 104857600, Attempts: 8,
 		Reason: "zoom answered 503 to the download",
@@ -302,13 +309,21 @@ func TestGoldenMails(t *testing.T) {
 	now := time.Date(2026, 3, 15, 8, 0, 0, 0, time.UTC)
 	hel, _ := time.LoadLocation("Europe/Helsinki")
 	cases := map[string]mail{
-		"archived": archivedMail(archivedEvent(rehearsal), time.UTC),
-		"failed":   failedMail(failedEvent(rehearsal), time.UTC),
+		"archived":      archivedMail(archivedEvent(rehearsal), time.UTC),
+		"failed":        failedMail(failedEvent(rehearsal), time.UTC),
+		"archived-late": archivedMail(lateTranscript(archivedEvent(rehearsal)), time.UTC),
+		"archived-no-transcript": func() mail {
+			a := archivedEvent(rehearsal)
+			a.Files, a.NoTranscript = a.Files[:2], true
+			return archivedMail(a, time.UTC)
+		}(),
 		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Until: now.Add(15 * time.Hour).In(hel),
 			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at Mon, 16 Mar 2026 00:05:00 PDT"}),
 		"digest": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 3, Files: 11, Bytes: 3 << 30, Freed: 3 << 30, FailedToday: 1,
 			OpenFailures: []string{"MP4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET): zoom answered 503 to the download"},
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},
+			NoTranscript: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET)"},
+			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}}}),
 	}

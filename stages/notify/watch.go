@@ -119,6 +119,8 @@ type digest struct {
 	Bytes, Freed      int64
 	FailedToday       int
 	OpenFailures      []string
+	NoTranscript      []string // recordings removed from Zoom without their promised transcript
+	Late              []string // files archived after their recording
 	Alerts            []string
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
@@ -182,13 +184,29 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 		case strings.HasPrefix(subj, events.RecordingArchivedSubject("")):
 			var a events.RecordingArchived
 			json.Unmarshal(msg.Data(), &a)
-			d.Recordings++
+			name := fmt.Sprintf("%s (%s)", a.Recording.Topic, localTime(a.Recording, st.tz))
+			if a.NoTranscript {
+				d.NoTranscript = append(d.NoTranscript, name)
+			}
+			late := false
 			for _, f := range a.Files {
+				if f.Late {
+					late = true
+					d.Late = append(d.Late, fileKind(f)+" of "+name)
+				}
+			}
+			for _, f := range a.Files {
+				if late && !f.Late {
+					continue // counted when the recording was first archived
+				}
 				d.Files++
 				d.Bytes += f.Size
 				if a.ZoomAction == events.ZoomTrashed || a.ZoomAction == events.ZoomDeleted {
 					d.Freed += f.Size
 				}
+			}
+			if !late {
+				d.Recordings++
 			}
 		case strings.HasPrefix(subj, events.FileFailedSubject("")):
 			d.FailedToday++

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/standins"
+)
+
+// Zoom's whole recording lifecycle: files it makes after recording.completed, and
+// files that come after the recording was archived.
+
+func transcriptSpec(unlisted bool) standins.FileSpec {
+	f := boardMeetingFiles()[3]
+	f.ID, f.Unlisted = "cccc3333-0000-4000-8000-000000000004", unlisted
+	return f
+}
+
+// trashedAfter fails unless the recording went to the trash exactly once, after
+// the file key was verified.
+func (w *world) trashedAfter(t *testing.T, key string) {
+	t.Helper()
+	waitFor(t, "trash", func() bool { return w.zoom.CallsTo("DELETE", "/v2/meetings/") == 1 })
+	verifiedAt := w.job(t, key).Updated
+	for _, c := range w.zoom.Calls() {
+		if c.Method == "DELETE" && c.At.Before(verifiedAt) {
+			t.Errorf("trashed at %s, before the transcript was verified at %s", c.At.Format(time.StampMilli), verifiedAt.Format(time.StampMilli))
+		}
+	}
+}
+
+func archivedAnnouncements(t *testing.T, w *world) []events.RecordingArchived {
+	var out []events.RecordingArchived
+	for _, m := range w.archiveEvents(t, "archive.recording.archived.") {
+		var a events.RecordingArchived
+		json.Unmarshal(m.Data, &a)
+		out = append(out, a)
+	}
+	return out
+}
+
+// The host transcribes to the cloud: Zoom makes the transcript after the
+// recording, first listing it as processing, or not listing it at all until it is
+// made. Either way the recording stays in Zoom until the transcript is in Drive.
+func TestTranscriptMadeLaterIsArchivedBeforeTheTrash(t *testing.T) {
+	for name, unlisted := range map[string]bool{"listed as processing": false, "not listed until made": true} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, nil)
+			w.zoom.SetTranscription("host1", true)
+			w.startFetch(t)
+			up := w.startUploader(t)
+			rec := w.meeting("uuid-transcribed==", "Rehearsal, act 1", boardMeetingFiles()[:3]...)
+			made := time.Now().Add(3 * time.Second)
+			tr := w.zoom.AddLateFile(rec.UUID, transcriptSpec(unlisted), time.Until(made))
+			w.send(t, events.EventRecordingCompleted, rec)
+			for _, key := range keys(rec) {
+				w.waitState(t, key, events.JobVerified)
+			}
+			time.Sleep(time.Until(made))
+			if n := w.zoom.CallsTo("DELETE", "/v2/meetings/"); n != 0 {
+				t.Fatalf("trashed while Zoom was still making the transcript (%d calls)", n)
+			}
+
+			w.send(t, events.EventTranscriptCompleted, tr)
+			trKey := keys(tr)[0]
+			up.whole(t, trKey, contentOf(w, tr, trKey))
+			w.waitState(t, trKey, events.JobVerified)
+			w.trashedAfter(t, trKey)
+			waitFor(t, "archived event", func() bool { return len(archivedAnnouncements(t, w)) == 1 })
+			if a := archivedAnnouncements(t, w)[0]; len(a.Files) != 4 || a.NoTranscript {
+				t.Errorf("archived %d files (no transcript: %v), want 4 with the transcript", len(a.Files), a.NoTranscript)
+			}
+		})
+	}
+}
+
+// Without cloud transcription nothing is waited for: the recording is trashed as
+// soon as its files are verified.
+func TestWithoutTranscriptionTrashedAtOnce(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	w.startUploader(t)
+	rec := w.meeting("uuid-plain==", "Rehearsal, act 2", boardMeetingFiles()[:3]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	waitFor(t, "trash", func() bool { return w.zoom.CallsTo("DELETE", "/v2/meetings/") == 1 })
+	if n := w.zoom.CallsTo("GET", "/v2/users/host1/settings"); n != 1 {
+		t.Errorf("the host's settings read %d times, want once", n)
+	}
+}
+
+// A transcript that never comes holds the recording for ZOOM_TRANSCRIPT_WAIT, no
+// longer; the announcement says it went without one.
+func TestTranscriptThatNeverComesStopsTheWait(t *testing.T) {
+	w := newWorld(t, map[string]string{"ZOOM_TRANSCRIPT_WAIT": "2s"})
+	w.zoom.SetTranscription("host1", true)
+	w.startFetch(t)
+	w.startUploader(t)
+	rec := w.meeting("uuid-never==", "Rehearsal, act 3", boardMeetingFiles()[:3]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	for _, key := range keys(rec) {
+		w.waitState(t, key, events.JobVerified)
+	}
+	verified := time.Now()
+	waitFor(t, "trash", func() bool { return w.zoom.CallsTo("DELETE", "/v2/meetings/") == 1 })
+	if waited := time.Since(verified); waited < 1500*time.Millisecond {
+		t.Errorf("trashed %s after the last file was verified, want the 2s wait", waited)
+	}
+	waitFor(t, "archived event", func() bool { return len(archivedAnnouncements(t, w)) == 1 })
+	if a := archivedAnnouncements(t, w)[0]; !a.NoTranscript || len(a.Files) != 3 {
+		t.Errorf("announcement %+v, want 3 files and no transcript said", a)
+	}
+}
+
+// A transcript event for a recording already trashed: the file is fetched from the
+// trash (the recording restored for it, then trashed again) and announced as late.
+func TestLateFileFetchedFromTheTrash(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	up := w.startUploader(t)
+	rec := w.meeting("uuid-late==", "Rehearsal, act 4", boardMeetingFiles()[:3]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	waitFor(t, "first archive", func() bool { return len(archivedAnnouncements(t, w)) == 1 })
+	if trashed, _ := w.zoom.Trashed(rec.UUID); !trashed {
+		t.Fatal("not trashed")
+	}
+
+	tr := w.zoom.AddLateFile(rec.UUID, transcriptSpec(false), 0)
+	w.send(t, events.EventTranscriptCompleted, tr)
+	trKey := keys(tr)[0]
+	up.whole(t, trKey, contentOf(w, tr, trKey))
+	waitFor(t, "second announcement", func() bool { return len(archivedAnnouncements(t, w)) == 2 })
+	a := archivedAnnouncements(t, w)[1]
+	late := 0
+	for _, f := range a.Files {
+		if f.Late {
+			late++
+			if f.Key != trKey {
+				t.Errorf("%s marked late, want only %s", f.Key, trKey)
+			}
+		}
+	}
+	if late != 1 || len(a.Files) != 4 || a.ZoomAction != events.ZoomTrashed {
+		t.Errorf("second announcement: %d files, %d late, zoom %s; want 4, 1, trashed", len(a.Files), late, a.ZoomAction)
+	}
+	if trashed, _ := w.zoom.Trashed(rec.UUID); !trashed {
+		t.Error("left out of the trash after the late file")
+	}
+	if n, r := w.zoom.CallsTo("DELETE", "/v2/meetings/"), w.zoom.CallsTo("PUT", "/v2/meetings/"); n != 2 || r != 1 {
+		t.Errorf("%d trash calls and %d restores, want 2 and 1", n, r)
+	}
+}
+
+// Deleting from Zoom with only some file types archived would destroy the rest.
+func TestDeleteWithFileTypesNeedsItsOptIn(t *testing.T) {
+	w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ARCHIVE_FILE_TYPES": "mp4,m4a"})
+	err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &strings.Builder{}, &strings.Builder{})
+	if err == nil || !strings.Contains(err.Error(), "ZOOM_DELETE_UNARCHIVED=yes") {
+		t.Fatalf("delete with file types: %v, want a refusal naming the opt-in", err)
+	}
+	w.env["ZOOM_DELETE_UNARCHIVED"] = "yes"
+	w.startFetch(t)
+}
+
+// A number Zoom sent that does not parse fails that file with the field named, as
+// a failure mail says; the other files are archived and the recording stays.
+func TestUnparsableFileSizeFailsThatFileNamed(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	w.startUploader(t)
+	rec := w.meeting("uuid-float==", "Rehearsal, act 5", boardMeetingFiles()[2:5]...)
+	body, _ := json.Marshal(rec)
+	bad := strings.Replace(string(body), `"file_size":524288`, `"file_size":5.24288e5`, 1)
+	if bad == string(body) {
+		t.Fatal("the size to break is not in the payload")
+	}
+	var broken events.Recording
+	json.Unmarshal([]byte(bad), &broken)
+	w.send(t, events.EventRecordingCompleted, broken)
+	ks := keys(rec)
+	j := w.waitState(t, ks[0], events.JobFailed)
+	if !strings.Contains(j.LastError, "file_size 5.24288e5") {
+		t.Errorf("failed with %q, want the field and its value", j.LastError)
+	}
+	w.waitState(t, ks[1], events.JobVerified)
+	w.waitState(t, ks[2], events.JobVerified)
+	waitFor(t, "failure announced", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 1 })
+	var f events.FileFailed
+	json.Unmarshal(w.archiveEvents(t, "archive.file.failed.")[0].Data, &f)
+	if !strings.Contains(f.Reason, "file_size") || f.Replay == "" {
+		t.Errorf("failure %+v", f)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := w.zoom.CallsTo("DELETE", "/v2/meetings/"); n != 0 || w.zoom.BytesServed() != int64(boardMeetingFiles()[3].Size+boardMeetingFiles()[4].Size) {
+		t.Errorf("%d trash calls, %d bytes served: the broken file must be neither fetched nor let the recording go", n, w.zoom.BytesServed())
+	}
+}
