@@ -60,7 +60,9 @@ func (st *stage) wantsType(fileType string) bool {
 
 // completed: Zoom has finished the file (CC and TIMELINE entries may carry no
 // status). One still processing is not planned; it holds its recording instead.
-func completed(f events.RecordingFile) bool { return f.Status == "" || f.Status == events.FileCompleted }
+func completed(f events.RecordingFile) bool {
+	return f.Status == "" || f.Status == events.FileCompleted
+}
 
 // plan creates the jobs of rec's files (those wanted and complete) and records them
 // in the recording's job; it returns how many jobs are new. A file that comes after
