@@ -57,9 +57,11 @@ func Options(cfg Config) (*server.Options, error) {
 		Host:       host,
 		Port:       port,
 		MaxPayload: events.MaxPayload,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		NoSigs:     true, // the process owns its signals and shuts the server down itself
+		// The permissions travel in each program's JWT, on its CONNECT line.
+		MaxControlLine: events.MaxControlLine,
+		JetStream:      true,
+		StoreDir:       cfg.StoreDir,
+		NoSigs:         true, // the process owns its signals and shuts the server down itself
 	}
 	if cfg.Monitor != "" {
 		if opts.HTTPHost, opts.HTTPPort, err = splitHostPort(cfg.Monitor); err != nil {

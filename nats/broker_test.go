@@ -47,11 +47,12 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 		HTTPHost   string
 		HTTPPort   int
 		MaxPayload int32
+		MaxControl int32
 		JetStream  bool
 		StoreDir   string
 	}
-	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.JetStream, file.StoreDir}
-	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.JetStream, emb.StoreDir}
+	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.MaxControlLine, file.JetStream, file.StoreDir}
+	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.MaxControlLine, emb.JetStream, emb.StoreDir}
 	if got != want {
 		t.Errorf("nats.conf %+v\nembedded  %+v", got, want)
 	}

@@ -13,17 +13,17 @@ import (
 // HeartbeatEvery is how often a stage says it is alive.
 const HeartbeatEvery = 30 * time.Second
 
-// Beat writes the stage's heartbeat (with stats, if given) into the job bucket now
+// Beat writes the stage's heartbeat (with what fill adds: stats, faults) into the job bucket now
 // and every HeartbeatEvery until ctx ends; notify alerts when one stops. It is a
 // plain publish on the key's subject, so the hook, which may read nothing, can
 // beat too.
-func Beat(ctx context.Context, js jetstream.JetStream, stage string, stats func() map[string]int64) {
+func Beat(ctx context.Context, js jetstream.JetStream, stage string, fill func(*events.Heartbeat)) {
 	t := time.NewTicker(HeartbeatEvery)
 	defer t.Stop()
 	for {
 		hb := events.Heartbeat{Stage: stage, At: time.Now().UTC()}
-		if stats != nil {
-			hb.Stats = stats()
+		if fill != nil {
+			fill(&hb)
 		}
 		b, _ := json.Marshal(hb)
 		js.Publish(ctx, events.JobSubject(events.HeartbeatKey(stage)), b)

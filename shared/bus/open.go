@@ -24,6 +24,7 @@ type Conn struct {
 	JS          jetstream.JetStream
 	KV          jetstream.KeyValue // the job bucket
 	MetricsAddr string             // where /metrics, /healthz and /readyz are served
+	Health      *Health            // faults that fail /readyz and go with the heartbeat
 	stop        func()
 }
 
@@ -31,7 +32,8 @@ type Conn struct {
 func (c *Conn) Close() { c.stop() }
 
 // Open connects the stage, serves /metrics, /healthz and /readyz on metricsAddr
-// (ready while connected, once the topology is in place), waits for the broker's
+// (ready while connected, once the topology is in place, and no Health fault is
+// set), waits for the broker's
 // topology, opens the job bucket and starts the stage's heartbeat. A nil Conn with
 // a nil error means ctx ended while waiting for the broker.
 func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
@@ -40,6 +42,7 @@ func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regis
 		return nil, err
 	}
 	var ready atomic.Bool
+	health := &Health{}
 	ml, err := obs.Listen(metricsAddr, reg, func() error {
 		switch {
 		case !nc.IsConnected():
@@ -47,7 +50,7 @@ func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regis
 		case !ready.Load():
 			return errors.New("starting")
 		}
-		return nil
+		return health.Err()
 	})
 	if err != nil {
 		nc.Close()
@@ -55,7 +58,7 @@ func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regis
 	}
 	mctx, stopMetrics := context.WithCancel(context.Background())
 	go ml.Serve(mctx)
-	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), stop: func() { stopMetrics(); nc.Close() }}
+	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), Health: health, stop: func() { stopMetrics(); nc.Close() }}
 	if conn.KV, err = bucket(ctx, nc, js, c, log); err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
@@ -63,7 +66,7 @@ func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regis
 		}
 		return nil, err
 	}
-	go Beat(ctx, js, c.Identity, nil)
+	go Beat(ctx, js, c.Identity, func(hb *events.Heartbeat) { hb.Faults = health.Faults() })
 	ready.Store(true)
 	return conn, nil
 }

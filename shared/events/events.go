@@ -19,6 +19,10 @@ import (
 // webhook body and for chunk messages of a few MiB. nats-server warns above 8 MiB.
 const MaxPayload = 8 << 20
 
+// MaxControlLine bounds a protocol line: a program's CONNECT carries its JWT, which
+// holds its whole permission list, past the server's default of 4 KiB.
+const MaxControlLine = 16 << 10
+
 // ZOOM_EVENTS keeps every verified webhook, body byte for byte, for replays.
 const (
 	StreamZoomEvents   = "ZOOM_EVENTS"
@@ -95,18 +99,30 @@ func AlertSubject(kind string) string { return "archive.alert." + kind }
 // Alert kinds; stage_silent.<stage> names the stage.
 const (
 	AlertDriveDailyCap     = "drive_daily_cap"
+	AlertDriveFull         = "drive_full"    // upload: Drive's storage is full
+	AlertDriveRefused      = "drive_refused" // upload: Google refuses the key, or Drive a file for good
+	AlertZoomRefused       = "zoom_refused"  // fetch: Zoom refuses the app's credentials or scopes
+	AlertWebhooksMissing   = "webhooks_missing"
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
+	AlertCertificate       = "certificate" // notify: the domain's certificate is about to expire
 	AlertStageSilentPrefix = "stage_silent."
 )
 
-// Alert: something an admin should know about now.
+// Alert: something an admin should know about now. An alert that can clear is
+// raised once when its condition begins (Since) and announced once more, with
+// Resolved, when it ends; the open one is kept under AlertKey.
 type Alert struct {
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-	Until   time.Time `json:"until,omitempty"` // when it ends by itself, if known
-	At      time.Time `json:"at"`
+	Kind     string    `json:"kind"`
+	Message  string    `json:"message"`
+	Until    time.Time `json:"until,omitempty"` // when it ends by itself, if known
+	At       time.Time `json:"at"`
+	Since    time.Time `json:"since,omitempty"`
+	Resolved bool      `json:"resolved,omitempty"`
 }
+
+// AlertKey holds the open alert of a kind in the job bucket.
+func AlertKey(kind string) string { return "alert." + kind }
 
 // The job bucket: file.<file key> holds a FileJob, rec.<meeting key> a RecordingJob,
 // fetch.<file key> and upload.<file key> the stages' resume points (held under a
@@ -145,9 +161,10 @@ func NotifyKey(name string) string     { return "notify." + name }
 // Heartbeat: a stage says it is alive, every half minute, with counters a watcher
 // may read (the hook's rejected webhooks).
 type Heartbeat struct {
-	Stage string           `json:"stage"`
-	At    time.Time        `json:"at"`
-	Stats map[string]int64 `json:"stats,omitempty"`
+	Stage  string           `json:"stage"`
+	At     time.Time        `json:"at"`
+	Stats  map[string]int64 `json:"stats,omitempty"`
+	Faults []string         `json:"faults,omitempty"` // what the stage knows is wrong and waits for a person to fix
 }
 
 const folderKeyPrefix = "folder."
@@ -316,6 +333,13 @@ type FileFailed struct {
 	Attempts  int           `json:"attempts"`
 	Reason    string        `json:"reason"`
 	Replay    string        `json:"replay"` // RetryCommand: what an operator runs to try again
+}
+
+// Failed is the announcement of a failed job: LastError is the reason, attempts
+// the tries it took.
+func (j FileJob) Failed(attempts int) FileFailed {
+	return FileFailed{Key: j.Key, Recording: j.Recording, FileType: j.File.FileType, FileID: j.File.ID,
+		Size: int64(j.File.FileSize), Attempts: attempts, Reason: j.LastError, Replay: RetryCommand(j.Key)}
 }
 
 // RetryCommand is the one command an operator pastes on the server to start a

@@ -17,6 +17,9 @@ const (
 	IdentityOperator = "operator" // people and the nats CLI: everything, as an admin
 )
 
+// Stages are the four programs of the pipeline, each of which reports a heartbeat.
+var Stages = []string{IdentityHook, IdentityFetch, IdentityUpload, IdentityNotify}
+
 // ClientIdentities are those that connect from outside the broker: the four
 // stages and the operator.
 var ClientIdentities = []string{IdentityHook, IdentityFetch, IdentityUpload, IdentityNotify, IdentityOperator}
@@ -55,6 +58,7 @@ var Permissions = map[string]Permission{
 				RecordingArchivedSubject(">"), SubjectReconcileReport},
 			jobKeys(FileJobKey(">"), RecordingJobKey(">"), FetchProgressKey(">"), BackfillKey,
 				ReconcileKey(">"), HeartbeatKey(IdentityFetch)),
+			alerts(AlertZoomRefused, AlertWebhooksMissing),
 			reads(StreamZoomEvents, StreamFetchJobs, StreamChunks, StreamArchive, jobStream),
 			purge(StreamChunks),
 			ownConsumer(StreamZoomEvents, ConsumerFetchEvents), ownConsumer(StreamFetchJobs, ConsumerFetchJobs),
@@ -63,15 +67,16 @@ var Permissions = map[string]Permission{
 	IdentityUpload: {
 		Publish: join(
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
-			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, AlertSubject(AlertDriveDailyCap)},
+			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs},
 			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload)),
+			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), watchers(jobStream)), // a consumer per file on CHUNKS
 	},
 	IdentityNotify: {
 		Publish: join(
-			[]string{AlertSubject(">")},
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
+			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate),
 			reads(StreamArchive, StreamChunks, jobStream),
 			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), watchers(jobStream)),
 		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.
@@ -93,6 +98,15 @@ func jobKeys(keys ...string) []string {
 	out := make([]string, len(keys))
 	for i, k := range keys {
 		out[i] = JobSubject(k)
+	}
+	return out
+}
+
+// alerts: raising and clearing alerts of these kinds (AlertSubject and AlertKey).
+func alerts(kinds ...string) []string {
+	var out []string
+	for _, k := range kinds {
+		out = append(out, AlertSubject(k), JobSubject(AlertKey(k)))
 	}
 	return out
 }

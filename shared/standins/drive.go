@@ -38,6 +38,7 @@ type Drive struct {
 	files    map[string]*DriveFile
 	sessions map[string]*session
 	faults   []*DriveFault
+	full     bool // see SetFull
 	nextID   int
 	received int64 // body bytes taken by upload sessions, repeats included
 }
@@ -247,6 +248,33 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ClearFaults drops every fault not yet used.
+func (d *Drive) ClearFaults() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.faults = nil
+}
+
+// SetFull uses up (true) or frees the storage quota: while full, every upload
+// (session start, chunk, media create) is refused with 403 storageQuotaExceeded;
+// folders, which take no space, are still made.
+func (d *Drive) SetFull(full bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.full = full
+}
+
+// refuseFull answers an upload while the storage is full.
+func (d *Drive) refuseFull(w http.ResponseWriter) bool {
+	d.mu.Lock()
+	full := d.full
+	d.mu.Unlock()
+	if full {
+		driveError(w, http.StatusForbidden, "storageQuotaExceeded", "The user's Drive storage quota has been exceeded.")
+	}
+	return full
+}
+
 func (d *Drive) fault(w http.ResponseWriter, kind string) bool {
 	if f := d.takeFault(kind); f != nil && f.Status != 0 {
 		driveError(w, f.Status, f.Reason, f.Message)
@@ -290,7 +318,7 @@ func (d *Drive) startUpload(w http.ResponseWriter, r *http.Request, grant TokenG
 		driveError(w, 400, "badRequest", "Invalid uploadType")
 		return
 	}
-	if r.Method != http.MethodPost || d.fault(w, "init") {
+	if r.Method != http.MethodPost || d.fault(w, "init") || d.refuseFull(w) {
 		if r.Method != http.MethodPost {
 			driveError(w, 405, "", "")
 		}
@@ -356,6 +384,10 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 		}
 		d.mu.Unlock()
 		d.answer(w, r, s)
+		return
+	}
+	if d.refuseFull(w) {
+		io.Copy(io.Discard, r.Body)
 		return
 	}
 	f := d.takeFault("chunk")
@@ -456,7 +488,7 @@ func (d *Drive) finalize(s *session) {
 }
 
 func (d *Drive) multipart(w http.ResponseWriter, r *http.Request, grant TokenGrant) {
-	if d.fault(w, "create") {
+	if d.fault(w, "create") || d.refuseFull(w) {
 		return
 	}
 	_, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))

@@ -30,8 +30,11 @@ type GoogleToken struct {
 	// AllowedSubjects lists who the account may impersonate (domain-wide
 	// delegation); another sub gets unauthorized_client. Empty allows any.
 	AllowedSubjects []string
-	requests        int
-	issued          []TokenGrant
+	// TokenTTL is an access token's life (an hour by default).
+	TokenTTL time.Duration
+	revoked  bool // see Revoke
+	requests int
+	issued   []TokenGrant
 }
 
 // TokenGrant is what an access token was issued for.
@@ -101,6 +104,15 @@ func (g *GoogleToken) Grants() []TokenGrant {
 // Close stops the endpoint.
 func (g *GoogleToken) Close() { g.Server.Close() }
 
+// Revoke deletes the key (true) or brings it back: meanwhile every token request
+// is refused with invalid_grant, as Google refuses a deleted key's; tokens issued
+// before stay good until they expire, as Google's do.
+func (g *GoogleToken) Revoke(revoked bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.revoked = revoked
+}
+
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, code, desc string) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -117,6 +129,15 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claims, err := g.verify(r.PostForm.Get("assertion"))
+	g.mu.Lock()
+	revoked, ttl := g.revoked, g.TokenTTL
+	g.mu.Unlock()
+	if revoked {
+		err = "Invalid JWT Signature." // Google's words for a deleted key
+	}
+	if ttl == 0 {
+		ttl = time.Hour
+	}
 	if err != "" {
 		fail(http.StatusBadRequest, "invalid_grant", err)
 		return
@@ -130,11 +151,11 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 	scope, _ := claims["scope"].(string)
 	tok := randomToken()
 	g.mu.Lock()
-	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(time.Hour)}
+	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(ttl)}
 	g.issued = append(g.issued, g.tokens[tok])
 	g.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 3599})
+	json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": int(ttl.Seconds()) - 1})
 }
 
 // verify checks the assertion's RS256 signature and claims; it returns the claims

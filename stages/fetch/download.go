@@ -498,12 +498,7 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 // with the command that starts it over.
 func (st *stage) announceFailed(ctx context.Context, job events.FileJob) error {
 	st.m.failed.Inc()
-	failed := events.FileFailed{
-		Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
-		Size: int64(job.File.FileSize), Attempts: job.Attempts, Reason: job.LastError,
-		Replay: events.RetryCommand(job.Key),
-	}
-	b, _ := json.Marshal(failed)
+	b, _ := json.Marshal(job.Failed(job.Attempts))
 	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
 		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts)))
 	return err

@@ -109,7 +109,7 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 			}
 		}
 		log.Info("ready")
-		bus.Beat(ctx, js, events.IdentityHook, func() map[string]int64 { return map[string]int64{"rejected": h.rejected.Load()} })
+		bus.Beat(ctx, js, events.IdentityHook, func(hb *events.Heartbeat) { hb.Stats = map[string]int64{"rejected": h.rejected.Load()} })
 	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -111,6 +111,10 @@ type mailView struct {
 	Digest   digest
 	Action   string // what happened in Zoom, in words
 	Total    int64
+	Title    string // the alert's, in words
+	Began    string // the alert's times, in NOTIFY_TIMEZONE
+	Ended    string
+	Until    string
 }
 
 func build(v mailView, subject string) mail {
@@ -154,8 +158,20 @@ func failedMail(f events.FileFailed, tz *time.Location) mail {
 	return build(v, fmt.Sprintf("Not archived: %s of %s (%s)", strings.ToLower(f.FileType), f.Recording.Topic, v.Local))
 }
 
-func alertMail(a events.Alert) mail {
-	return build(mailView{Kind: "alert", Alert: a}, "zoomarchive alert: "+alertTitle(a.Kind))
+func alertMail(a events.Alert, tz *time.Location) mail {
+	const when = "Mon 2 Jan 2006, 15:04 MST"
+	v := mailView{Kind: "alert", Alert: a, Title: alertTitle(a.Kind), Began: a.Since.In(tz).Format(when)}
+	if !a.Until.IsZero() {
+		v.Until = a.Until.In(tz).Format(when)
+	}
+	if a.Resolved {
+		v.Ended = a.At.In(tz).Format(when)
+		return build(v, "zoomarchive: over: "+v.Title)
+	}
+	if a.Since.IsZero() {
+		v.Began = a.At.In(tz).Format(when)
+	}
+	return build(v, "zoomarchive alert: "+v.Title)
 }
 
 func digestMail(d digest) mail {
@@ -178,6 +194,16 @@ func alertTitle(kind string) string {
 	switch {
 	case kind == events.AlertDriveDailyCap:
 		return "Google Drive's daily upload cap reached"
+	case kind == events.AlertDriveFull:
+		return "Google Drive is full"
+	case kind == events.AlertDriveRefused:
+		return "Google refuses the uploads"
+	case kind == events.AlertZoomRefused:
+		return "Zoom refuses the app's credentials"
+	case kind == events.AlertWebhooksMissing:
+		return "Zoom's webhooks are not arriving"
+	case kind == events.AlertCertificate:
+		return "the HTTPS certificate needs attention"
 	case kind == events.AlertWebhookRejections:
 		return "many rejected webhooks"
 	case kind == events.AlertChunkWindowFull:
@@ -240,12 +266,18 @@ The recording stays in Zoom: nothing is removed there until every file is in Dri
 To try again once the cause is fixed, an operator runs on the server:
 
   {{.Failed.Replay}}
-{{end}}{{define "alert"}}{{.Alert.Message}}
-{{if not .Alert.Until.IsZero}}
-This ends by itself at {{.Alert.Until.Format "Mon 2 Jan 2006, 15:04 MST"}}.
-{{end}}
-This alert is sent at most once an hour.
-{{end}}{{define "digest"}}zoomarchive, {{.Digest.Day}}
+{{end}}{{define "alert"}}{{if .Alert.Resolved}}Over: {{.Title}}.
+
+{{.Alert.Message}}
+
+It began {{.Began}} and was over {{.Ended}}.
+{{else}}{{.Alert.Message}}
+
+Since:   {{.Began}}{{if .Until}}
+Ends by itself: {{.Until}}{{end}}
+
+You get one more mail when it is over.
+{{end}}{{end}}{{define "digest"}}zoomarchive, {{.Digest.Day}}
 
 Recordings archived: {{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})
 Zoom storage freed:  {{size .Digest.Freed}}
@@ -282,10 +314,12 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <p><b>Reason:</b> {{.Failed.Reason}}</p>
 <p>The recording stays in Zoom until every file is in Drive. To try again once the cause is fixed, an operator runs:</p>
 <pre style="white-space:pre-wrap;background:#f4f4f4;padding:8px">{{.Failed.Replay}}</pre>
-{{end}}{{define "alert-html"}}<h2 style="font-size:18px">{{.Alert.Kind}}</h2><p>{{.Alert.Message}}</p>
-{{if not .Alert.Until.IsZero}}<p>This ends by itself at {{.Alert.Until.Format "Mon 2 Jan 2006, 15:04 MST"}}.</p>{{end}}
-<p>This alert is sent at most once an hour.</p>
-{{end}}{{define "digest-html"}}<h2 style="font-size:18px">zoomarchive, {{.Digest.Day}}</h2>
+{{end}}{{define "alert-html"}}{{if .Alert.Resolved}}<h2 style="font-size:18px">Over: {{.Title}}</h2><p>{{.Alert.Message}}</p>
+<p>It began {{.Began}} and was over {{.Ended}}.</p>
+{{else}}<h2 style="font-size:18px">{{.Title}}</h2><p>{{.Alert.Message}}</p>
+<p>Since {{.Began}}.{{if .Until}} Ends by itself: {{.Until}}.{{end}}</p>
+<p>You get one more mail when it is over.</p>
+{{end}}{{end}}{{define "digest-html"}}<h2 style="font-size:18px">zoomarchive, {{.Digest.Day}}</h2>
 <table><tr><td>Recordings archived</td><td>{{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})</td></tr>
 <tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>
 <tr><td>Files failed</td><td>{{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open</td></tr>

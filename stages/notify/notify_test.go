@@ -269,8 +269,21 @@ func TestAlertsFromWatchingThePipeline(t *testing.T) {
 			t.Errorf("no alert %q in %q", want, got)
 		}
 	}
-	time.Sleep(time.Second) // more looks: no more mails this hour
+	time.Sleep(time.Second) // more looks: no more mails while the conditions last
 	w.waitMails(t, 3)
+
+	// Two conditions end: fetch reports again, the stream drains. One mail each
+	// says so.
+	beat("fetch", time.Now(), 0)
+	chunks, _ := w.js.Stream(ctx, events.StreamChunks)
+	chunks.Purge(ctx)
+	mails = w.waitMails(t, 5)
+	got = mails[3].Subject + "|" + mails[4].Subject
+	for _, want := range []string{"over: stage fetch stopped reporting", "over: uploads are not keeping up"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no notice %q in %q", want, got)
+		}
+	}
 }
 
 func TestStartupSaysWhatToFix(t *testing.T) {
@@ -317,8 +330,10 @@ func TestGoldenMails(t *testing.T) {
 			a.Files, a.NoTranscript = a.Files[:2], true
 			return archivedMail(a, time.UTC)
 		}(),
-		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Until: now.Add(15 * time.Hour).In(hel),
-			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at Mon, 16 Mar 2026 00:05:00 PDT"}),
+		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Since: now, Until: now.Add(15 * time.Hour),
+			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads wait for it to reset at midnight Pacific time. Nothing is lost meanwhile."}, hel),
+		"alert-resolved": alertMail(events.Alert{Kind: events.AlertDriveFull, At: now, Since: now.Add(-26 * time.Hour), Resolved: true,
+			Message: "Uploads to Drive go through again."}, hel),
 		"digest": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 3, Files: 11, Bytes: 3 << 30, Freed: 3 << 30, FailedToday: 1,
 			OpenFailures: []string{"MP4 of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET): zoom answered 503 to the download"},
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	netmail "net/mail"
+	"net/url"
 	"strings"
 	"time"
 
@@ -45,6 +46,11 @@ var settings = append([]config.Setting{
 	{Name: "NOTIFY_WINDOW_FULL_FOR", Default: "15m", Usage: "a full chunk stream for this long makes an alert"},
 	{Name: "NOTIFY_CHECK_EVERY", Default: "30s", Usage: "how often the pipeline is looked at for alerts"},
 	{Name: "NOTIFY_RETRY_DELAY", Default: "1m", Usage: "a mail Gmail would not take waits this long before it is tried again"},
+	{Name: "HEARTBEAT_URL", Usage: "optional: a URL an outside monitor (a cron-ping service) expects a GET on; pinged every HEARTBEAT_EVERY while every stage is healthy, so its silence is the alarm when mail cannot go"},
+	{Name: "HEARTBEAT_EVERY", Default: "5m", Usage: "how often HEARTBEAT_URL is pinged"},
+	{Name: "CERT_CHECK_URL", Usage: "optional: the public https URL whose certificate is checked once a day (the hook's, e.g. https://archive.example.org/)"},
+	{Name: "CERT_CHECK_CA", Usage: "optional: a PEM file of the CA to check CERT_CHECK_URL's certificate against, instead of the system's (a private CA)"},
+	{Name: "CERT_WARN_BEFORE", Default: "336h", Usage: "alert when CERT_CHECK_URL's certificate expires within this (14 days)"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9104", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
@@ -67,6 +73,12 @@ type stage struct {
 	m         metrics
 	rejects   []sample // the hook's rejected count over the last 10 minutes
 	fullSince time.Time
+	health    *bus.Health
+
+	heartbeatURL   string
+	heartbeatEvery time.Duration
+	lastPing       time.Time
+	cert           certCheck
 }
 
 type metrics struct {
@@ -106,6 +118,11 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		maxHour: v.Int("NOTIFY_MAX_PER_HOUR", 1), burst: int64(v.Int("NOTIFY_REJECTED_BURST", 1)),
 		silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
 		every: v.Duration("NOTIFY_CHECK_EVERY"), retry: v.Duration("NOTIFY_RETRY_DELAY"), now: time.Now,
+		heartbeatURL: v.String("HEARTBEAT_URL"), heartbeatEvery: v.Duration("HEARTBEAT_EVERY"),
+		cert: readCertCheck(v),
+	}
+	if u, err := url.Parse(st.heartbeatURL); st.heartbeatURL != "" && (err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http") {
+		v.Invalid("HEARTBEAT_URL", "not an http(s) URL")
 	}
 	for _, a := range append([]string{st.sender}, st.to...) {
 		if a == "" {
@@ -165,7 +182,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 		return err
 	}
 	defer conn.Close()
-	st.js, st.kv = conn.JS, conn.KV
+	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},
@@ -209,8 +226,11 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 			msg.TermWithReason("unreadable")
 			return
 		}
-		kind, m = "alert", alertMail(a)
+		kind, m = "alert", alertMail(a, st.tz)
 		summary = alertTitle(a.Kind) + ": " + a.Message
+		if a.Resolved {
+			summary = "resolved: " + summary
+		}
 	}
 	meta, _ := msg.Metadata()
 	id := msg.Headers().Get(events.HeaderNatsMsgID)
@@ -218,6 +238,7 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 		id = fmt.Sprintf("seq%d", meta.Sequence.Stream)
 	}
 	err := st.send(ctx, kind, safeKey(id), m, summary)
+	st.mailWorks(err)
 	if err != nil {
 		st.m.failures.Inc()
 		st.log.Error("mail not sent; it stays queued", "kind", kind, "id", id, "err", err)
@@ -225,6 +246,19 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	msg.Ack()
+}
+
+// mailWorks keeps a refused Google key as a fault: /readyz fails, the heartbeat
+// carries it and HEARTBEAT_URL is no longer pinged, the ways left to say that no
+// mail can go.
+func (st *stage) mailWorks(err error) {
+	var rerr *oauth2.RetrieveError
+	switch {
+	case err == nil:
+		st.health.Set("google", nil)
+	case errors.As(err, &rerr):
+		st.health.Set("google", serviceaccount.Explain(err, gmail.GmailSendScope, "check GMAIL_SENDER"))
+	}
 }
 
 // sent records the mails that went out, so a restart or a replay sends none twice.

@@ -16,9 +16,10 @@ import (
 )
 
 // Alerts notify finds itself, every NOTIFY_CHECK_EVERY: a stage whose heartbeat
-// stopped, a burst of webhooks the hook rejected, a chunk stream full for too long.
-// Each is published on archive.alert.<kind> with an id per hour, so it is mailed at
-// most once an hour, through the same path as every other mail.
+// stopped, a burst of webhooks the hook rejected, a chunk stream full for too long,
+// and once a day the certificate the domain serves (health.go). Each is raised
+// once when its condition begins and resolved once when it ends, through the same
+// path as every other mail.
 
 type sample struct {
 	at    time.Time
@@ -31,6 +32,8 @@ func (st *stage) watch(ctx context.Context) {
 	for {
 		st.checkHeartbeats(ctx)
 		st.checkWindow(ctx)
+		st.checkCertificate(ctx)
+		st.pingHeartbeat(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -50,10 +53,14 @@ func (st *stage) checkHeartbeats(ctx context.Context) {
 		if err != nil {
 			continue
 		}
+		kind := events.AlertStageSilentPrefix + hb.Stage
 		if silent := now.Sub(hb.At); silent > st.silent {
-			st.raise(ctx, events.AlertStageSilentPrefix+hb.Stage, fmt.Sprintf(
-				"The %s stage has not reported for %s (last at %s). It may have stopped; the rest of the pipeline waits for it.",
-				hb.Stage, silent.Round(time.Second), hb.At.In(st.tz).Format("15:04 MST")))
+			st.raise(ctx, kind, fmt.Sprintf(
+				"The %s stage has not reported for %s (last at %s). It may have stopped; the rest of the pipeline waits for it. "+
+					"On the server: sudo docker compose ps, then sudo docker compose logs --tail 50 %s.",
+				hb.Stage, silent.Round(time.Second), hb.At.In(st.tz).Format("15:04 MST"), hb.Stage))
+		} else {
+			st.clear(ctx, kind, fmt.Sprintf("The %s stage reports again.", hb.Stage))
 		}
 		if hb.Stage == "hook" {
 			st.checkRejections(ctx, now, hb.Stats["rejected"])
@@ -71,9 +78,13 @@ func (st *stage) checkRejections(ctx context.Context, now time.Time, count int64
 	for len(st.rejects) > 1 && now.Sub(st.rejects[0].at) > 10*time.Minute {
 		st.rejects = st.rejects[1:]
 	}
-	if burst := count - st.rejects[0].count; burst >= st.burst || len(st.rejects) == 1 && count >= st.burst {
+	burst := count - st.rejects[0].count
+	switch {
+	case burst >= st.burst || len(st.rejects) == 1 && count >= st.burst:
 		st.raise(ctx, events.AlertWebhookRejections, fmt.Sprintf(
 			"The hook rejected %d webhooks in the last 10 minutes (bad signatures or stale timestamps). After a secret rotation, check ZOOM_WEBHOOK_SECRET; otherwise someone may be probing the endpoint.", max(burst, count)))
+	case burst == 0 && now.Sub(st.rejects[0].at) >= 10*time.Minute-st.every:
+		st.clear(ctx, events.AlertWebhookRejections, "The hook has rejected no webhook for 10 minutes.")
 	}
 }
 
@@ -90,6 +101,7 @@ func (st *stage) checkWindow(ctx context.Context) {
 	}
 	if float64(info.State.Bytes) < 0.95*float64(info.Config.MaxBytes) {
 		st.fullSince = time.Time{}
+		st.clear(ctx, events.AlertChunkWindowFull, "The chunk stream drains again: uploads keep up.")
 		return
 	}
 	if st.fullSince.IsZero() {
@@ -102,13 +114,17 @@ func (st *stage) checkWindow(ctx context.Context) {
 	}
 }
 
-// raise publishes an alert, at most one per kind and hour (the message id).
+// raise announces an alert once, until clear ends it.
 func (st *stage) raise(ctx context.Context, kind, message string) {
-	now := st.now().UTC()
-	b, _ := json.Marshal(events.Alert{Kind: kind, Message: message, At: now})
-	id := "alert-" + kind + "-" + now.Format("2006010215")
-	if _, err := st.js.Publish(ctx, events.AlertSubject(kind), b, jetstream.WithMsgID(id)); err != nil {
-		st.log.Warn("cannot publish an alert", "kind", kind, "err", err)
+	if err := bus.RaiseAlert(ctx, st.js, st.kv, events.Alert{Kind: kind, Message: message}); err != nil {
+		st.log.Warn("cannot raise an alert", "kind", kind, "err", err)
+	}
+}
+
+// clear resolves kind's alert if it is open.
+func (st *stage) clear(ctx context.Context, kind, message string) {
+	if err := bus.ClearAlert(ctx, st.js, st.kv, kind, message); err != nil {
+		st.log.Warn("cannot resolve an alert", "kind", kind, "err", err)
 	}
 }
 
@@ -218,7 +234,11 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 		case strings.HasPrefix(subj, events.AlertSubject("")):
 			var a events.Alert
 			json.Unmarshal(msg.Data(), &a)
-			d.Alerts = append(d.Alerts, a.At.In(st.tz).Format("15:04")+" "+alertTitle(a.Kind))
+			line := a.At.In(st.tz).Format("15:04") + " " + alertTitle(a.Kind)
+			if a.Resolved {
+				line = a.At.In(st.tz).Format("15:04") + " over: " + alertTitle(a.Kind)
+			}
+			d.Alerts = append(d.Alerts, line)
 		}
 		if meta, _ := msg.Metadata(); meta != nil && meta.NumPending == 0 {
 			break

@@ -75,6 +75,7 @@ type fileUpload struct {
 	reused   bool       // the consumer is an earlier worker's, not made for this one
 	gapsReal bool       // the consumer was made anew after a gap: a gap now means bytes are gone
 	took     int        // chunk messages it delivered to this worker
+	refusals int        // sessions Drive refused for good
 }
 
 // uploadFile works on one file until it is verified, its chunks stop coming, or
@@ -117,8 +118,23 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 			up.Release(context.Background())
 		}
 	}()
+	var de *driveError
+	var refused refusedError
 	switch {
 	case err == nil: // verified: the record is gone
+		st.driveWorks(ctx)
+	case errors.As(err, &de) && de.storageFull():
+		st.pauseForFullDrive(ctx)
+	case tokenRefused(err):
+		st.googleRefused(ctx, err)
+		return st.recheck
+	case errors.As(err, &refused):
+		if gerr := st.giveUp(ctx, key, err, log); gerr != nil {
+			log.Warn("cannot fail the file; will try again", "err", gerr)
+			return 5 * time.Second
+		}
+		up.Delete(ctx)
+		err = nil // done with: nothing to release
 	case errors.Is(err, errRefetch):
 		log.Warn("asking fetch for the file again", "err", err)
 		// What is left of this generation is of no use: only the next one is read.
@@ -341,6 +357,10 @@ func (f *fileUpload) open(ctx context.Context) error {
 		f.log.Info("a copy is already in Drive; comparing instead of uploading", "drive_id", ex.Id)
 		return f.up.Save(ctx, func(u *upState) { u.Existing = ex.Id })
 	}
+	// Nothing is asked of Drive while it takes no uploads (its daily cap, or full).
+	if err := f.st.paused.Wait(ctx); err != nil {
+		return err
+	}
 	folder, err := f.st.recordingFolder(ctx, f.job)
 	if err != nil {
 		return err
@@ -356,7 +376,7 @@ func (f *fileUpload) open(ctx context.Context) error {
 	}
 	session, err := f.st.res.start(ctx, meta, int64(f.job.File.FileSize), meta.MimeType)
 	if err != nil {
-		return f.st.explain(err)
+		return err // uploadFile tells a full Drive and a refused key by their types
 	}
 	f.st.m.sessions.Inc()
 	return f.up.Save(ctx, func(u *upState) { u.Session, u.SessionAt = session, time.Now().UTC() })
@@ -410,8 +430,14 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		case errors.As(err, &de) && de.dailyCap():
 			f.st.pauseForDailyCap(ctx)
 			continue
+		case errors.As(err, &de) && de.storageFull():
+			f.st.pauseForFullDrive(ctx) // the session stays: it goes on once there is room
+			continue
 		case errors.As(err, &de) && !de.retryable():
-			f.log.Warn("drive refused the session; starting a new one", "err", err)
+			if f.refusals++; f.refusals >= f.st.maxRefusals {
+				return refusedError{de}
+			}
+			f.log.Warn("drive refused the session; starting a new one", "err", err, "refusals", f.refusals, "of", f.st.maxRefusals)
 			if err := f.sessionGone(ctx); err != nil {
 				return err
 			}
@@ -638,14 +664,45 @@ func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, su
 	if job.State != events.JobFailed {
 		return fmt.Errorf("%w: %s", errRefetch, why)
 	}
-	b, _ := json.Marshal(events.FileFailed{Key: job.Key, Recording: job.Recording, FileType: job.File.FileType, FileID: job.File.ID,
-		Size: int64(job.File.FileSize), Attempts: job.Mismatches, Reason: job.LastError,
-		Replay: events.RetryCommand(job.Key)})
-	if _, err := f.st.js.Publish(ctx, events.FileFailedSubject(job.Key), b, jetstream.WithMsgID("failed-upload-"+job.Key)); err != nil {
+	if err := f.st.announceFailed(ctx, job, job.Mismatches); err != nil {
 		return err
 	}
 	f.up.Delete(ctx)
 	return errors.New("gave up after " + strconv.Itoa(job.Mismatches) + " copies that did not verify")
+}
+
+// announceFailed says on ARCHIVE that upload gave the job up.
+func (st *stage) announceFailed(ctx context.Context, job events.FileJob, attempts int) error {
+	b, _ := json.Marshal(job.Failed(attempts))
+	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("failed-upload-%s-g%d", job.Key, job.Generation)))
+	return err
+}
+
+// refusedError: Drive refused the file in UPLOAD_MAX_REFUSALS sessions in a row,
+// for a reason a new session does not cure.
+type refusedError struct{ last *driveError }
+
+func (e refusedError) Error() string {
+	return "drive refused the file in every new session: " + e.last.Error()
+}
+
+// giveUp fails the file for a refusal no new session cures: the admins get the
+// failure mail with Drive's words, and its chunks are dropped.
+func (st *stage) giveUp(ctx context.Context, key string, cause error, log *slog.Logger) error {
+	job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+		j.State, j.LastError, j.Updated = events.JobFailed, cause.Error(), time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := st.announceFailed(ctx, job, job.Attempts); err != nil {
+		return err
+	}
+	log.Error("file failed: Drive refuses it", "err", cause)
+	st.purge(ctx, key)
+	return nil
 }
 
 // dropHeld acknowledges the held messages unused: their bytes will come again.

@@ -47,6 +47,12 @@ func (e *driveError) dailyCap() bool {
 	return e.Status == http.StatusForbidden && e.Reason == "userRateLimitExceeded" && e.Message == "User rate limit exceeded."
 }
 
+// storageFull: the Drive owner's storage (or the shared drive's) has no room;
+// freeing space or buying storage cures it, and nothing else.
+func (e *driveError) storageFull() bool {
+	return e.Status == http.StatusForbidden && e.Reason == "storageQuotaExceeded"
+}
+
 // retryable errors are worth the same request again after a wait.
 func (e *driveError) retryable() bool {
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout ||

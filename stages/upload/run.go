@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +42,8 @@ var settings = append([]config.Setting{
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
 	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
 	{Name: "UPLOAD_MAX_MISMATCHES", Default: "3", Usage: "Drive copies that fail verification before the file job is failed"},
+	{Name: "UPLOAD_MAX_REFUSALS", Default: "3", Usage: "sessions in a row Drive may refuse a file for good (not for room: that pauses) before the file job is failed"},
+	{Name: "UPLOAD_RECHECK", Default: "10m", Usage: "while Drive is full or Google refuses the key, how long uploads wait before trying again"},
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "30s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
@@ -68,7 +69,14 @@ type stage struct {
 	mu      sync.Mutex
 	folders map[string]folderRecord
 	reread  map[string]bool // files whose consumer was made anew after a gap
-	paused  retry.Gate      // the Drive daily upload cap
+	paused  retry.Gate      // the Drive daily upload cap, or its storage full
+	health  *bus.Health
+
+	maxRefusals int           // UPLOAD_MAX_REFUSALS
+	recheck     time.Duration // UPLOAD_RECHECK
+	// mayBeOpen: alerts this process may have raised, or a previous one left open;
+	// the next file verified clears them.
+	mayBeOpen sync.Map
 }
 
 type metrics struct {
@@ -89,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		retries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_retries_total", Help: "Chunk retries, by reason."}, []string{"reason"}),
 		verified:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_files_verified_total", Help: "Files verified in Drive."}),
 		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_mismatches_total", Help: "Drive copies that failed verification."}),
-		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for the Drive daily cap to reset."}),
+		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for Drive: its daily cap to reset, or room in its storage."}),
 	}
 	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
 	return m
@@ -125,6 +133,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 	}
 	st := &stage{
 		root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
+		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"),
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
 		folders: map[string]folderRecord{}, reread: map[string]bool{},
 	}
@@ -176,7 +185,11 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 		return err
 	}
 	defer conn.Close()
-	st.js, st.kv = conn.JS, conn.KV
+	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
+	// Alerts a previous process left open are cleared by the first file verified.
+	for _, kind := range driveAlerts {
+		st.mayBeOpen.Store(kind, true)
+	}
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.resendRefetches(ctx)
 	st.schedule(ctx, concurrency)
@@ -345,6 +358,63 @@ func (st *stage) waiting(ctx context.Context) []string {
 	return keys
 }
 
+// pauseForFullDrive: Drive refuses uploads for want of room. Uploads wait
+// UPLOAD_RECHECK and try again, by themselves, until there is room; the
+// admins hear of it once, and once more when an upload goes through again.
+func (st *stage) pauseForFullDrive(ctx context.Context) {
+	if !st.paused.Close(time.Now().Add(st.recheck)) {
+		return // paused already
+	}
+	st.m.paused.Set(1)
+	time.AfterFunc(st.recheck, func() { st.m.paused.Set(0) })
+	st.log.Warn("drive storage full; uploads paused", "recheck_in", st.recheck)
+	st.alert(ctx, events.Alert{Kind: events.AlertDriveFull, Message: fmt.Sprintf(
+		"Google Drive is full: it refuses uploads (storageQuotaExceeded). Free space in Drive (empty its trash) or buy storage for the account that owns the folder. "+
+			"Nothing is lost meanwhile: recordings stay in Zoom, and zoomarchive tries again every %s by itself.", st.recheck)})
+}
+
+// googleRefused: Google refuses upload's key (revoked, deleted, the delegation
+// removed). Uploads wait; /readyz fails so that compose shows it; one alert.
+func (st *stage) googleRefused(ctx context.Context, err error) {
+	why := serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE")
+	st.log.Error("google refuses upload's key; uploads wait", "err", why)
+	st.health.Set("google", why)
+	st.alert(ctx, events.Alert{Kind: events.AlertDriveRefused, Message: "Uploads to Drive have stopped: " + why.Error() +
+		". Nothing is lost meanwhile: recordings stay in Zoom, and uploads go on once Google takes the key again."})
+}
+
+// tokenRefused: Google's token endpoint said no, which no retry cures.
+func tokenRefused(err error) bool {
+	var rerr *oauth2.RetrieveError
+	return errors.As(err, &rerr)
+}
+
+// driveAlerts are the alerts upload raises; a file verified ends each.
+var driveAlerts = []string{events.AlertDriveDailyCap, events.AlertDriveFull, events.AlertDriveRefused}
+
+// driveWorks: a file went through, so what kept uploads from Drive is over.
+func (st *stage) driveWorks(ctx context.Context) {
+	st.health.Set("google", nil)
+	for _, kind := range driveAlerts {
+		if _, open := st.mayBeOpen.LoadAndDelete(kind); !open {
+			continue
+		}
+		msg := "Uploads to Drive go through again."
+		if err := bus.ClearAlert(ctx, st.js, st.kv, kind, msg); err != nil {
+			st.mayBeOpen.Store(kind, true)
+			st.log.Warn("cannot resolve an alert", "kind", kind, "err", err)
+		}
+	}
+}
+
+// alert raises a once until cleared.
+func (st *stage) alert(ctx context.Context, a events.Alert) {
+	st.mayBeOpen.Store(a.Kind, true)
+	if err := bus.RaiseAlert(ctx, st.js, st.kv, a); err != nil {
+		st.log.Warn("cannot raise an alert", "kind", a.Kind, "err", err)
+	}
+}
+
 // pauseForDailyCap: Drive takes no more uploads today (750 GB a day per user, reset
 // at midnight Pacific time). Uploads wait instead of burning attempts; notify hears
 // of it once a day.
@@ -358,7 +428,6 @@ func (st *stage) pauseForDailyCap(ctx context.Context) {
 	st.m.paused.Set(1)
 	time.AfterFunc(time.Until(until), func() { st.m.paused.Set(0) })
 	st.log.Warn("drive daily upload cap reached; uploads paused", "until", until)
-	b, _ := json.Marshal(events.Alert{Kind: events.AlertDriveDailyCap, At: time.Now().UTC(), Until: until.UTC(),
-		Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads resume at " + until.Format(time.RFC1123)})
-	st.js.Publish(ctx, events.AlertSubject(events.AlertDriveDailyCap), b, jetstream.WithMsgID("alert-drive-cap-"+now.Format("2006-01-02")))
+	st.alert(ctx, events.Alert{Kind: events.AlertDriveDailyCap, Until: until.UTC(),
+		Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads wait for it to reset at midnight Pacific time. Nothing is lost meanwhile."})
 }

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/obs"
+	"zoomarchive/shared/standins"
+)
+
+// Refusals a retry does not cure: each is counted, reported once and stopped, and
+// what can clear says so when it does.
+
+func (w *world) alerts(t *testing.T, kind string) (raised, resolved []events.Alert) {
+	for _, m := range w.archiveEvents(t, events.AlertSubject(kind)) {
+		var a events.Alert
+		json.Unmarshal(m.Data, &a)
+		if a.Resolved {
+			resolved = append(resolved, a)
+		} else {
+			raised = append(raised, a)
+		}
+	}
+	return raised, resolved
+}
+
+// Drive full, from the start of a session or in the middle of a file: uploads wait
+// (no loop of new sessions), the admins hear of it once, and when there is room
+// again the files go on by themselves and the alert is resolved once.
+func TestFullDriveAlertsOnceAndGoesOnWhenThereIsRoom(t *testing.T) {
+	for name, midFile := range map[string]bool{"at the session's start": false, "in the middle of a file": true} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld(t, map[string]string{"UPLOAD_RECHECK": "300ms"})
+			s := w.startUpload(t)
+			if midFile {
+				w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "storageQuotaExceeded",
+					Message: "The user's Drive storage quota has been exceeded.", Times: 1000})
+			} else {
+				w.drive.SetFull(true)
+			}
+			jobs := w.plan(t, board, spec{key: "full1", fileType: "MP4", ext: "MP4", size: 3 * mib}, spec{key: "full2", fileType: "M4A", ext: "M4A", size: mib / 2})
+			w.feedAll(t, jobs)
+			defer func() {
+				if t.Failed() {
+					t.Log(s.Logs.String())
+				}
+			}()
+			waitFor(t, "the alert", func() bool { raised, _ := w.alerts(t, events.AlertDriveFull); return len(raised) == 1 })
+			time.Sleep(2 * time.Second) // several rechecks
+			raised, _ := w.alerts(t, events.AlertDriveFull)
+			if len(raised) != 1 || !strings.Contains(raised[0].Message, "Free space") {
+				t.Errorf("%d alerts (%+v), want one saying what to do", len(raised), raised)
+			}
+			sessions := metric(t, s, "zoomarchive_upload_sessions_total")
+			if sessions > 2 {
+				t.Errorf("%v sessions while Drive was full, want at most one a file", sessions)
+			}
+			for _, j := range jobs {
+				if got := w.job(t, j.Key); got.State == events.JobFailed {
+					t.Errorf("%s failed for want of room: %s", j.Key, got.LastError)
+				}
+			}
+
+			w.drive.ClearFaults()
+			w.drive.SetFull(false)
+			for _, j := range jobs {
+				w.waitVerified(t, j.Key)
+				w.checkCopy(t, j.Key)
+			}
+			waitFor(t, "resolved", func() bool { _, resolved := w.alerts(t, events.AlertDriveFull); return len(resolved) == 1 })
+			if got := metric(t, s, "zoomarchive_upload_sessions_total"); got != sessions && midFile {
+				t.Errorf("a session refused for room was replaced (%v sessions, then %v), want it kept", sessions, got)
+			}
+		})
+	}
+}
+
+// A refusal no new session cures (here: the account lost its right to the
+// folder) fails the file after UPLOAD_MAX_REFUSALS sessions, with Drive's words,
+// and nothing more is sent for it.
+func TestRefusedForGoodFailsAfterBoundedSessions(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_MAX_REFUSALS": "3"})
+	s := w.startUpload(t)
+	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "insufficientFilePermissions",
+		Message: "The user does not have sufficient permissions for this file.", Times: 1000})
+	jobs := w.plan(t, board, spec{key: "refused", fileType: "MP4", ext: "MP4", size: 2 * mib})
+	w.feedAll(t, jobs)
+	waitFor(t, "failed", func() bool { return w.job(t, "refused").State == events.JobFailed })
+	waitFor(t, "failure announced", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 1 })
+	var f events.FileFailed
+	json.Unmarshal(w.archiveEvents(t, "archive.file.failed.")[0].Data, &f)
+	if !strings.Contains(f.Reason, "insufficientFilePermissions") || f.Replay == "" {
+		t.Errorf("failure %+v, want Drive's reason and the replay command", f)
+	}
+	sessions, received := metric(t, s, "zoomarchive_upload_sessions_total"), w.drive.Received()
+	if sessions != 3 {
+		t.Errorf("%v sessions, want 3", sessions)
+	}
+	time.Sleep(time.Second)
+	if got := metric(t, s, "zoomarchive_upload_sessions_total"); got != sessions || w.drive.Received() != received {
+		t.Errorf("went on after failing the file: %v sessions, %d more bytes", got, w.drive.Received()-received)
+	}
+}
+
+// Google refuses the key (deleted): uploads wait, /readyz fails so compose shows
+// it, one alert; the key back, the file goes through and the alert is resolved.
+func TestRevokedKeyFailsReadinessAndAlertsOnce(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_RECHECK": "300ms"})
+	w.token.TokenTTL = 11 * time.Second // renewed a second after it is issued
+	s := w.startUpload(t)
+	addr := s.WaitLog(t, "ready")["metrics"].(string)
+	defer func() {
+		if t.Failed() {
+			t.Log(s.Logs.String())
+		}
+	}()
+	w.token.Revoke(true)
+	jobs := w.plan(t, board, spec{key: "revoked", fileType: "MP4", ext: "MP4", size: mib})
+	w.feedAll(t, jobs)
+	waitFor(t, "the alert", func() bool { raised, _ := w.alerts(t, events.AlertDriveRefused); return len(raised) == 1 })
+	if err := obs.Probe(context.Background(), addr, "/readyz"); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("readyz with the key refused: %v, want a failure naming it", err)
+	}
+	time.Sleep(2 * time.Second)
+	if raised, _ := w.alerts(t, events.AlertDriveRefused); len(raised) != 1 {
+		t.Errorf("%d alerts, want 1", len(raised))
+	}
+	if j := w.job(t, "revoked"); j.State == events.JobFailed {
+		t.Errorf("failed for a refused key: %s", j.LastError)
+	}
+
+	w.token.Revoke(false)
+	w.waitVerified(t, "revoked")
+	waitFor(t, "resolved", func() bool { _, resolved := w.alerts(t, events.AlertDriveRefused); return len(resolved) == 1 })
+	if err := obs.Probe(context.Background(), addr, "/readyz"); err != nil {
+		t.Errorf("readyz after the key came back: %v", err)
+	}
+}
