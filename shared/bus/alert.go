@@ -73,7 +73,7 @@ func ClearAlert(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyVal
 }
 
 func alertID(what, kind string, since time.Time) string {
-	return what + "-" + kind + "-" + since.Format("20060102T150405.000")
+	return what + "-" + kind + "-" + since.Format("20060102T150405.000000000")
 }
 
 // Health is what a stage knows to be wrong that waiting will not cure (Google

@@ -57,6 +57,7 @@ type Zoom struct {
 	dlTokens    map[string]time.Time // download_access_tokens
 	faults      []*Fault
 	scopes      string // see SetScopes
+	newSecret   string // see SetClientSecret
 	calls       []Call
 	signKey     []byte
 	bytesServed int64     // file bytes the CDN sent
@@ -542,7 +543,10 @@ func (z *Zoom) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, secret, ok := r.BasicAuth()
-	if !ok || id != z.ClientID || secret != z.ClientSecret {
+	z.mu.Lock()
+	want := z.clientSecret()
+	z.mu.Unlock()
+	if !ok || id != z.ClientID || secret != want {
 		oauthError(w, 401, "Invalid client_id or client_secret", "invalid_client")
 		return
 	}
@@ -785,6 +789,22 @@ func (z *Zoom) serveCDN(w http.ResponseWriter, r *http.Request) {
 	}
 	n, _ := io.Copy(w, z.paced(body))
 	z.addServed(n)
+}
+
+// SetClientSecret changes the app's secret, as regenerating it in the Marketplace
+// does: the old one is refused from then on.
+func (z *Zoom) SetClientSecret(secret string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.newSecret = secret
+}
+
+// clientSecret is the secret in force; the caller holds z.mu.
+func (z *Zoom) clientSecret() string {
+	if z.newSecret != "" {
+		return z.newSecret
+	}
+	return z.ClientSecret
 }
 
 // SetScopes sets what the app was granted, as the token answer lists them

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -46,26 +45,50 @@ func checkCommand(stdout io.Writer) config.Command {
 			if err != nil {
 				return nil
 			}
-			need := scopesAlways
-			if st.action != "keep" && st.transcriptWait > 0 && st.wantsType(events.FileTranscript) {
-				need = append(need, scopeSettings)
-			}
-			if st.action == "trash" {
-				need = append(need, scopeRecover)
-			}
+			checks.Report("Zoom: the app's scopes", st.zoom.missingScopes(st.neededScopes()))
 			if st.reconcileAt != "off" {
-				need = append(need, scopesListing...)
-			}
-			checks.Report("Zoom: the app's scopes", st.zoom.missingScopes(need))
-			if st.reconcileAt != "off" {
-				var page struct {
-					TotalRecords int `json:"total_records"`
-				}
-				checks.Report("Zoom: the API takes the token (one page of users)",
-					st.zoom.call(ctx, "GET", "/users", url.Values{"page_size": {"1"}}, nil, &page))
+				checks.Report("Zoom: the API takes the token (one page of users)", st.onePageOfUsers(ctx))
 			}
 			return nil
 		})
+}
+
+// neededScopes are the scopes fetch uses with its settings.
+func (st *stage) neededScopes() []zoomScope {
+	need := scopesAlways
+	if st.action != "keep" && st.transcriptWait > 0 && st.wantsType(events.FileTranscript) {
+		need = append(need, scopeSettings)
+	}
+	if st.action == "trash" {
+		need = append(need, scopeRecover)
+	}
+	if st.reconcileAt != "off" {
+		need = append(need, scopesListing...)
+	}
+	return need
+}
+
+// onePageOfUsers is the cheapest call that proves the API takes the token.
+func (st *stage) onePageOfUsers(ctx context.Context) error {
+	var page struct {
+		TotalRecords int `json:"total_records"`
+	}
+	return st.zoom.call(ctx, "GET", "/users", url.Values{"page_size": {"1"}}, nil, &page)
+}
+
+// zoomReady proves the app as the stage starts: a token, the scopes fetch uses,
+// and, when it lists users, one call.
+func (st *stage) zoomReady(ctx context.Context) error {
+	if _, err := st.zoom.accessToken(ctx); err != nil {
+		return err
+	}
+	if err := st.zoom.missingScopes(st.neededScopes()); err != nil {
+		return err
+	}
+	if st.reconcileAt != "off" {
+		return st.onePageOfUsers(ctx)
+	}
+	return nil
 }
 
 // missingScopes names the scopes of need the token was not granted.
@@ -80,7 +103,7 @@ func (c *zoomClient) missingScopes(need []zoomScope) error {
 		}
 	}
 	if len(missing) > 0 {
-		return errors.New("add in the Marketplace app's Scopes, then activate it again: " + strings.Join(missing, ", "))
+		return credentialsRefused{"add in the Marketplace app's Scopes, then activate it again: " + strings.Join(missing, ", ")}
 	}
 	return nil
 }

@@ -143,6 +143,11 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	case errors.Is(err, bus.ErrLeaseLost):
 		log.Warn("another worker took the file over; leaving it to it")
 		msg.NakWithDelay(st.lease())
+	case refusal(err):
+		// Not this file's fault: it waits as for a second attempt, its attempts
+		// untouched, until Zoom takes the app again (an alert says so).
+		cp.Release(context.Background())
+		msg.NakWithDelay(st.delays[0])
 	default:
 		st.attemptFailed(ctx, msg, cp, job, err, log)
 	}
@@ -196,7 +201,7 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 		err := st.stream(ctx, cp, job, token)
 		var perm permanent
 		switch {
-		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost):
+		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) || refusal(err):
 			return err
 		case errors.Is(err, errUnauthorized) && token == "":
 			_, token, err = st.zoom.recording(ctx, job.Recording.UUID, true)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -157,7 +158,7 @@ func TestLateFileFetchedFromTheTrash(t *testing.T) {
 // Deleting from Zoom with only some file types archived would destroy the rest.
 func TestDeleteWithFileTypesNeedsItsOptIn(t *testing.T) {
 	w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ARCHIVE_FILE_TYPES": "mp4,m4a"})
-	err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &strings.Builder{}, &strings.Builder{})
+	err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &stagetest.Logs{}, &stagetest.Logs{})
 	if err == nil || !strings.Contains(err.Error(), "ZOOM_DELETE_UNARCHIVED=yes") {
 		t.Fatalf("delete with file types: %v, want a refusal naming the opt-in", err)
 	}
@@ -196,5 +197,104 @@ func TestUnparsableFileSizeFailsThatFileNamed(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if n := w.zoom.CallsTo("DELETE", "/v2/meetings/"); n != 0 || w.zoom.BytesServed() != int64(boardMeetingFiles()[3].Size+boardMeetingFiles()[4].Size) {
 		t.Errorf("%d trash calls, %d bytes served: the broken file must be neither fetched nor let the recording go", n, w.zoom.BytesServed())
+	}
+}
+
+// Zoom refuses the app at start (a wrong secret): fetch stops with what to fix,
+// and the admins hear of it.
+func TestZoomRefusingTheAppAtStartStopsFetch(t *testing.T) {
+	w := newWorld(t, map[string]string{"ZOOM_CLIENT_SECRET": "not-the-secret"})
+	out := &stagetest.Logs{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a fetch that does not stop is stopped here
+	defer cancel()
+	err := run(ctx, []string{"fetch"}, func(k string) string { return w.env[k] }, out, out)
+	if err == nil || !strings.Contains(err.Error(), "zoom refuses the app") || !strings.Contains(err.Error(), "ZOOM_CLIENT_SECRET") {
+		t.Fatalf("start with a wrong secret: %v, want a stop naming what to check", err)
+	}
+	if strings.Contains(out.String(), "not-the-secret") || strings.Contains(err.Error(), "not-the-secret") {
+		t.Error("the secret is in the log or the error")
+	}
+	if n := len(w.archiveEvents(t, events.AlertSubject(events.AlertZoomRefused))); n != 1 {
+		t.Errorf("%d alerts, want 1", n)
+	}
+}
+
+// The app's secret changes under a running fetch: one alert, the files wait with
+// their attempts untouched, and once the right secret is back they go on and the
+// alert is resolved.
+func TestZoomRefusingTheAppAtRunTimeAlertsOnceAndWaits(t *testing.T) {
+	w := newWorld(t, map[string]string{"FETCH_MAX_ATTEMPTS": "2"})
+	w.startFetch(t)
+	w.startUploader(t)
+	w.zoom.SetClientSecret("regenerated")
+	w.zoom.ExpireTokens()
+	rec := w.meeting("uuid-refused==", "Rehearsal, act 6", boardMeetingFiles()[2:4]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	alerts := func() (raised, resolved int) {
+		for _, m := range w.archiveEvents(t, events.AlertSubject(events.AlertZoomRefused)) {
+			var a events.Alert
+			json.Unmarshal(m.Data, &a)
+			if a.Resolved {
+				resolved++
+			} else {
+				raised++
+			}
+		}
+		return raised, resolved
+	}
+	waitFor(t, "the alert", func() bool { raised, _ := alerts(); return raised == 1 })
+	time.Sleep(time.Second) // many more refusals
+	if raised, _ := alerts(); raised != 1 {
+		t.Errorf("%d alerts, want 1", raised)
+	}
+	for _, key := range keys(rec) {
+		if j := w.job(t, key); j.Attempts != 0 || j.State == events.JobFailed {
+			t.Errorf("%s: %d attempts, %s: a refused app must not use up the file's attempts", key, j.Attempts, j.State)
+		}
+	}
+
+	w.zoom.SetClientSecret(w.zoom.ClientSecret)
+	for _, key := range keys(rec) {
+		w.waitState(t, key, events.JobVerified)
+	}
+	waitFor(t, "resolved", func() bool { _, resolved := alerts(); return resolved == 1 })
+}
+
+// Webhooks stopped arriving: the reconciliation finds recordings of the last two
+// days that no event announced, and says what to look at; once it finds none,
+// the alert is over.
+func TestWebhooksNotArrivingAlertsAndResolves(t *testing.T) {
+	w := newWorld(t, map[string]string{"FETCH_MISSING_ALERT": "3"})
+	w.zoom.AddUser(standins.ZoomUser{ID: "host1", Email: "board@example.org", Status: "active"})
+	for i, uuid := range []string{"uuid-silent-1==", "uuid-silent-2==", "uuid-silent-3=="} {
+		w.zoom.AddRecording(events.Recording{UUID: uuid, ID: 81234567890, HostID: "host1", HostEmail: "board@example.org",
+			Topic: "Unannounced", Type: 2, StartTime: time.Now().UTC().Add(-time.Duration(i+3) * time.Hour), Duration: 30},
+			standins.FileSpec{ID: uuid[:14] + "-mp4", FileType: "MP4", Extension: "MP4", Size: 1000})
+	}
+	reconcile := func() {
+		t.Helper()
+		out := &stagetest.Logs{}
+		if err := run(context.Background(), []string{"fetch", "reconcile"}, func(k string) string { return w.env[k] }, out, out); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	reconcile()
+	msgs := w.archiveEvents(t, events.AlertSubject(events.AlertWebhooksMissing))
+	if len(msgs) != 1 {
+		t.Fatalf("%d alerts, want 1", len(msgs))
+	}
+	var a events.Alert
+	json.Unmarshal(msgs[0].Data, &a)
+	if !strings.Contains(a.Message, "3 recordings") || !strings.Contains(a.Message, "Event Subscription") || !strings.Contains(a.Message, "deploy/check") {
+		t.Errorf("alert %q, want the count, the likely causes and what to run", a.Message)
+	}
+	// fetch plans what the reconciliation queued; the next one finds nothing missing.
+	w.startFetch(t)
+	w.startUploader(t)
+	waitFor(t, "planned", func() bool { return len(w.archiveEvents(t, "archive.recording.archived.")) == 3 })
+	reconcile()
+	msgs = w.archiveEvents(t, events.AlertSubject(events.AlertWebhooksMissing))
+	if json.Unmarshal(msgs[len(msgs)-1].Data, &a); len(msgs) != 2 || !a.Resolved {
+		t.Errorf("%d alert messages, the last resolved %v; want the alert then its end", len(msgs), a.Resolved)
 	}
 }

@@ -110,6 +110,7 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 	}
 	b.to = time.Now().UTC().Truncate(24 * time.Hour)
 	b.from = b.to.AddDate(0, 0, -days)
+	recentMissing := 0 // of the last two days: their webhooks should have come
 	describe := func(rec events.Recording) string {
 		return fmt.Sprintf("%s (%s, %s)", rec.Topic, rec.StartTime.UTC().Format("2006-01-02 15:04 UTC"), rec.UUID)
 	}
@@ -123,6 +124,9 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 					return err
 				case !found:
 					r.Missing = append(r.Missing, describe(rec))
+					if time.Since(rec.StartTime) < 48*time.Hour {
+						recentMissing++
+					}
 					if reportOnly {
 						return nil
 					}
@@ -168,5 +172,22 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 	}
 	st.log.Info("reconciled", "days", days, "missing", len(r.Missing), "enqueued", r.Enqueued, "stuck", len(r.Stuck),
 		"still_in_zoom", len(r.StillInZoom), "trash_not_in_drive", len(r.TrashNotInDrive))
-	return r, nil
+	return r, st.webhooksArrive(ctx, recentMissing)
+}
+
+// webhooksArrive alerts when the reconciliation found FETCH_MISSING_ALERT or more
+// recordings of the last two days that no webhook announced, and resolves the
+// alert when it finds none.
+func (st *stage) webhooksArrive(ctx context.Context, missing int) error {
+	switch {
+	case missing >= st.missingAlert:
+		return bus.RaiseAlert(ctx, st.js, st.kv, events.Alert{Kind: events.AlertWebhooksMissing, Message: fmt.Sprintf(
+			"Zoom holds %d recordings of the last two days that no webhook announced; the daily reconciliation found and queued them. "+
+				"Likely causes: the Zoom app's event subscription is off, lost or no longer sends recording.completed; the app is deactivated; "+
+				"the domain no longer points at this server, or its certificate is not valid; the hook or nginx is down. "+
+				"Check the app's Event Subscription in the Zoom App Marketplace (Validate), then run sudo deploy/check on the server.", missing)})
+	case missing == 0:
+		return bus.ClearAlert(ctx, st.js, st.kv, events.AlertWebhooksMissing, "The daily reconciliation found no recording that a webhook did not announce.")
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,6 +50,7 @@ var settings = append([]config.Setting{
 	{Name: "ZOOM_RETRY_BASE", Default: "1s", Usage: "first wait between quick retries within an attempt (5xx, cut connections), doubling"},
 	{Name: "ZOOM_STALL_TIMEOUT", Default: "60s", Usage: "a download that delivers no byte for this long is cut and resumed"},
 	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
+	{Name: "FETCH_MISSING_ALERT", Default: "3", Usage: "recordings of the last two days with no webhook that the reconciliation may find before it alerts that webhooks are not arriving"},
 }, bus.Settings...)
 
 type stage struct {
@@ -72,6 +74,11 @@ type stage struct {
 	reconcileAt   string // HH:MM UTC, or off
 	reconcileDays int
 	stuckAfter    time.Duration
+	missingAlert  int // FETCH_MISSING_ALERT
+
+	health       *bus.Health
+	zoomAlerted  atomic.Bool // this process raised the alert that Zoom refuses the app
+	zoomMayClear atomic.Bool // an alert of it may be open: the next answer Zoom takes clears it
 }
 
 type metrics struct {
@@ -142,6 +149,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		reconcileAt:   v.String("FETCH_RECONCILE_AT"),
 		reconcileDays: v.Int("FETCH_RECONCILE_DAYS", 1),
 		stuckAfter:    v.Duration("FETCH_STUCK_AFTER"),
+		missingAlert:  v.Int("FETCH_MISSING_ALERT", 1),
 	}
 	if h, m := 0, 0; st.reconcileAt != "off" {
 		if n, _ := fmt.Sscanf(st.reconcileAt, "%d:%d", &h, &m); n != 2 || h < 0 || h > 23 || m < 0 || m > 59 {
@@ -189,13 +197,53 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	return st, c, nil
 }
 
+// zoomRefused: Zoom refuses the app. The admins hear of it once, /readyz fails,
+// and files wait for it instead of using up their attempts.
+func (st *stage) zoomRefused(ctx context.Context, err error) {
+	st.health.Set("zoom", err)
+	st.zoomMayClear.Store(true)
+	if st.zoomAlerted.Swap(true) {
+		return
+	}
+	st.log.Error("zoom refuses the app; downloads and the trash wait", "err", err)
+	a := events.Alert{Kind: events.AlertZoomRefused, Message: "Zoom refuses zoomarchive's Server-to-Server OAuth app: " + err.Error() +
+		". In the Zoom App Marketplace, check that the app is activated, its scopes, and that ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET match it (then: sudo docker compose up -d fetch). " +
+		"Nothing is lost meanwhile: recordings stay in Zoom and their webhooks wait in the broker."}
+	if err := bus.RaiseAlert(ctx, st.js, st.kv, a); err != nil {
+		st.zoomAlerted.Store(false)
+		st.log.Warn("cannot raise an alert", "kind", a.Kind, "err", err)
+	}
+}
+
+// zoomWorks: Zoom took a request, so a refusal is over.
+func (st *stage) zoomWorks(ctx context.Context) {
+	if !st.zoomMayClear.Swap(false) {
+		return
+	}
+	st.health.Set("zoom", nil)
+	st.zoomAlerted.Store(false)
+	if err := bus.ClearAlert(ctx, st.js, st.kv, events.AlertZoomRefused, "Zoom takes zoomarchive's app again."); err != nil {
+		st.zoomMayClear.Store(true)
+		st.log.Warn("cannot resolve an alert", "kind", events.AlertZoomRefused, "err", err)
+	}
+}
+
 func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
 	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
 	if conn == nil {
 		return err
 	}
 	defer conn.Close()
-	st.js, st.kv = conn.JS, conn.KV
+	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
+	st.zoomMayClear.Store(true)
+	st.zoom.refused = func(err error) { st.zoomRefused(ctx, err) }
+	st.zoom.accepted = func() { st.zoomWorks(ctx) }
+	if err := st.zoomReady(ctx); refusal(err) {
+		st.zoomRefused(ctx, err)
+		return fmt.Errorf("zoom refuses the app; fix it, then start fetch again: %w", err)
+	} else if err != nil && ctx.Err() == nil {
+		st.log.Warn("cannot reach Zoom yet; going on", "err", err)
+	}
 	consumers := []struct {
 		stream string
 		cfg    jetstream.ConsumerConfig

@@ -42,6 +42,21 @@ type hostRefused struct{ msg string }
 
 func (e hostRefused) Error() string { return e.msg }
 
+// credentialsRefused: Zoom's token endpoint refused the app (a wrong secret, a
+// deactivated app, another account); no retry cures it.
+type credentialsRefused struct{ msg string }
+
+func (e credentialsRefused) Error() string { return e.msg }
+
+// refusal tells the errors that mean Zoom refuses the app itself: its credentials,
+// or its token where a new one does not help (401 after a renewal, 403 for a
+// missing scope), as against one recording or a passing fault.
+func refusal(err error) bool {
+	var zerr *zoomError
+	return errors.As(err, new(credentialsRefused)) ||
+		errors.As(err, &zerr) && (zerr.Status == http.StatusUnauthorized || zerr.Status == http.StatusForbidden && (zerr.Code == 4711 || zerr.Code == 4700 || zerr.Code == 124))
+}
+
 // errGone: Zoom no longer has the recording (404, code 3301).
 var errGone = errors.New("zoom has no such recording (404, code 3301)")
 
@@ -60,6 +75,11 @@ type zoomClient struct {
 
 	tokenRequests prometheus.Counter
 	rateLimited   prometheus.Counter
+
+	// refused and accepted hear of every answer that refuses the app and of every
+	// one that takes it (nil until the stage sets them).
+	refused  func(error)
+	accepted func()
 }
 
 // hostList is ZOOM_DOWNLOAD_HOSTS: exact names and *.suffix patterns. Credentials
@@ -149,7 +169,11 @@ func (c *zoomClient) accessToken(ctx context.Context) (string, error) {
 		}
 		var e struct{ Reason, Error string }
 		json.Unmarshal(body, &e)
-		return "", fmt.Errorf("zoom token: %d %s: %s (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET)", resp.StatusCode, e.Error, e.Reason)
+		err := fmt.Errorf("zoom token: %d %s: %s", resp.StatusCode, e.Error, e.Reason)
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
+			err = c.hearRefusal(credentialsRefused{err.Error() + " (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, and that the app is activated)"})
+		}
+		return "", err
 	}
 	var t struct {
 		AccessToken string `json:"access_token"`
@@ -223,6 +247,9 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 		resp.Body.Close()
 		switch s := resp.StatusCode; {
 		case s >= 200 && s < 300:
+			if c.accepted != nil {
+				c.accepted()
+			}
 			if out != nil && len(body) > 0 {
 				return json.Unmarshal(body, out)
 			}
@@ -244,8 +271,16 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 		if zerr.Status == http.StatusNotFound && zerr.Code == 3301 {
 			return errGone
 		}
-		return fmt.Errorf("zoom %s %s: %w", method, path, zerr)
+		return c.hearRefusal(fmt.Errorf("zoom %s %s: %w", method, path, zerr))
 	}
+}
+
+// hearRefusal tells the stage of err when it is a refusal, and returns it.
+func (c *zoomClient) hearRefusal(err error) error {
+	if refusal(err) && c.refused != nil {
+		c.refused(err)
+	}
+	return err
 }
 
 // recording asks Zoom for a recording's current files, and with dlToken a fresh
