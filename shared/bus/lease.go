@@ -137,6 +137,25 @@ func (l *Leased[T]) Heartbeat(ctx context.Context, also func()) {
 	}
 }
 
+// Abandoned lists the records under filter whose lease ran out without a release
+// or a delete: the worker that held them died with them. A record released on
+// purpose (to wait for a later attempt) is not among them.
+func Abandoned(ctx context.Context, kv jetstream.KeyValue, filter string) ([]string, error) {
+	keys, err := kv.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	now := time.Now()
+	for key := range keys.Keys() {
+		rec, found, err := Get[leaseRecord[json.RawMessage]](ctx, kv, key)
+		if err == nil && found && !rec.Until.IsZero() && now.After(rec.Until) {
+			out = append(out, key)
+		}
+	}
+	return out, nil
+}
+
 // Peek reads a leased record's value without claiming it.
 func Peek[T any](ctx context.Context, kv jetstream.KeyValue, key string) (T, bool, error) {
 	rec, found, err := Get[leaseRecord[T]](ctx, kv, key)

@@ -142,10 +142,10 @@ func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
 func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
 func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
 
-// FileKeyOf is the file key at the end of a FetchJobSubject, a ChunkSubject or an
-// UploadProgressKey.
+// FileKeyOf is the file key at the end of a FetchJobSubject, a ChunkSubject, a
+// FetchProgressKey or an UploadProgressKey.
 func FileKeyOf(name string) string {
-	for _, prefix := range []string{FetchJobSubject(""), ChunkSubject(""), UploadProgressKey("")} {
+	for _, prefix := range []string{FetchJobSubject(""), ChunkSubject(""), FetchProgressKey(""), UploadProgressKey("")} {
 		if key, ok := strings.CutPrefix(name, prefix); ok {
 			return key
 		}

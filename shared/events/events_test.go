@@ -148,7 +148,7 @@ func TestZoomEventSubject(t *testing.T) {
 }
 
 func TestFileKeyOf(t *testing.T) {
-	for _, subject := range []string{FetchJobSubject("k1-Ab_9"), ChunkSubject("k1-Ab_9"), UploadProgressKey("k1-Ab_9")} {
+	for _, subject := range []string{FetchJobSubject("k1-Ab_9"), ChunkSubject("k1-Ab_9"), FetchProgressKey("k1-Ab_9"), UploadProgressKey("k1-Ab_9")} {
 		if got := FileKeyOf(subject); got != "k1-Ab_9" {
 			t.Errorf("FileKeyOf(%q) = %q", subject, got)
 		}

@@ -410,7 +410,7 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 		}
 		waited += wait
 		wait = min(2*wait, 500*time.Millisecond)
-		if waited > st.ackWait/4 {
+		if waited > st.leaseTTL/3 {
 			waited = 0
 			if err := cp.Renew(ctx); err != nil {
 				return err
@@ -509,9 +509,38 @@ func (st *stage) announceFailed(ctx context.Context, job events.FileJob) error {
 	return err
 }
 
-// lease outlasts ackWait, so that a dead worker's message comes back before its
-// lease ends and the next worker only waits out the rest.
-func (st *stage) lease() time.Duration { return st.ackWait * 3 / 2 }
+// lease is how long a file's resume point stays a worker's without renewal; the
+// worker renews it every third of that.
+func (st *stage) lease() time.Duration { return st.leaseTTL }
+
+// resumeAbandoned looks for files whose worker died holding them (a kill, a
+// crash: the lease ran out unreleased) and sends each a work message, so that this
+// or another worker takes it over as soon as its lease is out instead of when the
+// dead worker's message comes back (FETCH_ACK_WAIT). A second message for a file
+// is harmless: the lease decides, and the id keeps the workers' scans from
+// sending more than one.
+func (st *stage) resumeAbandoned(ctx context.Context) {
+	keys, err := bus.Abandoned(ctx, st.kv, events.FetchProgressKey(">"))
+	if err != nil {
+		if ctx.Err() == nil {
+			st.log.Warn("cannot look for abandoned files", "err", err)
+		}
+		return
+	}
+	for _, name := range keys {
+		key := events.FileKeyOf(name)
+		job, found, err := bus.Get[events.FileJob](ctx, st.kv, events.FileJobKey(key))
+		if err != nil || !found || job.State == events.JobVerified || job.State == events.JobFailed {
+			continue
+		}
+		id := fmt.Sprintf("resume-%s-%d", key, time.Now().Truncate(st.leaseTTL).UnixNano())
+		if _, err := st.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject(key)), jetstream.WithMsgID(id)); err != nil {
+			st.log.Warn("cannot send an abandoned file's work message", "file_key", key, "err", err)
+			continue
+		}
+		st.log.Info("a file whose worker died is taken over", "file_key", key, "meeting_uuid", job.Recording.UUID)
+	}
+}
 
 // setJob changes the file's job record under a revision check.
 func (st *stage) setJob(ctx context.Context, key string, change func(*events.FileJob)) (events.FileJob, error) {

@@ -19,9 +19,10 @@ import (
 )
 
 // fetch killed with SIGKILL in the middle of a file: the next fetch continues from
-// the checkpoint with a Range request, and upload receives every byte once.
+// the checkpoint with a Range request within seconds of its start (the production
+// FETCH_ACK_WAIT and FETCH_LEASE), and upload receives every byte once.
 func TestKilledFetchResumesWithoutDuplicates(t *testing.T) {
-	w := newWorld(t, map[string]string{"CHUNK_WINDOW": "8MiB"})
+	w := newWorld(t, map[string]string{"CHUNK_WINDOW": "8MiB", "FETCH_ACK_WAIT": "60s", "FETCH_LEASE": "6s"})
 	rec := w.meeting("uuid-kill", "Kill", standins.FileSpec{ID: "kill-1", FileType: "MP4", Extension: "MP4", Size: 24 * mib})
 	p := stagetest.StartProcess(t, "fetch", w.env)
 	p.WaitLog(t, "ready")
@@ -45,6 +46,7 @@ func TestKilledFetchResumesWithoutDuplicates(t *testing.T) {
 	})
 
 	up := w.startUploader(t)
+	restarted := time.Now()
 	w.startFetch(t)
 	f := up.whole(t, "kill-1", w.zoom.Content("kill-1"))
 	if f.gen != 0 {
@@ -56,6 +58,9 @@ func TestKilledFetchResumesWithoutDuplicates(t *testing.T) {
 		if strings.HasPrefix(c.Path, "/file/") && c.Range != "" {
 			fmt.Sscanf(c.Range, "bytes=%d-", &from)
 			resumed = resumed || from >= at
+			if took := c.At.Sub(restarted); from >= at && took > 10*time.Second {
+				t.Errorf("the file was taken over %s after the restart, want within 10s", took.Round(time.Millisecond))
+			}
 		}
 	}
 	if !resumed {

@@ -19,6 +19,7 @@ import (
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/retry"
 )
 
 // fetch consumes three things:
@@ -49,7 +50,8 @@ var settings = append([]config.Setting{
 	{Name: "FETCH_RETRY_DELAYS", Default: "2m,10m,30m,1h,2h,3h,6h", Usage: "waits before the 2nd, 3rd, ... attempt (the last repeats); the default spreads 8 attempts over 12.7h"},
 	{Name: "ZOOM_RETRY_BASE", Default: "1s", Usage: "first wait between quick retries within an attempt (5xx, cut connections), doubling"},
 	{Name: "ZOOM_STALL_TIMEOUT", Default: "60s", Usage: "a download that delivers no byte for this long is cut and resumed"},
-	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
+	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a work message waits for its worker's word before the broker hands it out again"},
+	{Name: "FETCH_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
 	{Name: "FETCH_MISSING_ALERT", Default: "3", Usage: "recordings of the last two days with no webhook that the reconciliation may find before it alerts that webhooks are not arriving"},
 }, bus.Settings...)
 
@@ -66,8 +68,10 @@ type stage struct {
 	delays  []time.Duration
 	stall   time.Duration
 	ackWait time.Duration
-	hold    time.Duration // ZOOM_TRASH_AFTER
-	m       metrics
+	// leaseTTL is FETCH_LEASE.
+	leaseTTL time.Duration
+	hold     time.Duration // ZOOM_TRASH_AFTER
+	m        metrics
 
 	transcriptWait time.Duration // ZOOM_TRANSCRIPT_WAIT
 
@@ -137,12 +141,13 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		}
 	}
 	st := &stage{
-		action:  v.String("ZOOM_AFTER_ARCHIVE"),
-		chunk:   int(v.Bytes("FETCH_CHUNK_SIZE")),
-		maxTry:  v.Int("FETCH_MAX_ATTEMPTS", 1),
-		stall:   v.Duration("ZOOM_STALL_TIMEOUT"),
-		ackWait: v.Duration("FETCH_ACK_WAIT"),
-		hold:    v.DurationOrZero("ZOOM_TRASH_AFTER"),
+		action:   v.String("ZOOM_AFTER_ARCHIVE"),
+		chunk:    int(v.Bytes("FETCH_CHUNK_SIZE")),
+		maxTry:   v.Int("FETCH_MAX_ATTEMPTS", 1),
+		stall:    v.Duration("ZOOM_STALL_TIMEOUT"),
+		ackWait:  v.Duration("FETCH_ACK_WAIT"),
+		leaseTTL: v.Duration("FETCH_LEASE"),
+		hold:     v.DurationOrZero("ZOOM_TRASH_AFTER"),
 
 		transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT"),
 
@@ -272,6 +277,16 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 		}
 	}
 	go st.reconcileDaily(ctx)
+	go func() {
+		// At start (a restart after a kill finds its own files) and then as often as
+		// a lease lasts (another worker's death).
+		for {
+			st.resumeAbandoned(ctx)
+			if retry.Sleep(ctx, st.leaseTTL) != nil {
+				return
+			}
+		}
+	}()
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
 	st.log.Info("the Zoom app's event subscription must send these events to the hook; without the second, a late transcript waits for the daily reconciliation",
 		"events", events.RecordingEvents)

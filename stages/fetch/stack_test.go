@@ -55,6 +55,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 		"ZOOM_STALL_TIMEOUT":  "2s",
 		"FETCH_RETRY_DELAYS":  "100ms",
 		"FETCH_ACK_WAIT":      "2s",
+		"FETCH_LEASE":         "3s",
 		"CHUNK_WINDOW":        "16MiB",
 	}
 	w.env = stagetest.Merge(w.env, extra)

@@ -46,7 +46,7 @@ var settings = append([]config.Setting{
 	{Name: "UPLOAD_RECHECK", Default: "10m", Usage: "while Drive is full or Google refuses the key, how long uploads wait before trying again"},
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
-	{Name: "UPLOAD_LEASE", Default: "30s", Usage: "how long a crashed worker's file waits before another worker resumes it"},
+	{Name: "UPLOAD_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 

@@ -139,10 +139,12 @@ func TestDriveFaultsAreRetriedFromWhatDriveHolds(t *testing.T) {
 	}
 }
 
-// upload killed with SIGKILL mid-file: the next one asks the session where it stands
-// and sends at most one Drive chunk again.
+// upload killed with SIGKILL mid-file: the next one (with the production
+// UPLOAD_LEASE) takes the file over within seconds, asks the session where it
+// stands and sends at most one Drive chunk again.
 func TestKilledUploadResumesMidFile(t *testing.T) {
-	w := newWorld(t, map[string]string{"UPLOAD_LEASE": "1s"})
+	w := newWorld(t, nil)
+	delete(w.env, "UPLOAD_LEASE")
 	const size = 24*mib + 777
 	w.plan(t, board, spec{key: "kill", fileType: "MP4", ext: "MP4", recType: "gallery_view", size: size})
 	p := stagetest.StartProcess(t, "upload", w.env)
@@ -153,8 +155,13 @@ func TestKilledUploadResumesMidFile(t *testing.T) {
 		return s.Offset >= 10*mib
 	})
 	p.Kill()
+	before, restarted := w.drive.Received(), time.Now()
 	s := w.startUpload(t)
 	w.feed(t, "kill", 0, 12*mib, size, true)
+	waitFor(t, "Drive takes bytes again", func() bool { return w.drive.Received() > before })
+	if took := time.Since(restarted); took > 10*time.Second {
+		t.Errorf("Drive stored the next byte %s after the restart, want within 10s", took.Round(time.Millisecond))
+	}
 	w.waitVerified(t, "kill")
 	w.checkCopy(t, "kill")
 	twice := w.drive.Received() - size
