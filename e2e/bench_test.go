@@ -189,3 +189,59 @@ func directCopy(b *testing.B, rate, size int64) float64 {
 	}
 	return float64(size) / 1e6 / time.Since(start).Seconds()
 }
+
+// BenchmarkRecovery: a 1 GiB file, Zoom serving 100 MB/s; fetch, upload and then
+// the broker each killed with SIGKILL mid-file and started again at once, with the
+// production leases and FETCH_ACK_WAIT. Reported: seconds from the restart until
+// the file moves again, for fetch until Zoom serves its next byte (the chunk
+// stream keeps Drive busy meanwhile), for upload and the broker until Drive
+// stores the next byte.
+func BenchmarkRecovery(b *testing.B) {
+	const size = 1 << 30
+	for range b.N {
+		for _, killed := range []string{"fetch", "upload", "broker"} {
+			p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB",
+				"FETCH_ACK_WAIT": "60s", "FETCH_LEASE": "6s", "UPLOAD_LEASE": "6s"})
+			p.zoom.SetRate(100 << 20)
+			rec := p.recording(0, size)
+			key := events.FileKey(rec.UUID, rec.RecordingFiles[0])
+			p.deliver(rec, 1)
+			stagetest.WaitFor(b, "a third uploaded", 5*time.Minute, func() bool { _, u := p.progress(key); return u >= size/3 })
+			var restarted time.Time
+			var took time.Duration
+			switch killed {
+			case "broker":
+				p.restartBroker(0)
+				restarted = time.Now()
+				took = p.nextDriveByte(b, restarted)
+			case "upload":
+				p.killAndRestart("upload")
+				restarted = time.Now()
+				took = p.nextDriveByte(b, restarted)
+			case "fetch":
+				p.killAndRestart("fetch")
+				restarted = time.Now()
+				stagetest.WaitFor(b, "Zoom serving again", 5*time.Minute, func() bool {
+					for _, c := range p.zoom.Calls() {
+						if strings.HasPrefix(c.Path, "/file/") && c.At.After(restarted) {
+							took = c.At.Sub(restarted)
+							return true
+						}
+					}
+					return false
+				})
+			}
+			stagetest.WaitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+			b.ReportMetric(took.Seconds(), killed+"-recovery-s")
+		}
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// nextDriveByte waits until Drive has stored a byte more than at the call, and
+// says how long after since that was.
+func (p *pipeline) nextDriveByte(b *testing.B, since time.Time) time.Duration {
+	before := p.drive.Received()
+	stagetest.WaitFor(b, "Drive storing again", 5*time.Minute, func() bool { return p.drive.Received() > before })
+	return time.Since(since)
+}

@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/retry"
 )
 
 // ErrNoChange tells Update that fn decided to write nothing.
@@ -67,4 +72,24 @@ func Get[T any](ctx context.Context, kv jetstream.KeyValue, key string) (v T, fo
 		return v, false, fmt.Errorf("kv get %s: %w", key, err)
 	}
 	return v, true, json.Unmarshal(entry.Value(), &v)
+}
+
+// Daily runs task at d every day until ctx ends, in one worker of all those that
+// run it: the first to create dayKey(the day) in the job bucket.
+func Daily(ctx context.Context, kv jetstream.KeyValue, d config.Daily, dayKey func(day string) string, worker string, task func(context.Context) error, log *slog.Logger) {
+	if d.Off {
+		return
+	}
+	for {
+		next := d.Next(time.Now())
+		if retry.Sleep(ctx, time.Until(next)) != nil {
+			return
+		}
+		if _, err := kv.Create(ctx, dayKey(next.Format("2006-01-02")), []byte(worker)); err != nil {
+			continue // another worker has it
+		}
+		if err := task(ctx); err != nil {
+			log.Warn("daily task failed", "key", dayKey(next.Format("2006-01-02")), "err", err)
+		}
+	}
 }

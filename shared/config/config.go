@@ -204,6 +204,35 @@ func (v *Values) List(name string) []string {
 }
 
 // Duration reads a Go duration such as 300s, 2h or 720h; it must be positive.
+// Daily is a time of day in UTC (HH:MM) a setting names for a daily task, or off.
+type Daily struct {
+	Off  bool
+	H, M int
+}
+
+// Daily reads a setting that is HH:MM (UTC) or off.
+func (v *Values) Daily(name string) Daily {
+	raw := v.String(name)
+	if raw == "off" {
+		return Daily{Off: true}
+	}
+	var d Daily
+	if n, _ := fmt.Sscanf(raw, "%d:%d", &d.H, &d.M); n != 2 || d.H < 0 || d.H > 23 || d.M < 0 || d.M > 59 {
+		v.Invalid(name, fmt.Sprintf("%q is not a time of day like 04:00, or off", raw))
+	}
+	return d
+}
+
+// Next is the first time of day d after now.
+func (d Daily) Next(now time.Time) time.Time {
+	now = now.UTC()
+	next := time.Date(now.Year(), now.Month(), now.Day(), d.H, d.M, 0, 0, time.UTC)
+	if !next.After(now) {
+		next = next.AddDate(0, 0, 1)
+	}
+	return next
+}
+
 func (v *Values) Duration(name string) time.Duration {
 	raw := v.String(name)
 	if raw == "" {

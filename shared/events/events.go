@@ -81,6 +81,22 @@ var ArchiveSubjects = []string{"archive.file.>", "archive.recording.>", "archive
 // SubjectReconcileReport carries fetch's ReconcileReport.
 const SubjectReconcileReport = "archive.report.reconcile"
 
+// SubjectDriveAudit carries upload's DriveAudit.
+const SubjectDriveAudit = "archive.report.drive-audit"
+
+// DriveAudit: what upload's daily audit found when it looked for every verified
+// file in Drive by its zoomFileKey tag.
+type DriveAudit struct {
+	At       time.Time `json:"at"`
+	Checked  int       `json:"checked"`
+	Missing  []string  `json:"missing,omitempty"` // gone from Drive: archived again (or reported lost by fetch)
+	Unsure   int       `json:"unsure,omitempty"`  // Drive did not answer for these
+	Complete bool      `json:"complete"`
+}
+
+// AuditKey marks the day's Drive audit as taken by one upload worker.
+func AuditKey(day string) string { return "audit." + day }
+
 // ReconcileReport: what fetch's reconciliation found when it compared Zoom's
 // recordings of the last Days days (and its trash) with the jobs and Drive.
 type ReconcileReport struct {
@@ -263,7 +279,10 @@ type FileJob struct {
 	FolderID    string        `json:"folder_id,omitempty"`  // set when verified
 	FolderLink  string        `json:"folder_link,omitempty"`
 	Mismatches  int           `json:"mismatches,omitempty"` // Drive copies that did not verify
-	Updated     time.Time     `json:"updated"`
+	// Lost: upload's audit found the verified Drive copy gone; the file is archived
+	// again, from Zoom's trash if need be.
+	Lost    bool      `json:"lost,omitempty"`
+	Updated time.Time `json:"updated"`
 }
 
 // RecordingJob tracks one recording until Zoom's copy is dealt with.
@@ -283,8 +302,11 @@ type RecordingJob struct {
 	NoTranscript  bool      `json:"no_transcript,omitempty"`
 	// Late: files an event added after the recording was archived (a transcript
 	// Zoom made after the trash); they are fetched, from the trash if need be.
-	Late    []string  `json:"late,omitempty"`
-	Updated time.Time `json:"updated"`
+	Late []string `json:"late,omitempty"`
+	// Announced counts the recording's announcements (RecordingArchived); the
+	// next one's dedupe id is made from it.
+	Announced int       `json:"announced,omitempty"`
+	Updated   time.Time `json:"updated"`
 }
 
 // Recording states: RecZoomPending is set before Zoom is asked to trash or delete, so
@@ -364,10 +386,13 @@ type RecordingArchived struct {
 	NoTranscript bool           `json:"no_transcript,omitempty"` // the transcript the host's settings promise never came
 }
 
-// ArchivedID is the dedupe id of a recording's announcement with files files: a
-// late file makes a new one.
-func ArchivedID(meetingKey string, files int) string {
-	return "archived-" + meetingKey + "-" + strconv.Itoa(files)
+// ArchivedID is the dedupe id of a recording's announcement after announced
+// earlier ones: a file archived after the rest makes a new one.
+func ArchivedID(meetingKey string, announced int) string {
+	if announced == 0 {
+		return "archived-" + meetingKey
+	}
+	return "archived-" + meetingKey + "-" + strconv.Itoa(announced)
 }
 
 // ArchivedFile is one file of a RecordingArchived.

@@ -67,8 +67,8 @@ var Permissions = map[string]Permission{
 	IdentityUpload: {
 		Publish: join(
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
-			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs},
-			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload)),
+			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, SubjectDriveAudit},
+			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">")),
 			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), watchers(jobStream)), // a consumer per file on CHUNKS

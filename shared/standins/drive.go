@@ -248,6 +248,13 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// DeleteByHand deletes a file for good, as a person does in Drive's web page.
+func (d *Drive) DeleteByHand(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.files, id)
+}
+
 // ClearFaults drops every fault not yet used.
 func (d *Drive) ClearFaults() {
 	d.mu.Lock()

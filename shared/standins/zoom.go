@@ -401,6 +401,13 @@ func (z *Zoom) TrashByHand(uuid string) {
 	z.recordings[uuid].trashed = true
 }
 
+// DeleteByHand deletes a recording for good, as an admin does in Zoom's trash.
+func (z *Zoom) DeleteByHand(uuid string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.recordings[uuid].trashed, z.recordings[uuid].deleted = true, true
+}
+
 // ClearFaults drops every fault not yet used.
 func (z *Zoom) ClearFaults() {
 	z.mu.Lock()

@@ -159,11 +159,12 @@ func (st *stage) archiveRecording(ctx context.Context, mkey, folderLink string) 
 			Late: slices.Contains(rec.Late, key)})
 	}
 	b, _ := json.Marshal(archived)
-	if _, err := st.js.Publish(ctx, events.RecordingArchivedSubject(mkey), b, jetstream.WithMsgID(events.ArchivedID(mkey, len(rec.Files)))); err != nil {
+	if _, err := st.js.Publish(ctx, events.RecordingArchivedSubject(mkey), b, jetstream.WithMsgID(events.ArchivedID(mkey, rec.Announced))); err != nil {
 		return err
 	}
 	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
 		r.State, r.ZoomAction, r.Updated = events.RecArchived, rec.ZoomAction, time.Now().UTC()
+		r.Announced = rec.Announced + 1
 		if len(r.Files) > len(rec.Files) {
 			r.State = events.RecArchiving // a file came meanwhile: its verified event finishes the job
 		}

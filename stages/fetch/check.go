@@ -46,7 +46,7 @@ func checkCommand(stdout io.Writer) config.Command {
 				return nil
 			}
 			checks.Report("Zoom: the app's scopes", st.zoom.missingScopes(st.neededScopes()))
-			if st.reconcileAt != "off" {
+			if !st.reconcileAt.Off {
 				checks.Report("Zoom: the API takes the token (one page of users)", st.onePageOfUsers(ctx))
 			}
 			return nil
@@ -62,7 +62,7 @@ func (st *stage) neededScopes() []zoomScope {
 	if st.action == "trash" {
 		need = append(need, scopeRecover)
 	}
-	if st.reconcileAt != "off" {
+	if !st.reconcileAt.Off {
 		need = append(need, scopesListing...)
 	}
 	return need
@@ -85,7 +85,7 @@ func (st *stage) zoomReady(ctx context.Context) error {
 	if err := st.zoom.missingScopes(st.neededScopes()); err != nil {
 		return err
 	}
-	if st.reconcileAt != "off" {
+	if !st.reconcileAt.Off {
 		return st.onePageOfUsers(ctx)
 	}
 	return nil

@@ -233,32 +233,40 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 }
 
 // restoreForLateFile takes a recording zoomarchive trashed back out of Zoom's
-// trash when a file of it came late and Zoom no longer serves it; once the file is
-// verified, the recording goes back to the trash. Any other 404 stays final.
+// trash when Zoom no longer serves a file of it that must be fetched after all: one
+// that came late, or one whose Drive copy was deleted (Lost). The recording is
+// opened again, so that it goes back to the trash once the file is verified. Any
+// other 404 stays final.
 func (st *stage) restoreForLateFile(ctx context.Context, job events.FileJob) error {
 	mkey := events.MeetingKey(job.Recording.UUID)
 	rec, _, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(mkey))
 	switch {
 	case err != nil:
 		return err
-	case !slices.Contains(rec.Late, job.Key):
+	case !slices.Contains(rec.Late, job.Key) && !job.Lost:
 		return permanent{errFileGone}
 	case rec.ZoomAction == events.ZoomDeleted:
-		return permanent{fmt.Errorf("%w: this file came after zoomarchive had deleted the recording for good", errFileGone)}
+		return permanent{fmt.Errorf("%w: zoomarchive had deleted the recording from Zoom for good", errFileGone)}
 	case rec.ZoomAction != events.ZoomTrashed:
 		return permanent{errFileGone}
 	}
 	if err := st.zoom.recover(ctx, job.Recording.UUID); errors.Is(err, errGone) {
-		return permanent{fmt.Errorf("%w: this file came late, and the recording is no longer in Zoom's trash", errFileGone)}
+		return permanent{fmt.Errorf("%w: the recording is no longer in Zoom's trash", errFileGone)}
 	} else if err != nil {
 		return err
 	}
 	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
 		r.ZoomAction, r.Updated = events.ZoomRestored, time.Now().UTC()
+		if !slices.Contains(r.Late, job.Key) {
+			r.Late = append(r.Late, job.Key)
+		}
+		if r.State == events.RecArchived {
+			r.State = events.RecArchiving // back to the trash once the file is verified
+		}
 		return nil
 	})
-	st.log.Warn("a late file: its recording taken back out of Zoom's trash to fetch it", "file_key", job.Key,
-		"meeting_uuid", job.Recording.UUID, "file_type", job.File.FileType)
+	st.log.Warn("the recording taken back out of Zoom's trash to fetch a file of it", "file_key", job.Key,
+		"meeting_uuid", job.Recording.UUID, "file_type", job.File.FileType, "lost_from_drive", job.Lost)
 	return err
 }
 
@@ -463,9 +471,14 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 	job, err := st.setJob(ctx, job.Key, func(j *events.FileJob) {
 		j.Attempts++
 		j.LastError = cause.Error()
-		giveUp = j.Attempts >= st.maxTry
+		// A file lost from Drive that Zoom no longer has is lost: no attempt
+		// brings it back, and the admins hear of it now.
+		giveUp = j.Attempts >= st.maxTry || j.Lost && errors.Is(cause, errFileGone)
 		if giveUp {
 			j.State = events.JobFailed
+		}
+		if j.Lost && errors.Is(cause, errFileGone) {
+			j.LastError = "deleted from Drive, and Zoom no longer has it: lost (" + cause.Error() + ")"
 		}
 	})
 	if err != nil {

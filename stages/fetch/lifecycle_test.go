@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
@@ -297,4 +300,50 @@ func TestWebhooksNotArrivingAlertsAndResolves(t *testing.T) {
 	if json.Unmarshal(msgs[len(msgs)-1].Data, &a); len(msgs) != 2 || !a.Resolved {
 		t.Errorf("%d alert messages, the last resolved %v; want the alert then its end", len(msgs), a.Resolved)
 	}
+}
+
+// upload's Drive audit found a verified file's copy deleted (it marks the job lost
+// and asks for it again): fetch takes the recording out of Zoom's trash, fetches
+// the file and trashes the recording again; when Zoom deleted it for good, the file
+// fails at once as lost, named in the failure mail.
+func TestLostFromDriveFetchedFromTheTrashOrFailedNamed(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	w.startUploader(t)
+	ctx := context.Background()
+	lose := func(key string) {
+		t.Helper()
+		_, err := bus.Update(ctx, w.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+			j.State, j.Lost, j.LastError = events.JobQueued, true, "the Drive copy was deleted; archived again"
+			return nil
+		})
+		msg := nats.NewMsg(events.FetchJobSubject(key))
+		msg.Header.Set(events.HeaderRestart, "true")
+		if _, perr := w.js.PublishMsg(ctx, msg); err != nil || perr != nil {
+			t.Fatal(err, perr)
+		}
+	}
+	rec := w.meeting("uuid-lost==", "Rehearsal, act 7", boardMeetingFiles()[2:4]...)
+	gone := w.meeting("uuid-gone==", "Rehearsal, act 8", boardMeetingFiles()[4:5]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	w.send(t, events.EventRecordingCompleted, gone)
+	waitFor(t, "both archived", func() bool { return len(archivedAnnouncements(t, w)) == 2 })
+
+	lose(keys(rec)[0])
+	waitFor(t, "archived again", func() bool { return len(archivedAnnouncements(t, w)) == 3 })
+	if j := w.job(t, keys(rec)[0]); j.State != events.JobVerified || j.Generation != 1 {
+		t.Errorf("the lost file: %s in generation %d, want verified in a new one", j.State, j.Generation)
+	}
+	if trashed, _ := w.zoom.Trashed(rec.UUID); !trashed || w.zoom.CallsTo("PUT", "/v2/meetings/") != 1 {
+		t.Errorf("trashed %v after %d restores, want back in the trash after one", trashed, w.zoom.CallsTo("PUT", "/v2/meetings/"))
+	}
+
+	w.zoom.DeleteByHand(gone.UUID)
+	lost := keys(gone)[0]
+	lose(lost)
+	j := w.waitState(t, lost, events.JobFailed)
+	if !strings.Contains(j.LastError, "lost") || j.Attempts != 1 {
+		t.Errorf("failed after %d attempts with %q, want at once, said lost", j.Attempts, j.LastError)
+	}
+	waitFor(t, "failure mail's event", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 1 })
 }

@@ -14,7 +14,6 @@ import (
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
-	"zoomarchive/shared/retry"
 )
 
 // Reconciliation: Zoom's recordings of the last days (and its trash) against the
@@ -73,32 +72,6 @@ func (st *stage) connect(ctx context.Context, bc bus.Config) (func(), error) {
 	}
 	st.js, st.kv = conn.JS, conn.KV
 	return conn.Close, nil
-}
-
-// reconcileDaily runs the reconciliation at FETCH_RECONCILE_AT (UTC) once a day,
-// whichever fetch worker gets to it first.
-func (st *stage) reconcileDaily(ctx context.Context) {
-	if st.reconcileAt == "off" {
-		return
-	}
-	for {
-		now := time.Now().UTC()
-		var h, m int
-		fmt.Sscanf(st.reconcileAt, "%d:%d", &h, &m)
-		next := time.Date(now.Year(), now.Month(), now.Day(), h, m, 0, 0, time.UTC)
-		if !next.After(now) {
-			next = next.AddDate(0, 0, 1)
-		}
-		if retry.Sleep(ctx, time.Until(next)) != nil {
-			return
-		}
-		if _, err := st.kv.Create(ctx, events.ReconcileKey(next.Format("2006-01-02")), []byte(st.worker)); err != nil {
-			continue // another worker has it
-		}
-		if _, err := st.reconcile(ctx, st.reconcileDays, false); err != nil {
-			st.log.Warn("reconciliation failed", "err", err)
-		}
-	}
 }
 
 func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (events.ReconcileReport, error) {

@@ -75,7 +75,7 @@ type stage struct {
 
 	transcriptWait time.Duration // ZOOM_TRANSCRIPT_WAIT
 
-	reconcileAt   string // HH:MM UTC, or off
+	reconcileAt   config.Daily // FETCH_RECONCILE_AT
 	reconcileDays int
 	stuckAfter    time.Duration
 	missingAlert  int // FETCH_MISSING_ALERT
@@ -151,15 +151,10 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 
 		transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT"),
 
-		reconcileAt:   v.String("FETCH_RECONCILE_AT"),
+		reconcileAt:   v.Daily("FETCH_RECONCILE_AT"),
 		reconcileDays: v.Int("FETCH_RECONCILE_DAYS", 1),
 		stuckAfter:    v.Duration("FETCH_STUCK_AFTER"),
 		missingAlert:  v.Int("FETCH_MISSING_ALERT", 1),
-	}
-	if h, m := 0, 0; st.reconcileAt != "off" {
-		if n, _ := fmt.Sscanf(st.reconcileAt, "%d:%d", &h, &m); n != 2 || h < 0 || h > 23 || m < 0 || m > 59 {
-			v.Invalid("FETCH_RECONCILE_AT", fmt.Sprintf("%q is not a time of day like 04:00, or off", st.reconcileAt))
-		}
 	}
 	switch st.action {
 	case "keep", "trash", "delete":
@@ -276,7 +271,10 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 			}()
 		}
 	}
-	go st.reconcileDaily(ctx)
+	go bus.Daily(ctx, st.kv, st.reconcileAt, events.ReconcileKey, st.worker, func(ctx context.Context) error {
+		_, err := st.reconcile(ctx, st.reconcileDays, false)
+		return err
+	}, st.log)
 	go func() {
 		// At start (a restart after a kill finds its own files) and then as often as
 		// a lease lasts (another worker's death).

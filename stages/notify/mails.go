@@ -244,7 +244,7 @@ Meeting:  {{.Archived.Recording.MeetingID}}
 Folder:   {{.Archived.FolderLink}}
 
 Files ({{len .Archived.Files}}, {{size .Total}}):
-{{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}{{if .Late}} (came late: Zoom made it after the recording was archived){{end}}
+{{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}{{if .Late}} (archived after the rest: Zoom made it later, or its Drive copy was deleted){{end}}
 {{end}}
 In Zoom: {{.Action}}.
 {{- if .Archived.NoTranscript}}
@@ -285,7 +285,8 @@ Files failed:        {{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}}
 Alerts:              {{len .Digest.Alerts}}
 {{range .Digest.NoTranscript}}
 Removed from Zoom without the transcript its host's settings promise: {{.}}{{end}}{{range .Digest.Late}}
-Came late, archived: {{.}}{{end}}{{range .Digest.OpenFailures}}
+Came late, archived: {{.}}{{end}}{{range .Digest.DriveGone}}
+Deleted from Drive, archived again (a failure below if Zoom no longer had it): {{.}}{{end}}{{range .Digest.OpenFailures}}
 Open failure: {{.}}{{end}}{{range .Digest.Alerts}}
 Alert: {{.}}{{end}}{{if .Digest.Overflow}}
 
@@ -306,7 +307,7 @@ Reconciliation of the last {{.Days}} days with Zoom:
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
 <p>{{.Local}} ({{.Archived.Recording.Duration}} min)<br>Host: {{.Archived.Recording.HostEmail}}<br>Meeting {{.Archived.Recording.MeetingID}}</p>
 <p><a href="{{.Archived.FolderLink}}">Open the folder in Drive</a></p>
-<ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}{{if .Late}} <b>(came late: Zoom made it after the recording was archived)</b>{{end}}</li>{{end}}</ul>
+<ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}{{if .Late}} <b>(archived after the rest: Zoom made it later, or its Drive copy was deleted)</b>{{end}}</li>{{end}}</ul>
 <p>In Zoom: {{.Action}}.</p>{{if .Archived.NoTranscript}}
 <p>The host's settings make Zoom transcribe the audio, but no transcript had come when the wait for it (ZOOM_TRANSCRIPT_WAIT) ended; should it come later, it is archived then and you get a mail.</p>{{end}}
 {{end}}{{define "failed-html"}}<h2 style="font-size:18px">Not archived: {{.Failed.FileType}} of {{.Failed.Recording.Topic}}</h2>
@@ -326,6 +327,7 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr></table>
 {{if .Digest.NoTranscript}}<p>Removed from Zoom without the transcript its host's settings promise:</p><ul>{{range .Digest.NoTranscript}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Late}}<p>Came late, archived:</p><ul>{{range .Digest.Late}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.DriveGone}}<p>Deleted from Drive, archived again (a failure below if Zoom no longer had it):</p><ul>{{range .Digest.DriveGone}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}

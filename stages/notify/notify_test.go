@@ -339,6 +339,7 @@ func TestGoldenMails(t *testing.T) {
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},
 			NoTranscript: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET)"},
 			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
+			DriveGone:    []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}}}),
 	}

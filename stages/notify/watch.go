@@ -137,6 +137,7 @@ type digest struct {
 	OpenFailures      []string
 	NoTranscript      []string // recordings removed from Zoom without their promised transcript
 	Late              []string // files archived after their recording
+	DriveGone         []string // verified files upload's audit found deleted from Drive (archived again)
 	Alerts            []string
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
@@ -226,6 +227,11 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 			}
 		case strings.HasPrefix(subj, events.FileFailedSubject("")):
 			d.FailedToday++
+		case subj == events.SubjectDriveAudit:
+			var a events.DriveAudit
+			if json.Unmarshal(msg.Data(), &a) == nil {
+				d.DriveGone = append(d.DriveGone, a.Missing...)
+			}
 		case subj == events.SubjectReconcileReport:
 			var r events.ReconcileReport
 			if json.Unmarshal(msg.Data(), &r) == nil {

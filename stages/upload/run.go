@@ -42,6 +42,7 @@ var settings = append([]config.Setting{
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
 	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
 	{Name: "UPLOAD_MAX_MISMATCHES", Default: "3", Usage: "Drive copies that fail verification before the file job is failed"},
+	{Name: "UPLOAD_AUDIT_AT", Default: "04:30", Usage: "time of the daily Drive audit (HH:MM, UTC), which archives again what was deleted from Drive; or off"},
 	{Name: "UPLOAD_MAX_REFUSALS", Default: "3", Usage: "sessions in a row Drive may refuse a file for good (not for room: that pauses) before the file job is failed"},
 	{Name: "UPLOAD_RECHECK", Default: "10m", Usage: "while Drive is full or Google refuses the key, how long uploads wait before trying again"},
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
@@ -73,6 +74,7 @@ type stage struct {
 	health  *bus.Health
 
 	maxRefusals int           // UPLOAD_MAX_REFUSALS
+	auditAt     config.Daily  // UPLOAD_AUDIT_AT
 	recheck     time.Duration // UPLOAD_RECHECK
 	// mayBeOpen: alerts this process may have raised, or a previous one left open;
 	// the next file verified clears them.
@@ -111,7 +113,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency, c.subject)
-		}, checkCommand(stdout))
+		}, checkCommand(stdout), auditCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -133,7 +135,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 	}
 	st := &stage{
 		root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
-		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"),
+		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"), auditAt: v.Daily("UPLOAD_AUDIT_AT"),
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
 		folders: map[string]folderRecord{}, reread: map[string]bool{},
 	}
@@ -192,6 +194,10 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	}
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.resendRefetches(ctx)
+	go bus.Daily(ctx, st.kv, st.auditAt, events.AuditKey, st.worker, func(ctx context.Context) error {
+		_, err := st.audit(ctx)
+		return err
+	}, st.log)
 	st.schedule(ctx, concurrency)
 	st.log.Info("stopped")
 	return nil
