@@ -17,7 +17,7 @@ COMPOSE_VERSION := v2.40.3
 PEBBLE_VERSION := v2.10.3
 TFLINT_VERSION := v0.64.0
 
-.PHONY: help build images test check fuzz bench run dev demo tools stack clean
+.PHONY: help build images test check fuzz bench soak run dev demo tools stack clean
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
@@ -30,6 +30,8 @@ help:
 	@echo "make stack   only the compose stack test (installs podman & co. with apt if missing)"
 	@echo "make bench   the benchmarks whose numbers the README reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
+	@echo "make soak SOAK=30m       the chaos soak (kills, faults, late files) for that long;"
+	@echo "                         SOAK_SEED=N replays a run (make test runs 2 minutes of it)"
 
 build:
 	@mkdir -p bin
@@ -72,6 +74,11 @@ test: tools check
 	$(GO) test -count=1 -timeout 20m ./e2e
 	$(MAKE) stack
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# The chaos soak of e2e/soak_test.go for SOAK; it prints its seed (SOAK_SEED replays).
+SOAK ?= 30m
+soak:
+	SOAK_DURATION=$(SOAK) $(GO) test -count=1 -run '^TestSoak$$' -timeout 3h -v ./e2e
 
 # Each fuzz target on its own (go test -fuzz takes one at a time).
 fuzz:
