@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 
 	"zoomarchive/shared/bus"
@@ -18,17 +17,9 @@ func TestAlertOnceAndResolvedOnce(t *testing.T) {
 	kv := stagetest.Topology(t, js, "8MiB")
 	ctx := context.Background()
 	a := events.Alert{Kind: events.AlertDriveFull, Message: "full"}
-	messages := func() (raised, resolved int) {
-		for _, m := range stagetest.StreamMsgs(t, url, events.StreamArchive) {
-			var got events.Alert
-			json.Unmarshal(m.Data, &got)
-			if got.Resolved {
-				resolved++
-			} else {
-				raised++
-			}
-		}
-		return raised, resolved
+	messages := func() (int, int) {
+		raised, resolved := stagetest.Alerts(t, url, a.Kind)
+		return len(raised), len(resolved)
 	}
 	for range 3 {
 		if err := bus.RaiseAlert(ctx, js, kv, a); err != nil {

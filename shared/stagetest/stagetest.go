@@ -189,6 +189,23 @@ func StreamMsgs(t testing.TB, url, stream string) []*jetstream.RawStreamMsg {
 	return out
 }
 
+// Alerts reads the alerts of kind on ARCHIVE: those raised and those resolved.
+func Alerts(t testing.TB, url, kind string) (raised, resolved []events.Alert) {
+	t.Helper()
+	for _, m := range StreamMsgs(t, url, events.StreamArchive) {
+		var a events.Alert
+		if m.Subject != events.AlertSubject(kind) || json.Unmarshal(m.Data, &a) != nil {
+			continue
+		}
+		if a.Resolved {
+			resolved = append(resolved, a)
+		} else {
+			raised = append(raised, a)
+		}
+	}
+	return raised, resolved
+}
+
 // Logs collects a stage's JSON log lines.
 type Logs struct {
 	mu sync.Mutex

@@ -233,17 +233,9 @@ func TestZoomRefusingTheAppAtRunTimeAlertsOnceAndWaits(t *testing.T) {
 	w.zoom.ExpireTokens()
 	rec := w.meeting("uuid-refused==", "Rehearsal, act 6", boardMeetingFiles()[2:4]...)
 	w.send(t, events.EventRecordingCompleted, rec)
-	alerts := func() (raised, resolved int) {
-		for _, m := range w.archiveEvents(t, events.AlertSubject(events.AlertZoomRefused)) {
-			var a events.Alert
-			json.Unmarshal(m.Data, &a)
-			if a.Resolved {
-				resolved++
-			} else {
-				raised++
-			}
-		}
-		return raised, resolved
+	alerts := func() (int, int) {
+		raised, resolved := stagetest.Alerts(t, w.natsURL, events.AlertZoomRefused)
+		return len(raised), len(resolved)
 	}
 	waitFor(t, "the alert", func() bool { raised, _ := alerts(); return raised == 1 })
 	time.Sleep(time.Second) // many more refusals

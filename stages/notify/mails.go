@@ -190,26 +190,24 @@ func zoomAction(a string) string {
 	return "kept in Zoom"
 }
 
+// alertTitles are the alerts' titles in words.
+var alertTitles = map[string]string{
+	events.AlertDriveDailyCap:     "Google Drive's daily upload cap reached",
+	events.AlertDriveFull:         "Google Drive is full",
+	events.AlertDriveRefused:      "Google refuses the uploads",
+	events.AlertZoomRefused:       "Zoom refuses the app's credentials",
+	events.AlertWebhooksMissing:   "Zoom's webhooks are not arriving",
+	events.AlertCertificate:       "the HTTPS certificate needs attention",
+	events.AlertWebhookRejections: "many rejected webhooks",
+	events.AlertChunkWindowFull:   "uploads are not keeping up",
+}
+
 func alertTitle(kind string) string {
-	switch {
-	case kind == events.AlertDriveDailyCap:
-		return "Google Drive's daily upload cap reached"
-	case kind == events.AlertDriveFull:
-		return "Google Drive is full"
-	case kind == events.AlertDriveRefused:
-		return "Google refuses the uploads"
-	case kind == events.AlertZoomRefused:
-		return "Zoom refuses the app's credentials"
-	case kind == events.AlertWebhooksMissing:
-		return "Zoom's webhooks are not arriving"
-	case kind == events.AlertCertificate:
-		return "the HTTPS certificate needs attention"
-	case kind == events.AlertWebhookRejections:
-		return "many rejected webhooks"
-	case kind == events.AlertChunkWindowFull:
-		return "uploads are not keeping up"
-	case strings.HasPrefix(kind, events.AlertStageSilentPrefix):
-		return "stage " + strings.TrimPrefix(kind, events.AlertStageSilentPrefix) + " stopped reporting"
+	if stage, ok := strings.CutPrefix(kind, events.AlertStageSilentPrefix); ok {
+		return "stage " + stage + " stopped reporting"
+	}
+	if title, ok := alertTitles[kind]; ok {
+		return title
 	}
 	return kind
 }

@@ -9,6 +9,7 @@ import (
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
@@ -16,16 +17,7 @@ import (
 // what can clear says so when it does.
 
 func (w *world) alerts(t *testing.T, kind string) (raised, resolved []events.Alert) {
-	for _, m := range w.archiveEvents(t, events.AlertSubject(kind)) {
-		var a events.Alert
-		json.Unmarshal(m.Data, &a)
-		if a.Resolved {
-			resolved = append(resolved, a)
-		} else {
-			raised = append(raised, a)
-		}
-	}
-	return raised, resolved
+	return stagetest.Alerts(t, w.natsURL, kind)
 }
 
 // Drive full, from the start of a session or in the middle of a file: uploads wait
