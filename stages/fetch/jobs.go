@@ -97,8 +97,12 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 		if err != nil {
 			return err
 		}
-		if isNew && job.State == events.JobFailed {
-			st.log.Error("file refused: Zoom sent a value that does not parse", "meeting_uuid", rec.UUID, "file_id", f.ID, "problems", problems)
+		if job.State == events.JobFailed && len(problems) > 0 {
+			// Announced again on a redelivery (the id keeps a second mail out), so
+			// that a broker error here does not leave it unsaid.
+			if isNew {
+				st.log.Error("file refused: Zoom sent a value that does not parse", "meeting_uuid", rec.UUID, "file_id", f.ID, "problems", problems)
+			}
 			return st.announceFailed(ctx, job)
 		}
 		if job.State != events.JobQueued {

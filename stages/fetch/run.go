@@ -156,6 +156,9 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		stuckAfter:    v.Duration("FETCH_STUCK_AFTER"),
 		missingAlert:  v.Int("FETCH_MISSING_ALERT", 1),
 	}
+	if st.ackWait > 0 && st.leaseTTL > 0 && st.ackWait <= st.leaseTTL/3 {
+		v.Invalid("FETCH_ACK_WAIT", fmt.Sprintf("must be longer than a third of FETCH_LEASE (%s): a working file's message is kept alive that often", st.leaseTTL))
+	}
 	switch st.action {
 	case "keep", "trash", "delete":
 	default:
