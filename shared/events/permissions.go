@@ -62,7 +62,7 @@ var Permissions = map[string]Permission{
 			reads(StreamZoomEvents, StreamFetchJobs, StreamChunks, StreamArchive, jobStream),
 			purge(StreamChunks),
 			ownConsumer(StreamZoomEvents, ConsumerFetchEvents), ownConsumer(StreamFetchJobs, ConsumerFetchJobs),
-			ownConsumer(StreamArchive, ConsumerFetchArchive), watchers(jobStream)),
+			ownConsumer(StreamArchive, ConsumerFetchArchive), jobWatchers()),
 	},
 	IdentityUpload: {
 		Publish: join(
@@ -71,14 +71,14 @@ var Permissions = map[string]Permission{
 			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">")),
 			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
-			watchers(StreamChunks), watchers(jobStream)), // a consumer per file on CHUNKS
+			watchers(StreamChunks), jobWatchers()), // a consumer per file on CHUNKS
 	},
 	IdentityNotify: {
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
 			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate),
 			reads(StreamArchive, StreamChunks, jobStream),
-			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), watchers(jobStream)),
+			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), jobWatchers()),
 		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.
 		DenyPublish: []string{jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive + ".>",
 			jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive,
@@ -133,6 +133,11 @@ func ownConsumer(stream, name string) []string {
 // watchers: short-lived consumers of any name, for key listings and ordered reads
 // of a stream that keeps its messages.
 func watchers(stream string) []string { return ownConsumer(stream, "*") }
+
+// jobWatchers: watchers of the job bucket. nats.go's key watcher recreates its
+// ordered consumer after a gap (a broker restart) through the create subject that
+// names no consumer; on the job bucket nothing but reading rides on that.
+func jobWatchers() []string { return append(watchers(jobStream), jsAPI+"CONSUMER.CREATE."+jobStream) }
 
 func join(parts ...[]string) []string {
 	var out []string

@@ -234,22 +234,19 @@ func (st *stage) zoomStillMaking(ctx context.Context, rec events.RecordingJob, z
 	return rec, holdError{min(time.Until(rec.TranscriptDue), zoomRecheck)}
 }
 
-// awaitsTranscript: transcripts are archived, waited for, and zrec has sound to
-// transcribe but no transcript listed.
+// awaitsTranscript: transcripts are archived and waited for, and zrec lists none
+// yet. (Whether the recording has sound is not asked: a recording's files can
+// change, and waiting costs less than a transcript lost.)
 func (st *stage) awaitsTranscript(zrec events.Recording) bool {
 	if st.transcriptWait <= 0 || !st.wantsType(events.FileTranscript) {
 		return false
 	}
-	sound := false
 	for _, f := range zrec.RecordingFiles {
-		switch strings.ToUpper(f.FileType) {
-		case events.FileTranscript:
+		if strings.EqualFold(f.FileType, events.FileTranscript) {
 			return false
-		case events.FileMP4, events.FileM4A:
-			sound = true
 		}
 	}
-	return sound
+	return true
 }
 
 // verifiedFiles reads the recording's file jobs and tells whether all are verified.
