@@ -3,7 +3,9 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,6 +82,21 @@ var (
 		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute})
 		return err
 	}}
+	// What nats.go's key watcher sends to recreate its ordered consumer after a
+	// gap: the create request that names no consumer.
+	recreateJobWatcher = operation{"recreate a job-bucket watcher", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		req := `{"stream_name":"KV_` + events.BucketJobs + `","config":{"ack_policy":"none","deliver_policy":"last_per_subject",` +
+			`"filter_subject":"$KV.` + events.BucketJobs + `.file.>","inactive_threshold":1000000000,"mem_storage":true,"num_replicas":1}}`
+		msg, err := nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE.KV_"+events.BucketJobs, []byte(req))
+		if err != nil {
+			return err
+		}
+		var answer struct{ Error *struct{ Description string } }
+		if err := json.Unmarshal(msg.Data, &answer); err != nil || answer.Error != nil {
+			return fmt.Errorf("consumer not created: %v %s", err, msg.Data)
+		}
+		return nil
+	}}
 	readOthersInbox = operation{"subscribe to fetch's replies", func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
 		sub, err := nc.SubscribeSync(events.Inbox(events.IdentityFetch) + ".>")
 		if err != nil {
@@ -127,6 +144,12 @@ func TestEachIdentityMayDoOnlyItsJob(t *testing.T) {
 		{events.IdentityFetch, consumer(events.StreamArchive, events.ConsumerFetchArchive, events.FileVerifiedSubject(">")), true},
 		{events.IdentityUpload, consumer(events.StreamFetchJobs, events.ConsumerFetchJobs, ""), false},
 		{events.IdentityFetch, consumer(events.StreamFetchJobs, events.ConsumerFetchJobs, ""), true},
+		{events.IdentityUpload, putJob(events.AlertKey(events.AlertDriveFull)), true},
+		{events.IdentityFetch, putJob(events.AlertKey(events.AlertDriveFull)), false},
+		{events.IdentityFetch, publish(events.AlertSubject(events.AlertZoomRefused)), true},
+		{events.IdentityNotify, publish(events.AlertSubject(events.AlertZoomRefused)), false},
+		{events.IdentityFetch, recreateJobWatcher, true},
+		{events.IdentityHook, recreateJobWatcher, false},
 		{events.IdentityUpload, readOthersInbox, false},
 		{events.IdentityOperator, readOthersInbox, true},
 	}
