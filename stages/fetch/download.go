@@ -72,7 +72,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	log := st.log.With("file_key", key)
 	// The lease first, then the job: read the other way round, a worker that held
 	// the file could finish it in between, and this one would start it again.
-	cp, wait, err := bus.Claim[progress](ctx, st.kv, events.FetchProgressKey(key), st.worker, st.lease())
+	cp, wait, err := bus.Claim[progress](ctx, st.kv, events.FetchProgressKey(key), st.worker, st.leaseTTL)
 	switch {
 	case err != nil:
 		log.Warn("cannot claim the file; will retry", "err", err)
@@ -142,7 +142,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		msg.Nak()
 	case errors.Is(err, bus.ErrLeaseLost):
 		log.Warn("another worker took the file over; leaving it to it")
-		msg.NakWithDelay(st.lease())
+		msg.NakWithDelay(st.leaseTTL)
 	case refusal(err):
 		// Not this file's fault: it waits as for a second attempt, its attempts
 		// untouched, until Zoom takes the app again (an alert says so).
@@ -521,10 +521,6 @@ func (st *stage) announceFailed(ctx context.Context, job events.FileJob) error {
 		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts)))
 	return err
 }
-
-// lease is how long a file's resume point stays a worker's without renewal; the
-// worker renews it every third of that.
-func (st *stage) lease() time.Duration { return st.leaseTTL }
 
 // resumeAbandoned looks for files whose worker died holding them (a kill, a
 // crash: the lease ran out unreleased) and sends each a work message, so that this

@@ -68,7 +68,8 @@ type stage struct {
 	delays  []time.Duration
 	stall   time.Duration
 	ackWait time.Duration
-	// leaseTTL is FETCH_LEASE.
+	// leaseTTL is FETCH_LEASE: how long a file's resume point stays a worker's
+	// without renewal; the worker renews it every third of that.
 	leaseTTL time.Duration
 	hold     time.Duration // ZOOM_TRASH_AFTER
 	m        metrics
