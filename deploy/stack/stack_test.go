@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -390,12 +391,23 @@ func TestStack(t *testing.T) {
 		}
 	})
 	t.Run("down and up keep the broker's data; a replay makes no second copy", func(t *testing.T) {
-		before := s.streams(t)
+		// The work queues empty as their work is done, so they are compared once
+		// nothing is in flight; the other streams only grow.
+		var before map[string]uint64
+		stagetest.Eventually(t, "the work queues drained", time.Minute, time.Second, func() error {
+			m, err := s.streamsErr()
+			if err == nil && (m[events.StreamFetchJobs] > 0 || m[events.StreamChunks] > 0) {
+				err = fmt.Errorf("still queued: %v", m)
+			}
+			before = m
+			return err
+		})
 		st, _ := s.state()
 		s.mustCompose("down")
 		s.mustCompose("up", "-d", "--no-build")
 		stagetest.Eventually(t, "the broker back", 2*time.Minute, time.Second, func() error { _, err := s.streamsErr(); return err })
 		after := s.streams(t)
+		t.Logf("messages before down %v, after up %v", before, after)
 		for name, n := range before {
 			if after[name] < n {
 				t.Errorf("stream %s: %d messages before down, %d after up", name, n, after[name])

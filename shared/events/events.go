@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // MaxPayload bounds one message on the broker, headers included: room for a 1 MiB
@@ -66,6 +69,65 @@ const (
 	HeaderSHA256     = "Archive-Sha256"     // final: hex SHA-256 of the whole file
 	HeaderMD5        = "Archive-Md5"        // final: hex MD5, what Drive reports as md5Checksum
 )
+
+// Chunk is what the headers of a CHUNKS message say.
+type Chunk struct {
+	File       string
+	Generation int
+	Offset     int64
+	// The final message's: the whole file's length and digests.
+	Final       bool
+	Size        int64
+	SHA256, MD5 string
+}
+
+// Msg is the chunk's message carrying data (none for the final one).
+func (c Chunk) Msg(data []byte) *nats.Msg {
+	m := &nats.Msg{Subject: ChunkSubject(c.File), Data: data, Header: nats.Header{}}
+	m.Header.Set(HeaderFile, c.File)
+	m.Header.Set(HeaderGeneration, strconv.Itoa(c.Generation))
+	m.Header.Set(HeaderOffset, strconv.FormatInt(c.Offset, 10))
+	if c.Final {
+		m.Header.Set(HeaderFinal, "true")
+		m.Header.Set(HeaderSize, strconv.FormatInt(c.Size, 10))
+		m.Header.Set(HeaderSHA256, c.SHA256)
+		m.Header.Set(HeaderMD5, c.MD5)
+	}
+	return m
+}
+
+// ID is the chunk's dedupe id: one per generation and offset.
+func (c Chunk) ID() string {
+	if c.Final {
+		return fmt.Sprintf("%s-g%d-final", c.File, c.Generation)
+	}
+	return fmt.Sprintf("%s-g%d-%d", c.File, c.Generation, c.Offset)
+}
+
+// ParseChunk reads a CHUNKS message's headers; a header missing or malformed is
+// an error naming it.
+func ParseChunk(h nats.Header) (Chunk, error) {
+	c := Chunk{File: h.Get(HeaderFile), Final: h.Get(HeaderFinal) == "true"}
+	if c.File == "" {
+		return c, fmt.Errorf("chunk without %s", HeaderFile)
+	}
+	var err error
+	num := func(name string) int64 {
+		v, perr := strconv.ParseInt(h.Get(name), 10, 64)
+		if perr != nil || v < 0 {
+			err = errors.Join(err, fmt.Errorf("chunk header %s %q: not a count", name, h.Get(name)))
+		}
+		return v
+	}
+	c.Generation, c.Offset = int(num(HeaderGeneration)), num(HeaderOffset)
+	if c.Final {
+		c.Size, c.SHA256, c.MD5 = num(HeaderSize), h.Get(HeaderSHA256), h.Get(HeaderMD5)
+		if len(c.MD5) != 32 || len(c.SHA256) != 64 {
+			err = errors.Join(err, fmt.Errorf("final chunk without its digests (%s %q, %s %q)", HeaderMD5, c.MD5, HeaderSHA256, c.SHA256))
+		}
+	}
+	return c, err
+}
 
 // ARCHIVE: what happened to files and recordings, kept for notify and operators.
 const (

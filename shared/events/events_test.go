@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 )
 
 func readRecording(t *testing.T, name string) (Envelope, RecordingPayload) {
@@ -221,5 +223,47 @@ func TestUnparsableNumbersAreNamedNotZeroed(t *testing.T) {
 	json.Unmarshal(b, &again)
 	if !reflect.DeepEqual(again.Invalid, r.Invalid) || !reflect.DeepEqual(again.RecordingFiles[0].Invalid, r.RecordingFiles[0].Invalid) {
 		t.Errorf("round trip lost the bad values: %s", b)
+	}
+}
+
+func TestChunkHeadersRoundTrip(t *testing.T) {
+	md5hex, sha := strings.Repeat("a", 32), strings.Repeat("b", 64)
+	for _, c := range []Chunk{
+		{File: "k1", Generation: 2, Offset: 8 << 20},
+		{File: "k1", Generation: 0, Offset: 0},
+		{File: "k1", Generation: 3, Offset: 5, Final: true, Size: 5, SHA256: sha, MD5: md5hex},
+	} {
+		m := c.Msg([]byte("bytes"))
+		if m.Subject != ChunkSubject(c.File) {
+			t.Errorf("%+v: subject %s", c, m.Subject)
+		}
+		got, err := ParseChunk(m.Header)
+		if err != nil || got != c {
+			t.Errorf("%+v: read back as %+v, %v", c, got, err)
+		}
+	}
+	if a, b := (Chunk{File: "k", Offset: 4}).ID(), (Chunk{File: "k", Generation: 1, Offset: 4}).ID(); a == b {
+		t.Errorf("two generations share the dedupe id %s", a)
+	}
+	if a, b := (Chunk{File: "k", Offset: 4}).ID(), (Chunk{File: "k", Offset: 4, Final: true}).ID(); a == b {
+		t.Errorf("a chunk and the final share the dedupe id %s", a)
+	}
+}
+
+func TestChunkHeadersMalformed(t *testing.T) {
+	good := Chunk{File: "k", Generation: 1, Offset: 10, Final: true, Size: 10, SHA256: strings.Repeat("b", 64), MD5: strings.Repeat("a", 32)}
+	for name, spoil := range map[string]func(h nats.Header){
+		"no file":                 func(h nats.Header) { h.Del(HeaderFile) },
+		"no offset":               func(h nats.Header) { h.Del(HeaderOffset) },
+		"negative offset":         func(h nats.Header) { h.Set(HeaderOffset, "-1") },
+		"generation not a number": func(h nats.Header) { h.Set(HeaderGeneration, "2x") },
+		"final without a size":    func(h nats.Header) { h.Del(HeaderSize) },
+		"final without md5":       func(h nats.Header) { h.Del(HeaderMD5) },
+	} {
+		m := good.Msg(nil)
+		spoil(m.Header)
+		if _, err := ParseChunk(m.Header); err == nil {
+			t.Errorf("%s: read without an error", name)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/sha256"
-	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
+	"zoomarchive/shared/digest"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
 )
@@ -36,6 +36,7 @@ const errCodeMaxBytes jetstream.ErrorCode = 10077
 
 var (
 	errNoResume     = errors.New("zoom cannot resume this download; starting the file over")
+	errBadState     = errors.New("the checkpoint's hash state does not read back; starting the file over")
 	errUnauthorized = errors.New("zoom refused the download token")
 	errBadLength    = errors.New("zoom sent a different number of bytes than file_size")
 	errStalled      = errors.New("no bytes for ZOOM_STALL_TIMEOUT")
@@ -153,22 +154,25 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// hashes are the digests of the bytes before the resume point.
-func hashes(p progress) (sha, md hash.Hash) {
-	sha, md = sha256.New(), md5.New()
-	if p.Offset > 0 {
-		sha.(encoding.BinaryUnmarshaler).UnmarshalBinary(p.SHA256)
-		md.(encoding.BinaryUnmarshaler).UnmarshalBinary(p.MD5)
+// hashes are the digests of the bytes before the resume point. A state that does
+// not read back cannot be resumed: the file starts over (errBadState).
+func hashes(p progress) (sha, md hash.Hash, err error) {
+	if p.Offset == 0 {
+		return sha256.New(), md5.New(), nil
 	}
-	return sha, md
+	sha, err1 := digest.Resume(sha256.New(), p.SHA256)
+	md, err2 := digest.Resume(md5.New(), p.MD5)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errBadState, err)
+	}
+	return sha, md, nil
 }
 
 // advance records that the bytes up to offset are in CHUNKS, with their hash states.
 func advance(ctx context.Context, cp *checkpoint, offset int64, sha, md hash.Hash) error {
 	return cp.Save(ctx, func(p *progress) {
 		p.Offset = offset
-		p.SHA256, _ = sha.(encoding.BinaryMarshaler).MarshalBinary()
-		p.MD5, _ = md.(encoding.BinaryMarshaler).MarshalBinary()
+		p.SHA256, p.MD5 = digest.State(sha), digest.State(md)
 	})
 }
 
@@ -216,11 +220,11 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 			}
 			restored = true
 			continue
-		case errors.Is(err, errNoResume):
+		case errors.Is(err, errNoResume) || errors.Is(err, errBadState):
+			st.m.retries.WithLabelValues(retryReason(err)).Inc()
 			if *job, err = st.newGeneration(ctx, cp, *job); err != nil {
 				return err
 			}
-			st.m.retries.WithLabelValues("no_range").Inc()
 			continue
 		case errors.As(err, &perm) || try >= 5:
 			return err
@@ -276,6 +280,10 @@ func retryReason(err error) string {
 	switch {
 	case errors.Is(err, errStalled):
 		return "stalled"
+	case errors.Is(err, errNoResume):
+		return "no_range"
+	case errors.Is(err, errBadState):
+		return "bad_checkpoint"
 	case errors.As(err, &status) && status == http.StatusTooManyRequests, errors.As(err, &zerr) && zerr.Status == http.StatusTooManyRequests:
 		return "rate_limited"
 	case errors.As(err, &status), errors.As(err, &zerr) && zerr.Status >= 500:
@@ -336,7 +344,10 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 
 	idle := time.AfterFunc(st.stall, func() { cancel(errStalled) })
 	defer idle.Stop()
-	sha, md := hashes(cp.Get())
+	sha, md, err := hashes(cp.Get())
+	if err != nil {
+		return err
+	}
 	buf := make([]byte, st.chunk)
 	for {
 		n, rerr := readFull(resp.Body, buf, func() { idle.Reset(st.stall) })
@@ -390,17 +401,14 @@ func readFull(r io.Reader, buf []byte, progress func()) (int, error) {
 // publishChunk puts one chunk into CHUNKS; while the window is full it waits,
 // renewing its lease, and sends the same chunk again: order is kept and nothing is lost.
 func (st *stage) publishChunk(ctx context.Context, cp *checkpoint, job *events.FileJob, offset int64, data []byte) error {
-	msg := &nats.Msg{Subject: events.ChunkSubject(job.Key), Data: data, Header: nats.Header{}}
-	msg.Header.Set(events.HeaderFile, job.Key)
-	msg.Header.Set(events.HeaderGeneration, strconv.Itoa(job.Generation))
-	msg.Header.Set(events.HeaderOffset, strconv.FormatInt(offset, 10))
-	return st.publishWaiting(ctx, cp, msg, fmt.Sprintf("%s-g%d-%d", job.Key, job.Generation, offset))
+	return st.publishWaiting(ctx, cp, events.Chunk{File: job.Key, Generation: job.Generation, Offset: offset}, data)
 }
 
-func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.Msg, id string) error {
+func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, c events.Chunk, data []byte) error {
+	msg := c.Msg(data)
 	wait, waited := 10*time.Millisecond, time.Duration(0)
 	for {
-		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(c.ID()))
 		if err == nil {
 			return nil
 		}
@@ -431,12 +439,19 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, msg *nats.M
 // The job is marked fetched before the final message goes out, so that upload,
 // which may verify the file at once, never sees its state go backwards.
 func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, log *slog.Logger) {
-	sha, md := hashes(cp.Get())
 	size := cp.Get().Offset
 	if job.State == events.JobFetched && job.SHA256 != "" {
 		size = job.Size
 	} else {
-		var err error
+		sha, md, err := hashes(cp.Get())
+		if err != nil {
+			log.Warn("cannot finish the file", "err", err)
+			if cp.Save(ctx, func(p *progress) { p.Restart = true }) == nil {
+				cp.Release(ctx)
+			}
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
 		job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
 			j.State, j.Size = events.JobFetched, size
 			j.SHA256, j.MD5 = hex.EncodeToString(sha.Sum(nil)), hex.EncodeToString(md.Sum(nil))
@@ -448,15 +463,8 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 			return
 		}
 	}
-	final := nats.NewMsg(events.ChunkSubject(job.Key))
-	final.Header.Set(events.HeaderFile, job.Key)
-	final.Header.Set(events.HeaderGeneration, strconv.Itoa(job.Generation))
-	final.Header.Set(events.HeaderOffset, strconv.FormatInt(job.Size, 10))
-	final.Header.Set(events.HeaderFinal, "true")
-	final.Header.Set(events.HeaderSize, strconv.FormatInt(job.Size, 10))
-	final.Header.Set(events.HeaderSHA256, job.SHA256)
-	final.Header.Set(events.HeaderMD5, job.MD5)
-	if err := st.publishWaiting(ctx, cp, final, fmt.Sprintf("%s-g%d-final", job.Key, job.Generation)); err != nil {
+	final := events.Chunk{File: job.Key, Generation: job.Generation, Offset: job.Size, Final: true, Size: job.Size, SHA256: job.SHA256, MD5: job.MD5}
+	if err := st.publishWaiting(ctx, cp, final, nil); err != nil {
 		cp.Release(context.Background())
 		msg.Nak()
 		return

@@ -27,7 +27,12 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 		return
 	}
-	meta, _ := msg.Metadata()
+	meta, err := msg.Metadata()
+	if err != nil { // only a message not from the stream has none
+		st.log.Error("event without JetStream metadata; skipped", "event", event, "err", err)
+		msg.TermWithReason("no metadata")
+		return
+	}
 	var env events.Envelope
 	var p events.RecordingPayload
 	if err := json.Unmarshal(msg.Data(), &env); err == nil {

@@ -181,7 +181,7 @@ func TestEveryBytePublishedButNotRecordedIsFinished(t *testing.T) {
 			if err != nil || cp == nil {
 				t.Fatalf("claim: %v", err)
 			}
-			sha, md := hashes(progress{})
+			sha, md, _ := hashes(progress{}) // from byte 0: nothing to read back
 			io.Copy(io.MultiWriter(sha, md), w.zoom.Content("tail-1").Reader(0))
 			if err := advance(ctx, cp, 20000, sha, md); err != nil {
 				t.Fatal(err)
@@ -216,6 +216,50 @@ func TestEveryBytePublishedButNotRecordedIsFinished(t *testing.T) {
 			if strings.Contains(second.Logs.String(), "attempt failed") {
 				t.Errorf("the finished file failed an attempt:\n%s", second.Logs.String())
 			}
+		})
+	}
+}
+
+// A checkpoint whose hash state does not read back cannot be resumed: its digests
+// would cover only the bytes after it. The file starts over, mid-way or at its end.
+func TestUnreadableHashStateStartsTheFileOver(t *testing.T) {
+	for _, at := range []int64{10000, 20000} {
+		t.Run(fmt.Sprint(at), func(t *testing.T) {
+			w := newWorld(t, nil)
+			up := w.startUploader(t, "bad-1")
+			rec := w.meeting("uuid-bad", "Bad", standins.FileSpec{ID: "bad-1", FileType: "TRANSCRIPT", Extension: "VTT", Size: 20000})
+			first := w.startFetch(t)
+			w.send(t, events.EventRecordingCompleted, rec)
+			done := w.waitState(t, "bad-1", events.JobFetched)
+			first.Stop()
+
+			ctx := context.Background()
+			if _, err := bus.Update(ctx, w.kv, events.FileJobKey("bad-1"), func(j *events.FileJob, _ bool) error {
+				j.State, j.Size, j.SHA256, j.MD5 = events.JobFetching, 0, "", ""
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			cp, _, err := bus.Claim[progress](ctx, w.kv, events.FetchProgressKey("bad-1"), "a-stopped-worker", time.Minute)
+			if err != nil || cp == nil {
+				t.Fatalf("claim: %v", err)
+			}
+			if err := cp.Save(ctx, func(p *progress) { p.Offset, p.SHA256, p.MD5 = at, []byte("damaged"), []byte("damaged") }); err != nil {
+				t.Fatal(err)
+			}
+			cp.Release(ctx)
+			if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject("bad-1"))); err != nil {
+				t.Fatal(err)
+			}
+			w.startFetch(t)
+			waitFor(t, "fetched again", func() bool {
+				j := w.job(t, "bad-1")
+				return j.State == events.JobFetched && j.Generation > done.Generation
+			})
+			if j := w.job(t, "bad-1"); j.Size != done.Size || j.SHA256 != done.SHA256 || j.MD5 != done.MD5 {
+				t.Errorf("recorded %+v, want size and digests as %+v", j, done)
+			}
+			up.whole(t, "bad-1", w.zoom.Content("bad-1"))
 		})
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -202,10 +201,12 @@ func (w *world) startUploader(t testing.TB, hold ...string) *uploader {
 }
 
 func (u *uploader) take(ctx context.Context, m jetstream.Msg) {
-	h := m.Headers()
-	key := h.Get(events.HeaderFile)
-	gen, _ := strconv.Atoi(h.Get(events.HeaderGeneration))
-	off, _ := strconv.ParseInt(h.Get(events.HeaderOffset), 10, 64)
+	c, err := events.ParseChunk(m.Headers())
+	if err != nil {
+		u.t.Errorf("%s: %v", m.Subject(), err)
+		return
+	}
+	key, gen, off := c.File, c.Generation, c.Offset
 	u.mu.Lock()
 	f := u.files[key]
 	if f == nil || gen > f.gen {
@@ -216,11 +217,10 @@ func (u *uploader) take(ctx context.Context, m jetstream.Msg) {
 	switch {
 	case gen < f.gen:
 		return // an older generation: dropped, as upload drops it
-	case h.Get(events.HeaderFinal) == "true":
+	case c.Final:
 		sha, md := sha256.Sum256(f.data.Bytes()), md5.Sum(f.data.Bytes())
-		size, _ := strconv.ParseInt(h.Get(events.HeaderSize), 10, 64)
-		if size != int64(f.data.Len()) || h.Get(events.HeaderSHA256) != hex.EncodeToString(sha[:]) || h.Get(events.HeaderMD5) != hex.EncodeToString(md[:]) {
-			f.problems = append(f.problems, fmt.Sprintf("final says %d bytes %s, got %d", size, h.Get(events.HeaderMD5), f.data.Len()))
+		if c.Size != int64(f.data.Len()) || c.SHA256 != hex.EncodeToString(sha[:]) || c.MD5 != hex.EncodeToString(md[:]) {
+			f.problems = append(f.problems, fmt.Sprintf("final says %d bytes %s, got %d", c.Size, c.MD5, f.data.Len()))
 		}
 		u.mu.Lock()
 		f.final = true

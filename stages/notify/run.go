@@ -232,9 +232,14 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 			summary = "resolved: " + summary
 		}
 	}
-	meta, _ := msg.Metadata()
 	id := msg.Headers().Get(events.HeaderNatsMsgID)
 	if id == "" {
+		meta, err := msg.Metadata()
+		if err != nil { // only a message not from the stream has neither
+			st.log.Error("message without an id or JetStream metadata; skipped", "kind", kind, "err", err)
+			msg.TermWithReason("no id")
+			return
+		}
 		id = fmt.Sprintf("seq%d", meta.Sequence.Stream)
 	}
 	err := st.send(ctx, kind, safeKey(id), m, summary)

@@ -274,13 +274,14 @@ func (f *fileUpload) resume(ctx context.Context) error {
 
 // take handles one chunk message; done is true once the file is verified.
 func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) {
-	h := msg.Headers()
-	gen, _ := strconv.Atoi(h.Get(events.HeaderGeneration))
-	off, err := strconv.ParseInt(h.Get(events.HeaderOffset), 10, 64)
+	c, err := events.ParseChunk(msg.Headers())
 	if err != nil {
-		msg.TermWithReason("no offset")
+		// Not fetch's: nothing here can place its bytes, and a redelivery reads the same.
+		f.log.Error("chunk message unreadable; dropped", "err", err)
+		msg.TermWithReason("unreadable headers")
 		return false, nil
 	}
+	gen, off := c.Generation, c.Offset
 	s := f.up.Get()
 	switch {
 	case gen < s.Generation:
@@ -295,8 +296,8 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 			return false, err
 		}
 	}
-	if h.Get(events.HeaderFinal) == "true" {
-		return f.finish(ctx, msg)
+	if c.Final {
+		return f.finish(ctx, msg, c)
 	}
 	end := off + int64(len(msg.Data()))
 	switch {
@@ -551,9 +552,8 @@ func (f *fileUpload) sessionGone(ctx context.Context) error {
 }
 
 // finish handles the final message: the last bytes go, then the file is verified.
-func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error) {
-	h := msg.Headers()
-	size, _ := strconv.ParseInt(h.Get(events.HeaderSize), 10, 64)
+func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events.Chunk) (bool, error) {
+	size := final.Size
 	if end := f.heldEnd(); end != size && !f.gapsReal {
 		return false, fmt.Errorf("%w: final says %d bytes, %d came", errGap, size, end)
 	} else if end != size {
@@ -590,8 +590,8 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg) (bool, error
 	}
 	sum := hex.EncodeToString(f.md5.Sum(nil))
 	zoomSize := int64(f.job.File.FileSize)
-	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != sum || sum != h.Get(events.HeaderMD5) || zoomSize > 0 && zoomSize != size {
-		return false, f.mismatch(ctx, got, size, sum, h.Get(events.HeaderMD5))
+	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != sum || sum != final.MD5 || zoomSize > 0 && zoomSize != size {
+		return false, f.mismatch(ctx, got, size, sum, final.MD5)
 	}
 	if err := f.verified(ctx, got); err != nil {
 		return false, err

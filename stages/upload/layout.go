@@ -14,6 +14,7 @@ import (
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
 )
 
 // Where a file goes in Drive and what it is called:
@@ -283,7 +284,9 @@ func (st *stage) folder(ctx context.Context, parent, name string, props map[stri
 			if try > 300 {
 				return rec, fmt.Errorf("folder %q: another worker has been creating it for too long", name)
 			}
-			time.Sleep(100 * time.Millisecond)
+			if err := retry.Sleep(ctx, 100*time.Millisecond); err != nil {
+				return rec, err
+			}
 			continue
 		}
 		// Ours to make: look first (a crashed worker may have made it), then create.

@@ -425,7 +425,7 @@ func (st *stage) alert(ctx context.Context, a events.Alert) {
 // at midnight Pacific time). Uploads wait instead of burning attempts; notify hears
 // of it once a day.
 func (st *stage) pauseForDailyCap(ctx context.Context) {
-	pt, _ := time.LoadLocation("America/Los_Angeles")
+	pt, _ := time.LoadLocation("America/Los_Angeles") // cannot fail: main links time/tzdata
 	now := time.Now().In(pt)
 	until := time.Date(now.Year(), now.Month(), now.Day()+1, 0, 5, 0, 0, pt)
 	if !st.paused.Close(until) {

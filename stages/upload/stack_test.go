@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -137,24 +136,13 @@ func (w *world) feed(t testing.TB, key string, gen int, from, to int64, final bo
 	for off := from; off < to; {
 		n := int(min(int64(len(buf)), to-off))
 		c.ReadAt(buf[:n], off)
-		msg := nats.NewMsg(events.ChunkSubject(key))
-		msg.Data = buf[:n]
-		msg.Header.Set(events.HeaderFile, key)
-		msg.Header.Set(events.HeaderGeneration, strconv.Itoa(gen))
-		msg.Header.Set(events.HeaderOffset, strconv.FormatInt(off, 10))
+		msg := events.Chunk{File: key, Generation: gen, Offset: off}.Msg(buf[:n])
 		w.publish(t, msg)
 		off += int64(n)
 	}
 	if final {
 		md5hex, sha := c.Digests()
-		msg := nats.NewMsg(events.ChunkSubject(key))
-		msg.Header.Set(events.HeaderFile, key)
-		msg.Header.Set(events.HeaderGeneration, strconv.Itoa(gen))
-		msg.Header.Set(events.HeaderOffset, strconv.FormatInt(c.Size, 10))
-		msg.Header.Set(events.HeaderFinal, "true")
-		msg.Header.Set(events.HeaderSize, strconv.FormatInt(c.Size, 10))
-		msg.Header.Set(events.HeaderSHA256, sha)
-		msg.Header.Set(events.HeaderMD5, md5hex)
+		msg := events.Chunk{File: key, Generation: gen, Offset: c.Size, Final: true, Size: c.Size, SHA256: sha, MD5: md5hex}.Msg(nil)
 		w.publish(t, msg)
 	}
 }
