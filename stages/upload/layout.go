@@ -27,8 +27,8 @@ import (
 
 const folderMime = "application/vnd.google-apps.folder"
 
-// recordingFolder names the folders from the root down to the recording's own.
-func recordingFolder(rec events.RecordingInfo, fallback *time.Location) []string {
+// folderNames names the folders from the root down to the recording's own.
+func folderNames(rec events.RecordingInfo, fallback *time.Location) []string {
 	t := localStart(rec, fallback)
 	return []string{
 		t.Format("2006"),

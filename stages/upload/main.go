@@ -1,5 +1,24 @@
 // Command upload streams each file from the chunk stream into Google Drive, files
 // and tags it, and proves Drive holds exactly the bytes Zoom sent.
+//
+// The words its code uses, once:
+//
+//   - generation: one pass of fetch over a file from byte 0. fetch counts up when it
+//     starts a file over; upload then drops what it has and opens a new session.
+//   - session: Drive's resumable upload of one generation (session.go). Its URI,
+//     the offset Drive confirmed and the MD5 state below it are the resume point
+//     (upState), saved before any byte past it is sent.
+//   - held: chunk messages taken from the stream whose bytes Drive has not yet
+//     confirmed (stream.go). Confirmed bytes join the MD5, then their messages are
+//     acknowledged; nothing is acknowledged before Drive holds it.
+//   - gap: a chunk that starts past the bytes in hand.
+//   - reread: the file's consumer is replaced so that the stream hands out again
+//     what an earlier one held back (errReread); Zoom is not asked. A gap is first a
+//     reread; on the consumer made for it, a gap means the bytes are gone.
+//   - refetch: fetch is asked for the file again from byte 0, a new generation
+//     (errRefetch, announce.go): the bytes are gone from the stream, Drive lost
+//     confirmed ones, or the copy did not verify.
+//   - idle: no chunk for UPLOAD_IDLE; the worker's place goes to another file.
 package main
 
 import (

@@ -69,7 +69,7 @@ type stage struct {
 
 	mu      sync.Mutex
 	folders map[string]folderRecord
-	reread  map[string]bool // files whose consumer was made anew after a gap
+	reread  map[string]bool // files whose next consumer is made for a reread after a gap
 	paused  retry.Gate      // the Drive daily upload cap, or its storage full
 	health  *bus.Health
 
@@ -282,10 +282,10 @@ func cmpOr(s, def string) string {
 	return s
 }
 
-// recordingFolder finds or makes <root>/<year>/<month>/<recording> for a job.
-func (st *stage) recordingFolder(ctx context.Context, job events.FileJob) (folderRecord, error) {
+// folderFor finds or makes <root>/<year>/<month>/<recording> for a job.
+func (st *stage) folderFor(ctx context.Context, job events.FileJob) (folderRecord, error) {
 	parent := folderRecord{ID: st.root}
-	names := recordingFolder(job.Recording, st.tz)
+	names := folderNames(job.Recording, st.tz)
 	for i, name := range names {
 		var props map[string]string
 		desc := ""

@@ -196,6 +196,38 @@ func TestExpiredSessionStartsOver(t *testing.T) {
 	}
 }
 
+// fetch started a file over while upload was stopped mid-file: the new generation
+// is hashed from byte 0, not on top of the old one's state.
+func TestFileStartedOverWhileStoppedIsHashedFromZero(t *testing.T) {
+	w := newWorld(t, nil)
+	const size = 6*mib + 5
+	w.plan(t, board, spec{key: "over", fileType: "MP4", ext: "MP4", size: size})
+	s := w.startUpload(t)
+	w.feed(t, "over", 0, 0, 3*mib, false)
+	waitFor(t, "some uploaded", func() bool {
+		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("over"))
+		return u.Offset >= 2*mib
+	})
+	s.Stop()
+	ctx := context.Background()
+	if _, err := bus.Update(ctx, w.kv, events.FileJobKey("over"), func(j *events.FileJob, _ bool) error { j.Generation = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := w.js.Stream(ctx, events.StreamChunks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chunks.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject("over"))); err != nil {
+		t.Fatal(err)
+	}
+	w.startUpload(t)
+	w.feed(t, "over", 1, 0, size, true)
+	if j := w.waitVerified(t, "over"); j.Mismatches != 0 {
+		t.Errorf("%d copies did not verify", j.Mismatches)
+	}
+	w.checkCopy(t, "over")
+}
+
 // Bytes missing from the chunk stream on a consumer kept from an earlier worker:
 // first a fresh consumer reads the chunks again (an earlier worker's may still be
 // held by the old one); when they are truly gone, the file comes again from Zoom,
@@ -455,7 +487,7 @@ func TestNamesAndTags(t *testing.T) {
 	if strings.ContainsAny(name, "\n\x00/") || utf8.RuneCountInString(name) > 160 || !strings.HasSuffix(name, ".mp4") {
 		t.Errorf("name %q", name)
 	}
-	if got := recordingFolder(job.Recording, time.UTC)[2]; !strings.HasSuffix(got, "(123 456 7890)") {
+	if got := folderNames(job.Recording, time.UTC)[2]; !strings.HasSuffix(got, "(123 456 7890)") {
 		t.Errorf("folder %q", got)
 	}
 	for k, v := range tags(job, true) {

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/retry"
+)
+
+// What upload says on the broker about a file: verified or failed on ARCHIVE, and
+// to fetch, a request for the file again from byte 0 (refetch).
+
+// verified records the file as verified and says so on ARCHIVE.
+func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
+	if f.folder.ID == "" && len(got.Parents) > 0 {
+		f.folder = folderRecord{ID: got.Parents[0], Link: "https://drive.google.com/drive/folders/" + got.Parents[0]}
+		if fr, err := f.st.folderFor(ctx, f.job); err == nil && fr.ID == got.Parents[0] {
+			f.folder = fr
+		}
+	}
+	job, err := bus.Update(ctx, f.st.kv, events.FileJobKey(f.job.Key), func(j *events.FileJob, exists bool) error {
+		if !exists {
+			return fmt.Errorf("job %s vanished", f.job.Key)
+		}
+		j.State, j.DriveID, j.DriveLink, j.FolderID, j.FolderLink = events.JobVerified, got.ID, got.WebViewLink, f.folder.ID, f.folder.Link
+		j.Size, j.MD5, j.Updated = got.Size, got.MD5Checksum, time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := f.st.announce(ctx, job); err != nil {
+		return err
+	}
+	f.st.m.verified.Inc()
+	f.log.Info("file verified", "bytes", got.Size, "drive_id", got.ID, "md5", got.MD5Checksum)
+	return f.up.Delete(ctx)
+}
+
+// announce says on ARCHIVE that the job is verified; the stream drops a repeat
+// within its duplicate window, and a later one changes nothing downstream.
+func (st *stage) announce(ctx context.Context, job events.FileJob) error {
+	b, _ := json.Marshal(job.Verified())
+	_, err := st.js.Publish(ctx, events.FileVerifiedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("verified-%s-g%d", job.Key, job.Generation)))
+	return err
+}
+
+// mismatch: Drive does not hold the bytes Zoom sent. The bad copy is deleted and the
+// file comes again from Zoom, until UPLOAD_MAX_MISMATCHES says it is failed.
+func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, sum, fetched string) error {
+	f.st.m.mismatches.Inc()
+	why := fmt.Sprintf("Drive holds %d bytes md5 %s; streamed %d bytes md5 %s; fetch saw md5 %s; Zoom's file_size %d",
+		got.Size, got.MD5Checksum, size, sum, fetched, f.job.File.FileSize)
+	f.log.Error("verification failed; deleting the Drive copy", "drive_id", got.ID, "detail", why)
+	if err := f.st.drive.Files.Delete(got.ID).SupportsAllDrives(true).Context(ctx).Do(); err != nil && !notFound(err) {
+		return err
+	}
+	job, err := bus.Update(ctx, f.st.kv, events.FileJobKey(f.job.Key), func(j *events.FileJob, _ bool) error {
+		j.Mismatches++
+		j.LastError = "verification failed: " + why
+		if j.Mismatches >= f.st.maxMismatch {
+			j.State = events.JobFailed
+		}
+		j.Updated = time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if job.State != events.JobFailed {
+		return fmt.Errorf("%w: %s", errRefetch, why)
+	}
+	if err := f.st.announceFailed(ctx, job, job.Mismatches); err != nil {
+		return err
+	}
+	f.up.Delete(ctx)
+	return errors.New("gave up after " + strconv.Itoa(job.Mismatches) + " copies that did not verify")
+}
+
+// announceFailed says on ARCHIVE that upload gave the job up.
+func (st *stage) announceFailed(ctx context.Context, job events.FileJob, attempts int) error {
+	b, _ := json.Marshal(job.Failed(attempts))
+	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
+		jetstream.WithMsgID(fmt.Sprintf("failed-upload-%s-g%d", job.Key, job.Generation)))
+	return err
+}
+
+// giveUp fails the file for a refusal no new session cures: the admins get the
+// failure mail with Drive's words, and its chunks are dropped.
+func (st *stage) giveUp(ctx context.Context, key string, cause error, log *slog.Logger) error {
+	job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+		j.State, j.LastError, j.Updated = events.JobFailed, cause.Error(), time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := st.announceFailed(ctx, job, job.Attempts); err != nil {
+		return err
+	}
+	log.Error("file failed: Drive refuses it", "err", cause)
+	st.purge(ctx, key)
+	return nil
+}
+
+// refetch asks fetch for the file from byte 0, in the generation up notes, until
+// the request is through or the stage stops (the next start sends it then).
+func (st *stage) refetch(ctx context.Context, key string, up *bus.Leased[upState], log *slog.Logger) {
+	for try := 0; ; try++ {
+		msg := nats.NewMsg(events.FetchJobSubject(key))
+		msg.Header.Set(events.HeaderRestart, "true")
+		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("refetch-%s-g%d", key, up.Get().Generation)))
+		if err == nil {
+			err = up.Save(ctx, func(u *upState) { u.Refetch = false })
+		}
+		if err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) {
+			return
+		}
+		log.Warn("cannot ask fetch for the file again; retrying", "err", err)
+		retry.Sleep(ctx, retry.Backoff(time.Second, try))
+	}
+}
+
+// resendRefetches sends the requests for files from byte 0 that a stopped worker
+// noted but did not get through.
+func (st *stage) resendRefetches(ctx context.Context) {
+	keys, err := st.kv.ListKeysFiltered(ctx, events.UploadProgressKey(">"))
+	if err != nil {
+		st.log.Warn("cannot look for unsent requests to fetch", "err", err)
+		return
+	}
+	for name := range keys.Keys() {
+		if s, _, err := bus.Peek[upState](ctx, st.kv, name); err != nil || !s.Refetch {
+			continue
+		}
+		up, _, err := bus.Claim[upState](ctx, st.kv, name, st.worker, st.lease)
+		if err != nil || up == nil {
+			continue // a live worker holds it and sends the request itself
+		}
+		key := events.FileKeyOf(name)
+		log := st.log.With("file_key", key)
+		log.Info("asking fetch for the file again, as an earlier worker meant to")
+		st.refetch(ctx, key, up, log)
+		up.Release(context.Background())
+	}
+}
