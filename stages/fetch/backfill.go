@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +17,6 @@ import (
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
-	"zoomarchive/shared/retry"
 )
 
 // fetch backfill: the recordings made before zoomarchive ran (or while it was down)
@@ -59,10 +54,9 @@ func backfillCommand(stdout io.Writer) config.Command {
 // backfill is one run's parameters and progress.
 type backfill struct {
 	from, to time.Time
+	listing
 	user     string
 	dryRun   bool
-	pageSize int
-	every    time.Duration // between list requests
 	out      io.Writer
 	terminal bool
 
@@ -90,7 +84,7 @@ type cursor struct {
 }
 
 func newBackfill(c *cli.Context, out io.Writer) (*backfill, error) {
-	b := &backfill{user: c.String("user"), dryRun: c.Bool("dry-run"), pageSize: min(max(c.Int("page-size"), 1), 300), out: out,
+	b := &backfill{listing: listing{pageSize: min(max(c.Int("page-size"), 1), 300)}, user: c.String("user"), dryRun: c.Bool("dry-run"), out: out,
 		perUser: map[string]*tally{}}
 	var err error
 	if b.from, err = time.Parse("2006-01-02", c.String("from")); err != nil {
@@ -116,27 +110,13 @@ func newBackfill(c *cli.Context, out io.Writer) (*backfill, error) {
 	return b, nil
 }
 
-// windows cuts [from, to] into pieces of at most a month, Zoom's limit.
-func (b *backfill) windowsFrom(start time.Time) [][2]time.Time {
-	var out [][2]time.Time
-	for w := start; !w.After(b.to); {
-		end := w.AddDate(0, 1, -1)
-		if end.After(b.to) {
-			end = b.to
-		}
-		out = append(out, [2]time.Time{w, end})
-		w = end.AddDate(0, 0, 1)
-	}
-	return out
-}
-
 func (st *stage) backfill(ctx context.Context, bc bus.Config, b *backfill) error {
 	closeFn, err := st.connect(ctx, bc)
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	users, err := st.users(ctx, b)
+	users, err := st.zoom.users(ctx, b.listing, b.user)
 	if err != nil {
 		return err
 	}
@@ -153,18 +133,18 @@ func (st *stage) backfill(ctx context.Context, bc bus.Config, b *backfill) error
 	for _, id := range cur.Done {
 		done[id] = true
 	}
-	b.windows = len(users) * len(b.windowsFrom(b.from))
+	b.windows = len(users) * len(monthWindows(b.from, b.to))
 	for _, u := range users {
 		start := b.from
 		if done[u.ID] {
-			b.windowsDone += len(b.windowsFrom(b.from))
+			b.windowsDone += len(monthWindows(b.from, b.to))
 			continue
 		}
 		if cur.Current == u.ID && cur.Window != "" {
 			start, _ = time.Parse("2006-01-02", cur.Window)
-			b.windowsDone += len(b.windowsFrom(b.from)) - len(b.windowsFrom(start))
+			b.windowsDone += len(monthWindows(b.from, b.to)) - len(monthWindows(start, b.to))
 		}
-		for _, w := range b.windowsFrom(start) {
+		for _, w := range monthWindows(start, b.to) {
 			if err := st.backfillWindow(ctx, b, u, w); err != nil {
 				return err
 			}
@@ -198,78 +178,10 @@ func (b *backfill) save(ctx context.Context, st *stage, cur cursor) error {
 	return err
 }
 
-// zoomUser is a user as Zoom lists them.
-type zoomUser struct {
-	ID     string `json:"id"`
-	Email  string `json:"email"`
-	Status string `json:"status"`
-}
-
-// users lists the account's active and inactive users (or the one asked for).
-func (st *stage) users(ctx context.Context, b *backfill) ([]zoomUser, error) {
-	var all []zoomUser
-	for _, status := range []string{"active", "inactive"} {
-		token := ""
-		for {
-			var page struct {
-				NextPageToken string     `json:"next_page_token"`
-				Users         []zoomUser `json:"users"`
-			}
-			q := url.Values{"status": {status}, "page_size": {"300"}}
-			if token != "" {
-				q.Set("next_page_token", token)
-			}
-			if err := st.listCall(ctx, b, "/users", q, &page); err != nil {
-				return nil, fmt.Errorf("listing users: %w", err)
-			}
-			for _, u := range page.Users {
-				if b.user == "" || strings.EqualFold(b.user, u.Email) || b.user == u.ID {
-					all = append(all, u)
-				}
-			}
-			if token = page.NextPageToken; token == "" {
-				break
-			}
-		}
-	}
-	if b.user != "" && len(all) == 0 {
-		return nil, fmt.Errorf("--user %s: no such user in the account", b.user)
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].Email < all[j].Email })
-	return all, nil
-}
-
 // backfillWindow queues (or, dry, counts) one user's recordings of one window.
 func (st *stage) backfillWindow(ctx context.Context, b *backfill, u zoomUser, w [2]time.Time) error {
 	q := url.Values{"from": {w[0].Format("2006-01-02")}, "to": {w[1].Format("2006-01-02")}}
-	return st.eachRecording(ctx, b, u, q, func(rec events.Recording) error { return st.backfillRecording(ctx, b, u, rec) })
-}
-
-// eachRecording pages through one user's recordings listed with query q (a window,
-// or the trash) and hands each to fn.
-func (st *stage) eachRecording(ctx context.Context, b *backfill, u zoomUser, q url.Values, fn func(events.Recording) error) error {
-	token := ""
-	q.Set("page_size", strconv.Itoa(b.pageSize))
-	for {
-		var page struct {
-			NextPageToken string             `json:"next_page_token"`
-			Meetings      []events.Recording `json:"meetings"`
-		}
-		if token != "" {
-			q.Set("next_page_token", token)
-		}
-		if err := st.listCall(ctx, b, "/users/"+url.PathEscape(u.ID)+"/recordings", q, &page); err != nil {
-			return fmt.Errorf("listing %s's recordings (%s): %w", u.Email, q.Encode(), err)
-		}
-		for _, rec := range page.Meetings {
-			if err := fn(rec); err != nil {
-				return err
-			}
-		}
-		if token = page.NextPageToken; token == "" {
-			return nil
-		}
-	}
+	return st.zoom.eachRecording(ctx, b.listing, u, q, func(rec events.Recording) error { return st.backfillRecording(ctx, b, u, rec) })
 }
 
 func (st *stage) backfillRecording(ctx context.Context, b *backfill, u zoomUser, rec events.Recording) error {
@@ -330,19 +242,6 @@ func (st *stage) enqueueRecording(ctx context.Context, rec events.Recording) err
 		return fmt.Errorf("queueing %s: %w", rec.UUID, err)
 	}
 	return nil
-}
-
-// listCall is one list request, paced so that live webhooks keep Zoom's limits.
-func (st *stage) listCall(ctx context.Context, b *backfill, path string, q url.Values, out any) error {
-	if err := retry.Sleep(ctx, b.every); err != nil {
-		return err
-	}
-	err := st.zoom.call(ctx, http.MethodGet, path, q, nil, out)
-	var zerr *zoomError
-	if errors.As(err, &zerr) && zerr.Code == 3301 {
-		return nil // nothing there
-	}
-	return err
 }
 
 // progress shows a line that is rewritten on a terminal, a log line every 5 s

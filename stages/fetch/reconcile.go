@@ -76,21 +76,20 @@ func (st *stage) connect(ctx context.Context, bc bus.Config) (func(), error) {
 
 func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (events.ReconcileReport, error) {
 	r := events.ReconcileReport{At: time.Now().UTC(), Days: days}
-	b := &backfill{pageSize: 300, every: 250 * time.Millisecond}
-	users, err := st.users(ctx, b)
+	l := listing{pageSize: 300, every: 250 * time.Millisecond}
+	users, err := st.zoom.users(ctx, l, "")
 	if err != nil {
 		return r, err
 	}
-	b.to = time.Now().UTC().Truncate(24 * time.Hour)
-	b.from = b.to.AddDate(0, 0, -days)
+	to := time.Now().UTC().Truncate(24 * time.Hour)
 	recentMissing := 0 // of the last two days: their webhooks should have come
 	describe := func(rec events.Recording) string {
 		return fmt.Sprintf("%s (%s, %s)", rec.Topic, rec.StartTime.UTC().Format("2006-01-02 15:04 UTC"), rec.UUID)
 	}
 	for _, u := range users {
-		for _, w := range b.windowsFrom(b.from) {
+		for _, w := range monthWindows(to.AddDate(0, 0, -days), to) {
 			q := url.Values{"from": {w[0].Format("2006-01-02")}, "to": {w[1].Format("2006-01-02")}}
-			err := st.eachRecording(ctx, b, u, q, func(rec events.Recording) error {
+			err := st.zoom.eachRecording(ctx, l, u, q, func(rec events.Recording) error {
 				job, found, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(events.MeetingKey(rec.UUID)))
 				switch {
 				case err != nil:
@@ -114,7 +113,7 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 				return r, err
 			}
 		}
-		err := st.eachRecording(ctx, b, u, url.Values{"trash": {"true"}, "trash_type": {"meeting_recordings"}}, func(rec events.Recording) error {
+		err := st.zoom.eachRecording(ctx, l, u, url.Values{"trash": {"true"}, "trash_type": {"meeting_recordings"}}, func(rec events.Recording) error {
 			for _, f := range rec.Files() {
 				if !st.wants(f) {
 					continue

@@ -10,12 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
@@ -61,17 +64,17 @@ func refusal(err error) bool {
 var errGone = errors.New("zoom has no such recording (404, code 3301)")
 
 type zoomClient struct {
-	apiURL, oauthURL                  string
-	accountID, clientID, clientSecret string
-	hosts                             hostList
-	client                            *http.Client
-	pace                              *pacer
-	retryBase                         time.Duration
+	apiURL    string
+	hosts     hostList
+	client    *http.Client
+	pace      *pacer
+	retryBase time.Duration
 
 	mu      sync.Mutex
-	token   string
-	expires time.Time
-	scopes  []string // what the app was granted, as the token answer lists them
+	fetcher *zoomTokens
+	tokens  oauth2.TokenSource // fetcher's tokens, reused
+	token   string             // the last one handed out
+	scopes  []string           // what the app was granted, as the token answer lists them
 
 	tokenRequests prometheus.Counter
 	rateLimited   prometheus.Counter
@@ -107,9 +110,7 @@ func isLoopback(host string) bool {
 
 func newZoomClient(apiURL, oauthURL, accountID, clientID, clientSecret string, hosts hostList, retryBase time.Duration, reg prometheus.Registerer) *zoomClient {
 	c := &zoomClient{
-		apiURL: strings.TrimSuffix(apiURL, "/"), oauthURL: oauthURL,
-		accountID: accountID, clientID: clientID, clientSecret: clientSecret,
-		hosts: hosts, pace: &pacer{}, retryBase: retryBase,
+		apiURL: strings.TrimSuffix(apiURL, "/"), hosts: hosts, pace: &pacer{}, retryBase: retryBase,
 		tokenRequests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "zoomarchive_fetch_token_requests_total", Help: "Server-to-Server OAuth token requests.",
 		}),
@@ -135,56 +136,72 @@ func newZoomClient(apiURL, oauthURL, accountID, clientID, clientSecret string, h
 			return hosts.allows(req.URL)
 		},
 	}
+	c.fetcher = &zoomTokens{c: c, cc: clientcredentials.Config{
+		ClientID: clientID, ClientSecret: clientSecret, TokenURL: oauthURL, AuthStyle: oauth2.AuthStyleInHeader,
+		EndpointParams: url.Values{"grant_type": {"account_credentials"}, "account_id": {accountID}},
+	}}
+	c.tokens = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse)
 	return c
 }
 
-// accessToken is the cached S2S token, renewed when less than five minutes remain.
+// zoomTokens asks for Server-to-Server tokens: OAuth client credentials with
+// Zoom's grant type and the account id as parameters, the app's id and secret as
+// Basic auth; paced and counted like every request to Zoom.
+type zoomTokens struct {
+	c   *zoomClient
+	cc  clientcredentials.Config
+	ctx context.Context // the caller's, while accessToken holds c.mu
+}
+
+func (z *zoomTokens) Token() (*oauth2.Token, error) {
+	if err := z.c.pace.wait(z.ctx); err != nil {
+		return nil, err
+	}
+	z.c.tokenRequests.Inc()
+	return z.cc.Token(context.WithValue(z.ctx, oauth2.HTTPClient, z.c.client))
+}
+
+// tokenReuse keeps a token until five minutes before it expires.
+const tokenReuse = 5 * time.Minute
+
+// accessToken is the S2S token, a new one asked for when less than five minutes remain.
 func (c *zoomClient) accessToken(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.token != "" && time.Until(c.expires) > 5*time.Minute {
-		return c.token, nil
-	}
-	form := url.Values{"grant_type": {"account_credentials"}, "account_id": {c.accountID}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.oauthURL, strings.NewReader(form.Encode()))
+	c.fetcher.ctx = ctx
+	t, err := c.tokens.Token()
+	c.fetcher.ctx = nil
 	if err != nil {
-		return "", err
+		return "", c.tokenError(err)
 	}
-	req.SetBasicAuth(c.clientID, c.clientSecret)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if err := c.pace.wait(ctx); err != nil {
-		return "", err
+	if scope, ok := t.Extra("scope").(string); ok {
+		c.scopes = strings.Fields(scope)
 	}
-	c.tokenRequests.Inc()
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("zoom token: %w", err)
+	c.token = t.AccessToken
+	return t.AccessToken, nil
+}
+
+// tokenError says why Zoom gave no token; a refusal of the app's credentials
+// (a 4xx other than 429) is a credentialsRefused.
+func (c *zoomClient) tokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil {
+		return fmt.Errorf("zoom token: %w", err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		if resp.StatusCode == http.StatusTooManyRequests {
-			c.rateLimited.Inc()
-			c.pace.hold(resp.Header.Get("Retry-After"))
-		}
-		var e struct{ Reason, Error string }
-		json.Unmarshal(body, &e)
-		err := fmt.Errorf("zoom token: %d %s: %s", resp.StatusCode, e.Error, e.Reason)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests {
-			err = c.hearRefusal(credentialsRefused{err.Error() + " (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, and that the app is activated)"})
-		}
-		return "", err
+	status := re.Response.StatusCode
+	if status == http.StatusTooManyRequests {
+		c.rateLimited.Inc()
+		c.pace.hold(re.Response.Header.Get("Retry-After"))
 	}
-	var t struct {
-		AccessToken string `json:"access_token"`
-		ExpiresIn   int    `json:"expires_in"`
-		Scope       string `json:"scope"`
+	var e struct {
+		Reason string `json:"reason"`
 	}
-	if err := json.Unmarshal(body, &t); err != nil || t.AccessToken == "" {
-		return "", fmt.Errorf("zoom token: unreadable answer")
+	json.Unmarshal(re.Body, &e) // Zoom's words, when it gave any
+	err = fmt.Errorf("zoom token: %d %s: %s", status, re.ErrorCode, e.Reason)
+	if status >= 400 && status < 500 && status != http.StatusTooManyRequests {
+		err = c.hearRefusal(credentialsRefused{err.Error() + " (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, and that the app is activated)"})
 	}
-	c.token, c.expires, c.scopes = t.AccessToken, time.Now().Add(time.Duration(t.ExpiresIn)*time.Second), strings.Fields(t.Scope)
-	return c.token, nil
+	return err
 }
 
 // invalidate drops tok after Zoom refused it, so the next call asks for a new one.
@@ -192,7 +209,7 @@ func (c *zoomClient) invalidate(tok string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.token == tok {
-		c.token = ""
+		c.tokens, c.token = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse), ""
 	}
 }
 
@@ -390,4 +407,110 @@ func (p *pacer) hold(retryAfter string) {
 		until = time.Now().Add(time.Duration(s) * time.Second)
 	}
 	p.Close(until)
+}
+
+// Listing: users and their recordings, page by page.
+
+// listing is how Zoom's lists are read: pages of pageSize, one request every
+// every, so that live webhooks keep within Zoom's rate limits.
+type listing struct {
+	pageSize int
+	every    time.Duration
+}
+
+// zoomUser is a user as Zoom lists them.
+type zoomUser struct {
+	ID     string `json:"id"`
+	Email  string `json:"email"`
+	Status string `json:"status"`
+}
+
+// users lists the account's active and inactive users, or the one only names (an
+// id or an email address).
+func (c *zoomClient) users(ctx context.Context, l listing, only string) ([]zoomUser, error) {
+	var all []zoomUser
+	for _, status := range []string{"active", "inactive"} {
+		token := ""
+		for {
+			var page struct {
+				NextPageToken string     `json:"next_page_token"`
+				Users         []zoomUser `json:"users"`
+			}
+			q := url.Values{"status": {status}, "page_size": {"300"}}
+			if token != "" {
+				q.Set("next_page_token", token)
+			}
+			if err := c.list(ctx, l, "/users", q, &page); err != nil {
+				return nil, fmt.Errorf("listing users: %w", err)
+			}
+			for _, u := range page.Users {
+				if only == "" || strings.EqualFold(only, u.Email) || only == u.ID {
+					all = append(all, u)
+				}
+			}
+			if token = page.NextPageToken; token == "" {
+				break
+			}
+		}
+	}
+	if only != "" && len(all) == 0 {
+		return nil, fmt.Errorf("--user %s: no such user in the account", only)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Email < all[j].Email })
+	return all, nil
+}
+
+// eachRecording pages through one user's recordings listed with query q (a window,
+// or the trash) and hands each to fn.
+func (c *zoomClient) eachRecording(ctx context.Context, l listing, u zoomUser, q url.Values, fn func(events.Recording) error) error {
+	token := ""
+	q.Set("page_size", strconv.Itoa(l.pageSize))
+	for {
+		var page struct {
+			NextPageToken string             `json:"next_page_token"`
+			Meetings      []events.Recording `json:"meetings"`
+		}
+		if token != "" {
+			q.Set("next_page_token", token)
+		}
+		if err := c.list(ctx, l, "/users/"+url.PathEscape(u.ID)+"/recordings", q, &page); err != nil {
+			return fmt.Errorf("listing %s's recordings (%s): %w", u.Email, q.Encode(), err)
+		}
+		for _, rec := range page.Meetings {
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if token = page.NextPageToken; token == "" {
+			return nil
+		}
+	}
+}
+
+// list is one list request, paced so that live webhooks keep Zoom's limits.
+func (c *zoomClient) list(ctx context.Context, l listing, path string, q url.Values, out any) error {
+	if err := retry.Sleep(ctx, l.every); err != nil {
+		return err
+	}
+	err := c.call(ctx, http.MethodGet, path, q, nil, out)
+	var zerr *zoomError
+	if errors.As(err, &zerr) && zerr.Code == 3301 {
+		return nil // nothing there
+	}
+	return err
+}
+
+// monthWindows cuts [from, to] into pieces of at most a month, the longest span
+// Zoom lists recordings for.
+func monthWindows(from, to time.Time) [][2]time.Time {
+	var out [][2]time.Time
+	for w := from; !w.After(to); {
+		end := w.AddDate(0, 1, -1)
+		if end.After(to) {
+			end = to
+		}
+		out = append(out, [2]time.Time{w, end})
+		w = end.AddDate(0, 0, 1)
+	}
+	return out
 }
