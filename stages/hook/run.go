@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 
@@ -87,6 +88,9 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 		IdleTimeout:                  90 * time.Second,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
+		// fasthttp's errors would quote the request they broke on, signature and all.
+		SecureErrorLogMessage: true,
+		Logger:                fasthttpLog{log},
 	}
 	if pay := nc.MaxPayload(); pay > 0 && pay < int64(maxBody)+64<<10 {
 		log.Warn("the broker's max_payload is smaller than HOOK_MAX_BODY allows; large events will be answered 503", "max_payload", pay)
@@ -132,4 +136,13 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 	nc.Drain()
 	log.Info("stopped")
 	return nil
+}
+
+// fasthttpLog puts fasthttp's own messages into the JSON log, its format without
+// the values: those may quote a request (SecureErrorLogMessage keeps the buffer out,
+// not the header line it broke on). Each request also has its own line.
+type fasthttpLog struct{ log *slog.Logger }
+
+func (l fasthttpLog) Printf(format string, _ ...any) {
+	l.log.Warn("http server", "detail", format)
 }

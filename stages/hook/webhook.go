@@ -255,15 +255,16 @@ func withoutDownloadToken(body []byte, token string) ([]byte, error) {
 }
 
 // onParseError answers what fasthttp refused before the handler ran; a body over
-// the limit is refused from its Content-Length, unread.
+// the limit is refused from its Content-Length, unread. fasthttp's words are not
+// logged: they quote the line it broke on, which may be a signature.
 func (h *hook) onParseError(ctx *fasthttp.RequestCtx, err error) {
-	r := result{status: http.StatusBadRequest, outcome: outBadRequest, detail: err.Error()}
+	r := result{status: http.StatusBadRequest, outcome: outBadRequest, detail: "not a readable HTTP request"}
 	var netErr interface{ Timeout() bool }
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		r = result{status: http.StatusRequestEntityTooLarge, outcome: outTooLarge, detail: "body over the limit"}
 	case errors.As(err, &netErr) && netErr.Timeout():
-		r.status = http.StatusRequestTimeout
+		r.status, r.detail = http.StatusRequestTimeout, "the request did not arrive in time"
 	}
 	r.requestID = requestID(ctx.Request.Header.Peek("x-zm-request-id"))
 	ctx.Error(http.StatusText(r.status)+"\n", r.status)

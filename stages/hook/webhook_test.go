@@ -233,6 +233,31 @@ func TestOversizedBodyNotRead(t *testing.T) {
 	}
 }
 
+// A request fasthttp cannot parse is answered 400 and logged without its bytes: the
+// headers it broke on may hold a signature.
+func TestMalformedRequestLoggedWithoutItsHeaders(t *testing.T) {
+	_, h := newStack(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const sig = "v0=5f1c0ffee0ddba11signature"
+	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nx-zm-signature: %s\r\na header line without its colon %s\r\nContent-Length: 2\r\n\r\n{}", webhookPath, sig, sig)
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(c)); err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if resp.StatusCode() != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", resp.StatusCode())
+	}
+	stagetest.WaitFor(t, "the refusal logged", 5*time.Second, func() bool { return strings.Contains(h.Logs.String(), `"outcome":"bad_request"`) })
+	if logs := h.Logs.String(); strings.Contains(logs, "5f1c0ffee0ddba11") {
+		t.Errorf("the log holds the request's headers:\n%s", logs)
+	}
+}
+
 func TestBrokerDownThen503ThenBack(t *testing.T) {
 	addr, dir := stagetest.FreeAddr(t), t.TempDir()
 	s := stagetest.Broker(t, addr, dir)

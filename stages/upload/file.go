@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash"
 	"log/slog"
-	"net/http"
 	"sync"
 	"time"
 
@@ -100,12 +99,11 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 			up.Release(context.Background())
 		}
 	}()
-	var de *driveError
 	var refused refusedError
 	switch {
 	case err == nil: // verified: the record is gone
 		st.driveWorks(ctx)
-	case errors.As(err, &de) && de.storageFull():
+	case driveErr(err).storageFull():
 		st.pauseForFullDrive(ctx)
 	case tokenRefused(err):
 		st.googleRefused(ctx, err)
@@ -196,9 +194,4 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events
 		return false, err
 	}
 	return true, nil
-}
-
-func notFound(err error) bool {
-	var de *driveError
-	return errors.As(err, &de) && de.Status == http.StatusNotFound || isGoogleNotFound(err)
 }

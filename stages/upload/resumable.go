@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"google.golang.org/api/googleapi"
 )
 
 // Drive's resumable upload protocol, spoken by hand: the Go client cannot resume a
@@ -30,56 +32,59 @@ type driveFile struct {
 	Parents     []string `json:"parents"`
 }
 
-// driveError is Drive's error body, {"error":{"code","message","errors":[{"reason"}]}}.
-type driveError struct {
-	Status  int
-	Reason  string
-	Message string
+// driveError is a refusal of Drive's as googleapi reads it: from the resumable
+// protocol's answers (googleapi.CheckResponse) and the client library's alike.
+// Its methods take a nil driveError (not Drive's refusal) as none of theirs.
+type driveError struct{ g *googleapi.Error }
+
+// driveErr is err's refusal by Drive, or nil.
+func driveErr(err error) *driveError {
+	var g *googleapi.Error
+	if errors.As(err, &g) {
+		return &driveError{g}
+	}
+	return nil
 }
 
-func (e *driveError) Error() string {
-	return fmt.Sprintf("drive answered %d %s: %s", e.Status, e.Reason, e.Message)
+func (e *driveError) status() int {
+	if e == nil {
+		return 0
+	}
+	return e.g.Code
+}
+
+// reason is the first of Drive's reasons (storageQuotaExceeded, ...), or "".
+func (e *driveError) reason() string {
+	if e == nil || len(e.g.Errors) == 0 {
+		return ""
+	}
+	return e.g.Errors[0].Reason
 }
 
 // dailyCap is the 750 GB a day upload cap: userRateLimitExceeded with this exact
 // message (rclone's reading; Google does not document it).
 func (e *driveError) dailyCap() bool {
-	return e.Status == http.StatusForbidden && e.Reason == "userRateLimitExceeded" && e.Message == "User rate limit exceeded."
+	return e.status() == http.StatusForbidden && e.reason() == "userRateLimitExceeded" && e.g.Errors[0].Message == "User rate limit exceeded."
 }
 
 // storageFull: the Drive owner's storage (or the shared drive's) has no room;
 // freeing space or buying storage cures it, and nothing else.
 func (e *driveError) storageFull() bool {
-	return e.Status == http.StatusForbidden && e.Reason == "storageQuotaExceeded"
+	return e.status() == http.StatusForbidden && e.reason() == "storageQuotaExceeded"
 }
 
-// retryable errors are worth the same request again after a wait.
-func (e *driveError) retryable() bool {
-	return e.Status >= 500 || e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout ||
-		e.Status == http.StatusForbidden && (e.Reason == "rateLimitExceeded" || e.Reason == "userRateLimitExceeded")
+// refused: Drive said no, and the same request again will not change its mind.
+func (e *driveError) refused() bool {
+	s := e.status()
+	return s != 0 && !(s >= 500 || s == http.StatusTooManyRequests || s == http.StatusRequestTimeout ||
+		s == http.StatusForbidden && (e.reason() == "rateLimitExceeded" || e.reason() == "userRateLimitExceeded"))
 }
+
+// notFound: Drive has no such file (or session).
+func notFound(err error) bool { return driveErr(err).status() == http.StatusNotFound }
 
 // errSessionGone: the session expired or was never there; start a new one.
 var errSessionGone = errors.New("upload session gone (404)")
-
-func readDriveError(resp *http.Response) error {
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e struct {
-		Error struct {
-			Message string `json:"message"`
-			Errors  []struct {
-				Reason  string `json:"reason"`
-				Message string `json:"message"`
-			} `json:"errors"`
-		} `json:"error"`
-	}
-	json.Unmarshal(body, &e)
-	de := &driveError{Status: resp.StatusCode, Message: e.Error.Message}
-	if len(e.Error.Errors) > 0 {
-		de.Reason, de.Message = e.Error.Errors[0].Reason, e.Error.Errors[0].Message
-	}
-	return de
-}
 
 type resumable struct {
 	client *http.Client // authenticated; does not follow redirects (a 308 is an answer)
@@ -106,7 +111,7 @@ func (r *resumable) start(ctx context.Context, meta any, size int64, mimeType st
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", readDriveError(resp)
+		return "", unexpected(resp)
 	}
 	loc := resp.Header.Get("Location")
 	if loc == "" {
@@ -163,7 +168,16 @@ func (r *resumable) put(ctx context.Context, session string, from int64, body io
 	case http.StatusNotFound, http.StatusGone:
 		return 0, nil, errSessionGone
 	}
-	return 0, nil, readDriveError(resp)
+	return 0, nil, unexpected(resp)
+}
+
+// unexpected reads an answer the protocol does not expect: Drive's error body as
+// googleapi reads it, or, for a success of the wrong kind, what it was.
+func unexpected(resp *http.Response) error {
+	if err := googleapi.CheckResponse(resp); err != nil {
+		return err
+	}
+	return fmt.Errorf("drive answered %s, which the resumable protocol does not use", resp.Status)
 }
 
 // redact drops the URL (the session URI) from a client error.

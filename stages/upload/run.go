@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
 	"google.golang.org/api/drive/v3"
-	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
 	"zoomarchive/shared/bus"
@@ -222,8 +221,7 @@ func (st *stage) checkDrive(ctx context.Context, subject string) error {
 		if msg := st.explain(err); msg != err {
 			return msg
 		}
-		var gerr *googleapi.Error
-		if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
+		if notFound(err) {
 			return fmt.Errorf("DRIVE_FOLDER_ID %s: no such folder visible to %s; share it with the service account or add the account to the shared drive", st.root, cmpOr(subject, "the service account"))
 		}
 		if ctx.Err() != nil {
@@ -252,27 +250,10 @@ func (st *stage) explain(err error) error {
 	if e := serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE"); e != err {
 		return e
 	}
-	if reasonOf(err) == "storageQuotaExceeded" {
+	if driveErr(err).storageFull() {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")
 	}
 	return err
-}
-
-func reasonOf(err error) string {
-	var gerr *googleapi.Error
-	if errors.As(err, &gerr) && len(gerr.Errors) > 0 {
-		return gerr.Errors[0].Reason
-	}
-	var de *driveError
-	if errors.As(err, &de) {
-		return de.Reason
-	}
-	return ""
-}
-
-func isGoogleNotFound(err error) bool {
-	var gerr *googleapi.Error
-	return errors.As(err, &gerr) && gerr.Code == http.StatusNotFound
 }
 
 func cmpOr(s, def string) string {

@@ -128,15 +128,15 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 			}
 			return f.confirm(ctx, min(stored, f.heldEnd()))
 		}
-		var de *driveError
+		de := driveErr(err)
 		switch {
-		case errors.As(err, &de) && de.dailyCap():
+		case de.dailyCap():
 			f.st.pauseForDailyCap(ctx)
 			continue
-		case errors.As(err, &de) && de.storageFull():
+		case de.storageFull():
 			f.st.pauseForFullDrive(ctx) // the session stays: it goes on once there is room
 			continue
-		case errors.Is(err, errSessionGone), errors.As(err, &de) && !de.retryable():
+		case errors.Is(err, errSessionGone), de.refused():
 			// The one place a session is replaced while sending: gone (expired), or
 			// refused for a reason a new one may cure, counted.
 			if !errors.Is(err, errSessionGone) {
@@ -173,13 +173,14 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 
 const quantum = 256 << 10 // Drive wants chunks in multiples of this
 
+// reason labels a retry: Drive's reason or status, else the connection's fault.
 func reason(err error) string {
-	var de *driveError
-	if errors.As(err, &de) {
-		if de.Reason != "" {
-			return de.Reason
-		}
-		return strconv.Itoa(de.Status)
+	de := driveErr(err)
+	switch {
+	case de.reason() != "":
+		return de.reason()
+	case de != nil:
+		return strconv.Itoa(de.status())
 	}
 	return "connection"
 }
@@ -206,5 +207,5 @@ func (f *fileUpload) sessionGone(ctx context.Context) error {
 type refusedError struct{ last *driveError }
 
 func (e refusedError) Error() string {
-	return "drive refused the file in every new session: " + e.last.Error()
+	return "drive refused the file in every new session: " + e.last.g.Error()
 }
