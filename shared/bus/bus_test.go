@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -110,4 +111,21 @@ func TestRefusedCredentialsStopTheStage(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
+}
+
+// A stage stopped while it waits for the broker hears why, never a nil connection
+// without an error.
+func TestOpenStoppedWhileWaitingSaysSo(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	c := bus.Config{URL: url, Creds: stagetest.Creds(t, url, events.IdentityFetch), Identity: events.IdentityFetch}
+	js := stagetest.JetStream(t, url)
+	if err := js.DeleteStream(context.Background(), "KV_"+events.BucketJobs); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := bus.Open(ctx, c, obs.Logger(io.Discard, "fetch"), obs.Registry(), "127.0.0.1:0")
+	if conn != nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open: %v, %v; want no connection and the context's error", conn, err)
+	}
 }

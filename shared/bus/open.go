@@ -17,40 +17,55 @@ import (
 	"zoomarchive/shared/retry"
 )
 
-// Conn is a consuming stage's broker connection with the pipeline's streams and job
-// bucket in place.
+// Conn is a program's broker connection; for a consuming stage, with the
+// pipeline's streams and job bucket in place.
 type Conn struct {
 	NC          *nats.Conn
 	JS          jetstream.JetStream
-	KV          jetstream.KeyValue // the job bucket
+	KV          jetstream.KeyValue // the job bucket, once Bucket opened it
 	MetricsAddr string             // where /metrics, /healthz and /readyz are served
 	Health      *Health            // faults that fail /readyz and go with the heartbeat
+	cfg         Config
+	log         *slog.Logger
+	up          atomic.Bool
 	stop        func()
 }
 
 // Close stops the metrics listener and the connection.
 func (c *Conn) Close() { c.stop() }
 
-// Open connects the stage, serves /metrics, /healthz and /readyz on metricsAddr
-// (ready while connected, once the topology is in place, and no Health fault is
-// set), waits for the broker's
-// topology, opens the job bucket and starts the stage's heartbeat. A nil Conn with
-// a nil error means ctx ended while waiting for the broker.
+// Open is a consuming stage's start: Listen, then Bucket, then Up. An error says
+// why it stopped, ctx's end included.
 func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
+	conn, err := Listen(c, log, reg, metricsAddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Bucket(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.Up(ctx, nil)
+	return conn, nil
+}
+
+// Listen connects as c's identity (reconnecting in the background while the broker
+// is away) and serves /metrics, /healthz and /readyz on metricsAddr: ready once Up
+// was called, while connected, and while no Health fault is set.
+func Listen(c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr string) (*Conn, error) {
 	nc, js, err := dial(c, log)
 	if err != nil {
 		return nil, err
 	}
-	var ready atomic.Bool
-	health := &Health{}
+	conn := &Conn{NC: nc, JS: js, Health: &Health{}, cfg: c, log: log}
 	ml, err := obs.Listen(metricsAddr, reg, func() error {
 		switch {
 		case !nc.IsConnected():
 			return errors.New("broker not connected")
-		case !ready.Load():
+		case !conn.up.Load():
 			return errors.New("starting")
 		}
-		return health.Err()
+		return conn.Health.Err()
 	})
 	if err != nil {
 		nc.Close()
@@ -58,17 +73,31 @@ func Open(ctx context.Context, c Config, log *slog.Logger, reg *prometheus.Regis
 	}
 	mctx, stopMetrics := context.WithCancel(context.Background())
 	go ml.Serve(mctx)
-	conn := &Conn{NC: nc, JS: js, MetricsAddr: ml.Addr(), Health: health, stop: func() { stopMetrics(); nc.Close() }}
-	if conn.KV, err = bucket(ctx, nc, js, c, log); err != nil {
-		conn.Close()
-		if ctx.Err() != nil {
-			return nil, nil
-		}
-		return nil, err
-	}
-	go Beat(ctx, js, c.Identity, func(hb *events.Heartbeat) { hb.Faults = health.Faults() })
-	ready.Store(true)
+	conn.MetricsAddr, conn.stop = ml.Addr(), func() { stopMetrics(); nc.Close() }
 	return conn, nil
+}
+
+// Bucket waits for the broker's topology and opens the job bucket as KV; refused
+// credentials or ctx's end stop the wait with an error.
+func (c *Conn) Bucket(ctx context.Context) error {
+	kv, err := bucket(ctx, c.NC, c.JS, c.cfg, c.log)
+	c.KV = kv
+	return err
+}
+
+// Refused is the broker's refusal of the connection's credentials, or nil.
+func (c *Conn) Refused() error { return Refused(c.NC, c.cfg) }
+
+// Up says the program is ready and sends its heartbeat until ctx ends, with the
+// Health faults and what fill adds.
+func (c *Conn) Up(ctx context.Context, fill func(*events.Heartbeat)) {
+	c.up.Store(true)
+	go Beat(ctx, c.JS, c.cfg.Identity, func(hb *events.Heartbeat) {
+		hb.Faults = c.Health.Faults()
+		if fill != nil {
+			fill(hb)
+		}
+	})
 }
 
 // Dial is Open for a one-off command (fetch backfill, say): no listener, no
@@ -83,7 +112,7 @@ func Dial(ctx context.Context, c Config, log *slog.Logger) (*Conn, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Conn{NC: nc, JS: js, KV: kv, stop: nc.Close}, nil
+	return &Conn{NC: nc, JS: js, KV: kv, cfg: c, log: log, stop: nc.Close}, nil
 }
 
 func dial(c Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
@@ -100,7 +129,7 @@ func dial(c Config, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 }
 
 // bucket waits for the broker's topology and opens the job bucket; credentials
-// the broker refuses end the wait.
+// the broker refuses, or ctx's end, end the wait.
 func bucket(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c Config, log *slog.Logger) (jetstream.KeyValue, error) {
 	for try := 0; ; try++ {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -115,7 +144,7 @@ func bucket(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, c Config
 		wait := RetryWait(try)
 		log.Warn("waiting for the broker's streams", "err", err, "retry_in", wait)
 		if err := retry.Sleep(ctx, wait); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("stopped while waiting for the broker's streams as %s: %w", c.Identity, err)
 		}
 	}
 }

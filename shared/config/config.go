@@ -93,7 +93,11 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 		if c.NArg() > 0 {
 			return fmt.Errorf("unexpected arguments %q; settings are flags or environment variables, see -h", c.Args().Slice())
 		}
-		return done(action(c.Context, values(c)))
+		err := action(c.Context, values(c))
+		if err != nil && c.Context.Err() != nil && errors.Is(err, c.Context.Err()) {
+			return nil // stopped by its signal before it was up: as clean as after
+		}
+		return done(err)
 	}
 	for _, s := range settings {
 		if s.Health != "" {

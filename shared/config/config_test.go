@@ -3,6 +3,9 @@ package config
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,5 +143,25 @@ func TestCheckSettingsOnly(t *testing.T) {
 	}
 	if _, err := run(nil); err == nil || !strings.Contains(err.Error(), "TOKEN: required") || started {
 		t.Errorf("missing settings: %v, started %v", err, started)
+	}
+}
+
+// A program stopped by its signal while it waits to be up (for the broker, say)
+// exits as cleanly as one stopped later; a failure that is not the stop still counts.
+func TestStoppedWhileStartingIsClean(t *testing.T) {
+	for name, want := range map[string]bool{"stopped": true, "failed": false} {
+		ctx, cancel := context.WithCancel(context.Background())
+		err := Run(ctx, "stage", "test stage", nil, []string{"stage"}, func(string) string { return "" }, io.Discard, io.Discard,
+			func(ctx context.Context, _ *Values) error {
+				if name == "stopped" {
+					cancel()
+					return fmt.Errorf("waiting for the broker: %w", ctx.Err())
+				}
+				defer cancel()
+				return errors.New("the broker refused the credentials")
+			})
+		if clean := err == nil; clean != want {
+			t.Errorf("%s: Run returned %v", name, err)
+		}
 	}
 }

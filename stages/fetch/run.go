@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency)
+			return st.serve(ctx, c)
 		}, backfillCommand(stdout), restoreCommand(stdout), reconcileCommand(stdout), retryCommand(stdout), statusCommand(stdout), checkCommand(stdout))
 }
 
@@ -232,9 +232,9 @@ func (st *stage) zoomWorks(ctx context.Context) {
 	}
 }
 
-func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int) error {
-	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
-	if conn == nil {
+func (st *stage) serve(ctx context.Context, rc runConf) error {
+	conn, err := bus.Open(ctx, rc.bus, st.log, rc.reg, rc.metricsAddr)
+	if err != nil {
 		return err
 	}
 	defer conn.Close()
@@ -256,8 +256,8 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	}{
 		{events.StreamZoomEvents, jetstream.ConsumerConfig{Durable: events.ConsumerFetchEvents, FilterSubject: events.SubjectZoomEvents, MaxAckPending: 64}, st.planEvent, 1},
 		// Failing jobs wait in NakWithDelay for hours; they must not use up the pending
-		// slots, so concurrency is the number of workers, not MaxAckPending.
-		{events.StreamFetchJobs, jetstream.ConsumerConfig{Durable: events.ConsumerFetchJobs, MaxAckPending: 10000}, st.fetchJob, concurrency},
+		// slots, so FETCH_CONCURRENCY is the number of workers, not MaxAckPending.
+		{events.StreamFetchJobs, jetstream.ConsumerConfig{Durable: events.ConsumerFetchJobs, MaxAckPending: 10000}, st.fetchJob, rc.concurrency},
 		{events.StreamArchive, jetstream.ConsumerConfig{Durable: events.ConsumerFetchArchive, FilterSubject: events.FileVerifiedSubject(">"), MaxAckPending: 64}, st.afterVerified, 1},
 	}
 	var wg sync.WaitGroup
@@ -289,7 +289,7 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 			}
 		}
 	}()
-	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "after_archive", st.action, "worker", st.worker)
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "after_archive", st.action, "worker", st.worker)
 	st.log.Info("the Zoom app's event subscription must send these events to the hook; without the second, a late transcript waits for the daily reconciliation",
 		"events", events.RecordingEvents)
 	<-ctx.Done()

@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"zoomarchive/shared/bus"
@@ -35,53 +35,62 @@ var settings = append([]config.Setting{
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	return config.Run(ctx, "hook", "Zoom webhook endpoint of zoomarchive", settings, args, getenv, stdout, stderr,
 		func(ctx context.Context, v *config.Values) error {
-			secrets := v.List("ZOOM_WEBHOOK_SECRET")
-			addr, metricsAddr := v.String("HOOK_ADDR"), v.String("METRICS_ADDR")
-			maxSkew, maxBody := v.Duration("HOOK_MAX_SKEW"), v.Bytes("HOOK_MAX_BODY")
-			timeout := v.Duration("HOOK_PUBLISH_TIMEOUT")
-			bc := bus.ReadConfig(v, events.IdentityHook)
-			if timeout >= zoomDeadline {
-				v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
-			}
-			if maxBody > events.MaxPayload-64<<10 {
-				v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", events.MaxPayload))
-			}
-			if err := v.Err(); err != nil {
+			h, c, err := configure(v, stdout)
+			if err != nil {
 				return err
 			}
-			clientIP := v.String("HOOK_CLIENT_IP_HEADER")
-			return serve(ctx, stdout, newVerifier(secrets, maxSkew), addr, metricsAddr, int(maxBody), timeout, bc, clientIP)
+			return h.serve(ctx, c)
 		}, checkCommand(stdout))
 }
 
-func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAddr string, maxBody int, timeout time.Duration, bc bus.Config, clientIPHeader string) error {
-	log := obs.Logger(stdout, "hook")
-	nc, err := bus.Connect(bc, log)
-	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err) // the URL itself may hold credentials
+// runConf is what configure reads besides the hook itself.
+type runConf struct {
+	bus               bus.Config
+	reg               *prometheus.Registry
+	addr, metricsAddr string
+	maxBody           int
+}
+
+// configure reads every setting and returns one error naming every problem.
+func configure(v *config.Values, stdout io.Writer) (*hook, runConf, error) {
+	maxSkew, maxBody, timeout := v.Duration("HOOK_MAX_SKEW"), v.Bytes("HOOK_MAX_BODY"), v.Duration("HOOK_PUBLISH_TIMEOUT")
+	if timeout >= zoomDeadline {
+		v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	if maxBody > events.MaxPayload-64<<10 {
+		v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", events.MaxPayload))
+	}
+	c := runConf{bus: bus.ReadConfig(v, events.IdentityHook), reg: obs.Registry(),
+		addr: v.String("HOOK_ADDR"), metricsAddr: v.String("METRICS_ADDR"), maxBody: int(maxBody)}
+	secrets := v.List("ZOOM_WEBHOOK_SECRET")
+	if err := v.Err(); err != nil {
+		return nil, c, err
+	}
+	h := newHook(newVerifier(secrets, maxSkew), timeout, obs.Logger(stdout, "hook"), c.reg)
+	h.clientIPHeader = v.String("HOOK_CLIENT_IP_HEADER")
+	return h, c, nil
+}
+
+// serve answers Zoom on c.addr until ctx ends, then finishes what is in flight.
+func (h *hook) serve(ctx context.Context, c runConf) error {
+	log := h.log
+	conn, err := bus.Listen(c.bus, log, c.reg, c.metricsAddr)
 	if err != nil {
 		return err
 	}
-	reg := obs.Registry()
-	h := newHook(ver, nc, js, timeout, log, reg)
-	h.clientIPHeader = clientIPHeader
+	defer conn.Close()
+	h.nc, h.js = conn.NC, conn.JS
+	nc := conn.NC
 
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
-		return fmt.Errorf("HOOK_ADDR %s: %w", addr, err)
+		return fmt.Errorf("HOOK_ADDR %s: %w", c.addr, err)
 	}
 	defer ln.Close()
-	metrics, err := obs.Listen(metricsAddr, reg, h.readiness)
-	if err != nil {
-		return fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)
-	}
 	srv := &fasthttp.Server{
-		Handler:                      h.serve,
+		Handler:                      h.answer,
 		ErrorHandler:                 h.onParseError,
-		MaxRequestBodySize:           maxBody,
+		MaxRequestBodySize:           c.maxBody,
 		ReadBufferSize:               8 << 10,
 		ReadTimeout:                  10 * time.Second,
 		WriteTimeout:                 10 * time.Second,
@@ -92,17 +101,14 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 		SecureErrorLogMessage: true,
 		Logger:                fasthttpLog{log},
 	}
-	if pay := nc.MaxPayload(); pay > 0 && pay < int64(maxBody)+64<<10 {
+	if pay := nc.MaxPayload(); pay > 0 && pay < int64(c.maxBody)+64<<10 {
 		log.Warn("the broker's max_payload is smaller than HOOK_MAX_BODY allows; large events will be answered 503", "max_payload", pay)
 	}
 
-	srvCtx, stopAux := context.WithCancel(context.Background())
-	defer stopAux()
-	go metrics.Serve(srvCtx)
 	refused := make(chan error, 1)
 	go func() {
 		for !nc.IsConnected() {
-			if err := bus.Refused(nc, bc); err != nil {
+			if err := conn.Refused(); err != nil {
 				refused <- err
 				return
 			}
@@ -113,11 +119,11 @@ func serve(ctx context.Context, stdout io.Writer, ver *verifier, addr, metricsAd
 			}
 		}
 		log.Info("ready")
-		bus.Beat(ctx, js, events.IdentityHook, func(hb *events.Heartbeat) { hb.Stats = map[string]int64{"rejected": h.rejected.Load()} })
+		conn.Up(ctx, func(hb *events.Heartbeat) { hb.Stats = map[string]int64{"rejected": h.rejected.Load()} })
 	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "webhook", ln.Addr().String(), "path", webhookPath, "metrics", metrics.Addr(), "secrets", len(ver.secrets))
+	log.Info("listening", "webhook", ln.Addr().String(), "path", webhookPath, "metrics", conn.MetricsAddr, "secrets", len(h.verify.secrets))
 
 	select {
 	case err := <-served:

@@ -55,9 +55,10 @@ type hook struct {
 	rejections *prometheus.CounterVec
 }
 
-func newHook(v *verifier, nc *nats.Conn, js jetstream.JetStream, timeout time.Duration, log *slog.Logger, reg prometheus.Registerer) *hook {
+// newHook is the hook without its broker connection (nc, js), which serve adds.
+func newHook(v *verifier, timeout time.Duration, log *slog.Logger, reg prometheus.Registerer) *hook {
 	h := &hook{
-		verify: v, nc: nc, js: js, timeout: timeout, log: log, now: time.Now,
+		verify: v, timeout: timeout, log: log, now: time.Now,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zoomarchive_hook_requests_total", Help: "Webhook requests by outcome.",
 		}, []string{"outcome"}),
@@ -93,8 +94,8 @@ type result struct {
 	detail    string
 }
 
-// serve answers one request and logs it as one line.
-func (h *hook) serve(ctx *fasthttp.RequestCtx) {
+// answer answers one request and logs it as one line.
+func (h *hook) answer(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	r := h.handle(ctx)
 	if r.status != http.StatusOK {

@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err := gmailToken(c.tokens); err != nil {
 				return err
 			}
-			return st.serve(ctx, c.bus, c.reg, c.metricsAddr)
+			return st.serve(ctx, c)
 		}, checkCommand(stdout))
 }
 
@@ -176,9 +176,9 @@ func gmailToken(src oauth2.TokenSource) error {
 	return nil
 }
 
-func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string) error {
-	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
-	if conn == nil {
+func (st *stage) serve(ctx context.Context, rc runConf) error {
+	conn, err := bus.Open(ctx, rc.bus, st.log, rc.reg, rc.metricsAddr)
+	if err != nil {
 		return err
 	}
 	defer conn.Close()

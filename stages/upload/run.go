@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			return st.serve(ctx, c.bus, c.reg, c.metricsAddr, c.concurrency, c.subject)
+			return st.serve(ctx, c)
 		}, checkCommand(stdout), auditCommand(stdout))
 }
 
@@ -177,12 +177,12 @@ func driveClient(tokens oauth2.TokenSource) *http.Client {
 	}
 }
 
-func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Registry, metricsAddr string, concurrency int, subject string) error {
-	if err := st.checkDrive(ctx, subject); err != nil {
+func (st *stage) serve(ctx context.Context, rc runConf) error {
+	if err := st.checkDrive(ctx, rc.subject); err != nil {
 		return err
 	}
-	conn, err := bus.Open(ctx, bc, st.log, reg, metricsAddr)
-	if conn == nil {
+	conn, err := bus.Open(ctx, rc.bus, st.log, rc.reg, rc.metricsAddr)
+	if err != nil {
 		return err
 	}
 	defer conn.Close()
@@ -191,13 +191,13 @@ func (st *stage) serve(ctx context.Context, bc bus.Config, reg *prometheus.Regis
 	for _, kind := range driveAlerts {
 		st.mayBeOpen.Store(kind, true)
 	}
-	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", concurrency, "chunk_size", st.chunk, "worker", st.worker)
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.resendRefetches(ctx)
 	go bus.Daily(ctx, st.kv, st.auditAt, events.AuditKey, st.worker, func(ctx context.Context) error {
 		_, err := st.audit(ctx)
 		return err
 	}, st.log)
-	st.schedule(ctx, concurrency)
+	st.schedule(ctx, rc.concurrency)
 	st.log.Info("stopped")
 	return nil
 }
