@@ -54,9 +54,9 @@ stack: tools
 	COMPOSE_VERSION=$(COMPOSE_VERSION) PEBBLE_VERSION=$(PEBBLE_VERSION) GO=$(GO) deploy/stack/run
 
 # natscli, pinned, for the operator-command tests and for you; tflint for the
-# Terraform checks; the Debian packages of the deployment checks (scripts/debs).
+# Terraform checks; the Debian packages of the deployment checks (deploy/debs).
 tools: .tools/nats .tools/tflint
-	@scripts/debs
+	@deploy/debs
 .tools/nats:
 	GOBIN=$(CURDIR)/.tools $(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
 .tools/tflint:
@@ -95,19 +95,19 @@ bench:
 	$(GO) test -run '^$$' -bench '^(BenchmarkResumeCost|BenchmarkIdleFootprint|BenchmarkRecovery)$$' -benchtime 1x -count 2 -timeout 30m ./e2e
 
 run: build
-	./scripts/run
+	./deploy/run
 
 # For a first look: every stage on loopback against local stand-ins of Zoom and
 # Google (shared/standins); the hook answers on 127.0.0.1:8080. .env is not read.
 dev: build
 	$(GO) build -o bin/dev/standins ./shared/standins/cmd/standins
-	ZOOMARCHIVE_DEV=1 ./scripts/run
+	ZOOMARCHIVE_DEV=1 ./deploy/run
 
 # The stand-ins deliver a rehearsal of a few hundred MB to the hook and show it go
 # through every stage into Drive, the mail and Zoom's trash; about half a minute.
 demo: build
 	$(GO) build -o bin/dev/standins ./shared/standins/cmd/standins
-	ZOOMARCHIVE_DEMO=1 ./scripts/run
+	ZOOMARCHIVE_DEMO=1 ./deploy/run
 
 clean:
 	rm -rf bin .tools .images

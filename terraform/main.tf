@@ -7,12 +7,12 @@ locals {
   project_files = [
     "compose.yaml",
     "nats/nats.conf",
-    "deploy/nginx/Containerfile",
-    "deploy/nginx/nginx.conf",
-    "deploy/nginx/entrypoint.sh",
+    "nginx/Containerfile",
+    "nginx/nginx.conf",
+    "nginx/entrypoint.sh",
     "deploy/certbot/Containerfile",
     "deploy/certbot/entrypoint.sh",
-    "deploy/env.example",
+    ".env.example",
     "deploy/check",
   ]
   address = var.reserved_ip ? digitalocean_reserved_ip.archive[0].ip_address : digitalocean_droplet.archive.ipv4_address

@@ -325,7 +325,8 @@ func TestCloudInitUserData(t *testing.T) {
 	for _, want := range []struct{ path, repo string }{
 		{"/opt/zoomarchive/compose.yaml", "compose.yaml"},
 		{"/opt/zoomarchive/nats/nats.conf", "nats/nats.conf"},
-		{"/opt/zoomarchive/deploy/nginx/nginx.conf", "deploy/nginx/nginx.conf"},
+		{"/opt/zoomarchive/nginx/nginx.conf", "nginx/nginx.conf"},
+		{"/opt/zoomarchive/.env.example", ".env.example"},
 		{"/opt/zoomarchive/deploy/certbot/entrypoint.sh", "deploy/certbot/entrypoint.sh"},
 		{"/etc/zoomarchive/logrotate.conf", "deploy/logrotate/zoomarchive"},
 	} {

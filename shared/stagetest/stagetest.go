@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -524,4 +526,33 @@ func Command(run RunFunc, env map[string]string, args ...string) (string, error)
 	out := &Logs{} // written by the log and the command at once
 	err := run(context.Background(), args, func(k string) string { return env[k] }, out, out)
 	return out.String(), err
+}
+
+// EnvExample checks the settings template (.env.example at the repository's top)
+// against a program's settings: each is listed, with its default or empty (a
+// required one, or one left to the template's reader), but those named in except.
+func EnvExample(t testing.TB, settings []config.Setting, except ...string) {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(here), "../../.env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimPrefix(line, "#") // a commented-out example counts
+		if name, val, ok := strings.Cut(line, "="); ok && name != "" && strings.ToUpper(name) == name && !strings.ContainsAny(name, " \t") {
+			listed[name] = val
+		}
+	}
+	for _, s := range settings {
+		val, ok := listed[s.Name]
+		switch {
+		case slices.Contains(except, s.Name):
+		case !ok:
+			t.Errorf(".env.example does not list %s (%s)", s.Name, s.Usage)
+		case val != "" && val != s.Default:
+			t.Errorf(".env.example shows %s=%s; its default is %q", s.Name, val, s.Default)
+		}
+	}
 }

@@ -109,7 +109,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 	if err := os.WriteFile(envFile+".tmp", lines, 0o600); err != nil {
 		return err
 	}
-	if err := os.Rename(envFile+".tmp", envFile); err != nil { // appears whole: scripts/run waits for it
+	if err := os.Rename(envFile+".tmp", envFile); err != nil { // appears whole: deploy/run waits for it
 		return err
 	}
 	defer os.Remove(envFile)
