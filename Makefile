@@ -85,6 +85,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/hook
 	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/hook
 	$(GO) test -run '^$$' -fuzz '^FuzzRecordingPayload$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./shared/events
+	$(GO) test -run '^$$' -fuzz '^FuzzDownloadHost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/fetch
+	$(GO) test -run '^$$' -fuzz '^FuzzMeetingPath$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/fetch
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanName$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/upload
 
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkHookSaturation$$' -benchtime 30000x -count 3 ./stages/hook

@@ -136,11 +136,12 @@ func mimeType(f events.RecordingFile) string {
 }
 
 // cleanName makes text from Zoom safe as a Drive name: no control characters, no
-// slashes, single spaces, at most max runes.
+// invisible format characters (a right-to-left override would show a name
+// backwards), no slashes, single spaces, at most max runes.
 func cleanName(s string, max int) string {
 	s = strings.Map(func(r rune) rune {
 		switch {
-		case unicode.IsControl(r) || r == utf8.RuneError:
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError:
 			return ' '
 		case r == '/' || r == '\\':
 			return '-'
@@ -148,11 +149,11 @@ func cleanName(s string, max int) string {
 		return r
 	}, s)
 	s = strings.Join(strings.Fields(s), " ")
-	if utf8.RuneCountInString(s) > max {
-		s = strings.TrimSpace(string([]rune(s)[:max-1])) + "…"
-	}
 	if s == "" {
 		s = "untitled"
+	}
+	if utf8.RuneCountInString(s) > max {
+		s = strings.TrimSpace(string([]rune(s)[:max-1])) + "…"
 	}
 	return s
 }
