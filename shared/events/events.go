@@ -207,6 +207,45 @@ func AlertKey(kind string) string { return "alert." + kind }
 // lease), folder.<hash> a Drive folder's id. Updates use revision checks.
 const BucketJobs = "ARCHIVE_JOBS"
 
+// RestartMsg is a FETCH_JOBS work message that starts the file over from byte 0.
+func RestartMsg(fileKey string) *nats.Msg {
+	m := nats.NewMsg(FetchJobSubject(fileKey))
+	m.Header.Set(HeaderRestart, "true")
+	return m
+}
+
+// Dedupe ids (Nats-Msg-Id): one per fact, so that a stream drops a repeat within
+// its duplicate window. notify names its mails after those on ARCHIVE.
+func VerifiedID(fileKey string, generation int) string {
+	return fmt.Sprintf("verified-%s-g%d", fileKey, generation)
+}
+
+// FetchFailedID: fetch gave the file up after attempts; UploadFailedID: upload did,
+// in a generation.
+func FetchFailedID(fileKey string, attempts int) string {
+	return fmt.Sprintf("failed-%s-%d", fileKey, attempts)
+}
+func UploadFailedID(fileKey string, generation int) string {
+	return fmt.Sprintf("failed-upload-%s-g%d", fileKey, generation)
+}
+
+// RefetchID: upload asks for the file again after generation; LostID: the audit
+// found its Drive copy gone.
+func RefetchID(fileKey string, generation int) string {
+	return fmt.Sprintf("refetch-%s-g%d", fileKey, generation)
+}
+func LostID(fileKey string, generation int) string {
+	return fmt.Sprintf("lost-%s-g%d", fileKey, generation)
+}
+
+// ResumeID: a file whose worker died, taken over in the lease period that starts at.
+func ResumeID(fileKey string, at time.Time) string {
+	return fmt.Sprintf("resume-%s-%d", fileKey, at.UnixNano())
+}
+
+// BackfillID: a recording backfill put on ZOOM_EVENTS.
+func BackfillID(meetingKey string) string { return "backfill-" + meetingKey }
+
 // Subjects and keys of one file or recording.
 func FetchJobSubject(fileKey string) string     { return "archive.fetch." + fileKey }
 func ChunkSubject(fileKey string) string        { return "archive.chunk." + fileKey }
@@ -343,8 +382,11 @@ type FileJob struct {
 	Mismatches  int           `json:"mismatches,omitempty"` // Drive copies that did not verify
 	// Lost: upload's audit found the verified Drive copy gone; the file is archived
 	// again, from Zoom's trash if need be.
-	Lost    bool      `json:"lost,omitempty"`
-	Updated time.Time `json:"updated"`
+	Lost bool `json:"lost,omitempty"`
+	// Unannounced is the dedupe id of the failure announcement still to go out:
+	// whichever stage finds a failed job with it sends it (bus.AnnounceFailure).
+	Unannounced string    `json:"unannounced,omitempty"`
+	Updated     time.Time `json:"updated"`
 }
 
 // RecordingJob tracks one recording until Zoom's copy is dealt with.
@@ -419,11 +461,11 @@ type FileFailed struct {
 	Replay    string        `json:"replay"` // RetryCommand: what an operator runs to try again
 }
 
-// Failed is the announcement of a failed job: LastError is the reason, attempts
-// the tries it took.
-func (j FileJob) Failed(attempts int) FileFailed {
+// Failed is the announcement of a failed job: LastError is the reason; the tries
+// it took are fetch's attempts or upload's copies that did not verify.
+func (j FileJob) Failed() FileFailed {
 	return FileFailed{Key: j.Key, Recording: j.Recording, FileType: j.File.FileType, FileID: j.File.ID,
-		Size: int64(j.File.FileSize), Attempts: attempts, Reason: j.LastError, Replay: RetryCommand(j.Key)}
+		Size: int64(j.File.FileSize), Attempts: max(j.Attempts, j.Mismatches), Reason: j.LastError, Replay: RetryCommand(j.Key)}
 }
 
 // RetryCommand is the one command an operator pastes on the server to start a

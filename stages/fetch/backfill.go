@@ -238,7 +238,7 @@ func (st *stage) enqueueRecording(ctx context.Context, rec events.Recording) err
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(events.HeaderBackfill, "true")
-	if _, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID("backfill-"+events.MeetingKey(rec.UUID))); err != nil {
+	if _, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(events.BackfillID(events.MeetingKey(rec.UUID)))); err != nil {
 		return fmt.Errorf("queueing %s: %w", rec.UUID, err)
 	}
 	return nil

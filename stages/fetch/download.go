@@ -5,7 +5,6 @@ import (
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -92,6 +91,11 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		return
 	case !found || job.State == events.JobFailed:
 		cp.Release(ctx) // what it holds (a mark to start over) is for a replay
+		if err := bus.AnnounceFailure(ctx, st.js, st.kv, job); err != nil {
+			log.Warn("cannot publish the failure; will retry", "err", err)
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
 		msg.Ack()
 		return
 	case job.State == events.JobVerified:
@@ -483,7 +487,7 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 		// brings it back, and the admins hear of it now.
 		giveUp = j.Attempts >= st.maxTry || j.Lost && errors.Is(cause, errFileGone)
 		if giveUp {
-			j.State = events.JobFailed
+			j.State, j.Unannounced = events.JobFailed, events.FetchFailedID(j.Key, j.Attempts)
 		}
 		if j.Lost && errors.Is(cause, errFileGone) {
 			j.LastError = "deleted from Drive, and Zoom no longer has it: lost (" + cause.Error() + ")"
@@ -512,22 +516,13 @@ func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *check
 		return
 	}
 	log.Error("file job failed", "attempts", job.Attempts, "err", cause)
-	if err := st.announceFailed(ctx, job); err != nil {
+	st.m.failed.Inc()
+	if err := bus.AnnounceFailure(ctx, st.js, st.kv, job); err != nil {
 		log.Warn("cannot publish the failure; will retry", "err", err)
-		msg.NakWithDelay(5 * time.Second)
+		msg.NakWithDelay(5 * time.Second) // the redelivery finds it failed, unannounced
 		return
 	}
 	msg.TermWithReason("failed after " + strconv.Itoa(job.Attempts) + " attempts")
-}
-
-// announceFailed tells notify (and through it the admins) that a file job failed,
-// with the command that starts it over.
-func (st *stage) announceFailed(ctx context.Context, job events.FileJob) error {
-	st.m.failed.Inc()
-	b, _ := json.Marshal(job.Failed(job.Attempts))
-	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
-		jetstream.WithMsgID(fmt.Sprintf("failed-%s-%d", job.Key, job.Attempts)))
-	return err
 }
 
 // resumeAbandoned looks for files whose worker died holding them (a kill, a
@@ -550,7 +545,7 @@ func (st *stage) resumeAbandoned(ctx context.Context) {
 		if err != nil || !found || job.State == events.JobVerified || job.State == events.JobFailed {
 			continue
 		}
-		id := fmt.Sprintf("resume-%s-%d", key, time.Now().Truncate(st.leaseTTL).UnixNano())
+		id := events.ResumeID(key, time.Now().Truncate(st.leaseTTL))
 		if _, err := st.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject(key)), jetstream.WithMsgID(id)); err != nil {
 			st.log.Warn("cannot send an abandoned file's work message", "file_key", key, "err", err)
 			continue

@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
+
+	"github.com/nats-io/nats.go"
 )
 
 const mib = 1 << 20
@@ -437,6 +440,35 @@ func natsCLIDir(t *testing.T) string {
 
 // With the window full, fetch waits: the stream never holds more than the window,
 // and once upload drains it every byte arrives once and in order.
+// A file failed whose announcement a broker error kept back (the record says so)
+// is announced when its work message comes back, once, under the recorded id.
+func TestFailureLeftUnannouncedIsAnnouncedOnRedelivery(t *testing.T) {
+	w := newWorld(t, nil)
+	rec := w.meeting("uuid-quiet", "Quiet", standins.FileSpec{ID: "quiet-1", FileType: "MP4", Extension: "MP4", Size: mib})
+	ctx := context.Background()
+	if _, err := bus.Update(ctx, w.kv, events.FileJobKey("quiet-1"), func(j *events.FileJob, _ bool) error {
+		*j = events.FileJob{Key: "quiet-1", Recording: rec.Info(), File: rec.Files()[0], State: events.JobFailed, Attempts: 8,
+			LastError: "zoom answered 503", Unannounced: events.FetchFailedID("quiet-1", 8)}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.startFetch(t)
+	for range 2 { // the redelivery, and a later replay's message
+		if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject("quiet-1"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the failure announced", func() bool { return w.job(t, "quiet-1").Unannounced == "" })
+	msgs := w.archiveEvents(t, "archive.file.failed.")
+	if len(msgs) != 1 || msgs[0].Header.Get(events.HeaderNatsMsgID) != events.FetchFailedID("quiet-1", 8) {
+		t.Fatalf("%d failure events; want one, with the recorded id", len(msgs))
+	}
+	if n := w.zoom.CallsTo("GET", "/file/"); n != 0 {
+		t.Errorf("a failed file was downloaded %d times", n)
+	}
+}
+
 func TestFullWindowStallsWithoutLoss(t *testing.T) {
 	w := newWorld(t, map[string]string{"CHUNK_WINDOW": "8MiB"})
 	s := w.startFetch(t)

@@ -96,6 +96,7 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 				State: events.JobQueued, Updated: time.Now().UTC()}
 			if len(problems) > 0 {
 				j.State, j.LastError = events.JobFailed, "Zoom sent a value that does not parse: "+strings.Join(problems, "; ")
+				j.Unannounced = events.FetchFailedID(key, 0)
 			}
 			return nil
 		})
@@ -103,12 +104,12 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 			return err
 		}
 		if job.State == events.JobFailed && len(problems) > 0 {
-			// Announced again on a redelivery (the id keeps a second mail out), so
-			// that a broker error here does not leave it unsaid.
+			// Unannounced after a broker error: the redelivery says it.
 			if isNew {
 				st.log.Error("file refused: Zoom sent a value that does not parse", "meeting_uuid", rec.UUID, "file_id", f.ID, "problems", problems)
+				st.m.failed.Inc()
 			}
-			return st.announceFailed(ctx, job)
+			return bus.AnnounceFailure(ctx, st.js, st.kv, job)
 		}
 		if job.State != events.JobQueued {
 			return nil
@@ -221,9 +222,7 @@ func (st *stage) retry(ctx context.Context, key string) (events.FileJob, error) 
 	if err != nil {
 		return job, err
 	}
-	msg := nats.NewMsg(events.FetchJobSubject(key))
-	msg.Header.Set(events.HeaderRestart, "true")
-	if _, err := st.js.PublishMsg(ctx, msg); err != nil {
+	if _, err := st.js.PublishMsg(ctx, events.RestartMsg(key)); err != nil {
 		return job, fmt.Errorf("queued, but the work message did not go (run the command again): %w", err)
 	}
 	st.log.Info("file retried by an operator", "file_key", key, "meeting_uuid", job.Recording.UUID, "file_id", job.File.ID)

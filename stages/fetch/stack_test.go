@@ -252,7 +252,7 @@ func (u *uploader) verify(ctx context.Context, key string) {
 	}
 	b, _ := json.Marshal(events.FileVerified{Key: key, MeetingUUID: job.Recording.UUID, FileID: job.File.ID, Size: job.Size,
 		MD5: job.MD5, DriveID: job.DriveID, DriveLink: job.DriveLink, FolderLink: "https://drive.example/drive/folders/f1"})
-	if _, err := u.w.js.Publish(ctx, events.FileVerifiedSubject(key), b, jetstream.WithMsgID(fmt.Sprintf("verified-%s-g%d", key, job.Generation))); err != nil && ctx.Err() == nil {
+	if _, err := u.w.js.Publish(ctx, events.FileVerifiedSubject(key), b, jetstream.WithMsgID(events.VerifiedID(key, job.Generation))); err != nil && ctx.Err() == nil {
 		u.t.Errorf("publish verified %s: %v", key, err)
 	}
 	u.mu.Lock()

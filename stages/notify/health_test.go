@@ -62,7 +62,7 @@ func TestHeartbeatURLOnlyWhileHealthy(t *testing.T) {
 	// notify's own key refused: no mail can go; readiness and the pings say so.
 	w.token.Revoke(true)
 	time.Sleep(1500 * time.Millisecond) // the token in hand expires
-	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), events.FetchFailedID("f9", 8), failedEvent(rehearsal))
 	waitFor(t, "readyz failing", func() bool { return obs.Probe(ctx, addr, "/readyz") != nil })
 	if err := obs.Probe(ctx, addr, "/readyz"); !strings.Contains(err.Error(), "invalid_grant") {
 		t.Errorf("readyz: %v, want the refusal named", err)

@@ -117,7 +117,7 @@ func TestEachKindOfMailRenderedAndParsedBack(t *testing.T) {
 	w := newWorld(t, nil)
 	w.startNotify(t)
 	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
-	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), events.FetchFailedID("f9", 8), failedEvent(rehearsal))
 	w.publish(t, events.AlertSubject(events.AlertDriveDailyCap), "alert-cap", events.Alert{Kind: events.AlertDriveDailyCap,
 		Message: "Google Drive's daily upload cap (750 GB per user) is reached.", At: time.Now().UTC(), Until: time.Now().Add(5 * time.Hour)})
 	mails := w.waitMails(t, 3)
@@ -161,7 +161,7 @@ func TestNeverTwoMailsForOneEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.startNotify(t)
-	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), events.FetchFailedID("f9", 8), failedEvent(rehearsal))
 	w.waitMails(t, 2)
 }
 
@@ -198,7 +198,7 @@ func TestGmailOutageThenRecovery(t *testing.T) {
 	w.gmail.Inject(standins.DriveFault{Status: 400, Reason: "failedPrecondition", Message: "Precondition check failed."})
 	s := w.startNotify(t)
 	w.publish(t, events.RecordingArchivedSubject("m1"), "archived-m1", archivedEvent(rehearsal))
-	w.publish(t, events.FileFailedSubject("f9"), "failed-f9-8", failedEvent(rehearsal))
+	w.publish(t, events.FileFailedSubject("f9"), events.FetchFailedID("f9", 8), failedEvent(rehearsal))
 	w.waitMails(t, 2)
 	if !strings.Contains(s.Logs.String(), "domain-wide delegation") {
 		t.Error("failedPrecondition not explained in the log")

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
@@ -52,7 +51,7 @@ func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 func (st *stage) announce(ctx context.Context, job events.FileJob) error {
 	b, _ := json.Marshal(job.Verified())
 	_, err := st.js.Publish(ctx, events.FileVerifiedSubject(job.Key), b,
-		jetstream.WithMsgID(fmt.Sprintf("verified-%s-g%d", job.Key, job.Generation)))
+		jetstream.WithMsgID(events.VerifiedID(job.Key, job.Generation)))
 	return err
 }
 
@@ -70,7 +69,7 @@ func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, su
 		j.Mismatches++
 		j.LastError = "verification failed: " + why
 		if j.Mismatches >= f.st.maxMismatch {
-			j.State = events.JobFailed
+			j.State, j.Unannounced = events.JobFailed, events.UploadFailedID(j.Key, j.Generation)
 		}
 		j.Updated = time.Now().UTC()
 		return nil
@@ -81,19 +80,11 @@ func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, su
 	if job.State != events.JobFailed {
 		return fmt.Errorf("%w: %s", errRefetch, why)
 	}
-	if err := f.st.announceFailed(ctx, job, job.Mismatches); err != nil {
-		return err
+	if err := bus.AnnounceFailure(ctx, f.st.js, f.st.kv, job); err != nil {
+		return err // the next look at the file says it
 	}
 	f.up.Delete(ctx)
 	return errors.New("gave up after " + strconv.Itoa(job.Mismatches) + " copies that did not verify")
-}
-
-// announceFailed says on ARCHIVE that upload gave the job up.
-func (st *stage) announceFailed(ctx context.Context, job events.FileJob, attempts int) error {
-	b, _ := json.Marshal(job.Failed(attempts))
-	_, err := st.js.Publish(ctx, events.FileFailedSubject(job.Key), b,
-		jetstream.WithMsgID(fmt.Sprintf("failed-upload-%s-g%d", job.Key, job.Generation)))
-	return err
 }
 
 // giveUp fails the file for a refusal no new session cures: the admins get the
@@ -101,13 +92,14 @@ func (st *stage) announceFailed(ctx context.Context, job events.FileJob, attempt
 func (st *stage) giveUp(ctx context.Context, key string, cause error, log *slog.Logger) error {
 	job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
 		j.State, j.LastError, j.Updated = events.JobFailed, cause.Error(), time.Now().UTC()
+		j.Unannounced = events.UploadFailedID(j.Key, j.Generation)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if err := st.announceFailed(ctx, job, job.Attempts); err != nil {
-		return err
+	if err := bus.AnnounceFailure(ctx, st.js, st.kv, job); err != nil {
+		return err // the next look at the file says it
 	}
 	log.Error("file failed: Drive refuses it", "err", cause)
 	st.purge(ctx, key)
@@ -118,9 +110,7 @@ func (st *stage) giveUp(ctx context.Context, key string, cause error, log *slog.
 // the request is through or the stage stops (the next start sends it then).
 func (st *stage) refetch(ctx context.Context, key string, up *bus.Leased[upState], log *slog.Logger) {
 	for try := 0; ; try++ {
-		msg := nats.NewMsg(events.FetchJobSubject(key))
-		msg.Header.Set(events.HeaderRestart, "true")
-		_, err := st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("refetch-%s-g%d", key, up.Get().Generation)))
+		_, err := st.js.PublishMsg(ctx, events.RestartMsg(key), jetstream.WithMsgID(events.RefetchID(key, up.Get().Generation)))
 		if err == nil {
 			err = up.Save(ctx, func(u *upState) { u.Refetch = false })
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
@@ -78,9 +77,7 @@ func (st *stage) archiveAgain(ctx context.Context, job events.FileJob) error {
 	}
 	st.log.Warn("a verified file is gone from Drive; archiving it again", "file_key", job.Key,
 		"meeting_uuid", job.Recording.UUID, "file_id", job.File.ID)
-	msg := nats.NewMsg(events.FetchJobSubject(job.Key))
-	msg.Header.Set(events.HeaderRestart, "true")
-	_, err = st.js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprintf("lost-%s-g%d", job.Key, job.Generation)))
+	_, err = st.js.PublishMsg(ctx, events.RestartMsg(job.Key), jetstream.WithMsgID(events.LostID(job.Key, job.Generation)))
 	return err
 }
 

@@ -69,13 +69,15 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		return 5 * time.Second
 	}
 	if !found || job.State == events.JobVerified || job.State == events.JobFailed {
+		// The broker may have failed between recording the job and announcing it
+		// (the final chunk then stays): the announcement goes again.
+		err := bus.AnnounceFailure(ctx, st.js, st.kv, job) // a failure, if unsaid
 		if job.State == events.JobVerified {
-			// The broker may have failed between recording the job and announcing
-			// it (the final chunk then stays): the announcement goes again.
-			if err := st.announce(ctx, job); err != nil {
-				log.Warn("cannot announce the verified file; will retry", "err", err)
-				return 5 * time.Second
-			}
+			err = st.announce(ctx, job)
+		}
+		if err != nil {
+			log.Warn("cannot announce the file; will retry", "state", job.State, "err", err)
+			return 5 * time.Second
 		}
 		// Leftovers (a duplicate after the file was verified, say): nobody needs them.
 		st.purge(ctx, key)
