@@ -95,6 +95,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkFetch$$' -benchtime 1x -count 3 ./stages/fetch
 	$(GO) test -run '^$$' -bench '^BenchmarkUpload$$' -benchtime 1x -count 3 ./stages/upload
 	$(GO) test -run '^$$' -bench '^BenchmarkPipeline$$' -benchtime 1x -count 3 -timeout 30m ./e2e
+	$(GO) test -run '^$$' -bench '^BenchmarkCPUPerGiB$$' -benchtime 1x -count 3 -timeout 30m ./e2e
 	$(GO) test -run '^$$' -bench '^(BenchmarkResumeCost|BenchmarkIdleFootprint|BenchmarkRecovery)$$' -benchtime 1x -count 2 -timeout 30m ./e2e
 
 run: build

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +57,65 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkCPUPerGiB: a 2 GiB file, unthrottled. Each program's CPU seconds per GiB
+// archived from its own accounting (/proc/<pid>/stat), and their sum; beside them a
+// direct copy between the same stand-ins in this process (its CPU, the stand-ins'
+// included: their share shows as standins-cpu-s/GiB during the pipeline), the
+// throughputs and their ratio, and the broker's peak resident memory.
+func BenchmarkCPUPerGiB(b *testing.B) {
+	const size = 2 << 30
+	gib := float64(size) / (1 << 30)
+	for range b.N {
+		c0 := selfCPU(b)
+		direct := directCopy(b, 0, size)
+		b.ReportMetric((selfCPU(b)-c0).Seconds()/gib, "direct-cpu-s/GiB")
+		p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"})
+		rec := p.recording(0, size)
+		procs := map[string]*stagetest.Process{"broker": p.brokers[0]}
+		for _, s := range []string{"hook", "fetch", "upload", "notify"} {
+			procs[s] = p.procs[s]
+		}
+		before := map[string]time.Duration{}
+		for name, proc := range procs {
+			before[name] = procCPU(b, proc)
+		}
+		s0, start := selfCPU(b), time.Now()
+		p.deliver(rec, 1)
+		stagetest.WaitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+		el, standins := time.Since(start), selfCPU(b)-s0
+		var total float64
+		for name, proc := range procs {
+			spent := (procCPU(b, proc) - before[name]).Seconds() / gib
+			total += spent
+			b.ReportMetric(spent, name+"-cpu-s/GiB")
+		}
+		b.ReportMetric(total, "total-cpu-s/GiB")
+		b.ReportMetric(standins.Seconds()/gib, "standins-cpu-s/GiB")
+		b.ReportMetric(float64(size)/1e6/el.Seconds(), "pipeline-MB/s")
+		b.ReportMetric(direct, "direct-MB/s")
+		b.ReportMetric(float64(size)/1e6/el.Seconds()/direct, "ratio")
+		b.ReportMetric(float64(p.brokers[0].PeakRSS())/(1<<20), "broker-peak-MiB")
+		b.ReportMetric(0, "ns/op")
+	}
+}
+
+// selfCPU is this process's CPU time so far.
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func procCPU(b *testing.B, p *stagetest.Process) time.Duration {
+	d, err := p.CPU()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
 }
 
 // BenchmarkResumeCost: upload killed at half of a 2 GiB file; the bytes Drive

@@ -335,7 +335,7 @@ func (s *soak) check(t *testing.T) {
 				t.Errorf("%s of %s stuck in %q", f.FileType, r.rec.Topic, j.State)
 				continue
 			}
-			want, _ := s.p.zoom.Content(f.ID).Digests()
+			want := s.p.zoom.Content(f.ID).MD5()
 			if c := copies[key]; len(c) != 1 || c[0].MD5 != want || c[0].Size != s.p.zoom.Content(f.ID).Size {
 				t.Errorf("%s of %s: %d copies in Drive (%+v), want one with md5 %s", f.FileType, r.rec.Topic, len(c), c, want)
 			}

@@ -66,8 +66,7 @@ const (
 	HeaderOffset     = "Archive-Offset"     // offset of the chunk's first byte in the file
 	HeaderFinal      = "Archive-Final"      // "true" on the closing message
 	HeaderSize       = "Archive-Size"       // final: the file's length
-	HeaderSHA256     = "Archive-Sha256"     // final: hex SHA-256 of the whole file
-	HeaderMD5        = "Archive-Md5"        // final: hex MD5, what Drive reports as md5Checksum
+	HeaderMD5        = "Archive-Md5"        // final: hex MD5 of the bytes fetch read, what Drive must report as md5Checksum
 )
 
 // Chunk is what the headers of a CHUNKS message say.
@@ -75,10 +74,10 @@ type Chunk struct {
 	File       string
 	Generation int
 	Offset     int64
-	// The final message's: the whole file's length and digests.
-	Final       bool
-	Size        int64
-	SHA256, MD5 string
+	// The final message's: the whole file's length and MD5.
+	Final bool
+	Size  int64
+	MD5   string
 }
 
 // Msg is the chunk's message carrying data (none for the final one).
@@ -90,7 +89,6 @@ func (c Chunk) Msg(data []byte) *nats.Msg {
 	if c.Final {
 		m.Header.Set(HeaderFinal, "true")
 		m.Header.Set(HeaderSize, strconv.FormatInt(c.Size, 10))
-		m.Header.Set(HeaderSHA256, c.SHA256)
 		m.Header.Set(HeaderMD5, c.MD5)
 	}
 	return m
@@ -121,9 +119,9 @@ func ParseChunk(h nats.Header) (Chunk, error) {
 	}
 	c.Generation, c.Offset = int(num(HeaderGeneration)), num(HeaderOffset)
 	if c.Final {
-		c.Size, c.SHA256, c.MD5 = num(HeaderSize), h.Get(HeaderSHA256), h.Get(HeaderMD5)
-		if len(c.MD5) != 32 || len(c.SHA256) != 64 {
-			err = errors.Join(err, fmt.Errorf("final chunk without its digests (%s %q, %s %q)", HeaderMD5, c.MD5, HeaderSHA256, c.SHA256))
+		c.Size, c.MD5 = num(HeaderSize), h.Get(HeaderMD5)
+		if len(c.MD5) != 32 {
+			err = errors.Join(err, fmt.Errorf("final chunk without its MD5 (%s %q)", HeaderMD5, c.MD5))
 		}
 	}
 	return c, err
@@ -373,7 +371,6 @@ type FileJob struct {
 	Attempts    int           `json:"attempts"`
 	LastError   string        `json:"last_error,omitempty"`
 	Size        int64         `json:"size,omitempty"`       // set when fetched
-	SHA256      string        `json:"sha256,omitempty"`     // set when fetched
 	MD5         string        `json:"md5,omitempty"`        // set when fetched
 	DriveID     string        `json:"drive_id,omitempty"`   // set when verified
 	DriveLink   string        `json:"drive_link,omitempty"` // set when verified

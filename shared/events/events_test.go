@@ -227,11 +227,11 @@ func TestUnparsableNumbersAreNamedNotZeroed(t *testing.T) {
 }
 
 func TestChunkHeadersRoundTrip(t *testing.T) {
-	md5hex, sha := strings.Repeat("a", 32), strings.Repeat("b", 64)
+	md5hex := strings.Repeat("a", 32)
 	for _, c := range []Chunk{
 		{File: "k1", Generation: 2, Offset: 8 << 20},
 		{File: "k1", Generation: 0, Offset: 0},
-		{File: "k1", Generation: 3, Offset: 5, Final: true, Size: 5, SHA256: sha, MD5: md5hex},
+		{File: "k1", Generation: 3, Offset: 5, Final: true, Size: 5, MD5: md5hex},
 	} {
 		m := c.Msg([]byte("bytes"))
 		if m.Subject != ChunkSubject(c.File) {
@@ -251,7 +251,7 @@ func TestChunkHeadersRoundTrip(t *testing.T) {
 }
 
 func TestChunkHeadersMalformed(t *testing.T) {
-	good := Chunk{File: "k", Generation: 1, Offset: 10, Final: true, Size: 10, SHA256: strings.Repeat("b", 64), MD5: strings.Repeat("a", 32)}
+	good := Chunk{File: "k", Generation: 1, Offset: 10, Final: true, Size: 10, MD5: strings.Repeat("a", 32)}
 	for name, spoil := range map[string]func(h nats.Header){
 		"no file":                 func(h nats.Header) { h.Del(HeaderFile) },
 		"no offset":               func(h nats.Header) { h.Del(HeaderOffset) },

@@ -471,6 +471,27 @@ func (p *Process) WaitLog(t testing.TB, msg string) map[string]any {
 	return waitLog(t, p.Logs, p.done, msg)
 }
 
+// CPU is the CPU time the process has used, user and system (/proc/<pid>/stat).
+func (p *Process) CPU() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	// After the command name in parentheses: state, then utime and stime as the
+	// 12th and 13th fields, in clock ticks (100 a second on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", p.Pid(), len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / 100, nil
+}
+
 // PeakRSS is the process's high-water resident memory in bytes (VmHWM).
 func (p *Process) PeakRSS() int64 { return p.status("VmHWM:") }
 

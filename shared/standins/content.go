@@ -2,7 +2,6 @@ package standins
 
 import (
 	"crypto/md5"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"io"
@@ -76,9 +75,9 @@ func (r *contentReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Digests are the hex MD5 and SHA-256 of the whole content.
-func (c Content) Digests() (md5hex, sha256hex string) {
-	m, s := md5.New(), sha256.New()
-	io.Copy(io.MultiWriter(m, s), c.Reader(0))
-	return hex.EncodeToString(m.Sum(nil)), hex.EncodeToString(s.Sum(nil))
+// MD5 is the hex MD5 of the whole content.
+func (c Content) MD5() string {
+	m := md5.New()
+	io.Copy(m, c.Reader(0))
+	return hex.EncodeToString(m.Sum(nil))
 }

@@ -38,7 +38,7 @@ type StateMail struct {
 func Snapshot(z *Zoom, d *Drive, g *Gmail, rec events.Recording, completed []byte) State {
 	s := State{Completed: completed, Served: z.BytesServed()}
 	for _, f := range append(rec.RecordingFiles, rec.ParticipantAudioFiles...) {
-		md5hex, _ := z.Content(f.ID).Digests()
+		md5hex := z.Content(f.ID).MD5()
 		s.Zoom = append(s.Zoom, StateFile{Name: f.ID, Size: int64(f.FileSize), MD5: md5hex})
 	}
 	for _, f := range d.Files() {

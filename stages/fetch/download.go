@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"crypto/md5"
-	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
-	"zoomarchive/shared/digest"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
 )
@@ -58,9 +57,8 @@ func (p permanent) Unwrap() error { return p.error }
 type progress struct {
 	Generation int    `json:"generation"`
 	Offset     int64  `json:"offset"`
-	SHA256     []byte `json:"sha256_state,omitempty"` // hash states over bytes [0, Offset)
-	MD5        []byte `json:"md5_state,omitempty"`
-	Restart    bool   `json:"restart,omitempty"` // the next attempt starts over
+	MD5        []byte `json:"md5_state,omitempty"` // the MD5 state over bytes [0, Offset)
+	Restart    bool   `json:"restart,omitempty"`   // the next attempt starts over
 }
 
 type checkpoint = bus.Leased[progress]
@@ -158,26 +156,27 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// hashes are the digests of the bytes before the resume point. A state that does
-// not read back cannot be resumed: the file starts over (errBadState).
-func hashes(p progress) (sha, md hash.Hash, err error) {
+// digestAt is the MD5 of the bytes before the resume point: the one pass over the
+// file's bytes that proves the copy (README, upload). A state that does not read
+// back cannot be resumed: the file starts over (errBadState).
+func digestAt(p progress) (hash.Hash, error) {
+	md := md5.New()
 	if p.Offset == 0 {
-		return sha256.New(), md5.New(), nil
+		return md, nil
 	}
-	sha, err1 := digest.Resume(sha256.New(), p.SHA256)
-	md, err2 := digest.Resume(md5.New(), p.MD5)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errBadState, err)
+	if err := md.(encoding.BinaryUnmarshaler).UnmarshalBinary(p.MD5); err != nil {
+		return nil, fmt.Errorf("%w: %w", errBadState, err)
 	}
-	return sha, md, nil
+	return md, nil
 }
 
-// advance records that the bytes up to offset are in CHUNKS, with their hash states.
-func advance(ctx context.Context, cp *checkpoint, offset int64, sha, md hash.Hash) error {
-	return cp.Save(ctx, func(p *progress) {
-		p.Offset = offset
-		p.SHA256, p.MD5 = digest.State(sha), digest.State(md)
-	})
+// advance records that the bytes up to offset are in CHUNKS, with the MD5 state.
+func advance(ctx context.Context, cp *checkpoint, offset int64, md hash.Hash) error {
+	state, err := md.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return err // crypto/md5 always marshals
+	}
+	return cp.Save(ctx, func(p *progress) { p.Offset, p.MD5 = offset, state })
 }
 
 // newGeneration starts the file over: its chunks so far are purged, the generation
@@ -192,7 +191,7 @@ func (st *stage) newGeneration(ctx context.Context, cp *checkpoint, job events.F
 	}
 	gen := max(job.Generation, cp.Get().Generation) + 1
 	job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
-		j.Generation, j.State, j.Size, j.SHA256, j.MD5 = gen, events.JobFetching, 0, "", ""
+		j.Generation, j.State, j.Size, j.MD5 = gen, events.JobFetching, 0, ""
 	})
 	if err != nil {
 		return job, err
@@ -348,7 +347,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 
 	idle := time.AfterFunc(st.stall, func() { cancel(errStalled) })
 	defer idle.Stop()
-	sha, md, err := hashes(cp.Get())
+	md, err := digestAt(cp.Get())
 	if err != nil {
 		return err
 	}
@@ -362,11 +361,10 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 			if err := st.publishChunk(ctx, cp, job, offset, buf[:n]); err != nil {
 				return err
 			}
-			sha.Write(buf[:n])
 			md.Write(buf[:n])
 			offset += int64(n)
 			st.m.bytes.Add(float64(n))
-			if err := advance(ctx, cp, offset, sha, md); err != nil {
+			if err := advance(ctx, cp, offset, md); err != nil {
 				return err
 			}
 		}
@@ -444,10 +442,10 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, c events.Ch
 // which may verify the file at once, never sees its state go backwards.
 func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, log *slog.Logger) {
 	size := cp.Get().Offset
-	if job.State == events.JobFetched && job.SHA256 != "" {
+	if job.State == events.JobFetched && job.MD5 != "" {
 		size = job.Size
 	} else {
-		sha, md, err := hashes(cp.Get())
+		md, err := digestAt(cp.Get())
 		if err != nil {
 			log.Warn("cannot finish the file", "err", err)
 			if cp.Save(ctx, func(p *progress) { p.Restart = true }) == nil {
@@ -458,7 +456,7 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 		}
 		job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
 			j.State, j.Size = events.JobFetched, size
-			j.SHA256, j.MD5 = hex.EncodeToString(sha.Sum(nil)), hex.EncodeToString(md.Sum(nil))
+			j.MD5 = hex.EncodeToString(md.Sum(nil))
 		})
 		if err != nil {
 			log.Warn("cannot record the fetched file; will retry", "err", err)
@@ -467,7 +465,7 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 			return
 		}
 	}
-	final := events.Chunk{File: job.Key, Generation: job.Generation, Offset: job.Size, Final: true, Size: job.Size, SHA256: job.SHA256, MD5: job.MD5}
+	final := events.Chunk{File: job.Key, Generation: job.Generation, Offset: job.Size, Final: true, Size: job.Size, MD5: job.MD5}
 	if err := st.publishWaiting(ctx, cp, final, nil); err != nil {
 		cp.Release(context.Background())
 		msg.Nak()

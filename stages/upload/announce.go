@@ -57,10 +57,10 @@ func (st *stage) announce(ctx context.Context, job events.FileJob) error {
 
 // mismatch: Drive does not hold the bytes Zoom sent. The bad copy is deleted and the
 // file comes again from Zoom, until UPLOAD_MAX_MISMATCHES says it is failed.
-func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, sum, fetched string) error {
+func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, fetched string) error {
 	f.st.m.mismatches.Inc()
-	why := fmt.Sprintf("Drive holds %d bytes md5 %s; streamed %d bytes md5 %s; fetch saw md5 %s; Zoom's file_size %d",
-		got.Size, got.MD5Checksum, size, sum, fetched, f.job.File.FileSize)
+	why := fmt.Sprintf("Drive holds %d bytes md5 %s; fetch read %d bytes md5 %s from Zoom; Zoom's file_size %d",
+		got.Size, got.MD5Checksum, size, fetched, f.job.File.FileSize)
 	f.log.Error("verification failed; deleting the Drive copy", "drive_id", got.ID, "detail", why)
 	if err := f.st.drive.Files.Delete(got.ID).SupportsAllDrives(true).Context(ctx).Do(); err != nil && !notFound(err) {
 		return err

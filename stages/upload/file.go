@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"sync"
 	"time"
@@ -26,10 +24,9 @@ type upState struct {
 	Generation int       `json:"generation"`
 	Session    string    `json:"session,omitempty"` // the resumable session URI
 	SessionAt  time.Time `json:"session_at,omitempty"`
-	Offset     int64     `json:"offset"`              // bytes Drive holds and this stage has hashed
-	MD5        []byte    `json:"md5_state,omitempty"` // over bytes [0, Offset)
-	Existing   string    `json:"existing,omitempty"`  // a copy already in Drive: read through, then compare
-	Refetch    bool      `json:"refetch,omitempty"`   // fetch is yet to be asked for generation Generation
+	Offset     int64     `json:"offset"`             // bytes Drive confirmed
+	Existing   string    `json:"existing,omitempty"` // a copy already in Drive: read through, then compare
+	Refetch    bool      `json:"refetch,omitempty"`  // fetch is yet to be asked for generation Generation
 }
 
 // sessionLife is under Drive's week, so that a session is never used in its last hours.
@@ -49,7 +46,6 @@ type fileUpload struct {
 	log         *slog.Logger
 	mu          sync.Mutex // guards held against the heartbeat
 	held        []held
-	md5         hash.Hash
 	folder      folderRecord
 	complete    *driveFile // Drive's answer once the last byte is in
 	driveAt     int64      // what Drive said it holds when the upload resumed
@@ -183,10 +179,11 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events
 		}
 		got = *f.complete
 	}
-	sum := hex.EncodeToString(f.md5.Sum(nil))
+	// Drive's MD5 of what it stored against fetch's of what Zoom served: the one
+	// comparison that proves the copy (README, upload: verification).
 	zoomSize := int64(f.job.File.FileSize)
-	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != sum || sum != final.MD5 || zoomSize > 0 && zoomSize != size {
-		return false, f.mismatch(ctx, got, size, sum, final.MD5)
+	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != final.MD5 || zoomSize > 0 && zoomSize != size {
+		return false, f.mismatch(ctx, got, size, final.MD5)
 	}
 	if err := f.verified(ctx, got); err != nil {
 		return false, err

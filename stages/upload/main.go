@@ -5,12 +5,13 @@
 //
 //   - generation: one pass of fetch over a file from byte 0. fetch counts up when it
 //     starts a file over; upload then drops what it has and opens a new session.
-//   - session: Drive's resumable upload of one generation (session.go). Its URI,
-//     the offset Drive confirmed and the MD5 state below it are the resume point
-//     (upState), saved before any byte past it is sent.
+//   - session: Drive's resumable upload of one generation (session.go). Its URI
+//     and the offset Drive confirmed are the resume point (upState), saved before
+//     their messages are acknowledged.
 //   - held: chunk messages taken from the stream whose bytes Drive has not yet
-//     confirmed (stream.go). Confirmed bytes join the MD5, then their messages are
-//     acknowledged; nothing is acknowledged before Drive holds it.
+//     confirmed (stream.go); nothing is acknowledged before Drive holds it.
+//   - verified: Drive's size and md5Checksum equal what fetch read from Zoom (the
+//     final message); upload does not hash the bytes itself.
 //   - gap: a chunk that starts past the bytes in hand.
 //   - reread: the file's consumer is replaced so that the stream hands out again
 //     what an earlier one held back (errReread); Zoom is not asked. A gap is first a

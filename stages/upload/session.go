@@ -2,16 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
 
 	"google.golang.org/api/drive/v3"
 
-	"zoomarchive/shared/digest"
 	"zoomarchive/shared/retry"
 )
 
@@ -22,16 +19,10 @@ import (
 // resume checks a saved session with Drive: how much it holds, or that it is gone.
 func (f *fileUpload) resume(ctx context.Context) error {
 	s := f.up.Get()
-	f.md5 = md5.New()
 	if s.Generation < f.job.Generation {
 		// fetch started the file over since: nothing of the older bytes counts.
 		return f.up.Save(ctx, func(u *upState) { *u = upState{Generation: f.job.Generation} })
 	}
-	md, err := digest.Resume(f.md5, s.MD5)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errRefetch, err) // the bytes below Offset cannot be hashed again
-	}
-	f.md5 = md
 	if s.Session == "" {
 		return nil
 	}
@@ -109,23 +100,13 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		} else {
 			n = avail
 		}
-		// The MD5 goes along with the bytes as they are sent; it is kept when Drive
-		// took them all, as it nearly always does.
-		ahead, err := digest.Resume(md5.New(), digest.State(f.md5))
-		if err != nil {
-			return err // cannot be: a state of the same hash
-		}
-		stored, done, err := f.st.res.put(ctx, s.Session, s.Offset, io.TeeReader(f.reader(s.Offset, n), ahead), n, total)
+		stored, done, err := f.st.res.put(ctx, s.Session, s.Offset, f.reader(s.Offset, n), n, total)
 		if err == nil {
 			f.st.m.bytes.Add(float64(n))
 			if stored < s.Offset {
 				return fmt.Errorf("%w: Drive went back from %d to %d bytes", errRefetch, s.Offset, stored)
 			}
 			f.complete = done
-			if stored == s.Offset+n {
-				f.md5 = ahead
-				return f.acknowledge(ctx, stored)
-			}
 			return f.confirm(ctx, min(stored, f.heldEnd()))
 		}
 		de := driveErr(err)
@@ -192,7 +173,7 @@ func (f *fileUpload) sessionGone(ctx context.Context) error {
 	f.mu.Lock()
 	fromZero := s.Offset == 0 && (len(f.held) == 0 || f.held[0].off == 0)
 	f.mu.Unlock()
-	f.md5, f.complete = md5.New(), nil
+	f.complete = nil
 	if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: s.Generation} }); err != nil {
 		return err
 	}

@@ -141,8 +141,7 @@ func (w *world) feed(t testing.TB, key string, gen int, from, to int64, final bo
 		off += int64(n)
 	}
 	if final {
-		md5hex, sha := c.Digests()
-		msg := events.Chunk{File: key, Generation: gen, Offset: c.Size, Final: true, Size: c.Size, SHA256: sha, MD5: md5hex}.Msg(nil)
+		msg := events.Chunk{File: key, Generation: gen, Offset: c.Size, Final: true, Size: c.Size, MD5: c.MD5()}.Msg(nil)
 		w.publish(t, msg)
 	}
 }
@@ -239,7 +238,7 @@ func (w *world) checkCopy(t testing.TB, key string) standins.DriveFile {
 	if len(found) != 1 {
 		t.Fatalf("%s: %d copies in Drive, want 1", key, len(found))
 	}
-	wantMD5, _ := w.content(key).Digests()
+	wantMD5 := w.content(key).MD5()
 	if found[0].Size != w.content(key).Size || found[0].MD5 != wantMD5 {
 		t.Errorf("%s: Drive holds %d bytes md5 %s, Zoom %d bytes md5 %s", key, found[0].Size, found[0].MD5, w.content(key).Size, wantMD5)
 	}

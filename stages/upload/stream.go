@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"zoomarchive/shared/digest"
 	"zoomarchive/shared/events"
 )
 
@@ -123,7 +121,7 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 		// fetch started the file over: so do we, in a new session.
 		f.log.Info("file started over by fetch", "generation", gen)
 		f.dropHeld()
-		f.md5, f.complete = md5.New(), nil
+		f.complete = nil
 		if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: gen} }); err != nil {
 			return false, err
 		}
@@ -153,7 +151,7 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 		return false, f.confirm(ctx, f.heldEnd()) // Drive has these bytes already
 	}
 	if f.driveAt > f.up.Get().Offset {
-		// Stored before a crash kept us from saving so: hashed now, not sent again.
+		// Stored before a crash kept us from saving so: confirmed now, not sent again.
 		if err := f.confirm(ctx, min(f.driveAt, f.heldEnd())); err != nil {
 			return false, err
 		}
@@ -190,26 +188,12 @@ func (f *fileUpload) reader(from, n int64) io.Reader {
 	return io.MultiReader(parts...)
 }
 
-// confirm takes the bytes up to upTo as stored in Drive: they join the MD5, the
-// resume point is saved, then their messages are acknowledged.
+// confirm takes the bytes up to upTo as stored in Drive: the resume point is saved
+// there, then the messages wholly below it are acknowledged.
 func (f *fileUpload) confirm(ctx context.Context, upTo int64) error {
-	s := f.up.Get()
-	if upTo <= s.Offset {
+	if upTo <= f.up.Get().Offset {
 		return nil
 	}
-	f.mu.Lock()
-	for _, h := range f.held {
-		if lo, hi := max(s.Offset, h.off), min(upTo, h.end()); lo < hi {
-			f.md5.Write(h.msg.Data()[lo-h.off : hi-h.off])
-		}
-	}
-	f.mu.Unlock()
-	return f.acknowledge(ctx, upTo)
-}
-
-// acknowledge saves the resume point at upTo, with the MD5 of the bytes below it,
-// then acknowledges the messages wholly below it.
-func (f *fileUpload) acknowledge(ctx context.Context, upTo int64) error {
 	f.mu.Lock()
 	var done []jetstream.Msg
 	keep := f.held[:0]
@@ -222,8 +206,7 @@ func (f *fileUpload) acknowledge(ctx context.Context, upTo int64) error {
 	}
 	f.held = keep
 	f.mu.Unlock()
-	state := digest.State(f.md5)
-	if err := f.up.Save(ctx, func(u *upState) { u.Offset, u.MD5 = upTo, state }); err != nil {
+	if err := f.up.Save(ctx, func(u *upState) { u.Offset = upTo }); err != nil {
 		return err
 	}
 	for _, m := range done {

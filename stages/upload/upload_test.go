@@ -197,8 +197,8 @@ func TestExpiredSessionStartsOver(t *testing.T) {
 }
 
 // fetch started a file over while upload was stopped mid-file: the new generation
-// is hashed from byte 0, not on top of the old one's state.
-func TestFileStartedOverWhileStoppedIsHashedFromZero(t *testing.T) {
+// goes into a new session from byte 0 and verifies.
+func TestFileStartedOverWhileStoppedVerifies(t *testing.T) {
 	w := newWorld(t, nil)
 	const size = 6*mib + 5
 	w.plan(t, board, spec{key: "over", fileType: "MP4", ext: "MP4", size: size})
@@ -379,6 +379,32 @@ func TestMD5MismatchDeletesAndRetriesThenFails(t *testing.T) {
 		if f.AppProperties["zoomFileKey"] == "worse" {
 			t.Error("a copy that did not verify is still in Drive")
 		}
+	}
+}
+
+// A chunk corrupted between fetch and upload (in the broker, on a disk) is caught:
+// Drive's MD5 of what it stored is not fetch's of what Zoom served. The copy is
+// deleted and the file comes again from Zoom; it was never verified, so fetch
+// never trashed the recording for it.
+func TestCorruptedChunkIsCaughtAndFetchedAgain(t *testing.T) {
+	w := newWorld(t, nil)
+	refetches := w.refetcher(t)
+	const size = 3*mib + 11
+	w.plan(t, board, spec{key: "flip", fileType: "MP4", ext: "MP4", size: size})
+	w.startUpload(t)
+	w.feed(t, "flip", 0, 0, mib, false)
+	bad := make([]byte, mib)
+	w.content("flip").ReadAt(bad, mib)
+	bad[1234] ^= 0x40
+	w.publish(t, events.Chunk{File: "flip", Offset: mib}.Msg(bad))
+	w.feed(t, "flip", 0, 2*mib, size, true)
+	j := w.waitVerified(t, "flip")
+	w.checkCopy(t, "flip")
+	if j.Mismatches != 1 || *refetches != 1 || j.Generation != 1 {
+		t.Errorf("job %+v, refetches %d; want one bad copy and the file again from Zoom", j, *refetches)
+	}
+	if n := len(w.archiveEvents(t, "archive.file.verified.")); n != 1 {
+		t.Errorf("%d verified events; the bad copy must not count", n)
 	}
 }
 
