@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,7 +73,7 @@ func BenchmarkCPUPerGiB(b *testing.B) {
 		c0 := selfCPU(b)
 		direct := directCopy(b, 0, size)
 		b.ReportMetric((selfCPU(b)-c0).Seconds()/gib, "direct-cpu-s/GiB")
-		p := newPipeline(b, map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"})
+		p := newPipeline(b, stagetest.Merge(map[string]string{"DRIVE_CHUNK_SIZE": "8MiB", "CHUNK_WINDOW": "64MiB"}, benchEnv()))
 		rec := p.recording(0, size)
 		procs := map[string]*stagetest.Process{"broker": p.brokers[0]}
 		for _, s := range []string{"hook", "fetch", "upload", "notify"} {
@@ -83,7 +85,9 @@ func BenchmarkCPUPerGiB(b *testing.B) {
 		}
 		s0, start := selfCPU(b), time.Now()
 		p.deliver(rec, 1)
+		profiled := p.profile(b, os.Getenv("BENCH_PROFILE"), 5*time.Second)
 		stagetest.WaitFor(b, "verified", 10*time.Minute, func() bool { return p.jobState(rec) == events.JobVerified })
+		profiled()
 		el, standins := time.Since(start), selfCPU(b)-s0
 		var total float64
 		for name, proc := range procs {
@@ -99,6 +103,41 @@ func BenchmarkCPUPerGiB(b *testing.B) {
 		b.ReportMetric(float64(p.brokers[0].PeakRSS())/(1<<20), "broker-peak-MiB")
 		b.ReportMetric(0, "ns/op")
 	}
+}
+
+// profile, when dir is set, takes a CPU profile of the broker, fetch and upload
+// for the next seconds, then their heap profiles, into dir/<program>.cpu and
+// .heap (the pipeline needs METRICS_PPROF and BROKER_PPROF on: BENCH_ENV); the
+// returned function waits for them.
+func (p *pipeline) profile(b *testing.B, dir string, d time.Duration) func() {
+	if dir == "" {
+		return func() {}
+	}
+	save := func(name, path, file string) {
+		resp, err := http.Get("http://" + p.metrics[name] + path)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, file))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	}
+	var wg sync.WaitGroup
+	for _, name := range []string{"broker", "fetch", "upload"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			save(name, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+".cpu")
+			save(name, "/debug/pprof/heap", name+".heap")
+		}()
+	}
+	return wg.Wait
 }
 
 // selfCPU is this process's CPU time so far.
@@ -304,4 +343,15 @@ func (p *pipeline) nextDriveByte(b *testing.B, since time.Time) time.Duration {
 	before := p.drive.Received()
 	stagetest.WaitFor(b, "Drive storing again", 5*time.Minute, func() bool { return p.drive.Received() > before })
 	return time.Since(since)
+}
+
+// benchEnv: BENCH_ENV="K=V,K=V" adds settings for an experiment.
+func benchEnv() map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Split(os.Getenv("BENCH_ENV"), ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
 }

@@ -56,6 +56,7 @@ type pipeline struct {
 	brokers   []*stagetest.Process
 	brokerEnv []map[string]string
 	procs     map[string]*stagetest.Process
+	metrics   map[string]string // each program's metrics address, the first broker's as "broker"
 	hook      *standins.ZoomWebhooks
 	js        jetstream.JetStream
 }
@@ -69,7 +70,7 @@ func newPipeline(t testing.TB, extra map[string]string) *pipeline {
 // with streams replicated on three.
 func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, zoom: standins.NewZoom(), token: standins.NewGoogleToken(), procs: map[string]*stagetest.Process{}}
+	p := &pipeline{t: t, zoom: standins.NewZoom(), token: standins.NewGoogleToken(), procs: map[string]*stagetest.Process{}, metrics: map[string]string{}}
 	t.Cleanup(p.zoom.Close)
 	t.Cleanup(p.token.Close)
 	p.drive, p.gmail = standins.NewDrive(p.token), standins.NewGmail(p.token)
@@ -101,6 +102,11 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 	for i := range nodes {
 		env := map[string]string{"BROKER_LISTEN": clients[i], "BROKER_MONITOR": "off", "BROKER_METRICS": "127.0.0.1:0", "BROKER_STORE_DIR": t.TempDir(),
 			"BROKER_AUTH_DIR": auth, "CHUNK_WINDOW": p.env["CHUNK_WINDOW"], "NATS_REPLICAS": p.env["NATS_REPLICAS"]}
+		for k, v := range p.env {
+			if strings.HasPrefix(k, "BROKER_") || strings.HasPrefix(k, "GO") { // the broker's and the Go runtime's among extra's
+				env[k] = v
+			}
+		}
 		if nodes > 1 {
 			var others []string
 			for j, r := range routes {
@@ -113,8 +119,10 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		p.brokers = append(p.brokers, stagetest.StartBinary(t, filepath.Join(bins, "broker"), env))
 		p.brokerEnv = append(p.brokerEnv, env)
 	}
-	for _, b := range p.brokers { // a cluster node is ready only once it sees the others
-		b.WaitLog(t, "broker ready")
+	for i, b := range p.brokers { // a cluster node is ready only once it sees the others
+		if line := b.WaitLog(t, "broker ready"); i == 0 {
+			p.metrics["broker"], _ = line["metrics"].(string)
+		}
 	}
 	p.js = stagetest.JetStream(t, p.env["NATS_URL"])
 	for _, s := range []string{"hook", "fetch", "upload", "notify"} {
@@ -135,8 +143,9 @@ func (p *pipeline) restartBroker(i int) {
 func (p *pipeline) start(stage string) {
 	env := stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
 	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), env)
-	proc.WaitLog(p.t, "ready")
+	line := proc.WaitLog(p.t, "ready")
 	p.procs[stage] = proc
+	p.metrics[stage], _ = line["metrics"].(string)
 }
 
 // kill ends a stage with SIGKILL and starts it again.

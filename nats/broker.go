@@ -187,6 +187,7 @@ var settings = append([]config.Setting{
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
 	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz, /connz: connections and subjects, for the operator alone); 'off' to disable", Health: "/healthz"},
 	{Name: "BROKER_METRICS", Default: "127.0.0.1:9100", Usage: "Prometheus /metrics of the broker (counts only, nothing of who is connected); 'off' to disable"},
+	{Name: "BROKER_PPROF", Default: "off", Usage: "on: also serve Go's profiles (/debug/pprof/) on BROKER_METRICS, to see where the broker spends CPU and memory"},
 	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
 	{Name: "BROKER_NAME", Default: "zoomarchive", Usage: "server name; unique per node in a cluster"},
 	{Name: "BROKER_CLUSTER", Usage: "host:port for the other nodes of a cluster; empty: one server alone"},
@@ -199,6 +200,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		func(ctx context.Context, v *config.Values) error {
 			log := obs.Logger(stdout, "broker")
 			auth, topo, metricsAddr := v.String("BROKER_AUTH_DIR"), bus.ReadTopology(v), v.String("BROKER_METRICS")
+			profiles := v.OnOff("BROKER_PPROF")
 			if auth != "" {
 				if _, err := readTrust(auth); err != nil {
 					v.Invalid("BROKER_AUTH_DIR", err.Error())
@@ -215,7 +217,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				if err != nil {
 					return fmt.Errorf("BROKER_CONFIG %s: %w", file, err)
 				}
-				return serve(ctx, s, log, file, metricsAddr)
+				return serve(ctx, s, log, file, metricsAddr, profiles)
 			}
 			cfg := Config{AuthDir: auth, Topology: topo, Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
 				Name: v.String("BROKER_NAME"), Cluster: v.String("BROKER_CLUSTER"), Routes: v.List("BROKER_ROUTES")}
@@ -232,7 +234,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			return serve(ctx, s, log, "", metricsAddr)
+			return serve(ctx, s, log, "", metricsAddr, profiles)
 		}, credsCommand)
 }
 
@@ -255,11 +257,11 @@ var credsCommand = config.Command{
 }
 
 // serve runs s until ctx ends, then shuts it down cleanly.
-func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr string) error {
+func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr string, profiles bool) error {
 	if metricsAddr != "off" {
 		reg := obs.Registry()
 		reg.MustRegister(newMetrics(s))
-		ml, err := obs.Listen(metricsAddr, reg, func() error { return nil })
+		ml, err := obs.Listen(metricsAddr, reg, func() error { return nil }, profiles)
 		if err != nil {
 			s.Shutdown()
 			return fmt.Errorf("BROKER_METRICS %s: %w", metricsAddr, err)

@@ -24,6 +24,7 @@ import (
 var Settings = []config.Setting{
 	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Usage: "broker URL; several comma-separated for a cluster"},
 	{Name: "NATS_CREDS", Required: true, Usage: "this program's credentials file from the folder `broker creds` wrote (hook.creds, fetch.creds, ...)"},
+	{Name: "METRICS_PPROF", Default: "off", Usage: "on: also serve Go's profiles (/debug/pprof/) on METRICS_ADDR, to see where a run spends CPU and memory"},
 }
 
 // TopologySettings are the broker's: it declares the streams and the job bucket,
@@ -46,17 +47,19 @@ type Topology struct {
 	ChunkWindow  int64
 }
 
-// Config is what a stage needs to reach the broker: where, and as whom.
+// Config is what a stage needs to reach the broker: where, and as whom; and
+// whether its metrics listener serves profiles too (METRICS_PPROF).
 type Config struct {
 	URL      string
 	Creds    string // credentials file
 	Identity string // the name inside it
+	Profiles bool
 }
 
 // ReadConfig reads Settings for the program identity, recording problems in v:
 // credentials that cannot be read, or that are another program's.
 func ReadConfig(v *config.Values, identity string) Config {
-	c := Config{URL: v.String("NATS_URL"), Creds: v.String("NATS_CREDS")}
+	c := Config{URL: v.String("NATS_URL"), Creds: v.String("NATS_CREDS"), Profiles: v.OnOff("METRICS_PPROF")}
 	if c.Creds == "" {
 		return c
 	}

@@ -66,7 +66,7 @@ func Listen(c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr st
 			return errors.New("starting")
 		}
 		return conn.Health.Err()
-	})
+	}, c.Profiles)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("METRICS_ADDR %s: %w", metricsAddr, err)

@@ -207,7 +207,6 @@ func (v *Values) List(name string) []string {
 	return out
 }
 
-// Duration reads a Go duration such as 300s, 2h or 720h; it must be positive.
 // Daily is a time of day in UTC (HH:MM) a setting names for a daily task, or off.
 type Daily struct {
 	Off  bool
@@ -237,6 +236,20 @@ func (d Daily) Next(now time.Time) time.Time {
 	return next
 }
 
+// OnOff reads a setting that is on or off.
+func (v *Values) OnOff(name string) bool {
+	switch raw := v.String(name); raw {
+	case "on":
+		return true
+	case "off", "":
+		return false
+	default:
+		v.Invalid(name, fmt.Sprintf("%q is not on or off", raw))
+		return false
+	}
+}
+
+// Duration reads a Go duration such as 300s, 2h or 720h; it must be positive.
 func (v *Values) Duration(name string) time.Duration {
 	raw := v.String(name)
 	if raw == "" {

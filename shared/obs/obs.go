@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -37,8 +38,9 @@ type Listener struct {
 	ln  net.Listener
 }
 
-// Listen binds addr; Serve must follow.
-func Listen(addr string, reg *prometheus.Registry, ready func() error) (*Listener, error) {
+// Listen binds addr; Serve must follow. With profiles, Go's profiles are served
+// too (/debug/pprof/), for a look at where a run spends its CPU and memory.
+func Listen(addr string, reg *prometheus.Registry, ready func() error, profiles bool) (*Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -53,6 +55,10 @@ func Listen(addr string, reg *prometheus.Registry, ready func() error) (*Listene
 		}
 		io.WriteString(w, "ready\n")
 	})
+	if profiles {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	return &Listener{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln: ln}, nil
 }
 

@@ -32,7 +32,7 @@ func TestListenerAnswersHealthReadinessAndMetrics(t *testing.T) {
 			return *e
 		}
 		return nil
-	})
+	}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestListenerAnswersHealthReadinessAndMetrics(t *testing.T) {
 
 // A listener on every interface is probed over loopback.
 func TestProbeAsksLoopbackForEveryInterface(t *testing.T) {
-	l, err := Listen(":0", Registry(), func() error { return nil })
+	l, err := Listen(":0", Registry(), func() error { return nil }, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +87,27 @@ func TestProbeAsksLoopbackForEveryInterface(t *testing.T) {
 	for _, addr := range []string{":" + port, "0.0.0.0:" + port, "[::]:" + port} {
 		if err := Probe(context.Background(), addr, "/healthz"); err != nil {
 			t.Errorf("%s: %v", addr, err)
+		}
+	}
+}
+
+// Go's profiles are served only when asked for (METRICS_PPROF, BROKER_PPROF).
+func TestProfilesOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		l, err := Listen("127.0.0.1:0", Registry(), func() error { return nil }, on)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go l.Serve(ctx)
+		resp, err := http.Get("http://" + l.Addr() + "/debug/pprof/heap?debug=1")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if served := resp.StatusCode == http.StatusOK; served != on {
+			t.Errorf("profiles asked for: %v; /debug/pprof/heap answered %s", on, resp.Status)
 		}
 	}
 }
