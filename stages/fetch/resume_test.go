@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"crypto/md5"
+	"encoding"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/url"
 	"strings"
@@ -172,25 +174,9 @@ func TestEveryBytePublishedButNotRecordedIsFinished(t *testing.T) {
 
 			// Put the records back as they were between the last chunk and the job update.
 			ctx := context.Background()
-			if _, err := bus.Update(ctx, w.kv, events.FileJobKey("tail-1"), func(j *events.FileJob, _ bool) error {
-				j.State, j.Size, j.MD5 = events.JobFetching, 0, ""
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			cp, _, err := bus.Claim[progress](ctx, w.kv, events.FetchProgressKey("tail-1"), "a-stopped-worker", time.Minute)
-			if err != nil || cp == nil {
-				t.Fatalf("claim: %v", err)
-			}
 			md := md5.New()
 			io.Copy(md, w.zoom.Content("tail-1").Reader(0))
-			if err := advance(ctx, cp, 20000, md); err != nil {
-				t.Fatal(err)
-			}
-			cp.Release(ctx)
-			if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject("tail-1"))); err != nil {
-				t.Fatal(err)
-			}
+			w.stoppedAt(t, "tail-1", func(p *progress) { p.Offset, p.MD5 = 20000, md5State(t, md) })
 
 			second := w.startFetch(t)
 			waitFor(t, "fetched again", func() bool { return w.job(t, "tail-1").State == events.JobFetched })
@@ -221,6 +207,39 @@ func TestEveryBytePublishedButNotRecordedIsFinished(t *testing.T) {
 	}
 }
 
+// stoppedAt makes the records of a fetched file look as a worker left them that
+// stopped before it recorded the file fetched, with the checkpoint set, and sends
+// the file's work message.
+func (w *world) stoppedAt(t *testing.T, key string, set func(*progress)) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := bus.Update(ctx, w.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+		j.State, j.Size, j.MD5 = events.JobFetching, 0, ""
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cp, _, err := bus.Claim[progress](ctx, w.kv, events.FetchProgressKey(key), "a-stopped-worker", time.Minute)
+	if err != nil || cp == nil {
+		t.Fatalf("claim: %v", err)
+	}
+	if err := cp.Save(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	cp.Release(ctx)
+	if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject(key))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func md5State(t *testing.T, h hash.Hash) []byte {
+	b, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // A checkpoint whose hash state does not read back cannot be resumed: its digests
 // would cover only the bytes after it. The file starts over, mid-way or at its end.
 func TestUnreadableHashStateStartsTheFileOver(t *testing.T) {
@@ -234,24 +253,7 @@ func TestUnreadableHashStateStartsTheFileOver(t *testing.T) {
 			done := w.waitState(t, "bad-1", events.JobFetched)
 			first.Stop()
 
-			ctx := context.Background()
-			if _, err := bus.Update(ctx, w.kv, events.FileJobKey("bad-1"), func(j *events.FileJob, _ bool) error {
-				j.State, j.Size, j.MD5 = events.JobFetching, 0, ""
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			cp, _, err := bus.Claim[progress](ctx, w.kv, events.FetchProgressKey("bad-1"), "a-stopped-worker", time.Minute)
-			if err != nil || cp == nil {
-				t.Fatalf("claim: %v", err)
-			}
-			if err := cp.Save(ctx, func(p *progress) { p.Offset, p.MD5 = at, []byte("damaged") }); err != nil {
-				t.Fatal(err)
-			}
-			cp.Release(ctx)
-			if _, err := w.js.PublishMsg(ctx, nats.NewMsg(events.FetchJobSubject("bad-1"))); err != nil {
-				t.Fatal(err)
-			}
+			w.stoppedAt(t, "bad-1", func(p *progress) { p.Offset, p.MD5 = at, []byte("damaged") })
 			w.startFetch(t)
 			waitFor(t, "fetched again", func() bool {
 				j := w.job(t, "bad-1")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,6 +20,22 @@ type testHook struct {
 	*stagetest.Stage
 	url, metrics string
 	zoom         *standins.ZoomWebhooks
+}
+
+// addr is the hook's listener, host:port.
+func (h *testHook) addr() string {
+	return strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://")
+}
+
+// dial is a raw connection to the hook, closed when the test ends.
+func (h *testHook) dial(t testing.TB) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", h.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func startHook(t testing.TB, natsURL string, extra map[string]string) *testHook {

@@ -214,11 +214,7 @@ func TestRejectionsPublishNothing(t *testing.T) {
 // the connection reset instead: the hook does not read what it refuses.)
 func TestOversizedBodyNotRead(t *testing.T) {
 	_, h := newStack(t)
-	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := h.dial(t)
 	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", webhookPath, 100<<20)
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	var resp fasthttp.Response
@@ -237,11 +233,7 @@ func TestOversizedBodyNotRead(t *testing.T) {
 // headers it broke on may hold a signature.
 func TestMalformedRequestLoggedWithoutItsHeaders(t *testing.T) {
 	_, h := newStack(t)
-	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := h.dial(t)
 	const sig = "v0=5f1c0ffee0ddba11signature"
 	fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nx-zm-signature: %s\r\na header line without its colon %s\r\nContent-Length: 2\r\n\r\n{}", webhookPath, sig, sig)
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -334,7 +326,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	d := standins.Delivery{Body: []byte(recordingBody), RequestID: standins.NewZoomRequestID()}
 	// The request is written whole before the stop: it is in flight, waiting for the
 	// stalled broker.
-	conn, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"))
+	conn, err := net.Dial("tcp", h.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +359,7 @@ func TestShutdownFinishesRequestsInFlight(t *testing.T) {
 	if n := len(storedEvents(t, "nats://"+addr)); n != 1 {
 		t.Fatalf("stored %d events, want 1", n)
 	}
-	if _, err := net.DialTimeout("tcp", strings.TrimPrefix(strings.TrimSuffix(h.url, webhookPath), "http://"), time.Second); err == nil {
+	if _, err := net.DialTimeout("tcp", h.addr(), time.Second); err == nil {
 		t.Error("listener still accepts after shutdown")
 	}
 }
