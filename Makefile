@@ -92,6 +92,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkHookSaturation$$' -benchtime 30000x -count 3 ./stages/hook
 	$(GO) test -run '^$$' -bench '^BenchmarkHookLatencyAt1000$$' -benchtime 10x -count 3 ./stages/hook
+	$(GO) test -run '^$$' -bench '^BenchmarkHookUnderFlood$$' -benchtime 1x -count 3 ./stages/hook
 	$(GO) test -run '^$$' -bench '^BenchmarkFetch$$' -benchtime 1x -count 3 ./stages/fetch
 	$(GO) test -run '^$$' -bench '^BenchmarkUpload$$' -benchtime 1x -count 3 ./stages/upload
 	$(GO) test -run '^$$' -bench '^BenchmarkPipeline$$' -benchtime 1x -count 3 -timeout 30m ./e2e

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +44,7 @@ type hook struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	rejected atomic.Int64 // signature checks failed, for the heartbeat notify watches
+	refusals logGate      // the log lines of 401s
 	timeout  time.Duration
 	// clientIPHeader names the header a trusted proxy puts the client's address in.
 	clientIPHeader string
@@ -94,10 +96,23 @@ type result struct {
 	detail    string
 }
 
+// refusedDelay holds back the answer to a request that is not Zoom's (no valid
+// signature, or a stale one): a flood of forged requests then waits on itself
+// instead of taking the cores from Zoom's (Zoom itself gets 401 only with a wrong
+// secret, and waits 3 s for any answer).
+const refusedDelay = 250 * time.Millisecond
+
+// refusedLogEvery: of a kind of refusal, one log line at most this often, with the
+// number held back since; the metrics count every one.
+const refusedLogEvery = time.Second
+
 // answer answers one request and logs it as one line.
 func (h *hook) answer(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	r := h.handle(ctx)
+	if r.status == http.StatusUnauthorized {
+		time.Sleep(refusedDelay)
+	}
 	if r.status != http.StatusOK {
 		ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
 		ctx.SetBodyString(http.StatusText(r.status) + "\n")
@@ -109,6 +124,13 @@ func (h *hook) answer(ctx *fasthttp.RequestCtx) {
 func (h *hook) finish(ctx *fasthttp.RequestCtx, r result, took time.Duration) {
 	h.requests.WithLabelValues(r.outcome).Inc()
 	h.latency.Observe(took.Seconds())
+	heldBack := 0
+	if r.status == http.StatusUnauthorized {
+		var log bool
+		if log, heldBack = h.refusals.pass(r.outcome, time.Now()); !log {
+			return
+		}
+	}
 	level := slog.LevelInfo
 	switch {
 	case r.status >= 500:
@@ -129,7 +151,35 @@ func (h *hook) finish(ctx *fasthttp.RequestCtx, r result, took time.Duration) {
 	if r.detail != "" {
 		attrs = append(attrs, "detail", r.detail)
 	}
+	if heldBack > 0 {
+		attrs = append(attrs, "like_it_unlogged", heldBack)
+	}
 	h.log.Log(context.Background(), level, "webhook", attrs...)
+}
+
+// logGate lets one log line of each kind through per refusedLogEvery and counts
+// the ones it holds back.
+type logGate struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+	held map[string]int
+}
+
+// pass tells whether a line of kind goes out now, and how many were held back
+// before it.
+func (g *logGate) pass(kind string, now time.Time) (bool, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last, g.held = map[string]time.Time{}, map[string]int{}
+	}
+	if now.Sub(g.last[kind]) < refusedLogEvery {
+		g.held[kind]++
+		return false, 0
+	}
+	n := g.held[kind]
+	g.last[kind], g.held[kind] = now, 0
+	return true, n
 }
 
 func (h *hook) handle(ctx *fasthttp.RequestCtx) result {

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,6 +208,54 @@ func TestRejectionsPublishNothing(t *testing.T) {
 		if h.metric(t, `zoomarchive_hook_rejected_signatures_total{reason="`+reason+`"}`) == 0 {
 			t.Errorf("no rejected_signatures metric for %s", reason)
 		}
+	}
+}
+
+// Forged requests are answered late and logged sparingly: a flood of them waits on
+// itself and fills no disk, and every one is still counted.
+func TestForgedRequestsAnsweredLateAndLoggedSparingly(t *testing.T) {
+	_, h := newStack(t)
+	now := fmt.Sprint(time.Now().Unix())
+	forged := standins.SignZoom("not-the-secret", now, []byte(recordingBody))
+	var wg sync.WaitGroup
+	var fast atomic.Int32
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", h.url, strings.NewReader(recordingBody))
+			req.Header.Set("x-zm-request-timestamp", now)
+			req.Header.Set("x-zm-signature", forged)
+			start := time.Now()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+			if time.Since(start) < 200*time.Millisecond {
+				fast.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if fast.Load() > 0 {
+		t.Errorf("%d of 20 forged requests answered within 200 ms", fast.Load())
+	}
+	if n := h.metric(t, `zoomarchive_hook_requests_total{outcome="bad_signature"}`); n != 20 {
+		t.Errorf("%v counted, want 20", n)
+	}
+	lines := 0
+	for _, l := range h.Logs.Lines() {
+		if l["outcome"] == "bad_signature" {
+			lines++
+		}
+	}
+	if lines == 0 || lines > 2 {
+		t.Errorf("%d log lines for 20 forged requests within a second, want 1 or 2", lines)
 	}
 }
 
