@@ -22,7 +22,7 @@ func TestComposeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(dir, "nats/broker"), 0o700)
-	for _, f := range []string{"hook.env", "fetch.env", "google-service-account.json", "nats/hook.creds", "nats/fetch.creds",
+	for _, f := range []string{"zoom-webhook-secret", "zoom-client-secret", "fetch.env", "google-service-account.json", "nats/hook.creds", "nats/fetch.creds",
 		"nats/upload.creds", "nats/notify.creds", "nats/operator.creds"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("\n"), 0o600); err != nil {
 			t.Fatal(err)

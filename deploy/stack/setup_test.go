@@ -133,11 +133,15 @@ func (s *stack) writeTLS() {
 	s.write("standins-key.pem", pemBlock("PRIVATE KEY", keyDER), 0o644)
 }
 
-// writeSecrets places the secrets as README's Deploy says: env files root's
-// alone, the key file readable by root and the stages' group.
+// writeSecrets places the secrets as README's Deploy says: the env file root's
+// alone, the secret files readable by root and the stages' group.
 func (s *stack) writeSecrets() {
-	s.write("secrets/hook.env", "ZOOM_WEBHOOK_SECRET="+webhookSecret+"\n", 0o600)
-	s.write("secrets/fetch.env", "ZOOM_ACCOUNT_ID=standin-account\nZOOM_CLIENT_ID=standin-client\nZOOM_CLIENT_SECRET=standin-client-secret\n", 0o600)
+	s.write("secrets/fetch.env", "ZOOM_ACCOUNT_ID=standin-account\nZOOM_CLIENT_ID=standin-client\n", 0o600)
+	for name, secret := range map[string]string{"zoom-webhook-secret": webhookSecret, "zoom-client-secret": "standin-client-secret"} {
+		if err := os.Chown(s.write("secrets/"+name, secret+"\n", 0o440), 0, stageUID); err != nil {
+			s.t.Fatal(err)
+		}
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		s.t.Fatal(err)

@@ -326,13 +326,13 @@ func TestStack(t *testing.T) {
 	})
 	t.Run("each stage sees only its own secrets", func(t *testing.T) {
 		for svc, forbidden := range map[string][]string{
-			"hook":    {"ZOOM_CLIENT_SECRET", "ZOOM_ACCOUNT_ID", "google-service-account", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
-			"fetch":   {"ZOOM_WEBHOOK_SECRET", "google-service-account", "hook.creds", "upload.creds", "operator.creds", "nats/broker"},
-			"upload":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "fetch.creds", "operator.creds", "nats/broker"},
-			"notify":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
-			"nginx":   {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", ".creds", "nats/broker"},
-			"certbot": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", ".creds", "nats/broker"},
-			"broker":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "google-service-account", "hook.creds", "fetch.creds", "operator.creds"},
+			"hook":    {"ZOOM_CLIENT_SECRET", "zoom-client-secret", "ZOOM_ACCOUNT_ID", "google-service-account", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"fetch":   {"ZOOM_WEBHOOK_SECRET", "zoom-webhook-secret", "google-service-account", "hook.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"upload":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "zoom-webhook-secret", "zoom-client-secret", "fetch.creds", "operator.creds", "nats/broker"},
+			"notify":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "zoom-webhook-secret", "zoom-client-secret", "fetch.creds", "upload.creds", "operator.creds", "nats/broker"},
+			"nginx":   {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "zoom-webhook-secret", "zoom-client-secret", "google-service-account", ".creds", "nats/broker"},
+			"certbot": {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "zoom-webhook-secret", "zoom-client-secret", "google-service-account", ".creds", "nats/broker"},
+			"broker":  {"ZOOM_WEBHOOK_SECRET", "ZOOM_CLIENT_SECRET", "zoom-webhook-secret", "zoom-client-secret", "google-service-account", "hook.creds", "fetch.creds", "operator.creds"},
 		} {
 			seen := podman(t, "inspect", "--format", "{{json .Config.Env}} {{json .Mounts}}", container(svc))
 			for _, f := range forbidden {
@@ -340,6 +340,36 @@ func TestStack(t *testing.T) {
 					t.Errorf("%s can see %s", svc, f)
 				}
 			}
+		}
+	})
+	t.Run("the webhook secret rotates in its file, without a restart", func(t *testing.T) {
+		// Written in place, as README's steps do: the container's mount is the file itself.
+		path := filepath.Join(s.dir, "secrets/zoom-webhook-secret")
+		set := func(secrets string) {
+			if err := os.WriteFile(path, []byte(secrets+"\n"), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		validation := standins.Delivery{Body: []byte(`{"event":"endpoint.url_validation","payload":{"plainToken":"rotation"},"event_ts":1}`)}
+		answers := func(secret string, want int) func() error {
+			return func() error {
+				validation.RequestID = standins.NewZoomRequestID()
+				status, _, err := (&standins.ZoomWebhooks{URL: hookURL, Secret: secret, Client: c13}).Send(context.Background(), validation)
+				if err == nil && status != want {
+					err = fmt.Errorf("signed with %s: status %d, want %d", secret, status, want)
+				}
+				return err
+			}
+		}
+		set(webhookSecret + ",rotated-webhook-secret")
+		stagetest.Eventually(t, "the added secret verifies", 30*time.Second, time.Second, answers("rotated-webhook-secret", http.StatusOK))
+		set(webhookSecret)
+		stagetest.Eventually(t, "the dropped secret no longer does", 30*time.Second, time.Second, answers("rotated-webhook-secret", http.StatusUnauthorized))
+		if err := answers(webhookSecret, http.StatusOK)(); err != nil {
+			t.Error(err)
+		}
+		if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container("hook")); strings.TrimSpace(n) != "0" {
+			t.Errorf("the hook restarted %s times", n)
 		}
 	})
 	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {

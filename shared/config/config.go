@@ -196,10 +196,13 @@ func (v *Values) String(name string) string {
 	return val
 }
 
-// List is a comma-separated setting, each item trimmed, empty items dropped.
-func (v *Values) List(name string) []string {
+// List is a comma-separated setting (SplitList).
+func (v *Values) List(name string) []string { return SplitList(v.String(name)) }
+
+// SplitList splits a comma-separated value, each item trimmed, empty items dropped.
+func SplitList(s string) []string {
 	var out []string
-	for _, item := range strings.Split(v.String(name), ",") {
+	for _, item := range strings.Split(s, ",") {
 		if item = strings.TrimSpace(item); item != "" {
 			out = append(out, item)
 		}

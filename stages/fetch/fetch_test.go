@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -568,4 +569,33 @@ func TestCheckSaysWhatToFix(t *testing.T) {
 	if err == nil || !strings.Contains(out, "fetch: FAIL broker") || !strings.Contains(out, "the broker refused them") {
 		t.Errorf("credentials of another broker: %v\n%s", err, out)
 	}
+}
+
+// The app's client secret rotated in the Marketplace and then in its file, without
+// a restart: a slip in the file is refused by Zoom and the earlier secret stays in
+// use; the rotated one is taken at once, and the next recording archives with it.
+func TestClientSecretRotatedInItsFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "zoom-client-secret")
+	write := func(secret string) {
+		if err := os.WriteFile(file+".new", []byte(secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := newWorld(t, nil)
+	write(w.env["ZOOM_CLIENT_SECRET"])
+	w.env["ZOOM_CLIENT_SECRET"], w.env["ZOOM_CLIENT_SECRET_FILE"] = "", file
+	s := w.startFetch(t)
+	w.startUploader(t)
+
+	write("a-slip")
+	s.WaitLog(t, "zoom refuses the new client secret; the earlier one still works and stays in use")
+	w.zoom.SetClientSecret("rotated-in-the-marketplace")
+	write("rotated-in-the-marketplace")
+	s.WaitLog(t, "zoom takes the new client secret; it is in use")
+	rec := w.meeting("uuid-rotated", "Rotated", standins.FileSpec{ID: "rot-1", FileType: "M4A", Extension: "M4A", Size: mib / 4})
+	w.send(t, events.EventRecordingCompleted, rec)
+	w.waitState(t, "rot-1", events.JobVerified)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,7 +32,7 @@ import (
 var settings = append([]config.Setting{
 	{Name: "ZOOM_ACCOUNT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Account ID"},
 	{Name: "ZOOM_CLIENT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Client ID"},
-	{Name: "ZOOM_CLIENT_SECRET", Required: true, Secret: true, Usage: "the Server-to-Server OAuth app's Client Secret"},
+	{Name: "ZOOM_CLIENT_SECRET", Required: true, Secret: true, Usage: "the Server-to-Server OAuth app's Client Secret; from ZOOM_CLIENT_SECRET_FILE it is read again when the file changes, and checked with Zoom at once"},
 	{Name: "ZOOM_API_URL", Default: "https://api.zoom.us/v2", Usage: "Zoom's REST API"},
 	{Name: "ZOOM_OAUTH_URL", Default: "https://zoom.us/oauth/token", Usage: "Zoom's token endpoint"},
 	{Name: "ZOOM_DOWNLOAD_HOSTS", Default: "zoom.us,*.zoom.us", Usage: "the only hosts fetch sends credentials to or downloads from; *.suffix matches subdomains"},
@@ -127,7 +128,11 @@ type runConf struct {
 	reg         *prometheus.Registry
 	metricsAddr string
 	concurrency int
+	secretFile  string // ZOOM_CLIENT_SECRET_FILE, watched for a rotation
 }
+
+// secretEvery is how often ZOOM_CLIENT_SECRET_FILE is looked at (SIGHUP: at once).
+const secretEvery = 5 * time.Second
 
 // configure reads every setting of the stage (for it and for its commands) and
 // returns one error naming every problem.
@@ -190,7 +195,8 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	}
 	accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
 	retryBase := v.Duration("ZOOM_RETRY_BASE")
-	c := runConf{bus: bus.ReadConfig(v, events.IdentityFetch), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1)}
+	c := runConf{bus: bus.ReadConfig(v, events.IdentityFetch), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1),
+		secretFile: v.SecretFile("ZOOM_CLIENT_SECRET")}
 	if err := v.Err(); err != nil {
 		return nil, c, err
 	}
@@ -219,6 +225,40 @@ func (st *stage) zoomRefused(ctx context.Context, err error) {
 	}
 }
 
+// newClientSecret takes a new ZOOM_CLIENT_SECRET_FILE (the app's secret rotated in
+// the Marketplace) and asks Zoom for a token with it at once. A secret Zoom refuses
+// while the earlier one still works is not taken (a slip, or the Marketplace not
+// changed yet); an unreadable or empty file changes nothing. Either way it says so
+// in one log line, and a secret not taken fails /readyz until the file is fixed.
+func (st *stage) newClientSecret(ctx context.Context, secret string, err error) {
+	if err == nil && secret == "" {
+		err = errors.New("it is empty")
+	}
+	if err != nil {
+		st.log.Error("ZOOM_CLIENT_SECRET_FILE cannot be used; the secret in use stays", "err", err)
+		st.health.Set("zoom_secret", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE cannot be used (the earlier secret stays in use): %w", err))
+		return
+	}
+	old := st.zoom.useSecret(secret)
+	_, err = st.zoom.accessToken(ctx)
+	switch {
+	case err == nil:
+		st.health.Set("zoom_secret", nil)
+		st.log.Info("zoom takes the new client secret; it is in use")
+	case refusal(err):
+		st.zoom.useSecret(old)
+		if _, oldErr := st.zoom.accessToken(ctx); oldErr == nil {
+			st.log.Error("zoom refuses the new client secret; the earlier one still works and stays in use", "err", err)
+			st.health.Set("zoom_secret", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE: Zoom refuses the new secret (the earlier one stays in use): %w", err))
+			return
+		}
+		st.zoom.useSecret(secret) // neither works: the new one is the one to fix
+		st.log.Error("zoom refuses the new client secret, and the earlier one no longer works either", "err", err)
+	default:
+		st.log.Warn("cannot check the new client secret with Zoom yet; it is in use", "err", err)
+	}
+}
+
 // zoomWorks: Zoom took a request, so a refusal is over.
 func (st *stage) zoomWorks(ctx context.Context) {
 	if !st.zoomMayClear.Swap(false) {
@@ -242,6 +282,9 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	st.zoomMayClear.Store(true)
 	st.zoom.refused = func(err error) { st.zoomRefused(ctx, err) }
 	st.zoom.accepted = func() { st.zoomWorks(ctx) }
+	if rc.secretFile != "" {
+		go config.WatchFile(ctx, rc.secretFile, secretEvery, func(secret string, err error) { st.newClientSecret(ctx, secret, err) })
+	}
 	if err := st.zoomReady(ctx); refusal(err) {
 		st.zoomRefused(ctx, err)
 		return fmt.Errorf("zoom refuses the app; fix it, then start fetch again: %w", err)

@@ -204,6 +204,16 @@ func (c *zoomClient) tokenError(err error) error {
 	return err
 }
 
+// useSecret makes the next token be asked with secret (the token in hand is
+// dropped) and returns the secret it replaces.
+func (c *zoomClient) useSecret(secret string) (old string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, c.fetcher.cc.ClientSecret = c.fetcher.cc.ClientSecret, secret
+	c.tokens, c.token = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse), ""
+	return old
+}
+
 // invalidate drops tok after Zoom refused it, so the next call asks for a new one.
 func (c *zoomClient) invalidate(tok string) {
 	c.mu.Lock()

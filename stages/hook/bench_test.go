@@ -28,9 +28,14 @@ func benchStack(b *testing.B) (*testHook, *fasthttp.Client) {
 	return h, &fasthttp.Client{MaxConnsPerHost: 1024, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 }
 
+// newEvent is recordingBody made the n-th of its kind: another event_ts.
+func newEvent(n int64) string {
+	return strings.Replace(recordingBody, `"event_ts":1773513000000`, `"event_ts":`+strconv.FormatInt(1773513000000+n, 10), 1)
+}
+
 // deliver sends one new signed event, as Zoom would, and returns the status.
 func deliver(c *fasthttp.Client, url string, n int64) int {
-	body := []byte(strings.Replace(recordingBody, `"event_ts":1773513000000`, `"event_ts":`+strconv.FormatInt(1773513000000+n, 10), 1))
+	body := []byte(newEvent(n))
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

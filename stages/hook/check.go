@@ -62,7 +62,7 @@ func validateThrough(ctx context.Context, url, connect string, ver *verifier) er
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("x-zm-request-timestamp", ts)
-	req.Header.Set("x-zm-signature", "v0="+hex.EncodeToString(signature(ver.secrets[0], ts, body, nil)))
+	req.Header.Set("x-zm-signature", "v0="+hex.EncodeToString(signature(ver.first(), ts, body, nil)))
 	client := &http.Client{}
 	if connect != "" {
 		client.Transport = &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

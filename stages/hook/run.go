@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,7 +22,7 @@ import (
 const zoomDeadline = 3 * time.Second
 
 var settings = append([]config.Setting{
-	{Name: "ZOOM_WEBHOOK_SECRET", Required: true, Secret: true, Usage: "the Zoom app's webhook secret token; comma-separated for rotation (any verifies, the first answers URL validation)"},
+	{Name: "ZOOM_WEBHOOK_SECRET", Required: true, Secret: true, Usage: "the Zoom app's webhook secret token; comma-separated for rotation (any verifies, the first answers URL validation); from ZOOM_WEBHOOK_SECRET_FILE it is read again when the file changes"},
 	{Name: "HOOK_ADDR", Default: ":8080", Usage: "webhook listener; Zoom posts to " + webhookPath},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9101", Usage: "listener for /metrics, /healthz and /readyz; keep it private", Health: "/readyz"},
 	{Name: "HOOK_MAX_SKEW", Default: "300s", Usage: "largest accepted distance between x-zm-request-timestamp and now"},
@@ -49,7 +50,11 @@ type runConf struct {
 	reg               *prometheus.Registry
 	addr, metricsAddr string
 	maxBody           int
+	secretFile        string // ZOOM_WEBHOOK_SECRET_FILE, watched for a rotation
 }
+
+// secretsEvery is how often ZOOM_WEBHOOK_SECRET_FILE is looked at (SIGHUP: at once).
+const secretsEvery = 5 * time.Second
 
 // configure reads every setting and returns one error naming every problem.
 func configure(v *config.Values, stdout io.Writer) (*hook, runConf, error) {
@@ -61,7 +66,8 @@ func configure(v *config.Values, stdout io.Writer) (*hook, runConf, error) {
 		v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", events.MaxPayload))
 	}
 	c := runConf{bus: bus.ReadConfig(v, events.IdentityHook), reg: obs.Registry(),
-		addr: v.String("HOOK_ADDR"), metricsAddr: v.String("METRICS_ADDR"), maxBody: int(maxBody)}
+		addr: v.String("HOOK_ADDR"), metricsAddr: v.String("METRICS_ADDR"), maxBody: int(maxBody),
+		secretFile: v.SecretFile("ZOOM_WEBHOOK_SECRET")}
 	secrets := v.List("ZOOM_WEBHOOK_SECRET")
 	if err := v.Err(); err != nil {
 		return nil, c, err
@@ -81,6 +87,11 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 	defer conn.Close()
 	h.nc, h.js = conn.NC, conn.JS
 	nc := conn.NC
+	if c.secretFile != "" {
+		go config.WatchFile(ctx, c.secretFile, secretsEvery, func(content string, err error) {
+			h.reloadSecrets(conn.Health, content, err)
+		})
+	}
 
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil {
@@ -123,7 +134,7 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 	}()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("listening", "webhook", ln.Addr().String(), "path", webhookPath, "metrics", conn.MetricsAddr, "secrets", len(h.verify.secrets))
+	log.Info("listening", "webhook", ln.Addr().String(), "path", webhookPath, "metrics", conn.MetricsAddr, "secrets", h.verify.count())
 
 	select {
 	case err := <-served:
@@ -151,4 +162,22 @@ type fasthttpLog struct{ log *slog.Logger }
 
 func (l fasthttpLog) Printf(format string, _ ...any) {
 	l.log.Warn("http server", "detail", format)
+}
+
+// reloadSecrets takes a new ZOOM_WEBHOOK_SECRET_FILE. A file that cannot be read or
+// holds no secret leaves the secrets in use and fails /readyz until it is fixed
+// (the fault goes with the heartbeat to notify).
+func (h *hook) reloadSecrets(health *bus.Health, content string, err error) {
+	secrets := config.SplitList(content)
+	if err == nil && len(secrets) == 0 {
+		err = errors.New("it holds no secret")
+	}
+	if err != nil {
+		h.log.Error("ZOOM_WEBHOOK_SECRET_FILE cannot be used; the secrets in use stay", "err", err)
+		health.Set("webhook_secret", fmt.Errorf("ZOOM_WEBHOOK_SECRET_FILE cannot be used (the earlier secrets stay in use): %w", err))
+		return
+	}
+	h.verify.set(secrets)
+	health.Set("webhook_secret", nil)
+	h.log.Info("webhook secrets reloaded", "secrets", len(secrets))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,19 +23,33 @@ var (
 )
 
 // verifier checks signatures against every configured secret; the first one also
-// answers URL validation (rotation: add the new secret first, drop the old later).
+// answers URL validation (rotation: README, The hook). The secrets can change
+// while requests are checked (a reload of ZOOM_WEBHOOK_SECRET_FILE).
 type verifier struct {
-	secrets [][]byte
+	secrets atomic.Pointer[[][]byte]
 	maxSkew time.Duration
 }
 
 func newVerifier(secrets []string, maxSkew time.Duration) *verifier {
 	v := &verifier{maxSkew: maxSkew}
-	for _, s := range secrets {
-		v.secrets = append(v.secrets, []byte(s))
-	}
+	v.set(secrets)
 	return v
 }
+
+// set replaces the secrets; requests under way finish with the ones they had.
+func (v *verifier) set(secrets []string) {
+	b := make([][]byte, 0, len(secrets))
+	for _, s := range secrets {
+		b = append(b, []byte(s))
+	}
+	v.secrets.Store(&b)
+}
+
+// count is how many secrets verify.
+func (v *verifier) count() int { return len(*v.secrets.Load()) }
+
+// first is the secret that answers URL validation (and signs hook check's).
+func (v *verifier) first() []byte { return (*v.secrets.Load())[0] }
 
 // check returns nil when sig is a valid signature of body at timestamp ts, made with
 // any configured secret, and ts is within maxSkew of now.
@@ -51,7 +66,7 @@ func (v *verifier) check(ts, sig string, body []byte, now time.Time) error {
 		return errStale
 	}
 	var got []byte
-	for _, secret := range v.secrets {
+	for _, secret := range *v.secrets.Load() {
 		if got = signature(secret, ts, body, got[:0]); hmac.Equal(got, want) {
 			return nil
 		}
@@ -72,7 +87,7 @@ func signature(secret []byte, ts string, body, buf []byte) []byte {
 
 // encryptToken is the URL validation answer: hex(HMAC-SHA256(first secret, plainToken)).
 func (v *verifier) encryptToken(plain string) string {
-	mac := hmac.New(sha256.New, v.secrets[0])
+	mac := hmac.New(sha256.New, v.first())
 	mac.Write([]byte(plain))
 	return hex.EncodeToString(mac.Sum(nil))
 }

@@ -1,0 +1,53 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// SecretFile is the file a secret setting is read from (NAME_FILE), or "" when it
+// comes from the variable or a flag: only a file can change under a running program.
+func (v *Values) SecretFile(name string) string {
+	if s, ok := v.settings[name]; !ok || !s.Secret {
+		panic("config: " + name + " is not a declared secret")
+	}
+	return v.getenv(name + "_FILE")
+}
+
+// WatchFile calls changed with the file's content, trimmed as String trims it,
+// whenever that content changes: looked at every `every`, and at once on SIGHUP.
+// A file that cannot be read is reported to changed as an error, once until it
+// can be read again. It returns when ctx ends.
+func WatchFile(ctx context.Context, path string, every time.Duration, changed func(content string, err error)) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	last, _ := os.ReadFile(path) // what the program started with
+	var lastErr error
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-hup:
+		}
+		b, err := os.ReadFile(path)
+		switch {
+		case err != nil:
+			if lastErr == nil {
+				changed("", err)
+			}
+			lastErr = err
+		case lastErr != nil || !bytes.Equal(b, last):
+			last, lastErr = b, nil
+			changed(strings.TrimRight(string(b), "\r\n"), nil)
+		}
+	}
+}

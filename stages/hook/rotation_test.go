@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/stagetest"
+	"zoomarchive/shared/standins"
+)
+
+// secretFile is a ZOOM_WEBHOOK_SECRET_FILE the test rewrites as an operator would:
+// whole, by a rename.
+type secretFile string
+
+func (f secretFile) write(t *testing.T, secrets string) {
+	t.Helper()
+	tmp := string(f) + ".new"
+	if err := os.WriteFile(tmp, []byte(secrets+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, string(f)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The webhook secret rotated as README says (the new one added second, Zoom
+// switched, the new one moved first, the old one dropped), without a restart, with
+// deliveries every 100 ms throughout: none refused, each stored once. A file that
+// holds no secret on the way keeps the secrets in use and fails /readyz until fixed.
+func TestWebhookSecretRotationLosesNothing(t *testing.T) {
+	natsURL := stagetest.NewBroker(t)
+	file := secretFile(filepath.Join(t.TempDir(), "webhook-secret"))
+	file.write(t, "old-secret")
+	h := startHook(t, natsURL, map[string]string{"ZOOM_WEBHOOK_SECRET": "", "ZOOM_WEBHOOK_SECRET_FILE": string(file)})
+	h.waitReady(t, http.StatusOK)
+
+	var mu sync.Mutex
+	zoomSecret := "old-secret" // what the Zoom app signs with
+	var sent, refused atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ctx.Err() == nil; i++ {
+			mu.Lock()
+			zoom := standins.ZoomWebhooks{URL: h.url, Secret: zoomSecret}
+			mu.Unlock()
+			d := standins.Delivery{Body: []byte(newEvent(int64(i))), RequestID: standins.NewZoomRequestID()}
+			sent.Add(1)
+			if status, _, err := zoom.Send(context.Background(), d); err != nil || status != http.StatusOK {
+				refused.Add(1)
+				t.Errorf("delivery %d: status %d, %v", i, status, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	reloads := 0
+	reloaded := func(want int) {
+		t.Helper()
+		reloads++
+		stagetest.WaitFor(t, "the secrets reloaded", 15*time.Second, func() bool {
+			n := 0
+			for _, l := range h.Logs.Lines() {
+				if l["msg"] == "webhook secrets reloaded" {
+					n++
+					if n == reloads && l["secrets"] != float64(want) {
+						t.Fatalf("reload %d: %v secrets, want %d", reloads, l["secrets"], want)
+					}
+				}
+			}
+			return n >= reloads
+		})
+	}
+
+	file.write(t, "old-secret,new-secret") // 1. the new one, second
+	reloaded(2)
+	mu.Lock()
+	zoomSecret = "new-secret" // 2. Zoom's app gets it (Regenerate in the Marketplace)
+	mu.Unlock()
+	time.Sleep(time.Second)
+	file.write(t, "new-secret,old-secret") // 3. the new one first: it answers validation
+	reloaded(2)
+	file.write(t, " , ") // a slip on the way: nothing usable
+	h.waitReady(t, http.StatusServiceUnavailable)
+	file.write(t, "new-secret") // 4. the old one dropped
+	reloaded(1)
+	h.waitReady(t, http.StatusOK)
+	time.Sleep(time.Second)
+	cancel()
+	wg.Wait()
+	if n := len(storedEvents(t, natsURL)); int64(n) != sent.Load() || refused.Load() > 0 {
+		t.Fatalf("%d deliveries, %d refused, %d stored; want every one stored once", sent.Load(), refused.Load(), n)
+	}
+}
