@@ -19,8 +19,12 @@ func (v *Values) SecretFile(name string) string {
 	return v.getenv(name + "_FILE")
 }
 
+// settle is how long a changed file must keep its content before it is taken.
+const settle = 100 * time.Millisecond
+
 // WatchFile calls changed with the file's content, trimmed as String trims it,
-// whenever that content changes: looked at every `every`, and at once on SIGHUP.
+// whenever that content changes and holds still for settle: looked at every
+// `every`, and at once on SIGHUP.
 // A file that cannot be read is reported to changed as an error, once until it
 // can be read again. It returns when ctx ends.
 func WatchFile(ctx context.Context, path string, every time.Duration, changed func(content string, err error)) {
@@ -39,6 +43,18 @@ func WatchFile(ctx context.Context, path string, every time.Duration, changed fu
 		case <-hup:
 		}
 		b, err := os.ReadFile(path)
+		if err == nil && !bytes.Equal(b, last) {
+			// A file written in place (tee) is taken only once it holds still: a
+			// read in the middle of the write sees it empty or cut short.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(settle):
+			}
+			if again, err := os.ReadFile(path); err != nil || !bytes.Equal(again, b) {
+				continue
+			}
+		}
 		switch {
 		case err != nil:
 			if lastErr == nil {

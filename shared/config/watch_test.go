@@ -34,7 +34,7 @@ func TestWatchFileReportsChanges(t *testing.T) {
 		})
 		close(done)
 	}()
-	settle := func() { time.Sleep(100 * time.Millisecond) }
+	settle := func() { time.Sleep(400 * time.Millisecond) } // a few looks, and the settling
 	settle()
 	write("first\n") // the same
 	settle()

@@ -9,9 +9,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -22,30 +24,84 @@ import (
 
 // Setting is the key file's setting, the same for both stages.
 var Setting = config.Setting{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true,
-	Usage: "path of the service account's key JSON (its token_uri is honoured)"}
+	Usage: "path of the service account's key JSON (its token_uri is honoured); read again when the file changes, and taken once Google gives a token for it"}
+
+// Key is the service account's tokens for one scope and subject, from the key
+// file; Watch switches it to a new key file without a restart.
+type Key struct {
+	scope, subject string
+	mu             sync.Mutex
+	src            oauth2.TokenSource
+}
 
 // TokenSource reads the key and returns tokens for scope as subject (empty: the
 // account itself), renewed before they expire. A key that cannot be read or is no
 // service account key is recorded on v, and the source is nil.
-func TokenSource(v *config.Values, scope, subject string) oauth2.TokenSource {
+func TokenSource(v *config.Values, scope, subject string) *Key {
 	path := v.String(Setting.Name)
 	if path == "" {
 		return nil // recorded as missing
 	}
-	key, err := os.ReadFile(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		v.Invalid(Setting.Name, "cannot read the key file: "+err.Error())
 		return nil
 	}
-	conf, err := google.JWTConfigFromJSON(key, scope)
-	if err != nil {
-		v.Invalid(Setting.Name, "not a service account key: "+err.Error())
+	k := &Key{scope: scope, subject: subject}
+	if k.src, err = k.source(b); err != nil {
+		v.Invalid(Setting.Name, err.Error())
 		return nil
 	}
-	conf.Subject = subject
+	return k
+}
+
+// source is the tokens of the key in keyFile.
+func (k *Key) source(keyFile []byte) (oauth2.TokenSource, error) {
+	conf, err := google.JWTConfigFromJSON(keyFile, k.scope)
+	if err != nil {
+		return nil, fmt.Errorf("not a service account key: %w", err)
+	}
+	conf.Subject = k.subject
 	// Token requests go over a plain client of their own.
 	base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
-	return oauth2.ReuseTokenSource(nil, conf.TokenSource(base))
+	return oauth2.ReuseTokenSource(nil, conf.TokenSource(base)), nil
+}
+
+// Token is a token of the key in use.
+func (k *Key) Token() (*oauth2.Token, error) {
+	k.mu.Lock()
+	src := k.src
+	k.mu.Unlock()
+	return src.Token()
+}
+
+// Watch reads the key file at path again whenever it changes (config.WatchFile)
+// and switches to the new key once Google gives a token for it; requests under way
+// finish with the old key's token. A file that does not read as a key, or a key
+// Google refuses, leaves the key in use; fault hears of it (nil once a new key is
+// taken), and log says so either way.
+func (k *Key) Watch(ctx context.Context, path string, log *slog.Logger, fault func(error)) {
+	config.WatchFile(ctx, path, 5*time.Second, func(content string, err error) {
+		var src oauth2.TokenSource
+		if err == nil {
+			src, err = k.source([]byte(content))
+		}
+		if err == nil {
+			if _, err = src.Token(); err != nil {
+				err = Explain(err, k.scope, "that the new key belongs to the same service account")
+			}
+		}
+		if err != nil {
+			log.Error(Setting.Name+" cannot be used; the key in use stays", "err", err)
+			fault(fmt.Errorf("%s: the new key cannot be used (the earlier one stays in use): %w", Setting.Name, err))
+			return
+		}
+		k.mu.Lock()
+		k.src = src
+		k.mu.Unlock()
+		fault(nil)
+		log.Info("the new Google key is in use")
+	})
 }
 
 // Explain turns a token Google refused into what to fix; check says what else to

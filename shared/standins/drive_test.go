@@ -53,3 +53,36 @@ func TestGoogleClientAgainstDriveStandIn(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+// The token endpoint takes exactly the keys that exist: a key added works beside
+// the first, and a deleted key's assertions are refused as Google refuses them.
+func TestGoogleTokenTakesTheKeysThatExist(t *testing.T) {
+	tok := NewGoogleToken()
+	defer tok.Close()
+	token := func(keyFile []byte) error {
+		conf, err := google.JWTConfigFromJSON(keyFile, drive.DriveScope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = conf.TokenSource(context.Background()).Token()
+		return err
+	}
+	id, second := tok.NewKey()
+	if err := token(tok.KeyJSON()); err != nil {
+		t.Fatalf("the first key: %v", err)
+	}
+	if err := token(second); err != nil {
+		t.Fatalf("the added key %s: %v", id, err)
+	}
+	tok.DeleteKey(firstKeyID)
+	if err := token(tok.KeyJSON()); err == nil {
+		t.Error("the deleted first key still gets tokens")
+	}
+	if err := token(second); err != nil {
+		t.Errorf("the added key, after the first was deleted: %v", err)
+	}
+	tok.DeleteKey(id)
+	if err := token(second); err == nil {
+		t.Error("the deleted added key still gets tokens")
+	}
+}

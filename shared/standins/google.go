@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -32,7 +33,8 @@ type GoogleToken struct {
 	AllowedSubjects []string
 	// TokenTTL is an access token's life (an hour by default).
 	TokenTTL time.Duration
-	revoked  bool // see Revoke
+	revoked  bool                      // see Revoke
+	added    map[string]*rsa.PublicKey // NewKey's keys by private_key_id
 	requests int
 	issued   []TokenGrant
 }
@@ -74,9 +76,16 @@ func (g *GoogleToken) KeyJSON() []byte { return KeyJSON(g.Key, g.Email, g.URL())
 // KeyJSON is a service-account key file for key, naming the account email and the
 // token endpoint tokenURI (the stack test writes one for a container's endpoint).
 func KeyJSON(key *rsa.PrivateKey, email, tokenURI string) []byte {
+	return keyJSON(key, firstKeyID, email, tokenURI)
+}
+
+// firstKeyID is Key's private_key_id.
+const firstKeyID = "standin-key-1"
+
+func keyJSON(key *rsa.PrivateKey, id, email, tokenURI string) []byte {
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	b, _ := json.MarshalIndent(map[string]string{
-		"type": "service_account", "project_id": "standin-project", "private_key_id": "standin-key-1",
+		"type": "service_account", "project_id": "standin-project", "private_key_id": id,
 		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		"client_email": email, "client_id": "100000000000000000001",
 		"auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": tokenURI,
@@ -113,6 +122,48 @@ func (g *GoogleToken) Revoke(revoked bool) {
 	g.revoked = revoked
 }
 
+// NewKey makes another key of the same service account, as the console's "Add
+// key" does, and returns its id and key file.
+func (g *GoogleToken) NewKey() (id string, keyFile []byte) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.added == nil {
+		g.added = map[string]*rsa.PublicKey{}
+	}
+	id = fmt.Sprintf("standin-key-%d", len(g.added)+2)
+	g.added[id] = &key.PublicKey
+	return id, keyJSON(key, id, g.Email, g.URL())
+}
+
+// DeleteKey deletes a key: assertions it signs are refused from now on.
+func (g *GoogleToken) DeleteKey(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if id == firstKeyID {
+		g.revoked = true
+	}
+	delete(g.added, id)
+}
+
+// publicKey is the key an assertion's kid names, or nil for a deleted or unknown one.
+func (g *GoogleToken) publicKey(kid string) *rsa.PublicKey {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case kid == "" || kid == firstKeyID:
+		if g.revoked {
+			return nil
+		}
+		return &g.Key.PublicKey
+	default:
+		return g.added[kid]
+	}
+}
+
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 	fail := func(status int, code, desc string) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -130,11 +181,8 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, err := g.verify(r.PostForm.Get("assertion"))
 	g.mu.Lock()
-	revoked, ttl := g.revoked, g.TokenTTL
+	ttl := g.TokenTTL
 	g.mu.Unlock()
-	if revoked {
-		err = "Invalid JWT Signature." // Google's words for a deleted key
-	}
 	if ttl == 0 {
 		ttl = time.Hour
 	}
@@ -165,17 +213,21 @@ func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
 	if len(parts) != 3 {
 		return nil, "Invalid JWT: not three parts"
 	}
-	var header struct{ Alg, Typ string }
+	var header struct{ Alg, Typ, Kid string }
 	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
 	if json.Unmarshal(hb, &header) != nil || header.Alg != "RS256" {
 		return nil, "Invalid JWT: alg must be RS256"
+	}
+	key := g.publicKey(header.Kid)
+	if key == nil {
+		return nil, "Invalid JWT Signature." // Google's words for a deleted key
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil {
 		return nil, "Invalid JWT Signature."
 	}
 	sum := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	if rsa.VerifyPKCS1v15(&g.Key.PublicKey, crypto.SHA256, sum[:], sig) != nil {
+	if rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig) != nil {
 		return nil, "Invalid JWT Signature."
 	}
 	var c map[string]any

@@ -107,7 +107,8 @@ type runConf struct {
 	bus         bus.Config
 	reg         *prometheus.Registry
 	metricsAddr string
-	tokens      oauth2.TokenSource // gmail.send as GMAIL_SENDER
+	tokens      *serviceaccount.Key // gmail.send as GMAIL_SENDER
+	keyFile     string              // watched for a new key
 }
 
 // configure reads every setting (for the stage and its check) and returns one
@@ -160,7 +161,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_send_failures_total", Help: "Sends that failed after retries; the event stays queued."}),
 	}
 	reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
-	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src}, nil
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src, keyFile: v.String(serviceaccount.Setting.Name)}, nil
 }
 
 // gmailToken asks for a token to send as GMAIL_SENDER: it works only when the
@@ -183,6 +184,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
+	go rc.tokens.Watch(ctx, rc.keyFile, st.log, func(err error) { st.health.Set("google_key", err) })
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},

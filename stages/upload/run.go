@@ -122,6 +122,8 @@ type runConf struct {
 	metricsAddr string
 	concurrency int
 	subject     string // DRIVE_IMPERSONATE
+	key         *serviceaccount.Key
+	keyFile     string // watched for a new key
 }
 
 // configure reads every setting (for the stage and its check) and returns one
@@ -159,7 +161,8 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 	if st.drive, err = drive.NewService(ctx, option.WithHTTPClient(client), option.WithEndpoint(apiURL+"drive/v3/")); err != nil {
 		return nil, runConf{}, err
 	}
-	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, concurrency: concurrency, subject: subject}, nil
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, concurrency: concurrency, subject: subject,
+		key: tokens, keyFile: v.String(serviceaccount.Setting.Name)}, nil
 }
 
 // driveClient is authenticated and does not follow redirects: Drive's 308 is an answer.
@@ -187,6 +190,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
+	go rc.key.Watch(ctx, rc.keyFile, st.log, func(err error) { st.health.Set("google_key", err) })
 	// Alerts a previous process left open are cleared by the first file verified.
 	for _, kind := range driveAlerts {
 		st.mayBeOpen.Store(kind, true)

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+)
+
+// The service account's key replaced in its file in the middle of a file, as a
+// rotation does: a file that holds no key leaves the key in use; the new key is
+// taken once Google gives a token for it; the old key is then deleted at Google,
+// and the file goes on in its Drive session to the last byte.
+func TestGoogleKeyReplacedMidFile(t *testing.T) {
+	w := newWorld(t, nil)
+	w.token.TokenTTL = 3 * time.Second // every request asks for a token: the deleted key would show
+	keyFile := w.env["GOOGLE_APPLICATION_CREDENTIALS"]
+	const size = 8*mib + 5
+	w.plan(t, board, spec{key: "rekey", fileType: "MP4", ext: "MP4", size: size})
+	s := w.startUpload(t)
+	w.feed(t, "rekey", 0, 0, 3*mib, false)
+	waitFor(t, "some uploaded", func() bool {
+		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("rekey"))
+		return u.Offset >= 2*mib
+	})
+	if err := os.WriteFile(keyFile, []byte(`{"type":"service_account"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitLog(t, "GOOGLE_APPLICATION_CREDENTIALS cannot be used; the key in use stays")
+	_, newKey := w.token.NewKey()
+	if err := os.WriteFile(keyFile, newKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.WaitLog(t, "the new Google key is in use")
+	w.token.DeleteKey("standin-key-1")
+	w.feed(t, "rekey", 0, 3*mib, size, true)
+	w.waitVerified(t, "rekey")
+	w.checkCopy(t, "rekey")
+	if n := w.drive.Sessions(); n != 1 {
+		t.Errorf("%d Drive sessions; the file must go on in its first", n)
+	}
+}
