@@ -345,11 +345,7 @@ func TestStack(t *testing.T) {
 	t.Run("the webhook secret rotates in its file, without a restart", func(t *testing.T) {
 		// Written in place, as README's steps do: the container's mount is the file itself.
 		path := filepath.Join(s.dir, "secrets/zoom-webhook-secret")
-		set := func(secrets string) {
-			if err := os.WriteFile(path, []byte(secrets+"\n"), 0); err != nil {
-				t.Fatal(err)
-			}
-		}
+		set := func(secrets string) { stagetest.Rewrite(t, path, secrets+"\n") }
 		validation := standins.Delivery{Body: []byte(`{"event":"endpoint.url_validation","payload":{"plainToken":"rotation"},"event_ts":1}`)}
 		answers := func(secret string, want int) func() error {
 			return func() error {

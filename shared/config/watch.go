@@ -19,6 +19,9 @@ func (v *Values) SecretFile(name string) string {
 	return v.getenv(name + "_FILE")
 }
 
+// WatchEvery is how often a program looks at its secret and key files.
+const WatchEvery = 5 * time.Second
+
 // settle is how long a changed file must keep its content before it is taken.
 const settle = 100 * time.Millisecond
 

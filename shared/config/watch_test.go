@@ -2,9 +2,12 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -51,5 +54,42 @@ func TestWatchFileReportsChanges(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"second", "unreadable", "third"}; len(seen) != len(want) || seen[0] != want[0] || seen[1] != want[1] || seen[2] != want[2] {
 		t.Fatalf("reported %q, want %q", seen, want)
+	}
+}
+
+// SIGHUP makes the watcher look at once, whatever its interval.
+func TestWatchFileLooksAtOnceOnSIGHUP(t *testing.T) {
+	keep := make(chan os.Signal, 1) // the test process survives a SIGHUP sent before the watcher listens
+	signal.Notify(keep, syscall.SIGHUP)
+	defer signal.Stop(keep)
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("first"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go WatchFile(ctx, path, time.Hour, func(content string, _ error) {
+		select {
+		case got <- content:
+		default:
+		}
+	})
+	// An hour between looks: only a SIGHUP makes it see a new content. Each try
+	// writes another one, whenever the watcher read what it started with.
+	deadline := time.After(10 * time.Second)
+	for i := 0; ; i++ {
+		if err := os.WriteFile(path, []byte(fmt.Sprint("v", i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond) // settled
+		syscall.Kill(os.Getpid(), syscall.SIGHUP)
+		select {
+		case <-got:
+			return
+		case <-deadline:
+			t.Fatal("a SIGHUP did not make the watcher look")
+		case <-time.After(300 * time.Millisecond):
+		}
 	}
 }

@@ -22,6 +22,10 @@ import (
 // webhook body and for chunk messages of a few MiB. nats-server warns above 8 MiB.
 const MaxPayload = 8 << 20
 
+// MaxChunkData bounds one chunk message's bytes (FETCH_CHUNK_SIZE), leaving room
+// under MaxPayload for its headers; upload pulls one such message at a time at least.
+const MaxChunkData = 4 << 20
+
 // MaxControlLine bounds a protocol line: a program's CONNECT carries its JWT, which
 // holds its whole permission list, past the server's default of 4 KiB.
 const MaxControlLine = 16 << 10

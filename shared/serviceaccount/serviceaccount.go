@@ -81,7 +81,7 @@ func (k *Key) Token() (*oauth2.Token, error) {
 // Google refuses, leaves the key in use; fault hears of it (nil once a new key is
 // taken), and log says so either way.
 func (k *Key) Watch(ctx context.Context, path string, log *slog.Logger, fault func(error)) {
-	config.WatchFile(ctx, path, 5*time.Second, func(content string, err error) {
+	config.WatchFile(ctx, path, config.WatchEvery, func(content string, err error) {
 		var src oauth2.TokenSource
 		if err == nil {
 			src, err = k.source([]byte(content))

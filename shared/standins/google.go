@@ -35,7 +35,6 @@ type GoogleToken struct {
 	TokenTTL time.Duration
 	revoked  bool                      // see Revoke
 	added    map[string]*rsa.PublicKey // NewKey's keys by private_key_id
-	requests int
 	issued   []TokenGrant
 }
 

@@ -576,14 +576,7 @@ func TestCheckSaysWhatToFix(t *testing.T) {
 // use; the rotated one is taken at once, and the next recording archives with it.
 func TestClientSecretRotatedInItsFile(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "zoom-client-secret")
-	write := func(secret string) {
-		if err := os.WriteFile(file+".new", []byte(secret+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(file+".new", file); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(secret string) { stagetest.Rewrite(t, file, secret+"\n") }
 	w := newWorld(t, nil)
 	write(w.env["ZOOM_CLIENT_SECRET"])
 	w.env["ZOOM_CLIENT_SECRET"], w.env["ZOOM_CLIENT_SECRET_FILE"] = "", file

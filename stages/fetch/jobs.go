@@ -35,12 +35,13 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 	}
 	var env events.Envelope
 	var p events.RecordingPayload
-	if err := json.Unmarshal(msg.Data(), &env); err == nil {
+	err = json.Unmarshal(msg.Data(), &env)
+	if err == nil {
 		err = json.Unmarshal(env.Payload, &p)
 	}
 	if p.Object.UUID == "" {
 		// Retrying cannot help; the event stays in ZOOM_EVENTS for a look and a replay.
-		st.log.Error("recording event without a readable recording; skipped", "event", event, "seq", meta.Sequence.Stream)
+		st.log.Error("recording event without a readable recording; skipped", "event", event, "seq", meta.Sequence.Stream, "err", err)
 		st.m.events.WithLabelValues(event, "unreadable").Inc()
 		msg.TermWithReason("unreadable recording payload")
 		return

@@ -131,9 +131,6 @@ type runConf struct {
 	secretFile  string // ZOOM_CLIENT_SECRET_FILE, watched for a rotation
 }
 
-// secretEvery is how often ZOOM_CLIENT_SECRET_FILE is looked at (SIGHUP: at once).
-const secretEvery = 5 * time.Second
-
 // configure reads every setting of the stage (for it and for its commands) and
 // returns one error naming every problem.
 func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
@@ -170,8 +167,8 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	default:
 		v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.action))
 	}
-	if st.chunk > 4<<20 {
-		v.Invalid("FETCH_CHUNK_SIZE", "at most 4MiB: a chunk and its headers must fit the broker's message limit")
+	if st.chunk > events.MaxChunkData {
+		v.Invalid("FETCH_CHUNK_SIZE", fmt.Sprintf("at most %dMiB: a chunk and its headers must fit the broker's message limit", events.MaxChunkData>>20))
 	}
 	if types := v.List("ARCHIVE_FILE_TYPES"); len(types) > 0 {
 		st.types = map[string]bool{}
@@ -283,7 +280,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	st.zoom.refused = func(err error) { st.zoomRefused(ctx, err) }
 	st.zoom.accepted = func() { st.zoomWorks(ctx) }
 	if rc.secretFile != "" {
-		go config.WatchFile(ctx, rc.secretFile, secretEvery, func(secret string, err error) { st.newClientSecret(ctx, secret, err) })
+		go config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) { st.newClientSecret(ctx, secret, err) })
 	}
 	if err := st.zoomReady(ctx); refusal(err) {
 		st.zoomRefused(ctx, err)

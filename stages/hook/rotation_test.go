@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -14,30 +13,16 @@ import (
 	"zoomarchive/shared/standins"
 )
 
-// secretFile is a ZOOM_WEBHOOK_SECRET_FILE the test rewrites as an operator would:
-// whole, by a rename.
-type secretFile string
-
-func (f secretFile) write(t *testing.T, secrets string) {
-	t.Helper()
-	tmp := string(f) + ".new"
-	if err := os.WriteFile(tmp, []byte(secrets+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, string(f)); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // The webhook secret rotated as README says (the new one added second, Zoom
 // switched, the new one moved first, the old one dropped), without a restart, with
 // deliveries every 100 ms throughout: none refused, each stored once. A file that
 // holds no secret on the way keeps the secrets in use and fails /readyz until fixed.
 func TestWebhookSecretRotationLosesNothing(t *testing.T) {
 	natsURL := stagetest.NewBroker(t)
-	file := secretFile(filepath.Join(t.TempDir(), "webhook-secret"))
-	file.write(t, "old-secret")
-	h := startHook(t, natsURL, map[string]string{"ZOOM_WEBHOOK_SECRET": "", "ZOOM_WEBHOOK_SECRET_FILE": string(file)})
+	file := filepath.Join(t.TempDir(), "webhook-secret")
+	set := func(secrets string) { stagetest.Rewrite(t, file, secrets+"\n") }
+	set("old-secret")
+	h := startHook(t, natsURL, map[string]string{"ZOOM_WEBHOOK_SECRET": "", "ZOOM_WEBHOOK_SECRET_FILE": file})
 	h.waitReady(t, http.StatusOK)
 
 	var mu sync.Mutex
@@ -79,17 +64,17 @@ func TestWebhookSecretRotationLosesNothing(t *testing.T) {
 		})
 	}
 
-	file.write(t, "old-secret,new-secret") // 1. the new one, second
+	set("old-secret,new-secret") // 1. the new one, second
 	reloaded(2)
 	mu.Lock()
 	zoomSecret = "new-secret" // 2. Zoom's app gets it (Regenerate in the Marketplace)
 	mu.Unlock()
 	time.Sleep(time.Second)
-	file.write(t, "new-secret,old-secret") // 3. the new one first: it answers validation
+	set("new-secret,old-secret") // 3. the new one first: it answers validation
 	reloaded(2)
-	file.write(t, " , ") // a slip on the way: nothing usable
+	set(" , ") // a slip on the way: nothing usable
 	h.waitReady(t, http.StatusServiceUnavailable)
-	file.write(t, "new-secret") // 4. the old one dropped
+	set("new-secret") // 4. the old one dropped
 	reloaded(1)
 	h.waitReady(t, http.StatusOK)
 	time.Sleep(time.Second)

@@ -53,9 +53,6 @@ type runConf struct {
 	secretFile        string // ZOOM_WEBHOOK_SECRET_FILE, watched for a rotation
 }
 
-// secretsEvery is how often ZOOM_WEBHOOK_SECRET_FILE is looked at (SIGHUP: at once).
-const secretsEvery = 5 * time.Second
-
 // configure reads every setting and returns one error naming every problem.
 func configure(v *config.Values, stdout io.Writer) (*hook, runConf, error) {
 	maxSkew, maxBody, timeout := v.Duration("HOOK_MAX_SKEW"), v.Bytes("HOOK_MAX_BODY"), v.Duration("HOOK_PUBLISH_TIMEOUT")
@@ -88,7 +85,7 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 	h.nc, h.js = conn.NC, conn.JS
 	nc := conn.NC
 	if c.secretFile != "" {
-		go config.WatchFile(ctx, c.secretFile, secretsEvery, func(content string, err error) {
+		go config.WatchFile(ctx, c.secretFile, config.WatchEvery, func(content string, err error) {
 			h.reloadSecrets(conn.Health, content, err)
 		})
 	}

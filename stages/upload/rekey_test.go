@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
-	"os"
 	"testing"
 	"time"
 
-	"zoomarchive/shared/bus"
-	"zoomarchive/shared/events"
+	"zoomarchive/shared/stagetest"
 )
 
 // The service account's key replaced in its file in the middle of a file, as a
@@ -22,18 +19,11 @@ func TestGoogleKeyReplacedMidFile(t *testing.T) {
 	w.plan(t, board, spec{key: "rekey", fileType: "MP4", ext: "MP4", size: size})
 	s := w.startUpload(t)
 	w.feed(t, "rekey", 0, 0, 3*mib, false)
-	waitFor(t, "some uploaded", func() bool {
-		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("rekey"))
-		return u.Offset >= 2*mib
-	})
-	if err := os.WriteFile(keyFile, []byte(`{"type":"service_account"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	w.waitConfirmed(t, "rekey", 2*mib)
+	stagetest.Rewrite(t, keyFile, `{"type":"service_account"}`)
 	s.WaitLog(t, "GOOGLE_APPLICATION_CREDENTIALS cannot be used; the key in use stays")
 	_, newKey := w.token.NewKey()
-	if err := os.WriteFile(keyFile, newKey, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	stagetest.Rewrite(t, keyFile, string(newKey))
 	s.WaitLog(t, "the new Google key is in use")
 	w.token.DeleteKey("standin-key-1")
 	w.feed(t, "rekey", 0, 3*mib, size, true)

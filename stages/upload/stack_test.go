@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,6 +197,15 @@ func (w *world) refetcher(t testing.TB) *int {
 	}
 	t.Cleanup(func() { cc.Stop(); cancel() })
 	return n
+}
+
+// waitConfirmed waits until Drive has confirmed at least n bytes of the file.
+func (w *world) waitConfirmed(t testing.TB, key string, n int64) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d bytes of %s in Drive", n, key), func() bool {
+		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey(key))
+		return u.Offset >= n
+	})
 }
 
 func (w *world) job(t testing.TB, key string) events.FileJob {

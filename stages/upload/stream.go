@@ -66,9 +66,9 @@ func (f *fileUpload) run(ctx context.Context) error {
 	if err := f.resume(ctx); err != nil {
 		return err
 	}
-	// Pull room for one chunk message of any size fetch may send (at most 4 MiB
-	// and headers); what is held for Drive is on top of that.
-	iter, err := cons.Messages(jetstream.PullMaxBytes(5 << 20))
+	// Pull room for one chunk message of any size fetch may send (MaxChunkData
+	// and its headers); what is held for Drive is on top of that.
+	iter, err := cons.Messages(jetstream.PullMaxBytes(events.MaxChunkData + 1<<20))
 	if err != nil {
 		return err
 	}

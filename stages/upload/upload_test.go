@@ -150,10 +150,7 @@ func TestKilledUploadResumesMidFile(t *testing.T) {
 	p := stagetest.StartProcess(t, "upload", w.env)
 	p.WaitLog(t, "ready")
 	w.feed(t, "kill", 0, 0, 12*mib, false)
-	waitFor(t, "half uploaded", func() bool {
-		s, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("kill"))
-		return s.Offset >= 10*mib
-	})
+	w.waitConfirmed(t, "kill", 10*mib)
 	p.Kill()
 	before, restarted := w.drive.Received(), time.Now()
 	s := w.startUpload(t)
@@ -181,10 +178,7 @@ func TestExpiredSessionStartsOver(t *testing.T) {
 	w.plan(t, board, spec{key: "exp", fileType: "MP4", ext: "MP4", size: 6*mib + 3})
 	s := w.startUpload(t)
 	w.feed(t, "exp", 0, 0, 3*mib, false)
-	waitFor(t, "some uploaded", func() bool {
-		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("exp"))
-		return u.Offset >= 2*mib
-	})
+	w.waitConfirmed(t, "exp", 2*mib)
 	s.Stop()
 	w.drive.ExpireSessions()
 	w.startUpload(t)
@@ -204,10 +198,7 @@ func TestFileStartedOverWhileStoppedVerifies(t *testing.T) {
 	w.plan(t, board, spec{key: "over", fileType: "MP4", ext: "MP4", size: size})
 	s := w.startUpload(t)
 	w.feed(t, "over", 0, 0, 3*mib, false)
-	waitFor(t, "some uploaded", func() bool {
-		u, _, _ := bus.Peek[upState](context.Background(), w.kv, events.UploadProgressKey("over"))
-		return u.Offset >= 2*mib
-	})
+	w.waitConfirmed(t, "over", 2*mib)
 	s.Stop()
 	ctx := context.Background()
 	if _, err := bus.Update(ctx, w.kv, events.FileJobKey("over"), func(j *events.FileJob, _ bool) error { j.Generation = 1; return nil }); err != nil {
