@@ -91,7 +91,7 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		"ZOOM_ACCOUNT_ID": p.zoom.AccountID, "ZOOM_CLIENT_ID": p.zoom.ClientID, "ZOOM_CLIENT_SECRET": p.zoom.ClientSecret,
 		"ZOOM_API_URL": p.zoom.APIURL(), "ZOOM_OAUTH_URL": p.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
 		"ZOOM_RETRY_BASE": "20ms", "ZOOM_STALL_TIMEOUT": "2s", "FETCH_RETRY_DELAYS": "300ms", "FETCH_ACK_WAIT": "2s", "FETCH_LEASE": "3s",
-		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": p.drive.AddFolder("Zoom archive", true), "GOOGLE_API_URL": p.drive.URL(),
+		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": p.drive.AddFolder("Zoom archive", true), "GOOGLE_API_URL": p.drive.URL(), "GOOGLE_IAM_URL": p.token.IAMURL(),
 		"DRIVE_CHUNK_SIZE": "1MiB", "UPLOAD_RETRY_BASE": "20ms", "UPLOAD_LEASE": "2s", "UPLOAD_IDLE": "5s",
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": p.gmail.URL(),
 		"NOTIFY_DIGEST_AT": "off", "NOTIFY_RETRY_DELAY": "500ms",

@@ -1,18 +1,24 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 )
 
@@ -22,10 +28,14 @@ import (
 // (events.Permissions) inside the signed user JWT. A .creds file is that JWT and the
 // user's private nkey, the format nats.go (nats.UserCredentials) and the nats CLI
 // (--creds, NATS_CREDS) read as it is. The broker keeps only public JWTs, its own
-// identity and the routes' password; no user secret is stored on its side, and the
-// account key is not kept at all.
+// identity and the routes' password; no user secret is stored on its side. The
+// operator's and the account's keys stay in DIR/keys, which only `broker creds
+// --renew` reads: it signs a program's new identity, and the account anew with the
+// old identity revoked.
 //
 //	DIR/<identity>.creds   hook, fetch, upload, notify, operator: one per client
+//	DIR/keys/              the operator's and the account's keys (0600), for
+//	                       broker creds --renew alone; mounted nowhere
 //	DIR/broker/            the broker's side (BROKER_AUTH_DIR=DIR reads it)
 //	  operator.jwt         the trust root
 //	  system.jwt           the system account
@@ -67,6 +77,7 @@ func WriteCreds(dir string, force bool) error {
 		return err
 	}
 	sys.Wipe()
+	defer op.Wipe()
 	acc, accPub, accJWT, err := newAccount(op, accountName, true)
 	if err != nil {
 		return err
@@ -77,6 +88,8 @@ func WriteCreds(dir string, force bool) error {
 	if err != nil {
 		return err
 	}
+	opSeed, _ := op.Seed()
+	accSeed, _ := acc.Seed()
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	files := map[string][]byte{
@@ -96,12 +109,98 @@ func WriteCreds(dir string, force bool) error {
 	if err := os.MkdirAll(filepath.Join(dir, brokerSide), 0o750); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(filepath.Join(dir, keysDir), 0o700); err != nil {
+		return err
+	}
+	for name, b := range map[string][]byte{"operator.nk": opSeed, "account.nk": accSeed} {
+		if err := config.WriteAtomic(filepath.Join(dir, keysDir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
 	for name, b := range files {
-		if err := writeAtomic(filepath.Join(dir, name), b); err != nil {
+		if err := config.WriteAtomic(filepath.Join(dir, name), b, 0o640); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+const keysDir = "keys"
+
+// ErrNoKeys: a set written before identities could be renewed one by one.
+var ErrNoKeys = errors.New("holds no keys to sign with (a set made before renewals): make a fresh set once (broker creds --force), give every program its file and restart them")
+
+// RenewCreds gives identity a new key in dir, written over its .creds file in
+// place (the program's mount follows the file), and revokes the old one in the
+// account, which the broker applies BROKER_REVOKE_GRACE after it sees the change:
+// the program takes its new file well before (config.WatchEvery). It returns the
+// old and the new public key.
+func RenewCreds(dir, identity string) (oldPub, newPub string, err error) {
+	if !slices.Contains(events.ClientIdentities, identity) {
+		return "", "", fmt.Errorf("%q is not a program's identity (one of %v)", identity, events.ClientIdentities)
+	}
+	seed := func(name string) (nkeys.KeyPair, error) {
+		b, err := os.ReadFile(filepath.Join(dir, keysDir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s %w", dir, ErrNoKeys)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return nkeys.FromSeed(b)
+	}
+	op, err := seed("operator.nk")
+	if err != nil {
+		return "", "", err
+	}
+	defer op.Wipe()
+	acc, err := seed("account.nk")
+	if err != nil {
+		return "", "", err
+	}
+	defer acc.Wipe()
+	accPub, _ := acc.PublicKey()
+	accFile := filepath.Join(dir, brokerSide, "account.jwt")
+	b, err := os.ReadFile(accFile)
+	if err != nil {
+		return "", "", err
+	}
+	ac, err := jwt.DecodeAccountClaims(string(b))
+	if err != nil || ac.Subject != accPub {
+		return "", "", fmt.Errorf("%s is not the account of %s (%v)", accFile, filepath.Join(dir, keysDir), err)
+	}
+	credsFile := CredsFile(dir, identity)
+	if old, err := os.ReadFile(credsFile); err == nil {
+		if tok, err := jwt.ParseDecoratedJWT(old); err == nil {
+			if uc, err := jwt.DecodeUserClaims(tok); err == nil {
+				oldPub = uc.Subject
+			}
+		}
+	}
+	creds, err := newUser(acc, accPub, identity)
+	if err != nil {
+		return "", "", err
+	}
+	tok, _ := jwt.ParseDecoratedJWT(creds)
+	uc, _ := jwt.DecodeUserClaims(tok)
+	err = config.WriteInPlace(credsFile, creds)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = config.WriteAtomic(credsFile, creds, 0o640)
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if oldPub != "" {
+		ac.Revoke(oldPub)
+		s, err := ac.Encode(op)
+		if err != nil {
+			return "", "", err
+		}
+		if err := config.WriteAtomic(accFile, []byte(s), 0o640); err != nil {
+			return "", "", err
+		}
+	}
+	return oldPub, uc.Subject, nil
 }
 
 func newAccount(op nkeys.KeyPair, name string, jetStream bool) (nkeys.KeyPair, string, string, error) {
@@ -142,14 +241,6 @@ func newUser(acc nkeys.KeyPair, accPub, identity string) ([]byte, error) {
 		return nil, err
 	}
 	return jwt.FormatUserConfig(s, seed)
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // trust is the broker's side of the credentials folder.
@@ -221,4 +312,40 @@ func (t *trust) apply(opts *server.Options) error {
 		}
 	}
 	return nil
+}
+
+// watchAccount applies a changed DIR/broker/account.jwt to the running server
+// grace after it appears (an identity revoked by a renewal: its program takes its
+// new file within config.WatchEvery, before the old one stops working);
+// connections of revoked identities are closed.
+func watchAccount(ctx context.Context, s *server.Server, dir string, grace time.Duration, log *slog.Logger) {
+	config.WatchFile(ctx, filepath.Join(dir, brokerSide, "account.jwt"), config.WatchEvery, func(content string, err error) {
+		t, terr := readTrust(dir)
+		var ac *jwt.AccountClaims
+		if err == nil {
+			err = terr
+		}
+		if err == nil {
+			if ac, err = jwt.DecodeAccountClaims(content); err == nil && ac.Issuer != t.operator.Subject {
+				err = errors.New("not signed by this broker's operator")
+			}
+		}
+		if err != nil {
+			log.Error("the changed account cannot be used; the one in use stays", "err", err)
+			return
+		}
+		log.Info("the account changed; applying it after the grace", "revocations", len(ac.Revocations), "in", grace)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(grace):
+		}
+		acc, err := s.LookupAccount(ac.Subject)
+		if err != nil {
+			log.Error("the changed account is not one this broker serves", "err", err)
+			return
+		}
+		s.UpdateAccountClaims(acc, ac)
+		log.Info("account updated", "revocations", len(ac.Revocations))
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -273,5 +274,49 @@ func TestCredsCommand(t *testing.T) {
 	err = broker.Run(context.Background(), []string{"broker"}, func(k string) string { return env[k] }, &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "BROKER_AUTH_DIR") || !strings.Contains(err.Error(), "broker creds") {
 		t.Fatalf("an empty BROKER_AUTH_DIR: %v", err)
+	}
+}
+
+// creds --renew gives one program a new identity in its file, in place, and
+// revokes the old one in the account; the others keep theirs. A set made before
+// renewals, or a name that is no program's, is refused with what to do.
+func TestCredsRenewOneIdentity(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	if err := broker.WriteCreds(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	userOf := func(id string) string {
+		b, _ := os.ReadFile(broker.CredsFile(dir, id))
+		tok, _ := jwt.ParseDecoratedJWT(b)
+		uc, err := jwt.DecodeUserClaims(tok)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		return uc.Subject
+	}
+	hook, upload := userOf(events.IdentityHook), userOf(events.IdentityUpload)
+	before, _ := os.Stat(broker.CredsFile(dir, events.IdentityUpload))
+	var out bytes.Buffer
+	err := broker.Run(context.Background(), []string{"broker", "creds", "--renew", "upload", dir}, func(string) string { return "" }, &out, &out)
+	if err != nil || !strings.Contains(out.String(), "renewed upload") {
+		t.Fatalf("renew: %v\n%s", err, &out)
+	}
+	after, _ := os.Stat(broker.CredsFile(dir, events.IdentityUpload))
+	if userOf(events.IdentityUpload) == upload || userOf(events.IdentityHook) != hook || !os.SameFile(before, after) {
+		t.Fatalf("upload %s -> %s (in place: %v), hook %s -> %s", upload, userOf(events.IdentityUpload), os.SameFile(before, after), hook, userOf(events.IdentityHook))
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "broker", "account.jwt"))
+	ac, err := jwt.DecodeAccountClaims(string(b))
+	_, revoked := ac.Revocations[upload]
+	if err != nil || !revoked || len(ac.Revocations) != 1 {
+		t.Fatalf("account after the renewal: %v, revocations %v", err, ac.Revocations)
+	}
+
+	if _, _, err := broker.RenewCreds(dir, "stranger"); err == nil {
+		t.Error("renewed an identity no program has")
+	}
+	os.RemoveAll(filepath.Join(dir, "keys"))
+	if _, _, err := broker.RenewCreds(dir, events.IdentityUpload); !errors.Is(err, broker.ErrNoKeys) {
+		t.Errorf("a set without its keys: %v", err)
 	}
 }

@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -187,6 +188,7 @@ var settings = append([]config.Setting{
 	{Name: "BROKER_LISTEN", Default: "127.0.0.1:4222", Usage: "client address of the embedded NATS server"},
 	{Name: "BROKER_MONITOR", Default: "127.0.0.1:8222", Usage: "HTTP monitoring address (/varz, /jsz, /connz: connections and subjects, for the operator alone); 'off' to disable", Health: "/healthz"},
 	{Name: "BROKER_METRICS", Default: "127.0.0.1:9100", Usage: "Prometheus /metrics of the broker (counts only, nothing of who is connected); 'off' to disable"},
+	{Name: "BROKER_REVOKE_GRACE", Default: "30s", Usage: "after an identity is renewed (creds --renew), how long the broker still takes the old one: the program takes its new file well within it"},
 	{Name: "BROKER_PPROF", Default: "off", Usage: "on: also serve Go's profiles (/debug/pprof/) on BROKER_METRICS, to see where the broker spends CPU and memory"},
 	{Name: "BROKER_STORE_DIR", Default: "./data/nats", Usage: "folder of JetStream's file storage"},
 	{Name: "BROKER_NAME", Default: "zoomarchive", Usage: "server name; unique per node in a cluster"},
@@ -200,7 +202,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		func(ctx context.Context, v *config.Values) error {
 			log := obs.Logger(stdout, "broker")
 			auth, topo, metricsAddr := v.String("BROKER_AUTH_DIR"), bus.ReadTopology(v), v.String("BROKER_METRICS")
-			profiles := v.OnOff("BROKER_PPROF")
+			profiles, grace := v.OnOff("BROKER_PPROF"), v.Duration("BROKER_REVOKE_GRACE")
 			if auth != "" {
 				if _, err := readTrust(auth); err != nil {
 					v.Invalid("BROKER_AUTH_DIR", err.Error())
@@ -217,7 +219,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				if err != nil {
 					return fmt.Errorf("BROKER_CONFIG %s: %w", file, err)
 				}
-				return serve(ctx, s, log, file, metricsAddr, profiles)
+				return serve(ctx, s, log, file, metricsAddr, auth, grace, profiles)
 			}
 			cfg := Config{AuthDir: auth, Topology: topo, Listen: v.String("BROKER_LISTEN"), Monitor: v.String("BROKER_MONITOR"), StoreDir: v.String("BROKER_STORE_DIR"),
 				Name: v.String("BROKER_NAME"), Cluster: v.String("BROKER_CLUSTER"), Routes: v.List("BROKER_ROUTES")}
@@ -234,19 +236,29 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			if err != nil {
 				return err
 			}
-			return serve(ctx, s, log, "", metricsAddr, profiles)
+			return serve(ctx, s, log, "", metricsAddr, auth, grace, profiles)
 		}, credsCommand)
 }
 
 // credsCommand writes a fresh set of identities: `broker creds DIR`.
 var credsCommand = config.Command{
 	Name: "creds", Usage: "write a fresh set of identities into DIR: <program>.creds for each program, operator.creds, and the broker's side in DIR/broker",
-	Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "replace a set DIR already holds (every program must then get its new file)"}},
+	Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "replace a set DIR already holds (every program must then get its new file)"},
+		&cli.StringFlag{Name: "renew", Usage: "give this one program (hook, fetch, upload, notify or operator) a new identity, the others keeping theirs; its old one stops working BROKER_REVOKE_GRACE after the broker sees the change"}},
 	Action: func(_ context.Context, _ *config.Values, c *cli.Context) error {
 		if c.NArg() != 1 {
-			return errors.New("usage: broker creds [--force] DIR")
+			return errors.New("usage: broker creds [--force | --renew PROGRAM] DIR")
 		}
 		dir := c.Args().First()
+		if id := c.String("renew"); id != "" {
+			old, renewed, err := RenewCreds(dir, id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "renewed %s: its new identity %s is in %s; the running %s takes it within %s, and the broker stops taking the old one (%s) BROKER_REVOKE_GRACE after it sees the change\n",
+				id, renewed, CredsFile(dir, id), id, config.WatchEvery, cmp.Or(old, "none"))
+			return nil
+		}
 		if err := WriteCreds(dir, c.Bool("force")); err != nil {
 			return err
 		}
@@ -256,8 +268,10 @@ var credsCommand = config.Command{
 	},
 }
 
-// serve runs s until ctx ends, then shuts it down cleanly.
-func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr string, profiles bool) error {
+// serve runs s until ctx ends, then shuts it down cleanly; it follows the account
+// in authDir (an identity renewed).
+func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr, authDir string, grace time.Duration, profiles bool) error {
+	go watchAccount(ctx, s, authDir, grace, log)
 	if metricsAddr != "off" {
 		reg := obs.Registry()
 		reg.MustRegister(newMetrics(s))

@@ -338,6 +338,9 @@ func TestCloudInitUserData(t *testing.T) {
 	if cron := written["/etc/cron.d/zoomarchive"]; !strings.Contains(cron, "logrotate -s") || !strings.Contains(cron, "/etc/zoomarchive/logrotate.conf") {
 		t.Errorf("no nightly logrotate in cron: %q", cron)
 	}
+	if cron := written["/etc/cron.d/zoomarchive"]; !strings.Contains(cron, "cd /opt/zoomarchive && docker compose run --rm rotate-key") {
+		t.Errorf("no monthly key rotation in cron: %q", cron)
+	}
 	if strings.Contains(rendered, "not-a-token") {
 		t.Error("the DigitalOcean token reached the user data")
 	}

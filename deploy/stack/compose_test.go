@@ -3,6 +3,7 @@
 package stack
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -145,5 +146,39 @@ func TestComposeFile(t *testing.T) {
 	}
 	if env := cfg.Services["broker"].Environment; env["BROKER_CONFIG"] == nil || *env["BROKER_CONFIG"] != "/etc/nats/nats.conf" {
 		t.Errorf("the broker does not run nats/nats.conf: %v", env)
+	}
+
+	// rotate-key, a tool: upload's broker identity, the key file and its own
+	// volume, nothing else of the secrets; the one capability to write a 0440 file.
+	raw, err := exec.Command("docker", "compose", "-f", "../../compose.yaml", "--env-file", filepath.Join(dir, "env"), "--profile", "tools",
+		"config", "--format", "json", "rotate-key").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker compose config rotate-key: %v\n%s", err, raw)
+	}
+	var tools struct {
+		Services map[string]struct {
+			CapAdd     []string `json:"cap_add"`
+			CapDrop    []string `json:"cap_drop"`
+			ReadOnly   bool     `json:"read_only"`
+			Networks   map[string]any
+			Secrets    []struct{ Source string }
+			Volumes    []struct{ Source, Target string }
+			Entrypoint []string
+		}
+	}
+	if err := json.Unmarshal(raw[bytes.IndexByte(raw, '{'):], &tools); err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	rk := tools.Services["rotate-key"]
+	_, onBus := rk.Networks["bus"]
+	var mounts []string
+	for _, v := range rk.Volumes {
+		mounts = append(mounts, filepath.Base(v.Source)+":"+v.Target)
+	}
+	if !rk.ReadOnly || !slices.Equal(rk.CapDrop, []string{"ALL"}) || !slices.Equal(rk.CapAdd, []string{"DAC_OVERRIDE"}) ||
+		len(rk.Secrets) != 1 || rk.Secrets[0].Source != "nats-upload" || len(rk.Networks) != 1 || !onBus ||
+		!slices.Equal(mounts, []string{"google-service-account.json:/key/google-service-account.json", "google-key-pending:/pending"}) ||
+		!slices.Contains(rk.Entrypoint, "rotate-key") || !slices.Contains(rk.Entrypoint, "archive@tuta.fi") {
+		t.Errorf("rotate-key: %+v, mounts %q", rk, mounts)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -366,6 +367,52 @@ func TestStack(t *testing.T) {
 		}
 		if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container("hook")); strings.TrimSpace(n) != "0" {
 			t.Errorf("the hook restarted %s times", n)
+		}
+	})
+	t.Run("rotate-key puts a new Google key in use and deletes the old, without a restart", func(t *testing.T) {
+		if out := s.mustCompose("run", "--rm", "rotate-key", "--dry-run"); !strings.Contains(out, "would make a new key") {
+			t.Fatalf("dry run:\n%s", out)
+		}
+		out := s.mustCompose("run", "--rm", "rotate-key")
+		if !strings.Contains(out, "The Google key was rotated") {
+			t.Fatalf("rotate-key:\n%s", out)
+		}
+		b, err := os.ReadFile(filepath.Join(s.dir, "secrets/google-service-account.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := serviceaccount.ReadKeyFile(b)
+		st, serr := s.state()
+		if err != nil || serr != nil || len(st.GoogleKeys) != 1 || st.GoogleKeys[0] != key.ID || key.ID == "standin-key-1" {
+			t.Fatalf("key file %q (%v), keys at Google %v (%v): want one new key, in the file", key.ID, err, st.GoogleKeys, serr)
+		}
+		for _, stage := range []string{"upload", "notify"} {
+			if logs := s.mustCompose("logs", stage); !strings.Contains(logs, `"the new Google key is in use"`) {
+				t.Errorf("%s did not say it took the new key", stage)
+			}
+			if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container(stage)); strings.TrimSpace(n) != "0" {
+				t.Errorf("%s restarted %s times", stage, n)
+			}
+		}
+	})
+	t.Run("one program's broker identity is renewed, the others keep theirs, nothing restarts", func(t *testing.T) {
+		out := s.mustCompose("run", "--rm", "--no-deps", "--user", "0", "-v", filepath.Join(s.dir, "secrets/nats")+":/creds", "broker", "creds", "--renew", "notify", "/creds")
+		if !strings.Contains(out, "renewed notify") {
+			t.Fatalf("broker creds --renew:\n%s", out)
+		}
+		stagetest.Eventually(t, "notify on its new identity, the old one revoked", 2*time.Minute, 2*time.Second, func() error {
+			if !strings.Contains(s.mustCompose("logs", "notify"), `"broker identity renewed"`) {
+				return errors.New("notify has not taken its new identity")
+			}
+			if !strings.Contains(s.mustCompose("logs", "broker"), `"account updated"`) {
+				return errors.New("the broker has not applied the revocation")
+			}
+			return nil
+		})
+		for _, stage := range []string{"hook", "fetch", "upload", "notify"} {
+			if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container(stage)); strings.TrimSpace(n) != "0" {
+				t.Errorf("%s restarted %s times", stage, n)
+			}
 		}
 	})
 	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {

@@ -54,6 +54,7 @@ type Config struct {
 	Creds    string // credentials file
 	Identity string // the name inside it
 	Profiles bool
+	held     *heldCreds // the credentials in use, swapped by Conn.Up's watch
 }
 
 // ReadConfig reads Settings for the program identity, recording problems in v:
@@ -69,6 +70,11 @@ func ReadConfig(v *config.Values, identity string) Config {
 		v.Invalid("NATS_CREDS", err.Error())
 	case name != identity:
 		v.Invalid("NATS_CREDS", fmt.Sprintf("%s holds the identity %q, not %q: give each program its own file", c.Creds, name, identity))
+	default:
+		b, _ := os.ReadFile(c.Creds)
+		if c.held, err = readHeld(b); err != nil {
+			v.Invalid("NATS_CREDS", err.Error())
+		}
 	}
 	c.Identity = name
 	return c
@@ -151,8 +157,11 @@ func Connect(c Config, log *slog.Logger) (*nats.Conn, error) {
 // Options connect as c's identity: its credentials, its name, and replies on its
 // own inbox, the only one its permissions let it read.
 func (c Config) Options() []nats.Option {
-	return []nats.Option{nats.Name("zoomarchive-" + c.Identity), nats.UserCredentials(c.Creds),
-		nats.CustomInboxPrefix(events.Inbox(c.Identity))}
+	creds := nats.UserCredentials(c.Creds)
+	if c.held != nil {
+		creds = nats.UserJWT(c.held.userJWT, c.held.sign)
+	}
+	return []nats.Option{nats.Name("zoomarchive-" + c.Identity), creds, nats.CustomInboxPrefix(events.Inbox(c.Identity))}
 }
 
 // RefusedOperation is the log line of anything the broker refused a program:

@@ -25,6 +25,7 @@ type Conn struct {
 	KV          jetstream.KeyValue // the job bucket, once Bucket opened it
 	MetricsAddr string             // where /metrics, /healthz and /readyz are served
 	Health      *Health            // faults that fail /readyz and go with the heartbeat
+	Creds       *Credentials       // the credentials in use, with the heartbeat
 	cfg         Config
 	log         *slog.Logger
 	up          atomic.Bool
@@ -57,7 +58,7 @@ func Listen(c Config, log *slog.Logger, reg *prometheus.Registry, metricsAddr st
 	if err != nil {
 		return nil, err
 	}
-	conn := &Conn{NC: nc, JS: js, Health: &Health{}, cfg: c, log: log}
+	conn := &Conn{NC: nc, JS: js, Health: &Health{}, Creds: newCredentials(), cfg: c, log: log}
 	ml, err := obs.Listen(metricsAddr, reg, func() error {
 		switch {
 		case !nc.IsConnected():
@@ -89,15 +90,18 @@ func (c *Conn) Bucket(ctx context.Context) error {
 func (c *Conn) Refused() error { return Refused(c.NC, c.cfg) }
 
 // Up says the program is ready and sends its heartbeat until ctx ends, with the
-// Health faults and what fill adds.
+// Health faults and what fill adds, and follows NATS_CREDS (creds.go).
 func (c *Conn) Up(ctx context.Context, fill func(*events.Heartbeat)) {
 	c.up.Store(true)
+	if c.cfg.held != nil {
+		go c.watchCreds(ctx)
+	}
 	go Beat(ctx, c.JS, c.cfg.Identity, func(hb *events.Heartbeat) {
-		hb.Faults = c.Health.Faults()
+		hb.Faults, hb.Credentials = c.Health.Faults(), c.Creds.all()
 		if fill != nil {
 			fill(hb)
 		}
-	})
+	}, c.Creds.changed)
 }
 
 // Dial is Open for a one-off command (fetch backfill, say): no listener, no

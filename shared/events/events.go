@@ -185,7 +185,10 @@ const (
 	AlertWebhooksMissing   = "webhooks_missing"
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
-	AlertCertificate       = "certificate" // notify: the domain's certificate is about to expire
+	AlertCertificate       = "certificate"         // notify: the domain's certificate is about to expire
+	AlertGoogleKeyOld      = "google_key_old"      // notify: the Google key is older than KEY_MAX_AGE
+	AlertGoogleKeyRotation = "google_key_rotation" // upload rotate-key failed
+	AlertCredentialPrefix  = "credential."         // notify: a stage cannot use its new credential file; names the stage
 	AlertStageSilentPrefix = "stage_silent."
 )
 
@@ -284,6 +287,28 @@ type Heartbeat struct {
 	At     time.Time        `json:"at"`
 	Stats  map[string]int64 `json:"stats,omitempty"`
 	Faults []string         `json:"faults,omitempty"` // what the stage knows is wrong and waits for a person to fix
+	// Credentials: what the stage uses, by name (Credential*), for the digest's ages
+	// and for rotate-key, which waits until every holder of the Google key has the new one.
+	Credentials map[string]Credential `json:"credentials,omitempty"`
+}
+
+// The credentials a stage names in its heartbeat.
+const (
+	CredentialGoogleKey     = "google_key"          // upload, notify; ID is the key's private_key_id
+	CredentialZoomClient    = "zoom_client_secret"  // fetch
+	CredentialWebhookSecret = "zoom_webhook_secret" // the hook
+	CredentialBroker        = "broker_identity"     // every stage; ID is the user's public key
+)
+
+// Credential is what a stage says of a credential it uses, never the secret: which
+// one (the Google key's id), and since when (its file last changed, or its issue).
+type Credential struct {
+	ID    string    `json:"id,omitempty"`
+	Since time.Time `json:"since"`
+	// Problem: the file holds something the stage could not take (why); the one
+	// in use stays. RefusedID names it when it is a Google key.
+	Problem   string `json:"problem,omitempty"`
+	RefusedID string `json:"refused_id,omitempty"`
 }
 
 const folderKeyPrefix = "folder."

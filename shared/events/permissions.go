@@ -69,14 +69,15 @@ var Permissions = map[string]Permission{
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
 			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, SubjectDriveAudit},
 			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">")),
-			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused),
+			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused, AlertGoogleKeyRotation),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), jobWatchers()), // a consumer per file on CHUNKS
 	},
 	IdentityNotify: {
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
-			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate),
+			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate,
+				AlertGoogleKeyOld, AlertCredentialPrefix+">"),
 			reads(StreamArchive, StreamChunks, jobStream),
 			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), jobWatchers()),
 		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.

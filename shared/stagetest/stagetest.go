@@ -455,6 +455,9 @@ func StartBinary(t testing.TB, path string, env map[string]string, extra ...stri
 // Pid is the process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
+// Signal sends the process sig (SIGHUP: look at the secret files now).
+func (p *Process) Signal(sig os.Signal) { p.cmd.Process.Signal(sig) }
+
 // Kill ends the process with SIGKILL, as a crash or the OOM killer would.
 func (p *Process) Kill() {
 	p.cmd.Process.Signal(syscall.SIGKILL)

@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,9 +35,20 @@ type GoogleToken struct {
 	AllowedSubjects []string
 	// TokenTTL is an access token's life (an hour by default).
 	TokenTTL time.Duration
-	revoked  bool                      // see Revoke
-	added    map[string]*rsa.PublicKey // NewKey's keys by private_key_id
+	revoked  bool                  // see Revoke
+	keys     map[string]standinKey // the keys that exist, by private_key_id
+	first    string                // Key's id
+	made     int                   // keys made so far, for the next id
 	issued   []TokenGrant
+	// KeyAdmin: the service account may manage its own keys through the IAM API
+	// (roles/iam.serviceAccountKeyAdmin on itself); Google's default is no.
+	KeyAdmin bool
+}
+
+// standinKey is one key of the service account: its public half, when it was made.
+type standinKey struct {
+	pub     *rsa.PublicKey
+	created time.Time
 }
 
 // TokenGrant is what an access token was issued for.
@@ -54,14 +67,22 @@ func NewGoogleToken() *GoogleToken {
 	if err != nil {
 		panic(err)
 	}
-	return NewGoogleTokenWithKey(key)
+	return NewGoogleTokenWithKey(key, "")
 }
 
-// NewGoogleTokenWithKey starts the endpoint for a service account whose key is
-// made elsewhere (the stack test writes the key file the stages get).
-func NewGoogleTokenWithKey(key *rsa.PrivateKey) *GoogleToken {
-	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{}}
-	g.Server = newServer(http.HandlerFunc(g.serve))
+// NewGoogleTokenWithKey starts the endpoint for a service account whose key, id
+// by its private_key_id ("": the stand-in's own first id), is made elsewhere (the
+// stack test writes the key file the stages get; a rotation replaces it).
+func NewGoogleTokenWithKey(key *rsa.PrivateKey, id string) *GoogleToken {
+	if id == "" {
+		id = firstKeyID
+	}
+	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{}, first: id,
+		keys: map[string]standinKey{id: {pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", g.serve)
+	mux.HandleFunc(iamPrefix, g.iam)
+	g.Server = newServer(mux)
 	return g
 }
 
@@ -70,7 +91,7 @@ func (g *GoogleToken) URL() string { return g.Server.URL + "/token" }
 
 // KeyJSON is a service-account key file as Google's console makes it, pointing at
 // this endpoint.
-func (g *GoogleToken) KeyJSON() []byte { return KeyJSON(g.Key, g.Email, g.URL()) }
+func (g *GoogleToken) KeyJSON() []byte { return keyJSON(g.Key, g.first, g.Email, g.URL()) }
 
 // KeyJSON is a service-account key file for key, naming the account email and the
 // token endpoint tokenURI (the stack test writes one for a container's endpoint).
@@ -86,7 +107,7 @@ func keyJSON(key *rsa.PrivateKey, id, email, tokenURI string) []byte {
 	b, _ := json.MarshalIndent(map[string]string{
 		"type": "service_account", "project_id": "standin-project", "private_key_id": id,
 		"private_key":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email": email, "client_id": "100000000000000000001",
+		"client_email": email, "client_id": clientID,
 		"auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": tokenURI,
 	}, "", "  ")
 	return b
@@ -124,17 +145,21 @@ func (g *GoogleToken) Revoke(revoked bool) {
 // NewKey makes another key of the same service account, as the console's "Add
 // key" does, and returns its id and key file.
 func (g *GoogleToken) NewKey() (id string, keyFile []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.newKey()
+}
+
+func (g *GoogleToken) newKey() (id string, keyFile []byte) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic(err)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.added == nil {
-		g.added = map[string]*rsa.PublicKey{}
+	for id == "" || g.keys[id].pub != nil || id == g.first {
+		g.made++
+		id = fmt.Sprintf("standin-key-%d", g.made)
 	}
-	id = fmt.Sprintf("standin-key-%d", len(g.added)+2)
-	g.added[id] = &key.PublicKey
+	g.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
 	return id, keyJSON(key, id, g.Email, g.URL())
 }
 
@@ -142,25 +167,37 @@ func (g *GoogleToken) NewKey() (id string, keyFile []byte) {
 func (g *GoogleToken) DeleteKey(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if id == firstKeyID {
-		g.revoked = true
+	delete(g.keys, id)
+}
+
+// Keys are the ids of the keys that exist, sorted.
+func (g *GoogleToken) Keys() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Sorted(maps.Keys(g.keys))
+}
+
+// SetKeyCreated backdates a key, as if it were made at t.
+func (g *GoogleToken) SetKeyCreated(id string, t time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if k, ok := g.keys[id]; ok {
+		k.created = t.UTC().Truncate(time.Second)
+		g.keys[id] = k
 	}
-	delete(g.added, id)
 }
 
 // publicKey is the key an assertion's kid names, or nil for a deleted or unknown one.
 func (g *GoogleToken) publicKey(kid string) *rsa.PublicKey {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	switch {
-	case kid == "" || kid == firstKeyID:
-		if g.revoked {
-			return nil
-		}
-		return &g.Key.PublicKey
-	default:
-		return g.added[kid]
+	if kid == "" {
+		kid = g.first
 	}
+	if kid == g.first && g.revoked {
+		return nil
+	}
+	return g.keys[kid].pub
 }
 
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
@@ -169,7 +206,7 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
 	}
-	if r.Method != http.MethodPost || r.URL.Path != "/token" {
+	if r.Method != http.MethodPost {
 		fail(http.StatusNotFound, "invalid_request", "not found")
 		return
 	}

@@ -227,26 +227,25 @@ func (st *stage) zoomRefused(ctx context.Context, err error) {
 // while the earlier one still works is not taken (a slip, or the Marketplace not
 // changed yet); an unreadable or empty file changes nothing. Either way it says so
 // in one log line, and a secret not taken fails /readyz until the file is fixed.
-func (st *stage) newClientSecret(ctx context.Context, secret string, err error) {
+func (st *stage) newClientSecret(ctx context.Context, cred *bus.FileCredential, secret string, err error) {
 	if err == nil && secret == "" {
 		err = errors.New("it is empty")
 	}
 	if err != nil {
 		st.log.Error("ZOOM_CLIENT_SECRET_FILE cannot be used; the secret in use stays", "err", err)
-		st.health.Set("zoom_secret", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE cannot be used (the earlier secret stays in use): %w", err))
+		cred.Refused("", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE cannot be used (the earlier secret stays in use): %w", err))
 		return
 	}
 	old := st.zoom.useSecret(secret)
 	_, err = st.zoom.accessToken(ctx)
 	switch {
 	case err == nil:
-		st.health.Set("zoom_secret", nil)
 		st.log.Info("zoom takes the new client secret; it is in use")
 	case refusal(err):
 		st.zoom.useSecret(old)
 		if _, oldErr := st.zoom.accessToken(ctx); oldErr == nil {
 			st.log.Error("zoom refuses the new client secret; the earlier one still works and stays in use", "err", err)
-			st.health.Set("zoom_secret", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE: Zoom refuses the new secret (the earlier one stays in use): %w", err))
+			cred.Refused("", fmt.Errorf("ZOOM_CLIENT_SECRET_FILE: Zoom refuses the new secret (the earlier one stays in use): %w", err))
 			return
 		}
 		st.zoom.useSecret(secret) // neither works: the new one is the one to fix
@@ -254,6 +253,7 @@ func (st *stage) newClientSecret(ctx context.Context, secret string, err error) 
 	default:
 		st.log.Warn("cannot check the new client secret with Zoom yet; it is in use", "err", err)
 	}
+	cred.Taken("")
 }
 
 // zoomWorks: Zoom took a request, so a refusal is over.
@@ -280,7 +280,10 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	st.zoom.refused = func(err error) { st.zoomRefused(ctx, err) }
 	st.zoom.accepted = func() { st.zoomWorks(ctx) }
 	if rc.secretFile != "" {
-		go config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) { st.newClientSecret(ctx, secret, err) })
+		cred := conn.FileCredential(events.CredentialZoomClient, rc.secretFile, "")
+		go config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) {
+			st.newClientSecret(ctx, cred, secret, err)
+		})
 	}
 	if err := st.zoomReady(ctx); refusal(err) {
 		st.zoomRefused(ctx, err)

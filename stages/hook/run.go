@@ -85,8 +85,9 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 	h.nc, h.js = conn.NC, conn.JS
 	nc := conn.NC
 	if c.secretFile != "" {
+		cred := conn.FileCredential(events.CredentialWebhookSecret, c.secretFile, "")
 		go config.WatchFile(ctx, c.secretFile, config.WatchEvery, func(content string, err error) {
-			h.reloadSecrets(conn.Health, content, err)
+			h.reloadSecrets(cred, content, err)
 		})
 	}
 
@@ -164,17 +165,17 @@ func (l fasthttpLog) Printf(format string, _ ...any) {
 // reloadSecrets takes a new ZOOM_WEBHOOK_SECRET_FILE. A file that cannot be read or
 // holds no secret leaves the secrets in use and fails /readyz until it is fixed
 // (the fault goes with the heartbeat to notify).
-func (h *hook) reloadSecrets(health *bus.Health, content string, err error) {
+func (h *hook) reloadSecrets(cred *bus.FileCredential, content string, err error) {
 	secrets := config.SplitList(content)
 	if err == nil && len(secrets) == 0 {
 		err = errors.New("it holds no secret")
 	}
 	if err != nil {
 		h.log.Error("ZOOM_WEBHOOK_SECRET_FILE cannot be used; the secrets in use stay", "err", err)
-		health.Set("webhook_secret", fmt.Errorf("ZOOM_WEBHOOK_SECRET_FILE cannot be used (the earlier secrets stay in use): %w", err))
+		cred.Refused("", fmt.Errorf("ZOOM_WEBHOOK_SECRET_FILE cannot be used (the earlier secrets stay in use): %w", err))
 		return
 	}
 	h.verify.set(secrets)
-	health.Set("webhook_secret", nil)
+	cred.Taken("")
 	h.log.Info("webhook secrets reloaded", "secrets", len(secrets))
 }

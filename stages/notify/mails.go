@@ -200,11 +200,16 @@ var alertTitles = map[string]string{
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
 	events.AlertWebhookRejections: "many rejected webhooks",
 	events.AlertChunkWindowFull:   "uploads are not keeping up",
+	events.AlertGoogleKeyOld:      "the Google key is due for rotation",
+	events.AlertGoogleKeyRotation: "rotating the Google key failed",
 }
 
 func alertTitle(kind string) string {
 	if stage, ok := strings.CutPrefix(kind, events.AlertStageSilentPrefix); ok {
 		return "stage " + stage + " stopped reporting"
+	}
+	if stage, ok := strings.CutPrefix(kind, events.AlertCredentialPrefix); ok {
+		return "stage " + stage + " cannot use its new credential file"
 	}
 	if title, ok := alertTitles[kind]; ok {
 		return title
@@ -299,7 +304,10 @@ Reconciliation of the last {{.Days}} days with Zoom:
   in Drive but still in Zoom:  {{len .StillInZoom}}{{range .StillInZoom}}
     - {{.}}{{end}}
   in Zoom's trash, not in Drive: {{len .TrashNotInDrive}}{{range .TrashNotInDrive}}
-    - {{.}}{{end}}{{end}}
+    - {{.}}{{end}}{{end}}{{if .Digest.Credentials}}
+
+Credentials:{{range .Digest.Credentials}}
+  {{.}}{{end}}{{end}}
 {{end}}`
 
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
@@ -335,4 +343,5 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <li>In Drive but still in Zoom: {{len .StillInZoom}}{{if .StillInZoom}}<ul>{{range .StillInZoom}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
 <li>In Zoom's trash, not in Drive: {{len .TrashNotInDrive}}{{if .TrashNotInDrive}}<ul>{{range .TrashNotInDrive}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
 </ul>{{end}}
+{{if .Digest.Credentials}}<p>Credentials:</p><ul>{{range .Digest.Credentials}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{end}}`

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityNotify), "NATS_URL": w.natsURL, "GOOGLE_APPLICATION_CREDENTIALS": key, "GMAIL_SENDER": sender,
 		"NOTIFY_TO": "admin1@example.org, admin2@example.org", "GMAIL_API_URL": w.gmail.URL(),
 		"METRICS_ADDR": "127.0.0.1:0", "NOTIFY_DIGEST_AT": "off", "NOTIFY_CHECK_EVERY": "200ms",
-		"NOTIFY_RETRY_DELAY": "300ms", "NOTIFY_WINDOW_FULL_FOR": "1s", "CHUNK_WINDOW": "8MiB",
+		"NOTIFY_RETRY_DELAY": "300ms", "NOTIFY_WINDOW_FULL_FOR": "1s", "CHUNK_WINDOW": "8MiB", "GOOGLE_IAM_URL": w.token.IAMURL(),
 	}
 	w.env = stagetest.Merge(w.env, extra)
 	w.js = stagetest.JetStream(t, w.natsURL)
@@ -311,9 +312,15 @@ func TestStartupSaysWhatToFix(t *testing.T) {
 		}
 	}
 	w.startNotify(t)
+	time.Sleep(500 * time.Millisecond) // the first look at the key's age
 	grants := w.token.Grants()
-	if len(grants) != 1 || grants[0].Subject != sender || len(grants[0].Scopes) != 1 || grants[0].Scopes[0] != "https://www.googleapis.com/auth/gmail.send" {
-		t.Errorf("tokens %+v, want one for %s with gmail.send only", grants, sender)
+	if len(grants) == 0 || grants[0].Subject != sender || !slices.Equal(grants[0].Scopes, []string{"https://www.googleapis.com/auth/gmail.send"}) {
+		t.Errorf("tokens %+v, want the first for %s with gmail.send only", grants, sender)
+	}
+	for _, g := range grants[1:] { // the key's age, asked of the IAM API as the account itself
+		if g.Subject != "" || !slices.Equal(g.Scopes, []string{"https://www.googleapis.com/auth/iam"}) {
+			t.Errorf("token %+v: only gmail.send as %s, and the iam scope as the account itself", g, sender)
+		}
 	}
 }
 
@@ -341,7 +348,13 @@ func TestGoldenMails(t *testing.T) {
 			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
 			DriveGone:    []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
-				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}}}),
+				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
+			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
+				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"}}),
+		"alert-key-old": alertMail(events.Alert{Kind: events.AlertGoogleKeyOld, At: now, Since: now,
+			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use."}, hel),
+		"alert-key-rotation": alertMail(events.Alert{Kind: events.AlertGoogleKeyRotation, At: now, Since: now,
+			Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: the service account may not manage its own keys (iam.serviceAccountKeys.list refused): grant the service account roles/iam.serviceAccountKeyAdmin on itself (README, Rotating credentials)"}, hel),
 	}
 	// Each mail as sent (.eml) and, decoded for reading, its two parts.
 	for name, m := range cases {

@@ -35,6 +35,8 @@ import (
 
 var settings = append([]config.Setting{
 	serviceaccount.Setting,
+	serviceaccount.IAMSetting,
+	{Name: "KEY_MAX_AGE", Default: "2160h", Usage: "a Google key older than this (90 days) raises an alert until it is rotated (upload rotate-key)"},
 	{Name: "GMAIL_SENDER", Required: true, Usage: "the Workspace user mail is sent as (domain-wide delegation, scope gmail.send)"},
 	{Name: "NOTIFY_TO", Required: true, Usage: "comma-separated admin addresses"},
 	{Name: "GMAIL_API_URL", Default: "https://gmail.googleapis.com/", Usage: "Gmail's API root"},
@@ -79,6 +81,12 @@ type stage struct {
 	heartbeatEvery time.Duration
 	lastPing       time.Time
 	cert           certCheck
+
+	tokens    *serviceaccount.Key // the key in use
+	keyFile   string
+	iamURL    string
+	keyMaxAge time.Duration // KEY_MAX_AGE
+	keyAge    keyAge
 }
 
 type metrics struct {
@@ -120,7 +128,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		silent: v.Duration("NOTIFY_STAGE_SILENT"), fullFor: v.Duration("NOTIFY_WINDOW_FULL_FOR"),
 		every: v.Duration("NOTIFY_CHECK_EVERY"), retry: v.Duration("NOTIFY_RETRY_DELAY"), now: time.Now,
 		heartbeatURL: v.String("HEARTBEAT_URL"), heartbeatEvery: v.Duration("HEARTBEAT_EVERY"),
-		cert: readCertCheck(v),
+		cert: readCertCheck(v), iamURL: v.String(serviceaccount.IAMSetting.Name), keyMaxAge: v.Duration("KEY_MAX_AGE"),
 	}
 	if u, err := url.Parse(st.heartbeatURL); st.heartbeatURL != "" && (err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http") {
 		v.Invalid("HEARTBEAT_URL", "not an http(s) URL")
@@ -161,7 +169,8 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_notify_send_failures_total", Help: "Sends that failed after retries; the event stays queued."}),
 	}
 	reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
-	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src, keyFile: v.String(serviceaccount.Setting.Name)}, nil
+	st.tokens, st.keyFile = src, v.String(serviceaccount.Setting.Name)
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src, keyFile: st.keyFile}, nil
 }
 
 // gmailToken asks for a token to send as GMAIL_SENDER: it works only when the
@@ -184,7 +193,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
-	go rc.tokens.Watch(ctx, rc.keyFile, st.log, func(err error) { st.health.Set("google_key", err) })
+	go rc.tokens.Watch(ctx, rc.keyFile, st.log, conn)
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},

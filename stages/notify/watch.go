@@ -17,7 +17,8 @@ import (
 
 // Alerts notify finds itself, every NOTIFY_CHECK_EVERY: a stage whose heartbeat
 // stopped, a burst of webhooks the hook rejected, a chunk stream full for too long,
-// and once a day the certificate the domain serves (health.go). Each is raised
+// once a day the certificate the domain serves (health.go), a Google key past
+// KEY_MAX_AGE and a credential file a stage cannot use (credentials.go). Each is raised
 // once when its condition begins and resolved once when it ends, through the same
 // path as every other mail.
 
@@ -33,6 +34,7 @@ func (st *stage) watch(ctx context.Context) {
 		st.checkHeartbeats(ctx)
 		st.checkWindow(ctx)
 		st.checkCertificate(ctx)
+		st.checkKeyAge(ctx)
 		st.pingHeartbeat(ctx)
 		select {
 		case <-ctx.Done():
@@ -62,6 +64,7 @@ func (st *stage) checkHeartbeats(ctx context.Context) {
 		} else {
 			st.clear(ctx, kind, fmt.Sprintf("The %s stage reports again.", hb.Stage))
 		}
+		st.checkCredentialFiles(ctx, hb)
 		if hb.Stage == "hook" {
 			st.checkRejections(ctx, now, hb.Stats["rejected"])
 		}
@@ -141,6 +144,7 @@ type digest struct {
 	Alerts            []string
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
+	Credentials       []string                // each credential's age
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -269,6 +273,7 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 	}
 	sort.Strings(d.OpenFailures)
 	sort.Strings(d.Overflow)
+	d.Credentials = st.credentialLines(ctx)
 	if err := st.send(ctx, "digest", at.UTC().Format("20060102"), digestMail(d), ""); err != nil {
 		return err
 	}

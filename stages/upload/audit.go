@@ -81,22 +81,31 @@ func (st *stage) archiveAgain(ctx context.Context, job events.FileJob) error {
 	return err
 }
 
+// dialed is the stage for a one-off command, on the broker as upload.
+func dialed(ctx context.Context, v *config.Values) (*stage, runConf, *bus.Conn, error) {
+	st, rc, err := configure(ctx, v, io.Discard)
+	if err != nil {
+		return nil, rc, nil, err
+	}
+	conn, err := bus.Dial(ctx, rc.bus, st.log)
+	if err != nil {
+		return nil, rc, nil, err
+	}
+	st.js, st.kv = conn.JS, conn.KV
+	return st, rc, conn, nil
+}
+
 // auditCommand is upload audit: the Drive audit now.
 func auditCommand(stdout io.Writer) config.Command {
 	return config.Command{
 		Name:  "audit",
 		Usage: "look for every verified file in Drive now; archive again what was deleted there",
 		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
-			st, rc, err := configure(ctx, v, io.Discard)
-			if err != nil {
-				return err
-			}
-			conn, err := bus.Dial(ctx, rc.bus, st.log)
+			st, _, conn, err := dialed(ctx, v)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			st.js, st.kv = conn.JS, conn.KV
 			a, err := st.audit(ctx)
 			if err != nil {
 				return err

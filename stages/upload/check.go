@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +32,7 @@ func checkCommand(stdout io.Writer) config.Command {
 			if err == nil {
 				err = st.probeQuota(dctx)
 			}
-			checks.Report(fmt.Sprintf("Drive: folder %s writable as %s", st.root, cmpOr(c.subject, "the service account")), err)
+			checks.Report(fmt.Sprintf("Drive: folder %s writable as %s", st.root, cmp.Or(c.subject, "the service account")), err)
 			return nil
 		})
 }

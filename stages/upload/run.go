@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,7 @@ import (
 
 var settings = append([]config.Setting{
 	serviceaccount.Setting,
+	serviceaccount.IAMSetting,
 	{Name: "DRIVE_FOLDER_ID", Required: true, Usage: "the Drive folder everything is filed under"},
 	{Name: "DRIVE_IMPERSONATE", Usage: "the Workspace user to act as (domain-wide delegation); empty: the service account itself, which only works in a shared drive"},
 	{Name: "GOOGLE_API_URL", Default: "https://www.googleapis.com/", Usage: "Google's API root (metadata under drive/v3/, uploads under upload/drive/v3/)"},
@@ -112,7 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c)
-		}, checkCommand(stdout), auditCommand(stdout))
+		}, checkCommand(stdout), auditCommand(stdout), rotateCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -190,7 +192,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
-	go rc.key.Watch(ctx, rc.keyFile, st.log, func(err error) { st.health.Set("google_key", err) })
+	go rc.key.Watch(ctx, rc.keyFile, st.log, conn)
 	// Alerts a previous process left open are cleared by the first file verified.
 	for _, kind := range driveAlerts {
 		st.mayBeOpen.Store(kind, true)
@@ -219,14 +221,14 @@ func (st *stage) checkDrive(ctx context.Context, subject string) error {
 			if subject == "" && f.DriveId == "" {
 				return st.probeQuota(ctx)
 			}
-			st.log.Info("drive folder found", "folder", f.Name, "shared_drive", f.DriveId != "", "as", cmpOr(subject, "the service account"))
+			st.log.Info("drive folder found", "folder", f.Name, "shared_drive", f.DriveId != "", "as", cmp.Or(subject, "the service account"))
 			return nil
 		}
 		if msg := st.explain(err); msg != err {
 			return msg
 		}
 		if notFound(err) {
-			return fmt.Errorf("DRIVE_FOLDER_ID %s: no such folder visible to %s; share it with the service account or add the account to the shared drive", st.root, cmpOr(subject, "the service account"))
+			return fmt.Errorf("DRIVE_FOLDER_ID %s: no such folder visible to %s; share it with the service account or add the account to the shared drive", st.root, cmp.Or(subject, "the service account"))
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -261,13 +263,6 @@ func (st *stage) explain(err error) error {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")
 	}
 	return err
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // folderFor finds or makes <root>/<year>/<month>/<recording> for a job.

@@ -62,6 +62,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 		return fmt.Errorf("STANDINS_GOOGLE_KEY: %w", err)
 	}
 	defer w.token.Close()
+	w.token.KeyAdmin = true // upload rotate-key works against the stand-ins
 	w.drive, w.gmail = standins.NewDrive(w.token), standins.NewGmail(w.token)
 	defer w.drive.Close()
 	defer w.gmail.Close()
@@ -93,7 +94,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 	env := map[string]string{
 		"ZOOM_ACCOUNT_ID": w.zoom.AccountID, "ZOOM_CLIENT_ID": w.zoom.ClientID, "ZOOM_CLIENT_SECRET": w.zoom.ClientSecret,
 		"ZOOM_API_URL": w.zoom.APIURL(), "ZOOM_OAUTH_URL": w.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
-		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(),
+		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(), "GOOGLE_IAM_URL": w.token.IAMURL(),
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
 	}
 	keys := make([]string, 0, len(env))

@@ -65,7 +65,11 @@ func googleToken(file string) (*standins.GoogleToken, error) {
 	if err != nil || !ok {
 		return nil, fmt.Errorf("%s: not an RSA key (%v)", file, err)
 	}
-	g := standins.NewGoogleTokenWithKey(rsaKey)
+	var named struct {
+		ID string `json:"private_key_id"`
+	}
+	json.Unmarshal(b, &named)
+	g := standins.NewGoogleTokenWithKey(rsaKey, named.ID)
 	g.Email = conf.Email
 	return g, nil
 }

@@ -1,0 +1,115 @@
+package bus
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+
+	"zoomarchive/shared/config"
+	"zoomarchive/shared/events"
+)
+
+// A program's broker identity renewed without a restart (broker creds --renew):
+// the connection signs with credentials held in memory, which the watch of
+// NATS_CREDS replaces only with a file the broker takes (one connection tried
+// with it), and then reconnects at once. A file that does not read, or that the
+// broker refuses, leaves the identity in use, on this and every later reconnect.
+
+// heldCreds is a user JWT and its key, as a .creds file holds them.
+type heldCreds struct {
+	mu   sync.Mutex
+	jwt  string
+	seed []byte
+	pub  string // the user's public key, named in the heartbeat
+}
+
+func readHeld(b []byte) (*heldCreds, error) {
+	tok, err := jwt.ParseDecoratedJWT(b)
+	if err != nil {
+		return nil, err
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return nil, fmt.Errorf("not a NATS credentials file: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedUserNKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("no user key: %w", err)
+	}
+	defer kp.Wipe()
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, err
+	}
+	// A copy: Wipe overwrites the key's own bytes.
+	return &heldCreds{jwt: tok, seed: bytes.Clone(seed), pub: uc.Subject}, nil
+}
+
+func (h *heldCreds) userJWT() (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.jwt, nil
+}
+
+func (h *heldCreds) sign(nonce []byte) ([]byte, error) {
+	h.mu.Lock()
+	kp, err := nkeys.FromSeed(h.seed)
+	h.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	defer kp.Wipe()
+	return kp.Sign(nonce)
+}
+
+func (h *heldCreds) take(n *heldCreds) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.jwt, h.seed, h.pub = n.jwt, n.seed, n.pub
+}
+
+// watchCreds follows NATS_CREDS until ctx ends.
+func (c *Conn) watchCreds(ctx context.Context) {
+	held := c.cfg.held
+	cred := c.FileCredential(events.CredentialBroker, c.cfg.Creds, held.pub)
+	config.WatchFile(ctx, c.cfg.Creds, config.WatchEvery, func(content string, err error) {
+		var n *heldCreds
+		if err == nil {
+			n, err = readHeld([]byte(content))
+		}
+		if err == nil {
+			err = c.tryCreds(n)
+		}
+		if err != nil {
+			c.log.Error("NATS_CREDS cannot be used; the identity in use stays", "err", err)
+			cred.Refused("", fmt.Errorf("NATS_CREDS cannot be used (the identity in use stays): %w", err))
+			return
+		}
+		held.take(n)
+		if err := c.NC.ForceReconnect(); err != nil {
+			c.log.Warn("cannot reconnect with the renewed identity now; the next reconnect uses it", "err", err)
+		}
+		cred.Taken(n.pub)
+		c.log.Info("broker identity renewed", "user", n.pub)
+	})
+}
+
+// tryCreds connects once with n, as the identity of the connection in use.
+func (c *Conn) tryCreds(n *heldCreds) error {
+	uc, _ := jwt.DecodeUserClaims(n.jwt)
+	if uc.Name != c.cfg.Identity {
+		return fmt.Errorf("it holds the identity %q, not %q", uc.Name, c.cfg.Identity)
+	}
+	nc, err := nats.Connect(c.cfg.URL, nats.UserJWT(n.userJWT, n.sign), nats.Timeout(5*time.Second), nats.NoReconnect())
+	if err != nil {
+		return fmt.Errorf("the broker refuses it: %w", err)
+	}
+	nc.Close()
+	return nil
+}

@@ -1,0 +1,168 @@
+package serviceaccount
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/iam/v1"
+	"google.golang.org/api/option"
+
+	"zoomarchive/shared/config"
+)
+
+// IAMSetting is the IAM API's root, for the key's age and its rotation.
+var IAMSetting = config.Setting{Name: "GOOGLE_IAM_URL", Default: "https://iam.googleapis.com/",
+	Usage: "the IAM API's root, asked for the key's age and used by rotate-key"}
+
+const iamScope = "https://www.googleapis.com/auth/iam"
+
+// KeyAdminRole is the role the service account needs on itself to manage its own
+// keys (README, Rotating credentials).
+const KeyAdminRole = "roles/iam.serviceAccountKeyAdmin"
+
+// KeyFile is what a key file says of itself (no secret).
+type KeyFile struct {
+	ID      string `json:"private_key_id"`
+	Account string `json:"client_email"`
+	Type    string `json:"type"`
+}
+
+// ReadKeyFile reads the fields of a key file that name it.
+func ReadKeyFile(b []byte) (KeyFile, error) {
+	var k KeyFile
+	if err := json.Unmarshal(b, &k); err != nil || k.Type != "service_account" || k.ID == "" || k.Account == "" {
+		return k, errors.New("not a service account key file (type service_account with private_key_id and client_email)")
+	}
+	return k, nil
+}
+
+// IAMKeys is the IAM API's view of the service account's own keys, asked as the
+// account itself.
+type IAMKeys struct {
+	svc     *iam.Service
+	account string // projects/-/serviceAccounts/<email>
+}
+
+// IAM is the account's keys, reached with the key in keyFile.
+func IAM(ctx context.Context, keyFile []byte, iamURL string) (*IAMKeys, error) {
+	k, err := ReadKeyFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	// The iam scope, not cloud-platform: the token is good for the IAM API alone.
+	conf, err := google.JWTConfigFromJSON(keyFile, iamScope)
+	if err != nil {
+		return nil, fmt.Errorf("not a service account key: %w", err)
+	}
+	base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
+	svc, err := iam.NewService(ctx, option.WithTokenSource(conf.TokenSource(base)), option.WithEndpoint(iamURL))
+	if err != nil {
+		return nil, err
+	}
+	return &IAMKeys{svc: svc, account: "projects/-/serviceAccounts/" + k.Account}, nil
+}
+
+// AccountKey is one of the account's keys at Google.
+type AccountKey struct {
+	ID      string
+	Created time.Time
+}
+
+// List is the account's keys that people made (not Google's own).
+func (k *IAMKeys) List(ctx context.Context) ([]AccountKey, error) {
+	res, err := k.svc.Projects.ServiceAccounts.Keys.List(k.account).KeyTypes("USER_MANAGED").Context(ctx).Do()
+	if err != nil {
+		return nil, explainIAM(err, "list")
+	}
+	var out []AccountKey
+	for _, key := range res.Keys {
+		out = append(out, keyOf(key))
+	}
+	return out, nil
+}
+
+// Created is when the key id was made.
+func (k *IAMKeys) Created(ctx context.Context, id string) (time.Time, error) {
+	key, err := k.svc.Projects.ServiceAccounts.Keys.Get(k.account + "/keys/" + id).Context(ctx).Do()
+	if err != nil {
+		return time.Time{}, explainIAM(err, "get")
+	}
+	return keyOf(key).Created, nil
+}
+
+// Create makes a key and returns it with its key file.
+func (k *IAMKeys) Create(ctx context.Context) (AccountKey, []byte, error) {
+	key, err := k.svc.Projects.ServiceAccounts.Keys.Create(k.account, &iam.CreateServiceAccountKeyRequest{
+		PrivateKeyType: "TYPE_GOOGLE_CREDENTIALS_FILE"}).Context(ctx).Do()
+	if err != nil {
+		return AccountKey{}, nil, explainIAM(err, "create")
+	}
+	file, err := base64.StdEncoding.DecodeString(key.PrivateKeyData)
+	if err != nil {
+		return AccountKey{}, nil, fmt.Errorf("google's new key does not decode: %w", err)
+	}
+	return keyOf(key), file, nil
+}
+
+// Delete deletes the key id; one already gone is no error.
+func (k *IAMKeys) Delete(ctx context.Context, id string) error {
+	_, err := k.svc.Projects.ServiceAccounts.Keys.Delete(k.account + "/keys/" + id).Context(ctx).Do()
+	var gerr *googleapi.Error
+	if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
+		return nil
+	}
+	return explainIAM(err, "delete")
+}
+
+func keyOf(key *iam.ServiceAccountKey) AccountKey {
+	created, _ := time.Parse(time.RFC3339, key.ValidAfterTime)
+	return AccountKey{ID: path.Base(key.Name), Created: created}
+}
+
+// ErrNotKeyAdmin: the account may not manage its own keys.
+var ErrNotKeyAdmin = errors.New("the service account may not manage its own keys")
+
+// explainIAM says what to fix when IAM refuses verb on the account's keys.
+func explainIAM(err error, verb string) error {
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		return err
+	}
+	switch {
+	case gerr.Code == http.StatusForbidden && reasonIs(gerr, "SERVICE_DISABLED"):
+		return fmt.Errorf("the IAM API is not enabled in the service account's project: enable iam.googleapis.com (gcloud services enable iam.googleapis.com): %w", err)
+	case gerr.Code == http.StatusForbidden && !reasonIs(gerr, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
+		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant the service account %s on itself (README, Rotating credentials): %v",
+			ErrNotKeyAdmin, verb, KeyAdminRole, err)
+	case gerr.Code == http.StatusBadRequest && reasonIs(gerr, ""):
+		return fmt.Errorf("google refused a new key (the account has its 10 keys, or an organisation policy forbids keys): %w", err)
+	}
+	return err
+}
+
+// reasonIs tells whether gerr carries reason in an ErrorInfo detail; "" asks for
+// a FAILED_PRECONDITION status, which has none.
+func reasonIs(gerr *googleapi.Error, reason string) bool {
+	if reason == "" {
+		var body struct {
+			Error struct{ Status string } `json:"error"`
+		}
+		json.Unmarshal([]byte(gerr.Body), &body)
+		return body.Error.Status == "FAILED_PRECONDITION"
+	}
+	for _, d := range gerr.Details {
+		if m, ok := d.(map[string]any); ok && m["reason"] == reason {
+			return true
+		}
+	}
+	return false
+}

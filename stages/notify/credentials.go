@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"zoomarchive/shared/bus"
+	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
+)
+
+// Credentials: their ages in the digest, and two alerts. The Google key's age is
+// asked of the IAM API once a day (the role rotate-key needs lets the account read
+// its keys; without it, the day the key came into its file stands in). The other
+// ages come with the stages' heartbeats: the day a secret's file last changed, the
+// day a broker identity was issued. A Google key older than KEY_MAX_AGE raises an
+// alert that a rotation resolves; a stage that cannot take what its credential
+// file now holds raises one that resolves once it can.
+
+// keyAge is what notify knows of the Google key's age.
+type keyAge struct {
+	id      string    // the key asked about
+	created time.Time // made at Google; zero when IAM would not say
+	asked   time.Time
+	why     error // why IAM would not say
+}
+
+// googleKeyAge asks IAM when the key in use was made: once a day, and again for a
+// new key.
+func (st *stage) googleKeyAge(ctx context.Context) keyAge {
+	id := st.tokens.ID()
+	if st.keyAge.id == id && st.now().Sub(st.keyAge.asked) < 24*time.Hour {
+		return st.keyAge
+	}
+	st.keyAge = keyAge{id: id, asked: st.now()}
+	b, err := os.ReadFile(st.keyFile)
+	if err != nil {
+		st.keyAge.why = err
+		return st.keyAge
+	}
+	keys, err := serviceaccount.IAM(ctx, b, st.iamURL)
+	if err == nil {
+		st.keyAge.created, err = keys.Created(ctx, id)
+	}
+	if st.keyAge.why = err; err != nil {
+		st.log.Warn("cannot learn the Google key's age from the IAM API", "key_id", id, "err", err)
+	}
+	return st.keyAge
+}
+
+// checkKeyAge alerts while the Google key is older than KEY_MAX_AGE; its age is
+// the day it came into its file when IAM will not say when it was made.
+func (st *stage) checkKeyAge(ctx context.Context) {
+	k := st.googleKeyAge(ctx)
+	made, what := k.created, "was made at Google on"
+	if made.IsZero() {
+		made, what = st.keyInFile(ctx), "has been in its file since"
+	}
+	if made.IsZero() {
+		return
+	}
+	days := int(st.now().Sub(made).Hours() / 24)
+	if st.now().Sub(made) > st.keyMaxAge {
+		st.raise(ctx, events.AlertGoogleKeyOld, fmt.Sprintf(
+			"The Google service-account key %s %s %s, %d days ago; KEY_MAX_AGE is %d days. Rotate it: on the server, "+
+				"sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use.",
+			k.id, what, made.In(st.tz).Format("2 Jan 2006"), days, int(st.keyMaxAge.Hours()/24)))
+		return
+	}
+	st.clear(ctx, events.AlertGoogleKeyOld, fmt.Sprintf("The Google key in use (%s) is %d days old.", k.id, days))
+}
+
+// keyInFile is when notify's own heartbeat says the key in use came into its file.
+func (st *stage) keyInFile(ctx context.Context) time.Time {
+	hbs := st.heartbeats(ctx)
+	return hbs[events.IdentityNotify].Credentials[events.CredentialGoogleKey].Since
+}
+
+// checkCredentialFiles alerts, per stage, while a credential file holds what the
+// stage could not take.
+func (st *stage) checkCredentialFiles(ctx context.Context, hb events.Heartbeat) {
+	var problems []string
+	for _, name := range slices.Sorted(maps.Keys(hb.Credentials)) {
+		if p := hb.Credentials[name].Problem; p != "" {
+			problems = append(problems, p)
+		}
+	}
+	kind := events.AlertCredentialPrefix + hb.Stage
+	if len(problems) == 0 {
+		st.clear(ctx, kind, fmt.Sprintf("The %s stage uses what its credential files hold.", hb.Stage))
+		return
+	}
+	st.raise(ctx, kind, fmt.Sprintf("The %s stage cannot use what its credential file now holds; it goes on with the one it had. %s "+
+		"Fix the file (README, Rotating credentials); the stage takes it within seconds.", hb.Stage, strings.Join(problems, " ")))
+}
+
+// credentialLines are the digest's lines on every credential's age.
+func (st *stage) credentialLines(ctx context.Context) []string {
+	now := st.now()
+	age := func(t time.Time) string {
+		return fmt.Sprintf("%s (%d days ago)", t.In(st.tz).Format("2 Jan 2006"), int(now.Sub(t).Hours()/24))
+	}
+	var lines []string
+	k := st.googleKeyAge(ctx)
+	switch {
+	case !k.created.IsZero():
+		lines = append(lines, fmt.Sprintf("Google key %s: made %s", k.id, age(k.created)))
+	case errors.Is(k.why, serviceaccount.ErrNotKeyAdmin):
+		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s)",
+			k.id, age(st.keyInFile(ctx)), serviceaccount.KeyAdminRole))
+	default:
+		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(st.keyInFile(ctx))))
+	}
+	hbs := st.heartbeats(ctx)
+	for _, c := range []struct{ stage, name, what string }{
+		{events.IdentityFetch, events.CredentialZoomClient, "Zoom client secret: its file changed"},
+		{events.IdentityHook, events.CredentialWebhookSecret, "Zoom webhook secret: its file changed"},
+	} {
+		if cred, ok := hbs[c.stage].Credentials[c.name]; ok && !cred.Since.IsZero() {
+			lines = append(lines, c.what+" "+age(cred.Since))
+		}
+	}
+	var issued []string
+	for _, stage := range events.Stages {
+		if cred, ok := hbs[stage].Credentials[events.CredentialBroker]; ok {
+			issued = append(issued, stage+" "+cred.Since.In(st.tz).Format("2 Jan 2006"))
+		}
+	}
+	if len(issued) > 0 {
+		lines = append(lines, "Broker identities issued: "+strings.Join(issued, ", "))
+	}
+	return lines
+}
+
+// heartbeats are the stages' last heartbeats, by stage.
+func (st *stage) heartbeats(ctx context.Context) map[string]events.Heartbeat {
+	hbs := map[string]events.Heartbeat{}
+	for _, stage := range events.Stages {
+		if hb, found, err := bus.Get[events.Heartbeat](ctx, st.kv, events.HeartbeatKey(stage)); err == nil && found {
+			hbs[stage] = hb
+		}
+	}
+	return hbs
+}
