@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -83,9 +84,11 @@ func Modified(path string) time.Time {
 }
 
 // WriteAtomic replaces the file at path with b through a file beside it, synced,
-// so that a reader or a crash sees the old content or the new, never a part.
-// Mounts of the single file (compose secrets) keep the old one: README's steps
-// write those in place.
+// so that a reader or a crash sees the old content or the new, never a part. A
+// file it replaces keeps its group (the group a container reads it as); a writer
+// that may not give it that group (neither its member nor allowed to chown) gets
+// an error and replaces nothing. Mounts of the single file (compose secrets) keep
+// the old one: WriteInPlace is for those.
 func WriteAtomic(path string, b []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -95,6 +98,13 @@ func WriteAtomic(path string, b []byte, perm os.FileMode) error {
 	_, err = f.Write(b)
 	if err == nil {
 		err = f.Chmod(perm)
+	}
+	if fi, serr := os.Stat(path); err == nil && serr == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Gid) != os.Getegid() {
+			if cerr := f.Chown(-1, int(st.Gid)); cerr != nil {
+				err = fmt.Errorf("%s: cannot keep its group %d (write it as a member of that group): %w", path, st.Gid, cerr)
+			}
+		}
 	}
 	if err == nil {
 		err = f.Sync()
