@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -15,11 +16,13 @@ import (
 	"zoomarchive/shared/events"
 )
 
-// A program's broker identity renewed without a restart (broker creds --renew):
-// the connection signs with credentials held in memory, which the watch of
-// NATS_CREDS replaces only with a file the broker takes (one connection tried
-// with it), and then reconnects at once. A file that does not read, or that the
-// broker refuses, leaves the identity in use, on this and every later reconnect.
+// The credentials a stage uses, as its heartbeat tells them (the digest's ages,
+// rotate-key's wait), and its broker identity renewed without a restart (broker
+// creds --renew): the connection signs with credentials held in memory, which the
+// watch of NATS_CREDS replaces only with a file the broker takes (one connection
+// tried with it), and then reconnects at once. A file that does not read, or that
+// the broker refuses, leaves the identity in use, on this and every later
+// reconnect.
 
 // heldCreds is a user JWT and its key, as a .creds file holds them.
 type heldCreds struct {
@@ -112,4 +115,72 @@ func (c *Conn) tryCreds(n *heldCreds) error {
 	}
 	nc.Close()
 	return nil
+}
+
+// Credentials are what a stage's heartbeat says of the credentials it uses; a
+// change goes out at once (rotate-key waits for it).
+type Credentials struct {
+	mu      sync.Mutex
+	creds   map[string]events.Credential
+	changed chan struct{}
+}
+
+func newCredentials() *Credentials {
+	return &Credentials{creds: map[string]events.Credential{}, changed: make(chan struct{}, 1)}
+}
+
+// Set records the credential in use under name (events.Credential*).
+func (c *Credentials) Set(name string, cred events.Credential) {
+	c.mu.Lock()
+	c.creds[name] = cred
+	c.mu.Unlock()
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Credentials) all() map[string]events.Credential {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.creds)
+}
+
+// FileCredential is a credential that a file holds and the stage takes again
+// when the file changes.
+type FileCredential struct {
+	name, path string
+	creds      *Credentials
+	health     *Health
+	mu         sync.Mutex
+	inUse      events.Credential
+}
+
+// FileCredential follows the credential name (events.Credential*) in the file at
+// path, in use now as id (a Google key's; "" for a secret).
+func (c *Conn) FileCredential(name, path, id string) *FileCredential {
+	f := &FileCredential{name: name, path: path, creds: c.Creds, health: c.Health,
+		inUse: events.Credential{ID: id, Since: config.Modified(path)}}
+	f.creds.Set(name, f.inUse)
+	return f
+}
+
+// Taken: the stage uses what the file holds now (id for a key).
+func (f *FileCredential) Taken(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.inUse = events.Credential{ID: id, Since: config.Modified(f.path)}
+	f.health.Set(f.name, nil)
+	f.creds.Set(f.name, f.inUse)
+}
+
+// Refused: the file holds what the stage cannot use (refusedID, when it names a
+// key); the credential in use stays, and /readyz fails until the file is fixed.
+func (f *FileCredential) Refused(refusedID string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.health.Set(f.name, err)
+	c := f.inUse
+	c.Problem, c.RefusedID = err.Error(), refusedID
+	f.creds.Set(f.name, c)
 }

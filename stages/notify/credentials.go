@@ -108,14 +108,17 @@ func (st *stage) credentialLines(ctx context.Context) []string {
 	}
 	var lines []string
 	k := st.googleKeyAge(ctx)
+	inFile := st.keyInFile(ctx)
 	switch {
 	case !k.created.IsZero():
 		lines = append(lines, fmt.Sprintf("Google key %s: made %s", k.id, age(k.created)))
+	case inFile.IsZero():
+		lines = append(lines, fmt.Sprintf("Google key %s: its age is not known", k.id))
 	case errors.Is(k.why, serviceaccount.ErrNotKeyAdmin):
 		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s)",
-			k.id, age(st.keyInFile(ctx)), serviceaccount.KeyAdminRole))
+			k.id, age(inFile), serviceaccount.KeyAdminRole))
 	default:
-		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(st.keyInFile(ctx))))
+		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(inFile)))
 	}
 	hbs := st.heartbeats(ctx)
 	for _, c := range []struct{ stage, name, what string }{
