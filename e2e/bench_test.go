@@ -181,14 +181,16 @@ func BenchmarkIdleFootprint(b *testing.B) {
 	for range b.N {
 		p := newPipeline(b, nil)
 		time.Sleep(10 * time.Second)
-		var total int64
+		var total, anon int64
 		for name, proc := range map[string]*stagetest.Process{"broker": p.brokers[0], "hook": p.procs["hook"], "fetch": p.procs["fetch"],
 			"upload": p.procs["upload"], "notify": p.procs["notify"]} {
 			rss := proc.RSS()
 			total += rss
+			anon += proc.AnonRSS()
 			b.ReportMetric(float64(rss)/(1<<20), name+"-MiB")
 		}
 		b.ReportMetric(float64(total)/(1<<20), "idle-RSS-MiB")
+		b.ReportMetric(float64(anon)/(1<<20), "idle-anon-MiB")
 		b.ReportMetric(0, "ns/op")
 	}
 }

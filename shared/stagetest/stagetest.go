@@ -501,6 +501,10 @@ func (p *Process) PeakRSS() int64 { return p.status("VmHWM:") }
 // RSS is the process's resident memory now, in bytes (VmRSS).
 func (p *Process) RSS() int64 { return p.status("VmRSS:") }
 
+// AnonRSS is the part of RSS that is the process's own (RssAnon): its heap and
+// stacks, not the binary's pages, which the kernel may drop and read again.
+func (p *Process) AnonRSS() int64 { return p.status("RssAnon:") }
+
 // status reads one kB field of /proc/<pid>/status, in bytes; -1 when unreadable.
 func (p *Process) status(field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
