@@ -27,7 +27,7 @@ func checkCommand(stdout io.Writer) config.Command {
 			defer cancel()
 			err = st.checkDrive(dctx, c.subject)
 			if err == nil && dctx.Err() != nil {
-				err = errors.New("Drive did not answer within 30s")
+				err = errors.New("no answer from Drive within 30s")
 			}
 			if err == nil {
 				err = st.probeQuota(dctx)

@@ -117,7 +117,17 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 		return "", fmt.Errorf("the key in use (%s) is not among the account's keys at Google: deleted already? Put a key that exists in %s", old.ID, r.path)
 	}
 	pending := r.pending
-	newFile, newID := r.takeUp(pending, old, list)
+	newFile, newID, replaces := r.takeUp(pending, old, list)
+	if replaces != "" { // the file holds the new key already; the old one is left to delete
+		if r.dryRun {
+			fmt.Fprintf(r.out, "would wait for %v to use key %s, then delete key %s\n", keyHolders, old.ID, replaces)
+			return "", nil
+		}
+		if err := r.waitHolders(ctx, old.ID); err != nil {
+			return "", fmt.Errorf("%w; run rotate-key again once they do", err)
+		}
+		return r.retire(ctx, keys, old.ID, replaces)
+	}
 	if r.dryRun {
 		what := "make a new key"
 		if newID != "" {
@@ -132,15 +142,20 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 		if err != nil {
 			return "", err
 		}
-		if err := config.WriteAtomic(pending, file, 0o600); err != nil {
-			// A key whose private half is nowhere is no use: not left at Google.
-			return "", errors.Join(fmt.Errorf("cannot keep the new key in %s: %w", pending, err), keys.Delete(ctx, k.ID))
+		// The key first: a key whose private half is nowhere is no use, and is
+		// not left at Google.
+		err = config.WriteAtomic(pending, file, 0o600)
+		if err == nil {
+			err = config.WriteAtomic(pending+replacesSuffix, []byte(old.ID), 0o600)
+		}
+		if err != nil {
+			return "", errors.Join(fmt.Errorf("cannot keep the new key in %s: %w", pending, err), keys.Delete(ctx, k.ID), r.forget())
 		}
 		newFile, newID = file, k.ID
 		fmt.Fprintf(r.out, "made key %s (kept in %s until the end)\n", newID, pending)
 	}
 	undo := func(why error) (string, error) {
-		return "", errors.Join(why, keys.Delete(ctx, newID), os.Remove(pending))
+		return "", errors.Join(why, keys.Delete(ctx, newID), r.forget())
 	}
 	if err := r.prove(ctx, newFile); err != nil {
 		return undo(fmt.Errorf("the new key %s does not work (deleted again; the key in use is unchanged): %w", newID, err))
@@ -152,32 +167,60 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 	if err := r.waitHolders(ctx, newID); err != nil {
 		return undo(errors.Join(fmt.Errorf("%w; the old key is back in %s", err, r.path), config.WriteInPlace(r.path, cur)))
 	}
-	if err := keys.Delete(ctx, old.ID); err != nil {
-		return "", fmt.Errorf("key %s is in use everywhere, but the old key %s was not deleted at Google: delete it in the console (IAM, Service accounts, Keys): %w", newID, old.ID, err)
+	return r.retire(ctx, keys, newID, old.ID)
+}
+
+// replacesSuffix names the file beside the pending key that says which key it
+// replaces, for a run that stops once the new key is in use.
+const replacesSuffix = ".replaces"
+
+// retire deletes the old key at Google once the new one is in use everywhere.
+func (r *rotation) retire(ctx context.Context, keys *serviceaccount.IAMKeys, newID, oldID string) (string, error) {
+	if err := keys.Delete(ctx, oldID); err != nil {
+		return "", fmt.Errorf("key %s is in use everywhere, but the old key %s was not deleted at Google: run rotate-key again: %w", newID, oldID, err)
 	}
-	os.Remove(pending)
-	done = fmt.Sprintf("The Google key was rotated: key %s is in use by upload and notify, and the old key %s is deleted at Google.", newID, old.ID)
+	r.forget()
+	done := fmt.Sprintf("The Google key was rotated: key %s is in use by upload and notify, and the old key %s is deleted at Google.", newID, oldID)
 	fmt.Fprintln(r.out, done)
 	return done, nil
 }
 
-// takeUp is the key an earlier run left in pending, when Google still has it; a
-// pending file of no use is removed.
-func (r *rotation) takeUp(pending string, old serviceaccount.KeyFile, list []serviceaccount.AccountKey) ([]byte, string) {
+// forget removes what a run keeps until its end.
+func (r *rotation) forget() error {
+	for _, f := range []string{r.pending, r.pending + replacesSuffix} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeUp is what an earlier run that did not finish left in pending, when Google
+// still has it: a key made but not in use yet, or (replaces set) the key in use
+// now, whose predecessor is still to delete. What is of no use is removed.
+func (r *rotation) takeUp(pending string, old serviceaccount.KeyFile, list []serviceaccount.AccountKey) (file []byte, id, replaces string) {
 	b, err := os.ReadFile(pending)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ""
+		return nil, "", ""
+	}
+	atGoogle := func(id string) bool {
+		return slices.ContainsFunc(list, func(a serviceaccount.AccountKey) bool { return a.ID == id })
 	}
 	k, kerr := serviceaccount.ReadKeyFile(b)
-	if err == nil && kerr == nil && k.Account == old.Account && k.ID != old.ID &&
-		slices.ContainsFunc(list, func(a serviceaccount.AccountKey) bool { return a.ID == k.ID }) {
+	prev, _ := os.ReadFile(pending + replacesSuffix)
+	switch {
+	case err != nil || kerr != nil || k.Account != old.Account || !atGoogle(k.ID):
+	case k.ID != old.ID:
 		fmt.Fprintf(r.out, "taking up key %s, made by a run that did not finish (%s)\n", k.ID, pending)
-		return b, k.ID
+		return b, k.ID, ""
+	case len(prev) > 0 && string(prev) != old.ID && atGoogle(string(prev)):
+		fmt.Fprintf(r.out, "finishing a run that put key %s in use and did not delete key %s\n", k.ID, prev)
+		return nil, "", string(prev)
 	}
 	if !r.dryRun {
-		os.Remove(pending)
+		r.forget()
 	}
-	return nil, ""
+	return nil, "", ""
 }
 
 // prove gets the new key a Drive token as the stage acts and reads the folder, and

@@ -70,8 +70,10 @@ func TestRotateKeyNeedsItsRoleThenRotates(t *testing.T) {
 	if _, resolved := stagetest.Alerts(t, w.natsURL, events.AlertGoogleKeyRotation); len(resolved) != 1 {
 		t.Errorf("%d resolved notices, want 1", len(resolved))
 	}
-	if _, err := os.Stat(w.env["GOOGLE_APPLICATION_CREDENTIALS"] + ".new"); !os.IsNotExist(err) {
-		t.Errorf("the pending key file is left: %v", err)
+	for _, f := range []string{".new", ".new.replaces"} {
+		if _, err := os.Stat(w.env["GOOGLE_APPLICATION_CREDENTIALS"] + f); !os.IsNotExist(err) {
+			t.Errorf("the run's %s file is left: %v", f, err)
+		}
 	}
 }
 
@@ -91,16 +93,30 @@ func TestRotateKeyThatDoesNotWorkIsUndone(t *testing.T) {
 }
 
 // A run stopped after Google made the key goes on with that key: no second one.
+// A run stopped once the new key was in use deletes the key it replaced.
 func TestRotateKeyTakesUpAnUnfinishedRun(t *testing.T) {
 	w := newWorld(t, nil)
 	w.token.KeyAdmin = true
+	keyFile := w.env["GOOGLE_APPLICATION_CREDENTIALS"]
 	id, file := w.token.NewKey()
-	os.WriteFile(w.env["GOOGLE_APPLICATION_CREDENTIALS"]+".new", file, 0o600)
+	os.WriteFile(keyFile+".new", file, 0o600)
 	out, err := w.rotate(t)
 	if err != nil || !strings.Contains(out, "taking up key "+id) {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
 	if keys := w.token.Keys(); !slices.Equal(keys, []string{id}) || w.keyInFile(t) != id {
 		t.Fatalf("keys %v, file %s; want only %s", keys, w.keyInFile(t), id)
+	}
+
+	next, file := w.token.NewKey()
+	stagetest.Rewrite(t, keyFile, string(file))
+	os.WriteFile(keyFile+".new", file, 0o600)
+	os.WriteFile(keyFile+".new.replaces", []byte(id), 0o600)
+	out, err = w.rotate(t)
+	if err != nil || !strings.Contains(out, "did not delete key "+id) {
+		t.Fatalf("rotate-key: %v\n%s", err, out)
+	}
+	if keys := w.token.Keys(); !slices.Equal(keys, []string{next}) || w.keyInFile(t) != next {
+		t.Fatalf("keys %v, file %s; want only %s", keys, w.keyInFile(t), next)
 	}
 }
