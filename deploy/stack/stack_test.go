@@ -195,6 +195,8 @@ func TestStack(t *testing.T) {
 		}
 	}
 	t.Run("a signed recording.completed over HTTPS is archived, even with stages killed mid-transfer and a file retried from its failure mail", func(t *testing.T) {
+		services := []string{"broker", "hook", "fetch", "upload", "notify", "nginx", "certbot"}
+		stopSampling := stackMemory(t, services)
 		s.fault(t, http.MethodPost, standins.Fault{Path: "/file/" + refused.Name, Status: 500, Times: 1 << 30})
 		status, body, err := zoom.Send(context.Background(), delivery)
 		if err != nil || status != http.StatusOK {
@@ -264,13 +266,15 @@ func TestStack(t *testing.T) {
 			}
 			return nil
 		})
+		total, anon := stopSampling()
+		t.Logf("the stack together during the archive, at its peak: %.1f MiB, page cache included; %.1f MiB anonymous", total, anon)
 		st, _ := s.state()
 		for _, m := range st.Mails {
 			t.Logf("mail to %s: %s", m.To, m.Subject)
 		}
 		// Only the two killed stages restarted, once each: nothing crashed or ran
 		// out of its memory limit on its own.
-		for _, svc := range []string{"broker", "hook", "fetch", "upload", "notify", "nginx", "certbot"} {
+		for _, svc := range services {
 			want := "0"
 			if svc == "upload" || svc == "fetch" {
 				want = "1"
@@ -816,34 +820,88 @@ func (s *stack) logrotate(t *testing.T, c *http.Client) {
 // peakMemory is the most a container's cgroup has held (page cache included),
 // for the log: compose.yaml's limits are sized by it.
 func peakMemory(t *testing.T, name string) string {
-	pid := strings.TrimSpace(podman(t, "inspect", "--format", "{{.State.Pid}}", name))
-	cg, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	b, err := os.ReadFile(cgroupFile(t, name, "memory.peak", "memory.max_usage_in_bytes"))
 	if err != nil {
 		return err.Error()
 	}
+	var n float64
+	fmt.Sscan(string(b), &n)
+	return fmt.Sprintf("%.1f MiB", n/(1<<20))
+}
+
+// cgroupFile is a file of the container's memory cgroup: v2 names it, or v1.
+func cgroupFile(t *testing.T, name, v2, v1 string) string {
+	pid := strings.TrimSpace(podman(t, "inspect", "--format", "{{.State.Pid}}", name))
+	cg, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		return ""
+	}
 	for _, line := range strings.Split(string(cg), "\n") {
 		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		var file string
 		switch {
+		case len(f) != 3:
 		case f[1] == "memory": // cgroup v1
-			file = "/sys/fs/cgroup/memory" + f[2] + "/memory.max_usage_in_bytes"
+			return "/sys/fs/cgroup/memory" + f[2] + "/" + v1
 		case f[0] == "0" && f[1] == "": // v2
-			file = "/sys/fs/cgroup" + f[2] + "/memory.peak"
-		default:
-			continue
+			return "/sys/fs/cgroup" + f[2] + "/" + v2
 		}
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return err.Error()
-		}
-		var n float64
-		fmt.Sscan(string(b), &n)
-		return fmt.Sprintf("%.1f MiB", n/(1<<20))
 	}
-	return "unknown"
+	return ""
+}
+
+// stackMemory samples what the containers hold together, every half second,
+// until the returned stop: the highest sum with page cache and without it (the
+// cgroups' anonymous memory, which no pressure gives back).
+func stackMemory(t *testing.T, services []string) (stop func() (total, anon float64)) {
+	type files struct{ current, stat string }
+	where := func() map[string]files {
+		m := map[string]files{}
+		for _, svc := range services {
+			m[svc] = files{cgroupFile(t, container(svc), "memory.current", "memory.usage_in_bytes"), cgroupFile(t, container(svc), "memory.stat", "memory.stat")}
+		}
+		return m
+	}
+	done, result := make(chan struct{}), make(chan [2]float64)
+	go func() {
+		fs := where()
+		var best [2]float64
+		for {
+			var sum [2]float64
+			lost := false
+			for _, f := range fs {
+				b, err := os.ReadFile(f.current)
+				stat, serr := os.ReadFile(f.stat)
+				if err != nil || serr != nil {
+					lost = true // a container restarted: its cgroup moved
+					continue
+				}
+				var n float64
+				fmt.Sscan(string(b), &n)
+				sum[0] += n
+				for _, line := range strings.Split(string(stat), "\n") {
+					if k, v, _ := strings.Cut(line, " "); k == "anon" || k == "rss" {
+						fmt.Sscan(v, &n)
+						sum[1] += n
+					}
+				}
+			}
+			best[0], best[1] = max(best[0], sum[0]), max(best[1], sum[1])
+			if lost {
+				fs = where()
+			}
+			select {
+			case <-done:
+				result <- best
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+	return func() (float64, float64) {
+		close(done)
+		r := <-result
+		return r[0] / (1 << 20), r[1] / (1 << 20)
+	}
 }
 
 // tls11Handshake tries a TLS 1.1 handshake with the CBC suites TLS 1.1 has.
