@@ -32,8 +32,10 @@ type keyAge struct {
 }
 
 // googleKeyAge asks IAM when the key in use was made: once a day, and again for a
-// new key.
+// new key. The watch and the digest both ask.
 func (st *stage) googleKeyAge(ctx context.Context) keyAge {
+	st.keyAgeMu.Lock()
+	defer st.keyAgeMu.Unlock()
 	id := st.tokens.ID()
 	if st.keyAge.id == id && st.now().Sub(st.keyAge.asked) < 24*time.Hour {
 		return st.keyAge

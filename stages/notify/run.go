@@ -12,6 +12,7 @@ import (
 	netmail "net/mail"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,6 +87,7 @@ type stage struct {
 	keyFile   string
 	iamURL    string
 	keyMaxAge time.Duration // KEY_MAX_AGE
+	keyAgeMu  sync.Mutex
 	keyAge    keyAge
 }
 
