@@ -369,13 +369,10 @@ func TestStack(t *testing.T) {
 		if err := answers(webhookSecret, http.StatusOK)(); err != nil {
 			t.Error(err)
 		}
-		if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container("hook")); strings.TrimSpace(n) != "0" {
+		if n := restarts(t, "hook"); n != "0" {
 			t.Errorf("the hook restarted %s times", n)
 		}
 	})
-	restarts := func(t *testing.T, stage string) string {
-		return strings.TrimSpace(podman(t, "inspect", "--format", "{{.RestartCount}}", container(stage)))
-	}
 	t.Run("rotate-key puts a new Google key in use and deletes the old, without a restart", func(t *testing.T) {
 		before := map[string]string{"upload": restarts(t, "upload"), "notify": restarts(t, "notify")}
 		if out, err := s.compose("run", "--rm", "rotate-key", "--dry-run"); err != nil || !strings.Contains(out, "would make a new key") {
@@ -483,7 +480,7 @@ func TestStack(t *testing.T) {
 			issued = leaf
 			return nil
 		})
-		if n := podman(t, "inspect", "--format", "{{.RestartCount}}", container("nginx")); strings.TrimSpace(n) != "0" {
+		if n := restarts(t, "nginx"); n != "0" {
 			t.Errorf("nginx restarted %s times", n)
 		}
 	})
@@ -815,6 +812,11 @@ func (s *stack) logrotate(t *testing.T, c *http.Client) {
 	if kept < 3 { // today's two rotations and the 3-day-old one
 		t.Errorf("rotations younger than a week removed: %d left, %q", kept, left)
 	}
+}
+
+// restarts is how often the engine restarted a service's container.
+func restarts(t *testing.T, service string) string {
+	return strings.TrimSpace(podman(t, "inspect", "--format", "{{.RestartCount}}", container(service)))
 }
 
 // peakMemory is the most a container's cgroup has held (page cache included),

@@ -11,10 +11,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
@@ -64,41 +62,21 @@ func ReadConfig(v *config.Values, identity string) Config {
 	if c.Creds == "" {
 		return c
 	}
-	name, err := CredsIdentity(c.Creds)
+	b, err := os.ReadFile(c.Creds)
+	if err == nil {
+		c.held, err = readHeld(b)
+	}
 	switch {
 	case err != nil:
-		v.Invalid("NATS_CREDS", err.Error())
-	case name != identity:
-		v.Invalid("NATS_CREDS", fmt.Sprintf("%s holds the identity %q, not %q: give each program its own file", c.Creds, name, identity))
+		v.Invalid("NATS_CREDS", fmt.Sprintf("%s: %v", c.Creds, err))
+	case c.held.name != identity:
+		v.Invalid("NATS_CREDS", fmt.Sprintf("%s holds the identity %q, not %q: give each program its own file", c.Creds, c.held.name, identity))
 	default:
-		b, _ := os.ReadFile(c.Creds)
-		if c.held, err = readHeld(b); err != nil {
-			v.Invalid("NATS_CREDS", err.Error())
-		}
+		c.Identity = identity
+		return c
 	}
-	c.Identity = name
+	c.held = nil
 	return c
-}
-
-// CredsIdentity is the identity a credentials file holds, after checking that it
-// holds a user JWT and a user key.
-func CredsIdentity(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	tok, err := jwt.ParseDecoratedJWT(b)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	uc, err := jwt.DecodeUserClaims(tok)
-	if err != nil {
-		return "", fmt.Errorf("%s: not a NATS credentials file: %w", path, err)
-	}
-	if _, err := nkeys.ParseDecoratedUserNKey(b); err != nil {
-		return "", fmt.Errorf("%s: no user key: %w", path, err)
-	}
-	return uc.Name, nil
 }
 
 // ReadTopology reads TopologySettings, recording problems in v.

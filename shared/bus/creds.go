@@ -30,6 +30,7 @@ type heldCreds struct {
 	jwt  string
 	seed []byte
 	pub  string // the user's public key, named in the heartbeat
+	name string // the identity (events.Identity*)
 }
 
 func readHeld(b []byte) (*heldCreds, error) {
@@ -51,7 +52,7 @@ func readHeld(b []byte) (*heldCreds, error) {
 		return nil, err
 	}
 	// A copy: Wipe overwrites the key's own bytes.
-	return &heldCreds{jwt: tok, seed: bytes.Clone(seed), pub: uc.Subject}, nil
+	return &heldCreds{jwt: tok, seed: bytes.Clone(seed), pub: uc.Subject, name: uc.Name}, nil
 }
 
 func (h *heldCreds) userJWT() (string, error) {
@@ -74,7 +75,7 @@ func (h *heldCreds) sign(nonce []byte) ([]byte, error) {
 func (h *heldCreds) take(n *heldCreds) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.jwt, h.seed, h.pub = n.jwt, n.seed, n.pub
+	h.jwt, h.seed, h.pub, h.name = n.jwt, n.seed, n.pub, n.name
 }
 
 // watchCreds follows NATS_CREDS until ctx ends.
@@ -105,9 +106,8 @@ func (c *Conn) watchCreds(ctx context.Context) {
 
 // tryCreds connects once with n, as the identity of the connection in use.
 func (c *Conn) tryCreds(n *heldCreds) error {
-	uc, _ := jwt.DecodeUserClaims(n.jwt)
-	if uc.Name != c.cfg.Identity {
-		return fmt.Errorf("it holds the identity %q, not %q", uc.Name, c.cfg.Identity)
+	if n.name != c.cfg.Identity {
+		return fmt.Errorf("it holds the identity %q, not %q", n.name, c.cfg.Identity)
 	}
 	nc, err := nats.Connect(c.cfg.URL, nats.UserJWT(n.userJWT, n.sign), nats.Timeout(5*time.Second), nats.NoReconnect())
 	if err != nil {

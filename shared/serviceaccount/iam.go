@@ -143,26 +143,27 @@ func explainIAM(err error, verb string) error {
 	case gerr.Code == http.StatusForbidden && !reasonIs(gerr, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
 		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant the service account %s on itself (README, Rotating credentials): %v",
 			ErrNotKeyAdmin, verb, KeyAdminRole, err)
-	case gerr.Code == http.StatusBadRequest && reasonIs(gerr, ""):
+	case gerr.Code == http.StatusBadRequest && status(gerr) == "FAILED_PRECONDITION":
 		return fmt.Errorf("google refused a new key (the account has its 10 keys, or an organisation policy forbids keys): %w", err)
 	}
 	return err
 }
 
-// reasonIs tells whether gerr carries reason in an ErrorInfo detail; "" asks for
-// a FAILED_PRECONDITION status, which has none.
+// reasonIs tells whether gerr carries reason in an ErrorInfo detail.
 func reasonIs(gerr *googleapi.Error, reason string) bool {
-	if reason == "" {
-		var body struct {
-			Error struct{ Status string } `json:"error"`
-		}
-		json.Unmarshal([]byte(gerr.Body), &body)
-		return body.Error.Status == "FAILED_PRECONDITION"
-	}
 	for _, d := range gerr.Details {
 		if m, ok := d.(map[string]any); ok && m["reason"] == reason {
 			return true
 		}
 	}
 	return false
+}
+
+// status is the google.rpc status of gerr's body (FAILED_PRECONDITION, ...).
+func status(gerr *googleapi.Error) string {
+	var body struct {
+		Error struct{ Status string } `json:"error"`
+	}
+	json.Unmarshal([]byte(gerr.Body), &body)
+	return body.Error.Status
 }

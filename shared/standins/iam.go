@@ -37,9 +37,17 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 	if len(parts) == 5 {
 		id = parts[4]
 	}
-	verb := map[string]string{http.MethodGet + " ": "list", http.MethodPost + " ": "create",
-		http.MethodGet + " id": "get", http.MethodDelete + " id": "delete"}[r.Method+" "+map[bool]string{true: "id"}[id != ""]]
-	if verb == "" {
+	var verb string
+	switch {
+	case r.Method == http.MethodGet && id == "":
+		verb = "list"
+	case r.Method == http.MethodGet:
+		verb = "get"
+	case r.Method == http.MethodPost && id == "":
+		verb = "create"
+	case r.Method == http.MethodDelete && id != "":
+		verb = "delete"
+	default:
 		rpcError(w, http.StatusMethodNotAllowed, "INVALID_ARGUMENT", "", "", "Method not allowed.")
 		return
 	}

@@ -80,8 +80,8 @@ func (st *stage) checkKeyAge(ctx context.Context) {
 
 // keyInFile is when notify's own heartbeat says the key in use came into its file.
 func (st *stage) keyInFile(ctx context.Context) time.Time {
-	hbs := st.heartbeats(ctx)
-	return hbs[events.IdentityNotify].Credentials[events.CredentialGoogleKey].Since
+	hb, _, _ := bus.Get[events.Heartbeat](ctx, st.kv, events.HeartbeatKey(events.IdentityNotify)) // none: an age unknown
+	return hb.Credentials[events.CredentialGoogleKey].Since
 }
 
 // checkCredentialFiles alerts, per stage, while a credential file holds what the
@@ -122,7 +122,7 @@ func (st *stage) credentialLines(ctx context.Context) []string {
 	default:
 		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(inFile)))
 	}
-	hbs := st.heartbeats(ctx)
+	hbs, _ := st.heartbeats(ctx)
 	for _, c := range []struct{ stage, name, what string }{
 		{events.IdentityFetch, events.CredentialZoomClient, "Zoom client secret: its file changed"},
 		{events.IdentityHook, events.CredentialWebhookSecret, "Zoom webhook secret: its file changed"},
@@ -141,15 +141,4 @@ func (st *stage) credentialLines(ctx context.Context) []string {
 		lines = append(lines, "Broker identities issued: "+strings.Join(issued, ", "))
 	}
 	return lines
-}
-
-// heartbeats are the stages' last heartbeats, by stage.
-func (st *stage) heartbeats(ctx context.Context) map[string]events.Heartbeat {
-	hbs := map[string]events.Heartbeat{}
-	for _, stage := range events.Stages {
-		if hb, found, err := bus.Get[events.Heartbeat](ctx, st.kv, events.HeartbeatKey(stage)); err == nil && found {
-			hbs[stage] = hb
-		}
-	}
-	return hbs
 }

@@ -56,17 +56,35 @@ func (st *stage) pingHeartbeat(ctx context.Context) {
 	st.lastPing = st.now()
 }
 
+// heartbeats are the stages' last heartbeats, by stage; a stage that never
+// reported has none. An error is the job bucket's.
+func (st *stage) heartbeats(ctx context.Context) (map[string]events.Heartbeat, error) {
+	hbs := map[string]events.Heartbeat{}
+	for _, stage := range events.Stages {
+		hb, found, err := bus.Get[events.Heartbeat](ctx, st.kv, events.HeartbeatKey(stage))
+		if err != nil {
+			return hbs, err
+		}
+		if found {
+			hbs[stage] = hb
+		}
+	}
+	return hbs, nil
+}
+
 // unhealthy says what is wrong with the pipeline, or nil: a stage that never
 // reported or went silent, a fault a stage reports, or notify's own.
 func (st *stage) unhealthy(ctx context.Context) error {
 	if err := st.health.Err(); err != nil {
 		return fmt.Errorf("notify: %w", err)
 	}
+	hbs, err := st.heartbeats(ctx)
+	if err != nil {
+		return err
+	}
 	for _, stage := range events.Stages {
-		hb, found, err := bus.Get[events.Heartbeat](ctx, st.kv, events.HeartbeatKey(stage))
+		hb, found := hbs[stage]
 		switch {
-		case err != nil:
-			return err
 		case !found:
 			return fmt.Errorf("%s has never reported", stage)
 		case st.now().Sub(hb.At) > st.silent:

@@ -81,26 +81,6 @@ func (st *stage) archiveAgain(ctx context.Context, job events.FileJob) error {
 	return err
 }
 
-// dialed is the stage for a one-off command, on the broker as upload; a broker
-// that does not answer within 30 s ends the command.
-func dialed(ctx context.Context, v *config.Values) (*stage, runConf, *bus.Conn, error) {
-	st, rc, err := configure(ctx, v, io.Discard)
-	if err != nil {
-		return nil, rc, nil, err
-	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := bus.Dial(dctx, rc.bus, st.log)
-	if err != nil && dctx.Err() != nil && ctx.Err() == nil {
-		err = fmt.Errorf("the broker (NATS_URL) did not answer within 30 s: %w", err)
-	}
-	if err != nil {
-		return nil, rc, nil, err
-	}
-	st.js, st.kv = conn.JS, conn.KV
-	return st, rc, conn, nil
-}
-
 // auditCommand is upload audit: the Drive audit now.
 func auditCommand(stdout io.Writer) config.Command {
 	return config.Command{

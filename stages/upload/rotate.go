@@ -117,7 +117,7 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 		return "", fmt.Errorf("the key in use (%s) is not among the account's keys at Google: deleted already? Put a key that exists in %s", old.ID, r.path)
 	}
 	pending := r.pending
-	newFile, newID, replaces := r.takeUp(pending, old, list)
+	newFile, newID, replaces := r.takeUp(old, list)
 	if replaces != "" { // the file holds the new key already; the old one is left to delete
 		if r.dryRun {
 			fmt.Fprintf(r.out, "would wait for %v to use key %s, then delete key %s\n", keyHolders, old.ID, replaces)
@@ -198,7 +198,8 @@ func (r *rotation) forget() error {
 // takeUp is what an earlier run that did not finish left in pending, when Google
 // still has it: a key made but not in use yet, or (replaces set) the key in use
 // now, whose predecessor is still to delete. What is of no use is removed.
-func (r *rotation) takeUp(pending string, old serviceaccount.KeyFile, list []serviceaccount.AccountKey) (file []byte, id, replaces string) {
+func (r *rotation) takeUp(old serviceaccount.KeyFile, list []serviceaccount.AccountKey) (file []byte, id, replaces string) {
+	pending := r.pending
 	b, err := os.ReadFile(pending)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", ""

@@ -167,6 +167,26 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		key: tokens, keyFile: v.String(serviceaccount.Setting.Name)}, nil
 }
 
+// dialed is the stage for a one-off command, on the broker as upload; a broker
+// that does not answer within 30 s ends the command.
+func dialed(ctx context.Context, v *config.Values) (*stage, runConf, *bus.Conn, error) {
+	st, rc, err := configure(ctx, v, io.Discard)
+	if err != nil {
+		return nil, rc, nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := bus.Dial(dctx, rc.bus, st.log)
+	if err != nil && dctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("the broker (NATS_URL) did not answer within 30 s: %w", err)
+	}
+	if err != nil {
+		return nil, rc, nil, err
+	}
+	st.js, st.kv = conn.JS, conn.KV
+	return st, rc, conn, nil
+}
+
 // driveClient is authenticated and does not follow redirects: Drive's 308 is an answer.
 func driveClient(tokens oauth2.TokenSource) *http.Client {
 	return &http.Client{
