@@ -65,7 +65,7 @@ func BenchmarkPipeline(b *testing.B) {
 // archived from its own accounting (/proc/<pid>/stat), and their sum; beside them a
 // direct copy between the same stand-ins in this process (its CPU, the stand-ins'
 // included: their share shows as standins-cpu-s/GiB during the pipeline), the
-// throughputs and their ratio, and the broker's peak resident memory.
+// throughputs and their ratio, and each program's peak resident memory.
 func BenchmarkCPUPerGiB(b *testing.B) {
 	const size = 2 << 30
 	gib := float64(size) / (1 << 30)
@@ -100,7 +100,9 @@ func BenchmarkCPUPerGiB(b *testing.B) {
 		b.ReportMetric(float64(size)/1e6/el.Seconds(), "pipeline-MB/s")
 		b.ReportMetric(direct, "direct-MB/s")
 		b.ReportMetric(float64(size)/1e6/el.Seconds()/direct, "ratio")
-		b.ReportMetric(float64(p.brokers[0].PeakRSS())/(1<<20), "broker-peak-MiB")
+		for name, proc := range procs {
+			b.ReportMetric(float64(proc.PeakRSS())/(1<<20), name+"-peak-MiB")
+		}
 		b.ReportMetric(0, "ns/op")
 	}
 }
@@ -347,7 +349,8 @@ func (p *pipeline) nextDriveByte(b *testing.B, since time.Time) time.Duration {
 	return time.Since(since)
 }
 
-// benchEnv: BENCH_ENV="K=V,K=V" adds settings for an experiment.
+// benchEnv: BENCH_ENV="K=V,K=V" adds settings for an experiment; "broker:K=V"
+// (or hook:, fetch:, upload:, notify:) gives one program alone a setting.
 func benchEnv() map[string]string {
 	m := map[string]string{}
 	for _, kv := range strings.Split(os.Getenv("BENCH_ENV"), ",") {

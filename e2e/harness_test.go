@@ -53,6 +53,7 @@ type pipeline struct {
 	drive     *standins.Drive
 	gmail     *standins.Gmail
 	env       map[string]string
+	own       map[string]map[string]string // extra's "PROGRAM:NAME" settings, by program
 	brokers   []*stagetest.Process
 	brokerEnv []map[string]string
 	procs     map[string]*stagetest.Process
@@ -96,7 +97,14 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": p.gmail.URL(),
 		"NOTIFY_DIGEST_AT": "off", "NOTIFY_RETRY_DELAY": "500ms",
 	}
-	p.env = stagetest.Merge(p.env, extra)
+	p.own = map[string]map[string]string{}
+	for k, v := range extra {
+		if prog, name, ok := strings.Cut(k, ":"); ok { // one program's alone: "broker:GOGC"
+			p.own[prog] = stagetest.Merge(p.own[prog], map[string]string{name: v})
+		} else {
+			p.env[k] = v
+		}
+	}
 	auth := stagetest.Auth(t, t.TempDir()) // one set for every node, as on one host
 	stagetest.UseAuth(urls[0], auth)
 	for i := range nodes {
@@ -107,6 +115,7 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 				env[k] = v
 			}
 		}
+		env = stagetest.Merge(env, p.own["broker"])
 		if nodes > 1 {
 			var others []string
 			for j, r := range routes {
@@ -141,7 +150,7 @@ func (p *pipeline) restartBroker(i int) {
 
 // start runs a stage and waits until it says it is ready.
 func (p *pipeline) start(stage string) {
-	env := stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
+	env := stagetest.Merge(p.env, p.own[stage], map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
 	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), env)
 	line := proc.WaitLog(p.t, "ready")
 	p.procs[stage] = proc

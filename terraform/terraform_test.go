@@ -341,6 +341,20 @@ func TestCloudInitUserData(t *testing.T) {
 	if cron := written["/etc/cron.d/zoomarchive"]; !strings.Contains(cron, "cd /opt/zoomarchive && docker compose run --rm rotate-key") {
 		t.Errorf("no monthly key rotation in cron: %q", cron)
 	}
+	// certbot leaves nothing running: cron starts it twice a day, logging into a
+	// folder cloud-init makes.
+	renewals := 0
+	for _, line := range strings.Split(written["/etc/cron.d/zoomarchive"], "\n") {
+		if f := strings.Fields(line); len(f) > 5 && strings.Contains(line, "cd /opt/zoomarchive && docker compose run --rm certbot >>/var/log/zoomarchive/certbot/") {
+			renewals++
+			if f[1] != "3,15" || f[5] != "root" {
+				t.Errorf("certbot's cron line: %q (want twice a day, as root)", line)
+			}
+		}
+	}
+	if renewals != 1 || !strings.Contains(rendered, "/var/log/zoomarchive/certbot ") {
+		t.Errorf("certbot in cron %d times, its log folder made: %v", renewals, strings.Contains(rendered, "/var/log/zoomarchive/certbot "))
+	}
 	if strings.Contains(rendered, "not-a-token") {
 		t.Error("the DigitalOcean token reached the user data")
 	}

@@ -95,18 +95,17 @@ func TestComposeFile(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	if strings.Join(names, " ") != "broker certbot fetch hook nginx notify upload" {
-		t.Errorf("services %q (ddclient stays commented out, the nats console is a tool)", names)
+	if strings.Join(names, " ") != "broker fetch hook nginx notify upload" {
+		t.Errorf("services %q (ddclient stays commented out; certbot, rotate-key and the nats console are tools)", names)
 	}
-	// Who shares a network with whom: nginx reaches the hook alone, certbot none of
-	// the stack, the broker only the stages.
-	wantNets := map[string]string{"broker": "bus", "hook": "bus edge", "fetch": "bus", "upload": "bus", "notify": "bus",
-		"nginx": "edge", "certbot": "acme"}
+	// Who shares a network with whom: nginx reaches the hook alone, the broker only
+	// the stages.
+	wantNets := map[string]string{"broker": "bus", "hook": "bus edge", "fetch": "bus", "upload": "bus", "notify": "bus", "nginx": "edge"}
 	for name, s := range cfg.Services {
 		if s.Restart != "unless-stopped" || s.MemLimit == nil || s.Logging == nil || s.Logging.Options["max-size"] == "" {
 			t.Errorf("%s: restart %q, mem_limit %v, logging %+v", name, s.Restart, s.MemLimit, s.Logging)
 		}
-		if name != "certbot" && s.Healthcheck == nil {
+		if s.Healthcheck == nil {
 			t.Errorf("%s has no healthcheck", name)
 		}
 		for _, p := range s.Ports {
@@ -150,10 +149,12 @@ func TestComposeFile(t *testing.T) {
 
 	// rotate-key, a tool: upload's broker identity, the key file and its own
 	// volume, nothing else of the secrets; the one capability to write a 0440 file.
+	// certbot, a tool: on acme alone (none of the stack), its two volumes, no
+	// secret, no capability.
 	raw, err := exec.Command("docker", "compose", "-f", "../../compose.yaml", "--env-file", filepath.Join(dir, "env"), "--profile", "tools",
-		"config", "--format", "json", "rotate-key").CombinedOutput()
+		"config", "--format", "json", "rotate-key", "certbot").CombinedOutput()
 	if err != nil {
-		t.Fatalf("docker compose config rotate-key: %v\n%s", err, raw)
+		t.Fatalf("docker compose config rotate-key certbot: %v\n%s", err, raw)
 	}
 	var tools struct {
 		Services map[string]struct {
@@ -164,21 +165,32 @@ func TestComposeFile(t *testing.T) {
 			Secrets    []struct{ Source string }
 			Volumes    []struct{ Source, Target string }
 			Entrypoint []string
+			Restart    string
 		}
 	}
 	if err := json.Unmarshal(raw[bytes.IndexByte(raw, '{'):], &tools); err != nil {
 		t.Fatalf("%v\n%s", err, raw)
 	}
+	mounts := func(name string) []string {
+		var m []string
+		for _, v := range tools.Services[name].Volumes {
+			m = append(m, filepath.Base(v.Source)+":"+v.Target)
+		}
+		return m
+	}
 	rk := tools.Services["rotate-key"]
 	_, onBus := rk.Networks["bus"]
-	var mounts []string
-	for _, v := range rk.Volumes {
-		mounts = append(mounts, filepath.Base(v.Source)+":"+v.Target)
-	}
 	if !rk.ReadOnly || !slices.Equal(rk.CapDrop, []string{"ALL"}) || !slices.Equal(rk.CapAdd, []string{"DAC_OVERRIDE"}) ||
 		len(rk.Secrets) != 1 || rk.Secrets[0].Source != "nats-upload" || len(rk.Networks) != 1 || !onBus ||
-		!slices.Equal(mounts, []string{"google-service-account.json:/key/google-service-account.json", "google-key-pending:/pending"}) ||
+		!slices.Equal(mounts("rotate-key"), []string{"google-service-account.json:/key/google-service-account.json", "google-key-pending:/pending"}) ||
 		!slices.Contains(rk.Entrypoint, "rotate-key") || !slices.Contains(rk.Entrypoint, "archive@tuta.fi") {
-		t.Errorf("rotate-key: %+v, mounts %q", rk, mounts)
+		t.Errorf("rotate-key: %+v, mounts %q", rk, mounts("rotate-key"))
+	}
+	cb := tools.Services["certbot"]
+	_, onAcme := cb.Networks["acme"]
+	if !cb.ReadOnly || !slices.Equal(cb.CapDrop, []string{"ALL"}) || len(cb.CapAdd) > 0 || len(cb.Secrets) > 0 ||
+		len(cb.Networks) != 1 || !onAcme || cb.Restart != "no" ||
+		!slices.Equal(mounts("certbot"), []string{"letsencrypt:/etc/letsencrypt", "acme-webroot:/var/www/acme"}) {
+		t.Errorf("certbot: %+v, mounts %q", cb, mounts("certbot"))
 	}
 }

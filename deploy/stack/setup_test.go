@@ -70,8 +70,7 @@ func newStack(t *testing.T) *stack {
 	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 	env := map[string]string{
 		"DOMAIN": domain, "ACME_EMAIL": "admins@tuta.test", "ACME_SERVER": "https://pebble:14000/dir",
-		"CERTBOT_RETRY_EVERY": "3",
-		"DRIVE_FOLDER_ID":     driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
+		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
 		"SECRETS_DIR": filepath.Join(s.dir, "secrets"), "LOG_DIR": filepath.Join(s.dir, "logs"), "STACK_DIR": s.dir,
 		"HTTP_PORT": s.http, "HTTPS_PORT": s.https,
 		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble), "BROKER_METRICS_PORT": port(s.mon),

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -116,14 +117,12 @@ func Env(t testing.TB, url, identity string) map[string]string {
 	return map[string]string{"NATS_URL": url, "NATS_CREDS": Creds(t, url, identity)}
 }
 
-// Merge is env with extra's settings added or replaced, env left as it was.
-func Merge(env, extra map[string]string) map[string]string {
-	out := make(map[string]string, len(env)+len(extra))
-	for k, v := range env {
-		out[k] = v
-	}
-	for k, v := range extra {
-		out[k] = v
+// Merge is one map of the settings in envs, a later one's replacing an earlier
+// one's; envs are left as they were.
+func Merge(envs ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, env := range envs {
+		maps.Copy(out, env)
 	}
 	return out
 }

@@ -17,6 +17,13 @@ import (
 // they are held until Drive confirms their bytes, then acknowledged. A gap or a
 // consumer that holds chunks back is read again (reread) before bytes are given up.
 
+// pullMessages bounds the chunk messages a file's consumer pulls at once; with
+// FETCH_CHUNK_SIZE's 1 MiB the byte limit binds first. nats.go makes the
+// iterator's buffer this long, and the broker's heartbeats wait in it too while a
+// Drive chunk is retried: 4,096 slots are hours of them, where the bytes-only
+// limit's million slots were 8 MB that every collection scanned.
+const pullMessages = 4096
+
 // held is a chunk message whose bytes Drive has not all confirmed.
 type held struct {
 	msg jetstream.Msg
@@ -68,7 +75,7 @@ func (f *fileUpload) run(ctx context.Context) error {
 	}
 	// Pull room for one chunk message of any size fetch may send (MaxChunkData
 	// and its headers); what is held for Drive is on top of that.
-	iter, err := cons.Messages(jetstream.PullMaxBytes(events.MaxChunkData + 1<<20))
+	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(pullMessages, events.MaxChunkData+1<<20))
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,14 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 			return err
 		}
 	}
+	files := recordingFiles(demo || public)
+	if size := getenv("STANDINS_MP4_SIZE"); size != "" { // a longer archive, for a measurement
+		n, err := strconv.ParseInt(size, 10, 64)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("STANDINS_MP4_SIZE: %q is not a number of bytes", size)
+		}
+		files[0].Size = n
+	}
 	w := &world{zoom: standins.NewZoom()} // Zoom first: the port order stack.go names
 	defer w.zoom.Close()
 	var err error
@@ -75,7 +83,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 	w.rec = w.zoom.AddRecording(events.Recording{
 		UUID: "dev/Recording+Uuid==", ID: 81234567890, HostEmail: "host@example.org", Topic: "Rehearsal: The Cherry Orchard, act 2",
 		Type: 8, StartTime: time.Now().Add(-2 * time.Hour).Truncate(time.Minute), Timezone: "Europe/Helsinki", Duration: 95,
-	}, recordingFiles(demo || public)...)
+	}, files...)
 	if rate := getenv("STANDINS_ZOOM_RATE"); rate != "" { // bytes/s, so that a transfer lasts
 		n, err := strconv.ParseInt(rate, 10, 64)
 		if err != nil {
