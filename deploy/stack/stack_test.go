@@ -201,6 +201,10 @@ func TestStack(t *testing.T) {
 	}
 	t.Run("a signed recording.completed over HTTPS is archived, even with stages killed mid-transfer and a file retried from its failure mail", func(t *testing.T) {
 		services := []string{"broker", "hook", "fetch", "upload", "notify", "nginx"} // certbot ran and left
+		idle := stackMemory(t, services)
+		time.Sleep(2 * time.Second)
+		idleTotal, idleAnon := idle()
+		t.Logf("the stack together, idle: %.1f MiB, page cache included; %.1f MiB anonymous", idleTotal, idleAnon)
 		stopSampling := stackMemory(t, services)
 		s.fault(t, http.MethodPost, standins.Fault{Path: "/file/" + refused.Name, Status: 500, Times: 1 << 30})
 		status, body, err := zoom.Send(context.Background(), delivery)
