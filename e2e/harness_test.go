@@ -148,10 +148,24 @@ func (p *pipeline) restartBroker(i int) {
 	p.brokers[i].WaitLog(p.t, "broker ready")
 }
 
+// stageEnv is stage's settings: the pipeline's, its own, and its credentials.
+func (p *pipeline) stageEnv(stage string) map[string]string {
+	return stagetest.Merge(p.env, p.own[stage], map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
+}
+
+// command runs a one-off command of stage's program (fetch retry, upload
+// rotate-key) with the stage's settings, and returns what it printed.
+func (p *pipeline) command(stage string, args ...string) ([]byte, error) {
+	cmd := exec.Command(filepath.Join(bins, stage), args...)
+	for k, v := range p.stageEnv(stage) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd.CombinedOutput()
+}
+
 // start runs a stage and waits until it says it is ready.
 func (p *pipeline) start(stage string) {
-	env := stagetest.Merge(p.env, p.own[stage], map[string]string{"NATS_CREDS": stagetest.Creds(p.t, p.env["NATS_URL"], stage)})
-	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), env)
+	proc := stagetest.StartBinary(p.t, filepath.Join(bins, stage), p.stageEnv(stage))
 	line := proc.WaitLog(p.t, "ready")
 	p.procs[stage] = proc
 	p.metrics[stage], _ = line["metrics"].(string)

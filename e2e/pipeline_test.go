@@ -151,11 +151,7 @@ func TestFailedFileMailAndNothingTrashed(t *testing.T) {
 	}
 	p.zoom.ClearFaults()
 	_, args, _ := strings.Cut(events.RetryCommand(key), "docker compose run --rm --no-deps fetch ")
-	cmd := exec.Command(filepath.Join(bins, "fetch"), strings.Fields(args)...)
-	for k, v := range stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(t, p.env["NATS_URL"], "fetch")}) {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := p.command("fetch", strings.Fields(args)...); err != nil {
 		t.Fatalf("the mail's command: %v\n%s", err, out)
 	}
 	p.waitArchived(rec)

@@ -32,12 +32,7 @@ func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p.deliver(rec, 1)
 	p.waitMidFile(key, time.Minute)
 
-	env := stagetest.Merge(p.env, map[string]string{"NATS_CREDS": stagetest.Creds(t, p.env["NATS_URL"], "upload")})
-	cmd := exec.Command(filepath.Join(bins, "upload"), "rotate-key", "--gmail-sender", p.env["GMAIL_SENDER"])
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	out, err := cmd.CombinedOutput()
+	out, err := p.command("upload", "rotate-key", "--gmail-sender", p.env["GMAIL_SENDER"])
 	if err != nil || !strings.Contains(string(out), "The Google key was rotated") {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}

@@ -78,7 +78,7 @@ func WriteCreds(dir string, force bool) error {
 	}
 	sys.Wipe()
 	defer op.Wipe()
-	acc, accPub, accJWT, err := newAccount(op, accountName, true)
+	acc, _, accJWT, err := newAccount(op, accountName, true)
 	if err != nil {
 		return err
 	}
@@ -99,7 +99,7 @@ func WriteCreds(dir string, force bool) error {
 		filepath.Join(brokerSide, "routes.secret"): []byte(base64.RawURLEncoding.EncodeToString(secret)),
 	}
 	for _, id := range append([]string{events.IdentityBroker}, events.ClientIdentities...) {
-		creds, err := newUser(acc, accPub, id)
+		creds, err := newUser(acc, id)
 		if err != nil {
 			return fmt.Errorf("identity %s: %w", id, err)
 		}
@@ -171,18 +171,12 @@ func RenewCreds(dir, identity string) (oldPub, newPub string, err error) {
 	}
 	credsFile := CredsFile(dir, identity)
 	if old, err := os.ReadFile(credsFile); err == nil {
-		if tok, err := jwt.ParseDecoratedJWT(old); err == nil {
-			if uc, err := jwt.DecodeUserClaims(tok); err == nil {
-				oldPub = uc.Subject
-			}
-		}
+		oldPub = userKey(old)
 	}
-	creds, err := newUser(acc, accPub, identity)
+	creds, err := newUser(acc, identity)
 	if err != nil {
 		return "", "", err
 	}
-	tok, _ := jwt.ParseDecoratedJWT(creds)
-	uc, _ := jwt.DecodeUserClaims(tok)
 	err = config.WriteInPlace(credsFile, creds)
 	if errors.Is(err, fs.ErrNotExist) {
 		err = config.WriteAtomic(credsFile, creds, 0o640)
@@ -200,7 +194,20 @@ func RenewCreds(dir, identity string) (oldPub, newPub string, err error) {
 			return "", "", err
 		}
 	}
-	return oldPub, uc.Subject, nil
+	return oldPub, userKey(creds), nil
+}
+
+// userKey is the public key of the user a .creds file holds, or "".
+func userKey(creds []byte) string {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return ""
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return ""
+	}
+	return uc.Subject
 }
 
 func newAccount(op nkeys.KeyPair, name string, jetStream bool) (nkeys.KeyPair, string, string, error) {
@@ -218,7 +225,7 @@ func newAccount(op nkeys.KeyPair, name string, jetStream bool) (nkeys.KeyPair, s
 	return kp, pub, s, err
 }
 
-func newUser(acc nkeys.KeyPair, accPub, identity string) ([]byte, error) {
+func newUser(acc nkeys.KeyPair, identity string) ([]byte, error) {
 	perm, ok := events.Permissions[identity]
 	if !ok {
 		return nil, errors.New("no permissions in events.Permissions")

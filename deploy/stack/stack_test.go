@@ -373,7 +373,7 @@ func TestStack(t *testing.T) {
 		}
 	})
 	t.Run("rotate-key puts a new Google key in use and deletes the old, without a restart", func(t *testing.T) {
-		before := map[string]string{"upload": restarts(t, "upload"), "notify": restarts(t, "notify")}
+		unrestarted := notRestarted(t, "upload", "notify")
 		if out, err := s.compose("run", "--rm", "rotate-key", "--dry-run"); err != nil || !strings.Contains(out, "would make a new key") {
 			t.Fatalf("dry run: %v\n%s", err, out)
 		}
@@ -392,14 +392,12 @@ func TestStack(t *testing.T) {
 		if err != nil || serr != nil || len(st.GoogleKeys) != 1 || st.GoogleKeys[0] != key.ID || key.ID == "standin-key-1" {
 			t.Fatalf("key file %q (%v), keys at Google %v (%v): want one new key, in the file", key.ID, err, st.GoogleKeys, serr)
 		}
-		for stage, n := range before {
+		for _, stage := range []string{"upload", "notify"} {
 			if logs, _ := s.compose("logs", stage); !strings.Contains(logs, `"the new Google key is in use"`) {
 				t.Errorf("%s did not say it took the new key", stage)
 			}
-			if now := restarts(t, stage); now != n {
-				t.Errorf("%s restarted: %s times before, %s after", stage, n, now)
-			}
 		}
+		unrestarted()
 	})
 	t.Run("one program's broker identity is renewed, the others keep theirs, nothing restarts", func(t *testing.T) {
 		dir := filepath.Join(s.dir, "secrets/nats")
@@ -407,10 +405,7 @@ func TestStack(t *testing.T) {
 			b, _ := os.ReadFile(filepath.Join(dir, id+".creds"))
 			return string(b)
 		}
-		before := map[string]string{}
-		for _, stage := range []string{"hook", "fetch", "upload", "notify"} {
-			before[stage] = restarts(t, stage)
-		}
+		unrestarted := notRestarted(t, "hook", "fetch", "upload", "notify")
 		notify, hook := user("notify"), user("hook")
 		// README's step is compose run of the broker's service; here that would take
 		// the running broker's fixed address (compose.stack.yaml), so the same image
@@ -429,11 +424,7 @@ func TestStack(t *testing.T) {
 			}
 			return nil
 		})
-		for stage, n := range before {
-			if now := restarts(t, stage); now != n {
-				t.Errorf("%s restarted: %s times before, %s after", stage, n, now)
-			}
-		}
+		unrestarted()
 	})
 	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {
 		time.Sleep(3 * time.Second) // the bucket refills from the requests above
@@ -830,6 +821,22 @@ func (s *stack) logrotate(t *testing.T, c *http.Client) {
 	}
 	if kept < 3 { // today's two rotations and the 3-day-old one
 		t.Errorf("rotations younger than a week removed: %d left, %q", kept, left)
+	}
+}
+
+// notRestarted returns a check that fails for each of services the engine
+// restarted since the call.
+func notRestarted(t *testing.T, services ...string) (check func()) {
+	before := map[string]string{}
+	for _, svc := range services {
+		before[svc] = restarts(t, svc)
+	}
+	return func() {
+		for svc, n := range before {
+			if now := restarts(t, svc); now != n {
+				t.Errorf("%s restarted: %s times before, %s after", svc, n, now)
+			}
+		}
 	}
 }
 

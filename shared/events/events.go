@@ -294,11 +294,15 @@ type Heartbeat struct {
 
 // The credentials a stage names in its heartbeat.
 const (
-	CredentialGoogleKey     = "google_key"          // upload, notify; ID is the key's private_key_id
+	CredentialGoogleKey     = "google_key"          // GoogleKeyHolders; ID is the key's private_key_id
 	CredentialZoomClient    = "zoom_client_secret"  // fetch
 	CredentialWebhookSecret = "zoom_webhook_secret" // the hook
 	CredentialBroker        = "broker_identity"     // every stage; ID is the user's public key
 )
+
+// GoogleKeyHolders are the stages that use the Google key: upload rotate-key waits
+// until each reports the new one.
+var GoogleKeyHolders = []string{IdentityUpload, IdentityNotify}
 
 // Credential is what a stage says of a credential it uses, never the secret: which
 // one (the Google key's id), and since when (its file last changed, or its issue).

@@ -10,8 +10,6 @@ import (
 	"path"
 	"time"
 
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iam/v1"
 	"google.golang.org/api/option"
@@ -59,12 +57,11 @@ func IAM(ctx context.Context, keyFile []byte, iamURL string) (*IAMKeys, error) {
 		return nil, err
 	}
 	// The iam scope, not cloud-platform: the token is good for the IAM API alone.
-	conf, err := google.JWTConfigFromJSON(keyFile, iamScope)
+	tokens, err := FromJSON(keyFile, iamScope, "")
 	if err != nil {
-		return nil, fmt.Errorf("not a service account key: %w", err)
+		return nil, err
 	}
-	base := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: 30 * time.Second})
-	svc, err := iam.NewService(ctx, option.WithTokenSource(conf.TokenSource(base)), option.WithEndpoint(iamURL))
+	svc, err := iam.NewService(ctx, option.WithTokenSource(tokens), option.WithEndpoint(iamURL))
 	if err != nil {
 		return nil, err
 	}

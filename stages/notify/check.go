@@ -20,7 +20,7 @@ func checkCommand(stdout io.Writer) config.Command {
 				return err
 			}
 			checks.Report("broker: connected as notify, the job bucket readable", bus.Reach(ctx, c.bus, true))
-			checks.Report("Gmail: a token to send as "+st.sender, gmailToken(c.tokens))
+			checks.Report("Gmail: a token to send as "+st.sender, gmailToken(st.tokens))
 			return nil
 		})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -312,7 +313,12 @@ func TestStartupSaysWhatToFix(t *testing.T) {
 		}
 	}
 	w.startNotify(t)
-	time.Sleep(500 * time.Millisecond) // the first look at the key's age
+	stagetest.Eventually(t, "the first look at the key's age", 10*time.Second, 100*time.Millisecond, func() error {
+		if n := len(w.token.Grants()); n < 2 {
+			return fmt.Errorf("%d tokens", n)
+		}
+		return nil
+	})
 	grants := w.token.Grants()
 	if len(grants) == 0 || grants[0].Subject != sender || !slices.Equal(grants[0].Scopes, []string{"https://www.googleapis.com/auth/gmail.send"}) {
 		t.Errorf("tokens %+v, want the first for %s with gmail.send only", grants, sender)

@@ -83,8 +83,8 @@ type stage struct {
 	lastPing       time.Time
 	cert           certCheck
 
-	tokens    *serviceaccount.Key // the key in use
-	keyFile   string
+	tokens    *serviceaccount.Key // gmail.send as GMAIL_SENDER, with the key in use
+	keyFile   string              // watched for a new key
 	iamURL    string
 	keyMaxAge time.Duration // KEY_MAX_AGE
 	keyAgeMu  sync.Mutex
@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			// The token says at once whether the delegation works.
-			if err := gmailToken(c.tokens); err != nil {
+			if err := gmailToken(st.tokens); err != nil {
 				return err
 			}
 			return st.serve(ctx, c)
@@ -117,8 +117,6 @@ type runConf struct {
 	bus         bus.Config
 	reg         *prometheus.Registry
 	metricsAddr string
-	tokens      *serviceaccount.Key // gmail.send as GMAIL_SENDER
-	keyFile     string              // watched for a new key
 }
 
 // configure reads every setting (for the stage and its check) and returns one
@@ -172,7 +170,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 	}
 	reg.MustRegister(st.m.sent, st.m.overflow, st.m.failures)
 	st.tokens, st.keyFile = src, v.String(serviceaccount.Setting.Name)
-	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr, tokens: src, keyFile: st.keyFile}, nil
+	return st, runConf{bus: bc, reg: reg, metricsAddr: metricsAddr}, nil
 }
 
 // gmailToken asks for a token to send as GMAIL_SENDER: it works only when the
@@ -195,7 +193,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
-	go rc.tokens.Watch(ctx, rc.keyFile, st.log, conn)
+	go st.tokens.Watch(ctx, st.keyFile, st.log, conn)
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},

@@ -45,14 +45,14 @@ func (st *stage) watch(ctx context.Context) {
 }
 
 func (st *stage) checkHeartbeats(ctx context.Context) {
-	keys, err := st.kv.ListKeysFiltered(ctx, events.HeartbeatKey(">"))
+	hbs, err := st.heartbeats(ctx)
 	if err != nil {
 		return
 	}
 	now := st.now()
-	for key := range keys.Keys() {
-		hb, _, err := bus.Get[events.Heartbeat](ctx, st.kv, key)
-		if err != nil {
+	for _, stage := range events.Stages {
+		hb, found := hbs[stage]
+		if !found {
 			continue
 		}
 		kind := events.AlertStageSilentPrefix + hb.Stage

@@ -8,7 +8,6 @@ import (
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
-
 	"zoomarchive/shared/stagetest"
 )
 

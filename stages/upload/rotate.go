@@ -47,9 +47,6 @@ type rotation struct {
 	dryRun      bool
 }
 
-// keyHolders are the stages that use the Google key.
-var keyHolders = []string{events.IdentityUpload, events.IdentityNotify}
-
 func rotateCommand(stdout io.Writer) config.Command {
 	return config.Command{
 		Name:  "rotate-key",
@@ -120,7 +117,7 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 	newFile, newID, replaces := r.takeUp(old, list)
 	if replaces != "" { // the file holds the new key already; the old one is left to delete
 		if r.dryRun {
-			fmt.Fprintf(r.out, "would wait for %v to use key %s, then delete key %s\n", keyHolders, old.ID, replaces)
+			fmt.Fprintf(r.out, "would wait for %v to use key %s, then delete key %s\n", events.GoogleKeyHolders, old.ID, replaces)
 			return "", nil
 		}
 		if err := r.waitHolders(ctx, old.ID); err != nil {
@@ -134,7 +131,7 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 			what = "take up key " + newID + " from " + pending
 		}
 		fmt.Fprintf(r.out, "would %s, check it with Drive (folder %s as %s) and Gmail (%s), write it into %s, wait for %v to use it, then delete key %s\n",
-			what, r.folder, cmp.Or(r.subject, "the service account"), cmp.Or(r.gmailSender, "not checked"), r.path, keyHolders, old.ID)
+			what, r.folder, cmp.Or(r.subject, "the service account"), cmp.Or(r.gmailSender, "not checked"), r.path, events.GoogleKeyHolders, old.ID)
 		return "", nil
 	}
 	if newID == "" {
@@ -274,7 +271,7 @@ func (r *rotation) waitHolders(ctx context.Context, id string) error {
 	defer cancel()
 	for {
 		var waiting []string
-		for _, stage := range keyHolders {
+		for _, stage := range events.GoogleKeyHolders {
 			hb, found, err := bus.Get[events.Heartbeat](ctx, r.kv, events.HeartbeatKey(stage))
 			switch {
 			case err != nil && ctx.Err() == nil:

@@ -65,11 +65,7 @@ func googleToken(file string) (*standins.GoogleToken, error) {
 	if err != nil || !ok {
 		return nil, fmt.Errorf("%s: not an RSA key (%v)", file, err)
 	}
-	var named struct {
-		ID string `json:"private_key_id"`
-	}
-	json.Unmarshal(b, &named)
-	g := standins.NewGoogleTokenWithKey(rsaKey, named.ID)
+	g := standins.NewGoogleTokenWithKey(rsaKey, conf.PrivateKeyID)
 	g.Email = conf.Email
 	return g, nil
 }
