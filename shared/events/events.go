@@ -190,6 +190,11 @@ const (
 	AlertGoogleKeyRotation = "google_key_rotation" // upload rotate-key failed
 	AlertCredentialPrefix  = "credential."         // notify: a stage cannot use its new credential file; names the stage
 	AlertStageSilentPrefix = "stage_silent."
+	// fetch, one per recording (its meeting key follows): an event named files
+	// Zoom's API does not list as the event says; and a recording kept in Zoom
+	// because the proof before the trash failed (resolved once it goes).
+	AlertEventMismatchPrefix = "event_mismatch."
+	AlertTrashHeldPrefix     = "trash_held."
 )
 
 // Alert: something an admin should know about now. An alert that can clear is
@@ -260,6 +265,7 @@ func RecordingArchivedSubject(meetingKey string) string {
 	return subjRecordingArchived + meetingKey
 }
 func FileJobKey(fileKey string) string         { return "file." + fileKey }
+func FactsKey(fileKey string) string           { return "facts." + fileKey }
 func RecordingJobKey(meetingKey string) string { return "rec." + meetingKey }
 func FetchProgressKey(fileKey string) string   { return "fetch." + fileKey }
 func UploadProgressKey(fileKey string) string  { return "upload." + fileKey }
@@ -418,6 +424,28 @@ type FileJob struct {
 	Unannounced string    `json:"unannounced,omitempty"`
 	Updated     time.Time `json:"updated"`
 }
+
+// FileFacts is fetch's own record of one file (FactsKey), which only fetch may
+// write: the file as Zoom's API lists it (never as a webhook says), and what
+// fetch read of it. Downloads and the trash decision rest on it, not on the
+// FileJob, which upload writes too.
+type FileFacts struct {
+	Key         string        `json:"key"`
+	File        RecordingFile `json:"file"`
+	Participant bool          `json:"participant,omitempty"`
+	// Planned counts the times Zoom's listing changed the file; bytes read under
+	// an earlier count are not this file's.
+	Planned int `json:"planned"`
+	// What fetch read from Zoom under Planned, in Generation: set when fetched.
+	Read       int       `json:"read,omitempty"` // the Planned the bytes were read under
+	Generation int       `json:"generation,omitempty"`
+	Size       int64     `json:"size,omitempty"`
+	MD5        string    `json:"md5,omitempty"`
+	Updated    time.Time `json:"updated"`
+}
+
+// Fetched tells whether f holds fetch's reading of the file as now planned.
+func (f FileFacts) Fetched() bool { return f.MD5 != "" && f.Read == f.Planned }
 
 // RecordingJob tracks one recording until Zoom's copy is dealt with.
 type RecordingJob struct {

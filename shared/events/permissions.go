@@ -56,9 +56,9 @@ var Permissions = map[string]Permission{
 			// ZOOM_EVENTS too: backfill stores events as the hook would.
 			[]string{SubjectZoomEvents, SubjectFetchJobs, SubjectChunks, FileFailedSubject(">"),
 				RecordingArchivedSubject(">"), SubjectReconcileReport},
-			jobKeys(FileJobKey(">"), RecordingJobKey(">"), FetchProgressKey(">"), BackfillKey,
+			jobKeys(FileJobKey(">"), RecordingJobKey(">"), FactsKey(">"), FetchProgressKey(">"), BackfillKey,
 				ReconcileKey(">"), HeartbeatKey(IdentityFetch)),
-			alerts(AlertZoomRefused, AlertWebhooksMissing),
+			alerts(AlertZoomRefused, AlertWebhooksMissing, AlertEventMismatchPrefix+">", AlertTrashHeldPrefix+">"),
 			reads(StreamZoomEvents, StreamFetchJobs, StreamChunks, StreamArchive, jobStream),
 			purge(StreamChunks),
 			ownConsumer(StreamZoomEvents, ConsumerFetchEvents), ownConsumer(StreamFetchJobs, ConsumerFetchJobs),

@@ -28,6 +28,14 @@ import (
 var Setting = config.Setting{Name: "GOOGLE_APPLICATION_CREDENTIALS", Required: true,
 	Usage: "path of the service account's key JSON (its token_uri is honoured); read again when the file changes, and taken once Google gives a token for it"}
 
+// DriveSettings say where the archive is in Drive, for upload, which files into
+// it, and for fetch, which reads it back before the trash.
+var DriveSettings = []config.Setting{
+	{Name: "DRIVE_FOLDER_ID", Required: true, Usage: "the Drive folder everything is filed under"},
+	{Name: "DRIVE_IMPERSONATE", Usage: "the Workspace user to act as (domain-wide delegation); empty: the service account itself, which only works in a shared drive"},
+	{Name: "GOOGLE_API_URL", Default: "https://www.googleapis.com/", Usage: "Google's API root (metadata under drive/v3/, uploads under upload/drive/v3/)"},
+}
+
 // Key is the service account's tokens for one scope and subject, from the key
 // file; Watch switches it to a new key file without a restart.
 type Key struct {

@@ -153,8 +153,15 @@ func Topology(t testing.TB, js jetstream.JetStream, chunkWindow string) jetstrea
 // the test ends.
 func JetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
-	operator := bus.Config{Creds: Creds(t, url, events.IdentityOperator), Identity: events.IdentityOperator}
-	nc, err := nats.Connect(url, operator.Options()...)
+	return JetStreamAs(t, url, events.IdentityOperator)
+}
+
+// JetStreamAs is JetStream as one program's identity: what that program, or an
+// attacker holding its credentials, may do.
+func JetStreamAs(t testing.TB, url, identity string) jetstream.JetStream {
+	t.Helper()
+	c := bus.Config{Creds: Creds(t, url, identity), Identity: identity}
+	nc, err := nats.Connect(url, c.Options()...)
 	if err != nil {
 		t.Fatal(err)
 	}

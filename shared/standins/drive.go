@@ -116,6 +116,26 @@ func (d *Drive) AddFolder(name string, shared bool) string {
 	return f.ID
 }
 
+// Put stores a file of data under parent, as an upload would, and returns its id.
+func (d *Drive) Put(parent, name string, data []byte) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	sum := md5.Sum(data)
+	f := &DriveFile{ID: d.newID(), Name: name, MimeType: "application/octet-stream", Parents: []string{parent},
+		Size: int64(len(data)), MD5: hex.EncodeToString(sum[:]), DriveID: d.files[parent].DriveID}
+	d.files[f.ID] = f
+	return f.ID
+}
+
+// Trash moves a file to Drive's trash, as a person does in Drive's web page.
+func (d *Drive) Trash(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f, ok := d.files[id]; ok {
+		f.Trashed = true
+	}
+}
+
 // Inject queues a fault.
 func (d *Drive) Inject(f DriveFault) {
 	if f.Times == 0 {
@@ -226,7 +246,9 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 		driveError(w, 401, "authError", "Invalid Credentials")
 		return
 	}
-	if !contains(grant.Scopes, "https://www.googleapis.com/auth/drive") {
+	readOnly := contains(grant.Scopes, "https://www.googleapis.com/auth/drive.metadata.readonly") && r.Method == http.MethodGet &&
+		strings.HasPrefix(r.URL.Path, "/drive/v3/files")
+	if !contains(grant.Scopes, "https://www.googleapis.com/auth/drive") && !readOnly {
 		driveError(w, 403, "insufficientPermissions", "Insufficient Permission: Request had insufficient authentication scopes.")
 		return
 	}

@@ -394,6 +394,23 @@ func (z *Zoom) Inject(f Fault) {
 	z.faults = append(z.faults, &f)
 }
 
+// Garble makes the API list one field of a file as raw, a value that does not
+// parse (file_size 5.24288e5, say), as if Zoom sent it so.
+func (z *Zoom) Garble(uuid, fileID, field, raw string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for i, f := range z.recordings[uuid].rec.RecordingFiles {
+		if f.ID != fileID {
+			continue
+		}
+		if field == "file_size" {
+			f.FileSize = 0
+		}
+		f.Extra = map[string]json.RawMessage{field: json.RawMessage(raw)}
+		z.recordings[uuid].rec.RecordingFiles[i] = f
+	}
+}
+
 // TrashByHand moves a recording to the trash as an admin would in Zoom's web portal.
 func (z *Zoom) TrashByHand(uuid string) {
 	z.mu.Lock()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+
 	"fmt"
+	"google.golang.org/api/drive/v3"
 	"io"
 	"net/url"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
 )
 
 // zoomScope is a scope fetch needs, in Zoom's granular name and the classic one
@@ -40,6 +43,9 @@ func checkCommand(stdout io.Writer) config.Command {
 				return err
 			}
 			checks.Report("broker: connected as fetch, the job bucket readable", bus.Reach(ctx, rc.bus, true))
+			_, err = st.drive.files.Get(st.drive.root).SupportsAllDrives(true).Fields("id").Context(ctx).Do()
+			checks.Report("Google Drive: fetch's key reads the archive folder's metadata (DRIVE_FOLDER_ID), to check Drive before the trash",
+				serviceaccount.Explain(err, drive.DriveMetadataReadonlyScope, "check DRIVE_IMPERSONATE, and that fetch's service account may read the folder"))
 			_, err = st.zoom.accessToken(ctx)
 			checks.Report("Zoom: a Server-to-Server OAuth token for the app", err)
 			if err != nil {
@@ -56,10 +62,10 @@ func checkCommand(stdout io.Writer) config.Command {
 // neededScopes are the scopes fetch uses with its settings.
 func (st *stage) neededScopes() []zoomScope {
 	need := scopesAlways
-	if st.action != "keep" && st.transcriptWait > 0 && st.wantsType(events.FileTranscript) {
+	if st.policy.action != "keep" && st.policy.transcriptWait > 0 && st.wantsType(events.FileTranscript) {
 		need = append(need, scopeSettings)
 	}
-	if st.action == "trash" {
+	if st.policy.action == "trash" {
 		need = append(need, scopeRecover)
 	}
 	if !st.reconcileAt.Off {

@@ -102,6 +102,20 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
+	// What is downloaded, from where and how long it is, is fetch's own record of
+	// Zoom's listing; the job's copy is upload's to write too.
+	facts, err := st.factsOf(ctx, job)
+	switch {
+	case errors.As(err, new(permanent)):
+		st.attemptFailed(ctx, msg, cp, job, err, log)
+		return
+	case err != nil:
+		log.Warn("the file's facts unreadable; will retry", "err", err)
+		cp.Release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	job.File, job.Participant = facts.File, facts.Participant
 	if job.State == events.JobFetched && !restart {
 		if cp.Get().Offset == 0 && job.Size > 0 {
 			// A second work message for a file done: its resume point went with the
@@ -111,7 +125,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 			return
 		}
 		// Fetched before a crash that came before the final message was confirmed.
-		st.finish(ctx, msg, cp, job, log)
+		st.finish(ctx, msg, cp, job, facts.Planned, log)
 		return
 	}
 	if p := cp.Get(); restart || p.Restart || p.Generation != job.Generation {
@@ -138,7 +152,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	switch {
 	case err == nil:
 		log.Info("file fetched", "bytes", cp.Get().Offset, "resumed_at", from, "took", time.Since(start).Round(time.Millisecond))
-		st.finish(ctx, msg, cp, job, log)
+		st.finish(ctx, msg, cp, job, facts.Planned, log)
 	case ctx.Err() != nil:
 		// Stopping: the checkpoint stays, and the next fetch resumes at once.
 		cp.Release(context.Background())
@@ -437,35 +451,53 @@ func (st *stage) publishWaiting(ctx context.Context, cp *checkpoint, c events.Ch
 	}
 }
 
-// finish records the digests, sends the final message and drops the checkpoint.
-// The job is marked fetched before the final message goes out, so that upload,
-// which may verify the file at once, never sees its state go backwards.
-func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, log *slog.Logger) {
-	size := cp.Get().Offset
-	if job.State == events.JobFetched && job.MD5 != "" {
-		size = job.Size
-	} else {
-		md, err := digestAt(cp.Get())
-		if err != nil {
-			log.Warn("cannot finish the file", "err", err)
-			if cp.Save(ctx, func(p *progress) { p.Restart = true }) == nil {
-				cp.Release(ctx)
-			}
-			msg.NakWithDelay(5 * time.Second)
-			return
-		}
-		job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) {
-			j.State, j.Size = events.JobFetched, size
-			j.MD5 = hex.EncodeToString(md.Sum(nil))
-		})
-		if err != nil {
-			log.Warn("cannot record the fetched file; will retry", "err", err)
+// finish records what was read in fetch's own record of the file (under the
+// plan it was read for: a file planned again meanwhile starts over), then in the
+// job, sends the final message and drops the checkpoint. The job is marked fetched
+// before the final message goes out, so that upload, which may verify the file at
+// once, never sees its state go backwards.
+func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, planned int, log *slog.Logger) {
+	again := func(why string, err error) {
+		log.Warn(why, "err", err)
+		if cp.Save(ctx, func(p *progress) { p.Restart = true }) == nil {
 			cp.Release(ctx)
-			msg.NakWithDelay(5 * time.Second)
-			return
 		}
+		msg.NakWithDelay(5 * time.Second)
 	}
-	final := events.Chunk{File: job.Key, Generation: job.Generation, Offset: job.Size, Final: true, Size: job.Size, MD5: job.MD5}
+	md, err := digestAt(cp.Get())
+	if err != nil {
+		again("cannot finish the file; starting it over", err)
+		return
+	}
+	size, sum := cp.Get().Offset, hex.EncodeToString(md.Sum(nil))
+	_, err = bus.Update(ctx, st.kv, events.FactsKey(job.Key), func(x *events.FileFacts, exists bool) error {
+		if !exists || x.Planned != planned {
+			return errReplanned
+		}
+		if x.Read == planned && x.Generation == job.Generation && x.Size == size && x.MD5 == sum {
+			return bus.ErrNoChange
+		}
+		x.Read, x.Generation, x.Size, x.MD5, x.Updated = planned, job.Generation, size, sum, time.Now().UTC()
+		return nil
+	})
+	switch {
+	case errors.Is(err, errReplanned):
+		again("Zoom's listing of the file changed while it was read; starting it over", err)
+		return
+	case err != nil:
+		log.Warn("cannot record the fetched file; will retry", "err", err)
+		cp.Release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	job, err = st.setJob(ctx, job.Key, func(j *events.FileJob) { j.State, j.Size, j.MD5 = events.JobFetched, size, sum })
+	if err != nil {
+		log.Warn("cannot record the fetched file; will retry", "err", err)
+		cp.Release(ctx)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	final := events.Chunk{File: job.Key, Generation: job.Generation, Offset: size, Final: true, Size: size, MD5: sum}
 	if err := st.publishWaiting(ctx, cp, final, nil); err != nil {
 		cp.Release(context.Background())
 		msg.Nak()
@@ -474,6 +506,10 @@ func (st *stage) finish(ctx context.Context, msg jetstream.Msg, cp *checkpoint, 
 	cp.Delete(ctx)
 	msg.Ack()
 }
+
+// errReplanned: the file was planned again (Zoom listed it otherwise) while it
+// was read.
+var errReplanned = errors.New("the file was planned again")
 
 // attemptFailed counts a failed attempt: the job waits for its next try, or fails.
 func (st *stage) attemptFailed(ctx context.Context, msg jetstream.Msg, cp *checkpoint, job events.FileJob, cause error, log *slog.Logger) {

@@ -546,13 +546,17 @@ func TestRetentionHoldThenRestore(t *testing.T) {
 	}
 }
 
-// fetch check proves the broker, the Zoom app's token, its scopes and the API for
-// real, and says what to fix for each that fails.
+// fetch check proves the broker, fetch's Drive key, the Zoom app's token, its
+// scopes and the API for real, and says what to fix for each that fails.
 func TestCheckSaysWhatToFix(t *testing.T) {
 	w := newWorld(t, nil)
 	out, err := stagetest.Command(run, w.env, "fetch", "check")
-	if err != nil || strings.Count(out, "fetch: ok ") != 4 {
+	if err != nil || strings.Count(out, "fetch: ok ") != 5 {
 		t.Fatalf("a good deployment: %v\n%s", err, out)
+	}
+	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"DRIVE_FOLDER_ID": "no-such-folder"}), "fetch", "check")
+	if err == nil || !strings.Contains(out, "fetch: FAIL Google Drive: fetch's key reads the archive folder") || !strings.Contains(out, "404") {
+		t.Errorf("a folder fetch cannot read: %v\n%s", err, out)
 	}
 	w.zoom.SetScopes("cloud_recording:read:list_recording_files:admin recording:write:admin")
 	out, err = stagetest.Command(run, w.env, "fetch", "check")

@@ -18,8 +18,10 @@ import (
 	"zoomarchive/shared/events"
 )
 
-// planEvent turns a recording event into one job per file. A file whose job exists
-// (a retry, a replay, a transcript after its recording) is not started again.
+// planEvent turns a recording event into one job per file. The event is only a
+// trigger: it names a recording, and the files are what Zoom's API lists for it
+// now. Files the event describes otherwise than Zoom raise an alert (someone may
+// be publishing events who should not), and are planned as Zoom lists them.
 func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 	event := events.ZoomEventName(msg.Subject())
 	if event != events.EventRecordingCompleted && event != events.EventTranscriptCompleted {
@@ -46,23 +48,114 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 		msg.TermWithReason("unreadable recording payload")
 		return
 	}
-	n, err := st.plan(ctx, p.Object, meta.Sequence.Stream)
+	uuid := p.Object.UUID
+	rec, known, err := bus.Get[events.RecordingJob](ctx, st.kv, events.RecordingJobKey(events.MeetingKey(uuid)))
 	if err != nil {
-		st.log.Warn("planning jobs failed; will retry", "meeting_uuid", p.Object.UUID, "err", err)
+		st.log.Warn("cannot read the recording's record; will retry", "meeting_uuid", uuid, "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	host := p.Object.HostID
+	if known {
+		host = rec.Recording.HostID // fetch's own record, from Zoom's API
+	}
+	zrec, err := st.listing(ctx, uuid, host)
+	switch {
+	case errors.Is(err, errGone) && known && rec.ZoomAction != "" && rec.ZoomAction != events.ZoomKept:
+		// Archived and gone from Zoom since: a retry or a replay of its event.
+		st.m.events.WithLabelValues(event, "gone").Inc()
+		msg.Ack()
+		return
+	case errors.Is(err, errGone):
+		zrec = events.Recording{UUID: uuid}
+	case refusal(err):
+		msg.NakWithDelay(st.delays[0]) // Zoom refuses the app: an alert says so, the event waits
+		return
+	case err != nil:
+		st.log.Warn("cannot read the recording from Zoom; will retry", "meeting_uuid", uuid, "err", err)
+		msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	if diff := st.unlike(p.Object, zrec); len(diff) > 0 {
+		if err := st.eventMismatch(ctx, p.Object, diff, meta.Sequence.Stream); err != nil {
+			st.log.Warn("cannot raise an alert; will retry", "meeting_uuid", uuid, "err", err)
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
+	}
+	if errors.Is(err, errGone) {
+		st.m.events.WithLabelValues(event, "not_in_zoom").Inc()
+		st.log.Warn("event names a recording Zoom does not have; nothing planned", "meeting_uuid", uuid, "event", event, "seq", meta.Sequence.Stream)
+		msg.Ack()
+		return
+	}
+	n, err := st.plan(ctx, zrec, meta.Sequence.Stream)
+	if err != nil {
+		st.log.Warn("planning jobs failed; will retry", "meeting_uuid", uuid, "err", err)
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	st.m.events.WithLabelValues(event, "planned").Inc()
-	st.log.Info("recording planned", "meeting_uuid", p.Object.UUID, "event", event, "new_files", n, "seq", meta.Sequence.Stream)
+	st.log.Info("recording planned", "meeting_uuid", uuid, "event", event, "new_files", n, "seq", meta.Sequence.Stream)
 	msg.Ack()
 }
 
-// wants tells whether f is of a type ARCHIVE_FILE_TYPES keeps (any case).
-func (st *stage) wants(f events.RecordingFile) bool { return st.wantsType(f.FileType) }
-
-func (st *stage) wantsType(fileType string) bool {
-	return st.types == nil || st.types[strings.ToUpper(fileType)]
+// listing is Zoom's listing of a recording now: from the API, or from its host's
+// trash (a recording trashed, whose transcript comes late); errGone when Zoom has
+// neither.
+func (st *stage) listing(ctx context.Context, uuid, hostID string) (events.Recording, error) {
+	zrec, _, err := st.zoom.recording(ctx, uuid, false)
+	if !errors.Is(err, errGone) || hostID == "" {
+		return zrec, err
+	}
+	return st.zoom.trashed(ctx, hostID, uuid)
 }
+
+// unlike lists, in plain words, the wanted files of the event that Zoom's listing
+// zrec does not hold as the event says: missing, of another type or size. (The
+// event's download URL is not compared: fetch never uses it, and Zoom's webhook
+// and API URLs differ by design.)
+func (st *stage) unlike(event, zrec events.Recording) []string {
+	listed := map[string]events.RecordingFile{}
+	for _, f := range zrec.Files() {
+		listed[events.FileKey(zrec.UUID, f)] = f
+	}
+	var out []string
+	for _, f := range event.Files() {
+		if !st.wants(f) {
+			continue
+		}
+		z, ok := listed[events.FileKey(event.UUID, f)]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("a %s file (id %q) that Zoom does not list", f.FileType, f.ID))
+		case !strings.EqualFold(z.FileType, f.FileType):
+			out = append(out, fmt.Sprintf("file %q as %s, which Zoom lists as %s", f.ID, f.FileType, z.FileType))
+		case f.FileSize != 0 && z.FileSize != 0 && f.FileSize != z.FileSize:
+			out = append(out, fmt.Sprintf("the %s file %q as %d bytes, which Zoom lists as %d", f.FileType, f.ID, f.FileSize, z.FileSize))
+		}
+	}
+	return out
+}
+
+// eventMismatch tells the admins, once per recording, that an event did not
+// match Zoom.
+func (st *stage) eventMismatch(ctx context.Context, event events.Recording, diff []string, seq uint64) error {
+	st.m.mismatches.Inc()
+	st.log.Error("an event did not match Zoom; planning what Zoom lists", "meeting_uuid", event.UUID, "seq", seq, "differences", diff)
+	a := events.Alert{Kind: events.AlertEventMismatchPrefix + events.MeetingKey(event.UUID), Message: fmt.Sprintf(
+		"A recording event for %q (%s) did not match what Zoom itself lists for that recording: it named %s. "+
+			"zoomarchive archives only what Zoom lists, so nothing is lost; but Zoom does not send such events, so "+
+			"someone may be sending them in its name. The event is message %d of the ZOOM_EVENTS stream (nats stream get ZOOM_EVENTS %d). "+
+			"If this repeats, change the webhook secret token in the Zoom app (and ZOOM_WEBHOOK_SECRET) and the broker identity of the hook (broker creds --renew hook).",
+		event.Topic, event.UUID, strings.Join(diff, "; "), seq, seq)}
+	return bus.RaiseAlert(ctx, st.js, st.kv, a)
+}
+
+// wants tells whether f is of a type ARCHIVE_FILE_TYPES keeps (any case).
+func (st *stage) wants(f events.RecordingFile) bool { return st.policy.wants(f) }
+
+func (st *stage) wantsType(fileType string) bool { return st.policy.wantsType(fileType) }
 
 // completed: Zoom has finished the file (CC and TIMELINE entries may carry no
 // status). One still processing is not planned; it holds its recording instead.
@@ -70,9 +163,11 @@ func completed(f events.RecordingFile) bool {
 	return f.Status == "" || f.Status == events.FileCompleted
 }
 
-// plan creates the jobs of rec's files (those wanted and complete) and records them
-// in the recording's job; it returns how many jobs are new. A file that comes after
-// its recording was archived is marked late and opens the recording again.
+// plan records, from Zoom's listing rec, the facts of each file wanted and
+// complete, creates its job and records it in the recording's job; it returns how
+// many jobs are new. A file whose facts changed (an earlier plan rested on other
+// facts) starts over. A file that comes after its recording was archived is marked
+// late and opens the recording again.
 func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64) (int, error) {
 	info := rec.Info()
 	var keys []string
@@ -83,18 +178,23 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 		}
 		key := events.FileKey(rec.UUID, f)
 		if f.DownloadURL == "" {
-			st.log.Warn("file has no download_url (on-prem?); skipped", "meeting_uuid", rec.UUID, "file_id", f.ID, "file_type", f.FileType)
+			// Its recording stays in Zoom (the trash decision holds it, and says so).
+			st.log.Warn("Zoom lists the file without a download_url (on-prem?); not fetched", "meeting_uuid", rec.UUID, "file_id", f.ID, "file_type", f.FileType)
 			return nil
 		}
 		keys = append(keys, key)
+		replanned, err := st.recordFacts(ctx, key, f, participant)
+		if err != nil {
+			return err
+		}
 		problems := f.Problems(rec)
 		isNew := false
 		job, err := bus.Update(ctx, st.kv, events.FileJobKey(key), func(j *events.FileJob, exists bool) error {
-			if isNew = !exists; exists {
+			if isNew = !exists; exists && !replanned {
 				return bus.ErrNoChange
 			}
 			*j = events.FileJob{Key: key, Recording: info, File: f, Participant: participant, EventSeq: eventSeq,
-				State: events.JobQueued, Updated: time.Now().UTC()}
+				State: events.JobQueued, Generation: j.Generation, Updated: time.Now().UTC()}
 			if len(problems) > 0 {
 				j.State, j.LastError = events.JobFailed, "Zoom sent a value that does not parse: "+strings.Join(problems, "; ")
 				j.Unannounced = events.FetchFailedID(key, 0)
@@ -111,6 +211,12 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 				st.m.failed.Inc()
 			}
 			return bus.AnnounceFailure(ctx, st.js, st.kv, job)
+		}
+		if replanned && !isNew {
+			st.log.Warn("Zoom lists the file otherwise than it was planned; starting it over", "meeting_uuid", rec.UUID, "file_id", f.ID,
+				"file_type", f.FileType, "bytes", int64(f.FileSize))
+			_, err := st.js.PublishMsg(ctx, events.RestartMsg(key))
+			return err
 		}
 		if job.State != events.JobQueued {
 			return nil
@@ -170,6 +276,50 @@ func (st *stage) plan(ctx context.Context, rec events.Recording, eventSeq uint64
 		st.log.Warn("a file came after its recording was archived; fetching it", "meeting_uuid", rec.UUID, "files", late)
 	}
 	return created, err
+}
+
+// recordFacts keeps f, as Zoom lists it, in fetch's own record of the file; it
+// tells whether an earlier record held other facts (id, type or size), which
+// the bytes read so far are not of. A new download URL alone is kept quietly:
+// the file is the same.
+func (st *stage) recordFacts(ctx context.Context, key string, f events.RecordingFile, participant bool) (bool, error) {
+	replanned := false
+	_, err := bus.Update(ctx, st.kv, events.FactsKey(key), func(x *events.FileFacts, exists bool) error {
+		same := exists && x.File.ID == f.ID && strings.EqualFold(x.File.FileType, f.FileType) && x.File.FileSize == f.FileSize
+		if same && x.File.DownloadURL == f.DownloadURL {
+			return bus.ErrNoChange
+		}
+		replanned = exists && !same
+		if !same {
+			x.Planned++
+		}
+		x.Key, x.File, x.Participant, x.Updated = key, f, participant, time.Now().UTC()
+		return nil
+	})
+	return replanned, err
+}
+
+// factsOf is fetch's own record of a job's file; a job planned before fetch kept
+// one (an upgrade) gets it from Zoom's listing now.
+func (st *stage) factsOf(ctx context.Context, job events.FileJob) (events.FileFacts, error) {
+	facts, found, err := bus.Get[events.FileFacts](ctx, st.kv, events.FactsKey(job.Key))
+	if err != nil || found {
+		return facts, err
+	}
+	zrec, err := st.listing(ctx, job.Recording.UUID, job.Recording.HostID)
+	if err != nil {
+		return facts, err
+	}
+	for _, f := range zrec.Files() {
+		if events.FileKey(zrec.UUID, f) == job.Key && f.DownloadURL != "" {
+			if _, err := st.recordFacts(ctx, job.Key, f, job.Participant); err != nil {
+				return facts, err
+			}
+			facts, _, err = bus.Get[events.FileFacts](ctx, st.kv, events.FactsKey(job.Key))
+			return facts, err
+		}
+	}
+	return facts, permanent{fmt.Errorf("%w: Zoom no longer lists the file", errFileGone)}
 }
 
 // enqueue sends a file's work message. It carries no dedupe id: a replay must get

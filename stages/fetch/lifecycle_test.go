@@ -160,7 +160,7 @@ func TestLateFileFetchedFromTheTrash(t *testing.T) {
 
 // Deleting from Zoom with only some file types archived would destroy the rest.
 func TestDeleteWithFileTypesNeedsItsOptIn(t *testing.T) {
-	w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ARCHIVE_FILE_TYPES": "mp4,m4a"})
+	w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ZOOM_TRASH_AFTER": "168h", "ARCHIVE_FILE_TYPES": "mp4,m4a"})
 	err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &stagetest.Logs{}, &stagetest.Logs{})
 	if err == nil || !strings.Contains(err.Error(), "ZOOM_DELETE_UNARCHIVED=yes") {
 		t.Fatalf("delete with file types: %v, want a refusal naming the opt-in", err)
@@ -169,21 +169,30 @@ func TestDeleteWithFileTypesNeedsItsOptIn(t *testing.T) {
 	w.startFetch(t)
 }
 
-// A number Zoom sent that does not parse fails that file with the field named, as
-// a failure mail says; the other files are archived and the recording stays.
+// ZOOM_AFTER_ARCHIVE=delete, which no one can undo, needs a week's hold first or
+// an opt-in whose name says what it costs.
+func TestDeleteNeedsAHoldOrItsOptIn(t *testing.T) {
+	for _, hold := range []string{"0", "167h"} {
+		w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ZOOM_TRASH_AFTER": hold})
+		err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &stagetest.Logs{}, &stagetest.Logs{})
+		if err == nil || !strings.Contains(err.Error(), "ZOOM_TRASH_AFTER to at least 168h") || !strings.Contains(err.Error(), "ZOOM_DELETE_WITHOUT_HOLD=yes") {
+			t.Fatalf("delete with a hold of %s: %v, want a refusal naming the hold and the opt-in", hold, err)
+		}
+	}
+	w := newWorld(t, map[string]string{"ZOOM_AFTER_ARCHIVE": "delete", "ZOOM_DELETE_WITHOUT_HOLD": "yes"})
+	w.startFetch(t)
+}
+
+// A number Zoom's API lists that does not parse fails that file with the field
+// named, as a failure mail says; the other files are archived and the recording
+// stays.
 func TestUnparsableFileSizeFailsThatFileNamed(t *testing.T) {
 	w := newWorld(t, nil)
 	w.startFetch(t)
 	w.startUploader(t)
 	rec := w.meeting("uuid-float==", "Rehearsal, act 5", boardMeetingFiles()[2:5]...)
-	body, _ := json.Marshal(rec)
-	bad := strings.Replace(string(body), `"file_size":524288`, `"file_size":5.24288e5`, 1)
-	if bad == string(body) {
-		t.Fatal("the size to break is not in the payload")
-	}
-	var broken events.Recording
-	json.Unmarshal([]byte(bad), &broken)
-	w.send(t, events.EventRecordingCompleted, broken)
+	w.zoom.Garble(rec.UUID, rec.RecordingFiles[0].ID, "file_size", "5.24288e5")
+	w.send(t, events.EventRecordingCompleted, rec)
 	ks := keys(rec)
 	j := w.waitState(t, ks[0], events.JobFailed)
 	if !strings.Contains(j.LastError, "file_size 5.24288e5") {

@@ -104,7 +104,7 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 					}
 					r.Enqueued++
 					return st.enqueueRecording(ctx, rec)
-				case st.action != "keep" && job.State == events.RecArchived && job.ZoomAction != events.ZoomRestored:
+				case st.policy.action != "keep" && job.State == events.RecArchived && job.ZoomAction != events.ZoomRestored:
 					r.StillInZoom = append(r.StillInZoom, describe(rec))
 				}
 				return nil

@@ -15,12 +15,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/api/drive/v3"
+	"google.golang.org/api/option"
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 	"zoomarchive/shared/retry"
+	"zoomarchive/shared/serviceaccount"
 )
 
 // fetch consumes three things:
@@ -29,7 +32,8 @@ import (
 //	FETCH_JOBS   one file job      -> its bytes into CHUNKS (download.go)
 //	ARCHIVE      file verified     -> once all are, Zoom's copy trashed (archive.go)
 
-var settings = append([]config.Setting{
+var settings = append(append([]config.Setting{
+	{Name: serviceaccount.Setting.Name, Required: true, Usage: "path of fetch's own Google service-account key JSON, which may only read Drive's metadata (scope drive.metadata.readonly): fetch checks Drive itself before a recording leaves Zoom"},
 	{Name: "ZOOM_ACCOUNT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Account ID"},
 	{Name: "ZOOM_CLIENT_ID", Required: true, Usage: "the Server-to-Server OAuth app's Client ID"},
 	{Name: "ZOOM_CLIENT_SECRET", Required: true, Secret: true, Usage: "the Server-to-Server OAuth app's Client Secret; from ZOOM_CLIENT_SECRET_FILE it is read again when the file changes, and checked with Zoom at once"},
@@ -37,6 +41,7 @@ var settings = append([]config.Setting{
 	{Name: "ZOOM_OAUTH_URL", Default: "https://zoom.us/oauth/token", Usage: "Zoom's token endpoint"},
 	{Name: "ZOOM_DOWNLOAD_HOSTS", Default: "zoom.us,*.zoom.us", Usage: "the only hosts fetch sends credentials to or downloads from; *.suffix matches subdomains"},
 	{Name: "ZOOM_AFTER_ARCHIVE", Default: "trash", Usage: "what to do in Zoom once every file of a recording is verified in Drive: keep, trash or delete"},
+	{Name: "ZOOM_DELETE_WITHOUT_HOLD", Default: "no", Usage: "yes: allow ZOOM_AFTER_ARCHIVE=delete with ZOOM_TRASH_AFTER under 168h, so that a recording lost to a mistake cannot be had back from Zoom"},
 	{Name: "FETCH_RECONCILE_AT", Default: "04:00", Usage: "time of the daily reconciliation (HH:MM, UTC), or off"},
 	{Name: "FETCH_RECONCILE_DAYS", Default: "30", Usage: "how many days back the reconciliation looks"},
 	{Name: "FETCH_STUCK_AFTER", Default: "6h", Usage: "a file job in one state this long is reported stuck"},
@@ -54,7 +59,7 @@ var settings = append([]config.Setting{
 	{Name: "FETCH_ACK_WAIT", Default: "60s", Usage: "how long a work message waits for its worker's word before the broker hands it out again"},
 	{Name: "FETCH_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
 	{Name: "FETCH_MISSING_ALERT", Default: "3", Usage: "recordings of the last two days with no webhook that the reconciliation may find before it alerts that webhooks are not arriving"},
-}, bus.Settings...)
+}, serviceaccount.DriveSettings...), bus.Settings...)
 
 type stage struct {
 	log     *slog.Logger
@@ -62,8 +67,8 @@ type stage struct {
 	kv      jetstream.KeyValue
 	zoom    *zoomClient
 	worker  string // this process, as the owner of a download lease
-	types   map[string]bool
-	action  string
+	policy  policy // what the settings say of the trash
+	drive   *driveReader
 	chunk   int
 	maxTry  int
 	delays  []time.Duration
@@ -72,10 +77,7 @@ type stage struct {
 	// leaseTTL is FETCH_LEASE: how long a file's resume point stays a worker's
 	// without renewal; the worker renews it every third of that.
 	leaseTTL time.Duration
-	hold     time.Duration // ZOOM_TRASH_AFTER
 	m        metrics
-
-	transcriptWait time.Duration // ZOOM_TRANSCRIPT_WAIT
 
 	reconcileAt   config.Daily // FETCH_RECONCILE_AT
 	reconcileDays int
@@ -95,6 +97,8 @@ type metrics struct {
 	windowFull prometheus.Counter
 	failed     prometheus.Counter
 	archived   *prometheus.CounterVec
+	mismatches prometheus.Counter
+	held       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -106,8 +110,10 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		windowFull: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_window_full_total", Help: "Chunk publishes refused because the window was full; fetch waited."}),
 		failed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_jobs_failed_total", Help: "File jobs that gave up."}),
 		archived:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_fetch_recordings_archived_total", Help: "Recordings fully archived, by what was done in Zoom."}, []string{"zoom_action"}),
+		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_event_mismatches_total", Help: "Recording events that named files otherwise than Zoom's API lists them."}),
+		held:       prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_fetch_recordings_held_total", Help: "Trash decisions that kept a recording in Zoom because the proof failed."}),
 	}
-	reg.MustRegister(m.events, m.queued, m.bytes, m.retries, m.windowFull, m.failed, m.archived)
+	reg.MustRegister(m.events, m.queued, m.bytes, m.retries, m.windowFull, m.failed, m.archived, m.mismatches, m.held)
 	return m
 }
 
@@ -129,7 +135,13 @@ type runConf struct {
 	metricsAddr string
 	concurrency int
 	secretFile  string // ZOOM_CLIENT_SECRET_FILE, watched for a rotation
+	key         *serviceaccount.Key
+	keyFile     string // fetch's Google key, watched for a new one
 }
+
+// minDeleteHold is the retention hold ZOOM_AFTER_ARCHIVE=delete needs without
+// its opt-in: a week to notice a mistake before it is final.
+const minDeleteHold = 7 * 24 * time.Hour
 
 // configure reads every setting of the stage (for it and for its commands) and
 // returns one error naming every problem.
@@ -144,15 +156,13 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		}
 	}
 	st := &stage{
-		action:   v.String("ZOOM_AFTER_ARCHIVE"),
+		policy: policy{action: v.String("ZOOM_AFTER_ARCHIVE"), hold: v.DurationOrZero("ZOOM_TRASH_AFTER"),
+			transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT")},
 		chunk:    int(v.Bytes("FETCH_CHUNK_SIZE")),
 		maxTry:   v.Int("FETCH_MAX_ATTEMPTS", 1),
 		stall:    v.Duration("ZOOM_STALL_TIMEOUT"),
 		ackWait:  v.Duration("FETCH_ACK_WAIT"),
 		leaseTTL: v.Duration("FETCH_LEASE"),
-		hold:     v.DurationOrZero("ZOOM_TRASH_AFTER"),
-
-		transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT"),
 
 		reconcileAt:   v.Daily("FETCH_RECONCILE_AT"),
 		reconcileDays: v.Int("FETCH_RECONCILE_DAYS", 1),
@@ -162,23 +172,28 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	if st.ackWait > 0 && st.leaseTTL > 0 && st.ackWait <= st.leaseTTL/3 {
 		v.Invalid("FETCH_ACK_WAIT", fmt.Sprintf("must be longer than a third of FETCH_LEASE (%s): a working file's message is kept alive that often", st.leaseTTL))
 	}
-	switch st.action {
-	case "keep", "trash", "delete":
-	default:
-		v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.action))
+	switch optIn := v.String("ZOOM_DELETE_WITHOUT_HOLD"); {
+	case st.policy.action != "keep" && st.policy.action != "trash" && st.policy.action != "delete":
+		v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("%q is not keep, trash or delete", st.policy.action))
+	case optIn != "yes" && optIn != "no":
+		v.Invalid("ZOOM_DELETE_WITHOUT_HOLD", fmt.Sprintf("%q is not yes or no", optIn))
+	case st.policy.action == "delete" && st.policy.hold < minDeleteHold && optIn != "yes":
+		v.Invalid("ZOOM_AFTER_ARCHIVE", fmt.Sprintf("delete removes recordings from Zoom for good, so a mistake (in zoomarchive, Drive or a setting) "+
+			"could not be undone; with delete, set ZOOM_TRASH_AFTER to at least %s (Drive's copy is checked again before the delete), "+
+			"use trash (recoverable in Zoom for 30 days), or set ZOOM_DELETE_WITHOUT_HOLD=yes if that risk is wanted", minDeleteHold))
 	}
 	if st.chunk > events.MaxChunkData {
 		v.Invalid("FETCH_CHUNK_SIZE", fmt.Sprintf("at most %dMiB: a chunk and its headers must fit the broker's message limit", events.MaxChunkData>>20))
 	}
 	if types := v.List("ARCHIVE_FILE_TYPES"); len(types) > 0 {
-		st.types = map[string]bool{}
+		st.policy.types = map[string]bool{}
 		for _, t := range types {
-			st.types[strings.ToUpper(t)] = true
+			st.policy.types[strings.ToUpper(t)] = true
 		}
 		switch optIn := v.String("ZOOM_DELETE_UNARCHIVED"); {
 		case optIn != "yes" && optIn != "no":
 			v.Invalid("ZOOM_DELETE_UNARCHIVED", fmt.Sprintf("%q is not yes or no", optIn))
-		case st.action == "delete" && optIn != "yes":
+		case st.policy.action == "delete" && optIn != "yes":
 			v.Invalid("ZOOM_AFTER_ARCHIVE", "delete with ARCHIVE_FILE_TYPES deletes the file types left out of the archive from Zoom for good; "+
 				"use trash (recoverable for 30 days), or set ZOOM_DELETE_UNARCHIVED=yes if that loss is wanted")
 		}
@@ -190,13 +205,23 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 		}
 		st.delays = append(st.delays, dur)
 	}
+	googleURL := v.String("GOOGLE_API_URL")
+	if !strings.HasSuffix(googleURL, "/") {
+		googleURL += "/"
+	}
+	key := serviceaccount.TokenSource(v, drive.DriveMetadataReadonlyScope, v.String("DRIVE_IMPERSONATE"))
 	accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
 	retryBase := v.Duration("ZOOM_RETRY_BASE")
 	c := runConf{bus: bus.ReadConfig(v, events.IdentityFetch), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1),
-		secretFile: v.SecretFile("ZOOM_CLIENT_SECRET")}
+		secretFile: v.SecretFile("ZOOM_CLIENT_SECRET"), key: key, keyFile: v.String(serviceaccount.Setting.Name)}
 	if err := v.Err(); err != nil {
 		return nil, c, err
 	}
+	ds, err := drive.NewService(context.Background(), option.WithTokenSource(key), option.WithEndpoint(googleURL+"drive/v3/"))
+	if err != nil {
+		return nil, c, err
+	}
+	st.drive = &driveReader{files: ds.Files, root: v.String("DRIVE_FOLDER_ID")}
 	st.log = obs.Logger(stdout, "fetch")
 	st.zoom = newZoomClient(apiURL, oauthURL, accountID, clientID, secret, hosts, retryBase, c.reg)
 	st.m = newMetrics(c.reg)
@@ -285,6 +310,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 			st.newClientSecret(ctx, cred, secret, err)
 		})
 	}
+	go rc.key.Watch(ctx, rc.keyFile, st.log, conn)
 	if err := st.zoomReady(ctx); refusal(err) {
 		st.zoomRefused(ctx, err)
 		return fmt.Errorf("zoom refuses the app; fix it, then start fetch again: %w", err)
@@ -332,7 +358,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 			}
 		}
 	}()
-	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "after_archive", st.action, "worker", st.worker)
+	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "after_archive", st.policy.action, "worker", st.worker)
 	st.log.Info("the Zoom app's event subscription must send these events to the hook; without the second, a late transcript waits for the daily reconciliation",
 		"events", events.RecordingEvents)
 	<-ctx.Done()

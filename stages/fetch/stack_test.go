@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,20 +28,35 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// world is a broker with the topology, the Zoom stand-in and fetch's settings.
+// world is a broker with the topology, the Zoom and Drive stand-ins and fetch's
+// settings.
 type world struct {
 	natsURL string
 	zoom    *standins.Zoom
+	drive   *standins.Drive
+	root    string // DRIVE_FOLDER_ID
 	js      jetstream.JetStream
 	kv      jetstream.KeyValue
 	env     map[string]string
+	once    sync.Once
+	inRoot  string
 }
 
 func newWorld(t testing.TB, extra map[string]string) *world {
 	t.Helper()
 	w := &world{natsURL: stagetest.NewBroker(t), zoom: standins.NewZoom()}
 	t.Cleanup(w.zoom.Close)
+	token := standins.NewGoogleToken()
+	t.Cleanup(token.Close)
+	w.drive = standins.NewDrive(token)
+	t.Cleanup(w.drive.Close)
+	w.root = w.drive.AddFolder("Zoom archive", true)
+	key := filepath.Join(t.TempDir(), "fetch-key.json")
+	if err := os.WriteFile(key, token.KeyJSON(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	w.env = map[string]string{
+		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": w.root, "GOOGLE_API_URL": w.drive.URL(),
 		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityFetch), "NATS_URL": w.natsURL,
 		"ZOOM_ACCOUNT_ID":     w.zoom.AccountID,
 		"ZOOM_CLIENT_ID":      w.zoom.ClientID,
@@ -88,6 +104,13 @@ func (w *world) meeting(uuid, topic string, files ...standins.FileSpec) events.R
 // send publishes a recording event the way the hook stores it.
 func (w *world) send(t testing.TB, event string, rec events.Recording) {
 	t.Helper()
+	w.publish(t, w.js, event, rec)
+}
+
+// publish stores a recording event on ZOOM_EVENTS through js (an identity of the
+// test's choice).
+func (w *world) publish(t testing.TB, js jetstream.JetStream, event string, rec events.Recording) {
+	t.Helper()
 	d, err := standins.NewDelivery(event, map[string]any{"account_id": w.zoom.AccountID, "object": rec}, "eyJ.download-token")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +122,7 @@ func (w *world) send(t testing.TB, event string, rec events.Recording) {
 	msg := nats.NewMsg(subject)
 	msg.Data = d.Body
 	msg.Header.Set(events.HeaderZoomRequest, d.RequestID)
-	if _, err := w.js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(d.RequestID)); err != nil {
+	if _, err := js.PublishMsg(context.Background(), msg, jetstream.WithMsgID(d.RequestID)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,8 +170,8 @@ func (w *world) archiveEvents(t testing.TB, prefix string) []*jetstream.RawStrea
 }
 
 // uploader stands in for the upload stage: it reads CHUNKS in order, checks what
-// fetch promised (no gaps, the final size and digests), and, unless held, marks the
-// file verified and says so on ARCHIVE as upload does.
+// fetch promised (no gaps, the final size and digests), and, unless held, puts the
+// bytes in Drive, marks the file verified and says so on ARCHIVE as upload does.
 type uploader struct {
 	t     testing.TB
 	w     *world
@@ -237,10 +260,14 @@ func (u *uploader) take(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
-// verify does what upload does once Drive holds a file.
+// verify does what upload does: the bytes go to Drive, then the job says so.
 func (u *uploader) verify(ctx context.Context, key string) {
+	u.mu.Lock()
+	data := u.files[key].data.Bytes()
+	u.mu.Unlock()
+	id := u.w.drive.Put(u.w.folder(), key, data)
 	job, err := bus.Update(ctx, u.w.kv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
-		j.State, j.DriveID, j.DriveLink = events.JobVerified, "drive-"+key, "https://drive.example/file/d/drive-"+key
+		j.State, j.DriveID, j.DriveLink = events.JobVerified, id, "https://drive.example/file/d/"+id
 		return nil
 	})
 	if err != nil {
@@ -257,6 +284,12 @@ func (u *uploader) verify(ctx context.Context, key string) {
 	u.mu.Lock()
 	u.files[key].verified = true
 	u.mu.Unlock()
+}
+
+// folder is the Drive folder the test uploader files into, under the archive's root.
+func (w *world) folder() string {
+	w.once.Do(func() { w.inRoot = w.drive.Put(w.root, "2026", nil) })
+	return w.inRoot
 }
 
 // release verifies a held file.

@@ -331,6 +331,29 @@ func (c *zoomClient) recording(ctx context.Context, uuid string, dlToken bool) (
 	return rec, token, nil
 }
 
+// trashed finds a recording in its host's trash (which the meeting's own
+// endpoint does not read), or errGone.
+func (c *zoomClient) trashed(ctx context.Context, hostID, uuid string) (events.Recording, error) {
+	var found *events.Recording
+	q := url.Values{"trash": {"true"}, "trash_type": {"meeting_recordings"}}
+	err := c.eachRecording(ctx, listing{pageSize: 300}, zoomUser{ID: hostID, Email: hostID}, q, func(rec events.Recording) error {
+		if rec.UUID == uuid {
+			found = &rec
+			return errFound
+		}
+		return nil
+	})
+	switch {
+	case found != nil:
+		return *found, nil
+	case err == nil:
+		return events.Recording{}, errGone
+	}
+	return events.Recording{}, err
+}
+
+var errFound = errors.New("found")
+
 // transcribes tells whether the host has cloud audio transcription on (the user's
 // recording settings, which follow the account's when it locks them): then Zoom
 // makes the transcript after the recording, and sends an event of its own.

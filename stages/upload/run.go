@@ -33,12 +33,10 @@ import (
 // UPLOAD_CONCURRENCY) that streams them into a Drive resumable upload (file.go),
 // files it where people find it (layout.go) and verifies it.
 
-var settings = append([]config.Setting{
+var settings = append(append([]config.Setting{
 	serviceaccount.Setting,
 	serviceaccount.IAMSetting,
-	{Name: "DRIVE_FOLDER_ID", Required: true, Usage: "the Drive folder everything is filed under"},
-	{Name: "DRIVE_IMPERSONATE", Usage: "the Workspace user to act as (domain-wide delegation); empty: the service account itself, which only works in a shared drive"},
-	{Name: "GOOGLE_API_URL", Default: "https://www.googleapis.com/", Usage: "Google's API root (metadata under drive/v3/, uploads under upload/drive/v3/)"},
+}, serviceaccount.DriveSettings...), append([]config.Setting{
 	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is held in memory"},
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
 	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
@@ -50,7 +48,7 @@ var settings = append([]config.Setting{
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
-}, bus.Settings...)
+}, bus.Settings...)...)
 
 type stage struct {
 	log         *slog.Logger
