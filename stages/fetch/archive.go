@@ -517,6 +517,7 @@ func zoomAction(setting string) string {
 
 // errDone: the recording is archived already.
 var errDone = errors.New("the recording is archived already")
+
 // restoreCommand is fetch restore MEETING_UUID: a trashed recording back out of
 // Zoom's trash, within its 30 days.
 func restoreCommand(stdout io.Writer) config.Command {
