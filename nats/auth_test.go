@@ -75,12 +75,58 @@ func consumer(stream, name, filter string) operation {
 	}}
 }
 
+// request is a JetStream API call by hand; any answer means the broker let it
+// through.
+func request(name, subject, body string) operation {
+	return operation{name, func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		_, err := nc.RequestWithContext(ctx, subject, []byte(body))
+		return err
+	}}
+}
+
+// coreOp is a plain publish: a refusal comes back as an asynchronous error.
+func coreOp(name, subject string) operation {
+	return operation{name, func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		if err := nc.Publish(subject, nil); err != nil {
+			return err
+		}
+		return nc.Flush()
+	}}
+}
+
+func pull(stream, consumer string) operation {
+	return request("pull from "+consumer+" on "+stream, "$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, `{"batch":1,"no_wait":true}`)
+}
+
+func ack(stream, consumer string) operation {
+	return coreOp("ack a message of "+consumer, "$JS.ACK."+stream+"."+consumer+".1.1.1.1700000000000000000.0")
+}
+
+func readMsg(stream string) operation {
+	return request("read a message of "+stream, "$JS.API.STREAM.MSG.GET."+stream, `{"seq":1}`)
+}
+
+func directGet(stream string) operation {
+	return request("direct get from "+stream, "$JS.API.DIRECT.GET."+stream, `{"seq":1}`)
+}
+
+// purgeOf purges stream, only filter's messages when filter is not empty; the
+// permission is asked, the stream may still refuse (DenyPurge).
+func purgeOf(stream, filter string) operation {
+	name := "purge " + stream
+	if filter != "" {
+		name += " " + filter
+	}
+	return request(name, "$JS.API.STREAM.PURGE."+stream, `{"filter":"`+filter+`"}`)
+}
+
 var (
 	deleteStream = operation{"delete stream " + events.StreamChunks, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 		return js.DeleteStream(ctx, events.StreamChunks)
 	}}
 	editStream = operation{"edit stream " + events.StreamZoomEvents, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute})
+		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute,
+			DenyPurge: true}) // a stream cannot take purges again once it denied them
 		return err
 	}}
 	// What nats.go's key watcher sends to recreate its ordered consumer after a
@@ -153,6 +199,35 @@ func TestEachIdentityMayDoOnlyItsJob(t *testing.T) {
 		{events.IdentityHook, recreateJobWatcher, false},
 		{events.IdentityUpload, readOthersInbox, false},
 		{events.IdentityOperator, readOthersInbox, true},
+
+		// notify gets what its mails need: no pull or ack on fetch's consumer, no
+		// chunk's bytes, but how full the streams are.
+		{events.IdentityNotify, pull(events.StreamArchive, events.ConsumerFetchArchive), false},
+		{events.IdentityFetch, pull(events.StreamArchive, events.ConsumerFetchArchive), true},
+		{events.IdentityNotify, ack(events.StreamArchive, events.ConsumerFetchArchive), false},
+		{events.IdentityFetch, ack(events.StreamArchive, events.ConsumerFetchArchive), true},
+		{events.IdentityNotify, consumer(events.StreamArchive, events.ConsumerNotify, ""), true},
+		{events.IdentityNotify, pull(events.StreamArchive, events.ConsumerNotify), true},
+		{events.IdentityNotify, readMsg(events.StreamChunks), false},
+		{events.IdentityNotify, directGet(events.StreamChunks), false},
+		{events.IdentityUpload, readMsg(events.StreamChunks), true},
+		{events.IdentityUpload, directGet(events.StreamChunks), true},
+		{events.IdentityNotify, streamInfo(events.StreamChunks), true},
+		{events.IdentityNotify, streamInfo(events.StreamZoomEvents), true},
+		{events.IdentityNotify, streamInfo(events.StreamFetchJobs), true},
+		{events.IdentityNotify, readMsg(events.StreamZoomEvents), false},
+		{events.IdentityFetch, readMsg(events.StreamZoomEvents), true},
+
+		// Purges: only fetch and upload, only CHUNKS (each drops one file's chunks).
+		{events.IdentityFetch, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
+		{events.IdentityUpload, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
+		{events.IdentityHook, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), false},
+		{events.IdentityNotify, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), false},
+	}
+	for _, id := range []string{events.IdentityHook, events.IdentityFetch, events.IdentityUpload, events.IdentityNotify} {
+		for _, stream := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamArchive, "KV_" + events.BucketJobs} {
+			cases = append(cases, permCase{id, purgeOf(stream, ""), false})
+		}
 	}
 	for _, id := range []string{events.IdentityHook, events.IdentityFetch, events.IdentityUpload, events.IdentityNotify} {
 		cases = append(cases, permCase{id, deleteStream, false}, permCase{id, editStream, false})

@@ -30,13 +30,22 @@ import (
 	"zoomarchive/shared/stagetest"
 )
 
-// nats.conf, which compose runs, must be the same server as the embedded one.
+// nats.conf, which compose runs, must be the same server as the embedded one;
+// the limits are the broker's to set, once, and the file leaves them out.
 func TestConfFileMatchesEmbedded(t *testing.T) {
-	file, err := server.ProcessConfigFile("nats.conf")
+	raw, err := server.ProcessConfigFile("nats.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "127.0.0.1:8222", StoreDir: "/data/nats"})
+	if raw.MaxPayload != 0 || raw.MaxControlLine != 0 || raw.JetStreamMaxStore != 0 {
+		t.Errorf("nats.conf sets limits bin/broker overrides: max_payload %d, max_control_line %d, max_file_store %d",
+			raw.MaxPayload, raw.MaxControlLine, raw.JetStreamMaxStore)
+	}
+	file, err := broker.FileOptions("nats.conf", stagetest.DefaultTopology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "127.0.0.1:8222", StoreDir: "/data/nats", Topology: stagetest.DefaultTopology})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +59,10 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 		MaxControl int32
 		JetStream  bool
 		StoreDir   string
+		MaxStore   int64
 	}
-	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.MaxControlLine, file.JetStream, file.StoreDir}
-	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.MaxControlLine, emb.JetStream, emb.StoreDir}
+	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.MaxControlLine, file.JetStream, file.StoreDir, file.JetStreamMaxStore}
+	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.MaxControlLine, emb.JetStream, emb.StoreDir, emb.JetStreamMaxStore}
 	if got != want {
 		t.Errorf("nats.conf %+v\nembedded  %+v", got, want)
 	}
