@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	broker "zoomarchive/nats"
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 )
@@ -393,5 +396,103 @@ func TestCredsRenewOneIdentity(t *testing.T) {
 	os.RemoveAll(filepath.Join(dir, "keys"))
 	if _, _, err := broker.RenewCreds(dir, events.IdentityUpload); !errors.Is(err, broker.ErrNoKeys) {
 		t.Errorf("a set without its keys: %v", err)
+	}
+}
+
+// A rollup is a purge riding on a publish: with "Nats-Rollup: all" one message
+// replaces a whole stream, with "sub" every earlier message on its subject. No
+// stream and not the job bucket takes one, from any identity on any subject it
+// may publish on, the operator's included (the streams refuse it themselves), so
+// the hook's heartbeat key cannot erase the jobs.
+func TestNoRollupErasesAnything(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	ctx := context.Background()
+	heartbeat := events.JobSubject(events.HeartbeatKey(events.IdentityHook))
+	fileKey := events.JobSubject(events.FileJobKey("f1"))
+	subjects := map[string][]string{
+		events.IdentityHook: {"zoom.event.recording.completed", heartbeat},
+		events.IdentityFetch: {"zoom.event.recording.completed", events.FetchJobSubject("f1"), events.ChunkSubject("f1"),
+			events.RecordingArchivedSubject("r1"), events.JobSubject(events.RecordingJobKey("r1"))},
+		events.IdentityUpload: {events.FileVerifiedSubject("f1"), events.FetchJobSubject("f1"), fileKey},
+		events.IdentityNotify: {events.AlertSubject(events.AlertChunkWindowFull), events.JobSubject(events.NotifyKey("sent.x"))},
+	}
+	for _, id := range events.Stages {
+		subjects[events.IdentityOperator] = append(subjects[events.IdentityOperator], subjects[id]...)
+	}
+	// Every stream holds messages on the subjects rolled up and on others.
+	operator := stagetest.JetStream(t, url)
+	for _, ss := range subjects {
+		for _, subj := range ss {
+			for _, s := range []string{subj, subj + "x"} {
+				if _, err := operator.Publish(ctx, s, []byte(`{}`)); err != nil {
+					t.Fatalf("seed %s: %v", s, err)
+				}
+			}
+		}
+	}
+	counts := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, name := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamChunks, events.StreamArchive, "KV_" + events.BucketJobs} {
+			s, err := operator.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = info.State.Msgs
+		}
+		return out
+	}
+	before := counts()
+
+	for _, id := range events.ClientIdentities {
+		nc, err := nats.Connect(url, bus.Config{Creds: stagetest.Creds(t, url, id), Identity: id}.Options()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		for _, subj := range subjects[id] {
+			for _, rollup := range []string{"all", "sub"} {
+				msg := nats.NewMsg(subj)
+				msg.Data = []byte(`{}`)
+				msg.Header.Set("Nats-Rollup", rollup)
+				_, err := js.PublishMsg(ctx, msg)
+				var apiErr *jetstream.APIError
+				if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.ErrorCode(server.JSStreamRollupFailedF) {
+					t.Errorf("%s: a rollup %q on %s: %v, want the stream's refusal", id, rollup, subj, err)
+				}
+			}
+		}
+		nc.Close()
+	}
+	if after := counts(); !maps.Equal(before, after) {
+		t.Errorf("messages before the rollups %v, after %v", before, after)
+	}
+}
+
+// Only CHUNKS takes purges (one file's chunks, by fetch and upload); every other
+// stream and the job bucket refuse them to anyone, the operator too: a purge asks
+// for its filter in the request's body, which no permission can read.
+func TestStreamsRefusePurges(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	js := stagetest.JetStream(t, url)
+	ctx := context.Background()
+	for _, name := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamArchive, "KV_" + events.BucketJobs} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range [][]jetstream.StreamPurgeOpt{nil, {jetstream.WithPurgeSubject(s.CachedInfo().Config.Subjects[0])}} {
+			var apiErr *jetstream.APIError
+			if err := s.Purge(ctx, opts...); !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.ErrorCode(server.JSStreamPurgeFailedF) {
+				t.Errorf("the operator's purge of %s (%d options): %v, want the stream's refusal", name, len(opts), err)
+			}
+		}
+	}
+	chunks, _ := js.Stream(ctx, events.StreamChunks)
+	if err := chunks.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject("f1"))); err != nil {
+		t.Errorf("a purge of one file's chunks: %v", err)
 	}
 }
