@@ -76,7 +76,7 @@ var Permissions = map[string]Permission{
 	IdentityNotify: {
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
-			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate,
+			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertBrokerFull, AlertCertificate,
 				AlertGoogleKeyOld, AlertCredentialPrefix+">"),
 			reads(StreamArchive, jobStream),
 			// How full the streams are, for the chunk-window and broker-full alerts;
