@@ -221,6 +221,13 @@ func TestEachIdentityMayDoOnlyItsJob(t *testing.T) {
 		{events.IdentityNotify, readMsg(events.StreamZoomEvents), false},
 		{events.IdentityFetch, readMsg(events.StreamZoomEvents), true},
 
+		// The broker-full alert is notify's alone: the hook, which can fill
+		// ZOOM_EVENTS, can neither fake nor clear it.
+		{events.IdentityHook, publish(events.AlertSubject(events.AlertBrokerFull)), false},
+		{events.IdentityHook, putJob(events.AlertKey(events.AlertBrokerFull)), false},
+		{events.IdentityNotify, publish(events.AlertSubject(events.AlertBrokerFull)), true},
+		{events.IdentityNotify, putJob(events.AlertKey(events.AlertBrokerFull)), true},
+
 		// Purges: only fetch and upload, only CHUNKS (each drops one file's chunks).
 		{events.IdentityFetch, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
 		{events.IdentityUpload, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
