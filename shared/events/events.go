@@ -196,7 +196,7 @@ const (
 	AlertWebhooksMissing   = "webhooks_missing"
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
-	AlertBrokerFull        = "broker_full" // notify: a stream that refuses new messages at its limit is nearly full
+	AlertBrokerFull        = "broker_full"         // notify: a stream that refuses new messages at its limit is nearly full
 	AlertCertificate       = "certificate"         // notify: the domain's certificate is about to expire
 	AlertGoogleKeyOld      = "google_key_old"      // notify: the Google key is older than KEY_MAX_AGE
 	AlertGoogleKeyRotation = "google_key_rotation" // upload rotate-key failed
