@@ -61,6 +61,14 @@ func (t Topology) Shares() Shares {
 	return Shares{Events: rest / 4, Jobs: rest / 4, Archive: rest / 4, FetchJobs: rest / 8, Chunks: t.ChunkWindow}
 }
 
+// storageFits tells whether Storage leaves the other streams room beside CHUNKS.
+func (t Topology) storageFits() error {
+	if t.Storage < 2*t.ChunkWindow {
+		return errors.New("must be at least twice CHUNK_WINDOW: the chunk stream takes CHUNK_WINDOW of it, the other streams share the rest")
+	}
+	return nil
+}
+
 // Config is what a stage needs to reach the broker: where, and as whom; and
 // whether its metrics listener serves profiles too (METRICS_PPROF).
 type Config struct {
@@ -107,8 +115,8 @@ func ReadTopology(v *config.Values) Topology {
 	if t.ChunkWindow > 0 && t.ChunkWindow < events.MaxPayload {
 		v.Invalid("CHUNK_WINDOW", fmt.Sprintf("must be at least %dMiB, the broker's largest message: it holds whole chunk messages", events.MaxPayload>>20))
 	}
-	if t.Storage > 0 && t.Storage < 2*t.ChunkWindow {
-		v.Invalid("BROKER_STORAGE", "must be at least twice CHUNK_WINDOW: the chunk stream takes CHUNK_WINDOW of it, the other streams share the rest")
+	if err := t.storageFits(); t.Storage > 0 && err != nil {
+		v.Invalid("BROKER_STORAGE", err.Error())
 	}
 	if t.EventsDedupe > 0 && t.EventsDedupe < events.ZoomEventsDedupMin {
 		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", t.EventsDedupe, events.ZoomEventsDedupMin))
@@ -184,8 +192,8 @@ func Refused(nc *nats.Conn, c Config) error {
 // of an earlier version is updated to this: the broker takes rollups away and
 // denies purges on a stream that had them.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
-	if t.Storage < 2*t.ChunkWindow {
-		return fmt.Errorf("BROKER_STORAGE %d bytes: must be at least twice CHUNK_WINDOW (%d)", t.Storage, t.ChunkWindow)
+	if err := t.storageFits(); err != nil {
+		return fmt.Errorf("BROKER_STORAGE %d bytes: %w", t.Storage, err)
 	}
 	share := t.Shares()
 	streams := []jetstream.StreamConfig{{
