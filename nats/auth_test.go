@@ -503,3 +503,21 @@ func TestStreamsRefusePurges(t *testing.T) {
 		t.Errorf("a purge of one file's chunks: %v", err)
 	}
 }
+
+// Nothing but a chunk needs more than events.MaxRecord: every other stream and the
+// job bucket refuse a larger message, so a flood fills them no faster with big ones.
+func TestStreamsRefuseLargeMessages(t *testing.T) {
+	js := stagetest.JetStream(t, stagetest.NewBroker(t))
+	ctx := context.Background()
+	big := make([]byte, events.MaxRecord+1)
+	for _, subj := range []string{"zoom.event.recording.completed", events.FetchJobSubject("f1"), events.FileVerifiedSubject("f1"),
+		events.JobSubject(events.HeartbeatKey(events.IdentityHook))} {
+		var apiErr *jetstream.APIError
+		if _, err := js.Publish(ctx, subj, big); !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamMessageExceedsMaximum {
+			t.Errorf("%d bytes on %s: %v, want the stream's refusal", len(big), subj, err)
+		}
+	}
+	if _, err := js.Publish(ctx, events.ChunkSubject("f1"), make([]byte, events.MaxChunkData)); err != nil {
+		t.Errorf("a chunk of %d bytes: %v", events.MaxChunkData, err)
+	}
+}
