@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	broker "zoomarchive/nats"
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 )
@@ -75,12 +78,58 @@ func consumer(stream, name, filter string) operation {
 	}}
 }
 
+// request is a JetStream API call by hand; any answer means the broker let it
+// through.
+func request(name, subject, body string) operation {
+	return operation{name, func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		_, err := nc.RequestWithContext(ctx, subject, []byte(body))
+		return err
+	}}
+}
+
+// coreOp is a plain publish: a refusal comes back as an asynchronous error.
+func coreOp(name, subject string) operation {
+	return operation{name, func(_ context.Context, nc *nats.Conn, _ jetstream.JetStream) error {
+		if err := nc.Publish(subject, nil); err != nil {
+			return err
+		}
+		return nc.Flush()
+	}}
+}
+
+func pull(stream, consumer string) operation {
+	return request("pull from "+consumer+" on "+stream, "$JS.API.CONSUMER.MSG.NEXT."+stream+"."+consumer, `{"batch":1,"no_wait":true}`)
+}
+
+func ack(stream, consumer string) operation {
+	return coreOp("ack a message of "+consumer, "$JS.ACK."+stream+"."+consumer+".1.1.1.1700000000000000000.0")
+}
+
+func readMsg(stream string) operation {
+	return request("read a message of "+stream, "$JS.API.STREAM.MSG.GET."+stream, `{"seq":1}`)
+}
+
+func directGet(stream string) operation {
+	return request("direct get from "+stream, "$JS.API.DIRECT.GET."+stream, `{"seq":1}`)
+}
+
+// purgeOf purges stream, only filter's messages when filter is not empty; the
+// permission is asked, the stream may still refuse (DenyPurge).
+func purgeOf(stream, filter string) operation {
+	name := "purge " + stream
+	if filter != "" {
+		name += " " + filter
+	}
+	return request(name, "$JS.API.STREAM.PURGE."+stream, `{"filter":"`+filter+`"}`)
+}
+
 var (
 	deleteStream = operation{"delete stream " + events.StreamChunks, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
 		return js.DeleteStream(ctx, events.StreamChunks)
 	}}
 	editStream = operation{"edit stream " + events.StreamZoomEvents, func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream) error {
-		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute})
+		_, err := js.UpdateStream(ctx, jetstream.StreamConfig{Name: events.StreamZoomEvents, Subjects: []string{events.SubjectZoomEvents}, MaxAge: time.Minute,
+			DenyPurge: true}) // a stream cannot take purges again once it denied them
 		return err
 	}}
 	// What nats.go's key watcher sends to recreate its ordered consumer after a
@@ -153,6 +202,42 @@ func TestEachIdentityMayDoOnlyItsJob(t *testing.T) {
 		{events.IdentityHook, recreateJobWatcher, false},
 		{events.IdentityUpload, readOthersInbox, false},
 		{events.IdentityOperator, readOthersInbox, true},
+
+		// notify gets what its mails need: no pull or ack on fetch's consumer, no
+		// chunk's bytes, but how full the streams are.
+		{events.IdentityNotify, pull(events.StreamArchive, events.ConsumerFetchArchive), false},
+		{events.IdentityFetch, pull(events.StreamArchive, events.ConsumerFetchArchive), true},
+		{events.IdentityNotify, ack(events.StreamArchive, events.ConsumerFetchArchive), false},
+		{events.IdentityFetch, ack(events.StreamArchive, events.ConsumerFetchArchive), true},
+		{events.IdentityNotify, consumer(events.StreamArchive, events.ConsumerNotify, ""), true},
+		{events.IdentityNotify, pull(events.StreamArchive, events.ConsumerNotify), true},
+		{events.IdentityNotify, readMsg(events.StreamChunks), false},
+		{events.IdentityNotify, directGet(events.StreamChunks), false},
+		{events.IdentityUpload, readMsg(events.StreamChunks), true},
+		{events.IdentityUpload, directGet(events.StreamChunks), true},
+		{events.IdentityNotify, streamInfo(events.StreamChunks), true},
+		{events.IdentityNotify, streamInfo(events.StreamZoomEvents), true},
+		{events.IdentityNotify, streamInfo(events.StreamFetchJobs), true},
+		{events.IdentityNotify, readMsg(events.StreamZoomEvents), false},
+		{events.IdentityFetch, readMsg(events.StreamZoomEvents), true},
+
+		// The broker-full alert is notify's alone: the hook, which can fill
+		// ZOOM_EVENTS, can neither fake nor clear it.
+		{events.IdentityHook, publish(events.AlertSubject(events.AlertBrokerFull)), false},
+		{events.IdentityHook, putJob(events.AlertKey(events.AlertBrokerFull)), false},
+		{events.IdentityNotify, publish(events.AlertSubject(events.AlertBrokerFull)), true},
+		{events.IdentityNotify, putJob(events.AlertKey(events.AlertBrokerFull)), true},
+
+		// Purges: only fetch and upload, only CHUNKS (each drops one file's chunks).
+		{events.IdentityFetch, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
+		{events.IdentityUpload, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), true},
+		{events.IdentityHook, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), false},
+		{events.IdentityNotify, purgeOf(events.StreamChunks, events.ChunkSubject("f1")), false},
+	}
+	for _, id := range []string{events.IdentityHook, events.IdentityFetch, events.IdentityUpload, events.IdentityNotify} {
+		for _, stream := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamArchive, "KV_" + events.BucketJobs} {
+			cases = append(cases, permCase{id, purgeOf(stream, ""), false})
+		}
 	}
 	for _, id := range []string{events.IdentityHook, events.IdentityFetch, events.IdentityUpload, events.IdentityNotify} {
 		cases = append(cases, permCase{id, deleteStream, false}, permCase{id, editStream, false})
@@ -318,5 +403,121 @@ func TestCredsRenewOneIdentity(t *testing.T) {
 	os.RemoveAll(filepath.Join(dir, "keys"))
 	if _, _, err := broker.RenewCreds(dir, events.IdentityUpload); !errors.Is(err, broker.ErrNoKeys) {
 		t.Errorf("a set without its keys: %v", err)
+	}
+}
+
+// A rollup is a purge riding on a publish: with "Nats-Rollup: all" one message
+// replaces a whole stream, with "sub" every earlier message on its subject. No
+// stream and not the job bucket takes one, from any identity on any subject it
+// may publish on, the operator's included (the streams refuse it themselves), so
+// the hook's heartbeat key cannot erase the jobs.
+func TestNoRollupErasesAnything(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	ctx := context.Background()
+	heartbeat := events.JobSubject(events.HeartbeatKey(events.IdentityHook))
+	fileKey := events.JobSubject(events.FileJobKey("f1"))
+	subjects := map[string][]string{
+		events.IdentityHook: {"zoom.event.recording.completed", heartbeat},
+		events.IdentityFetch: {"zoom.event.recording.completed", events.FetchJobSubject("f1"), events.ChunkSubject("f1"),
+			events.RecordingArchivedSubject("r1"), events.JobSubject(events.RecordingJobKey("r1"))},
+		events.IdentityUpload: {events.FileVerifiedSubject("f1"), events.FetchJobSubject("f1"), fileKey},
+		events.IdentityNotify: {events.AlertSubject(events.AlertChunkWindowFull), events.JobSubject(events.NotifyKey("sent.x"))},
+	}
+	for _, id := range events.Stages {
+		subjects[events.IdentityOperator] = append(subjects[events.IdentityOperator], subjects[id]...)
+	}
+	// Every stream holds messages on the subjects rolled up and on others.
+	operator := stagetest.JetStream(t, url)
+	for _, ss := range subjects {
+		for _, subj := range ss {
+			for _, s := range []string{subj, subj + "x"} {
+				if _, err := operator.Publish(ctx, s, []byte(`{}`)); err != nil {
+					t.Fatalf("seed %s: %v", s, err)
+				}
+			}
+		}
+	}
+	counts := func() map[string]uint64 {
+		out := map[string]uint64{}
+		for _, name := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamChunks, events.StreamArchive, "KV_" + events.BucketJobs} {
+			s, err := operator.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = info.State.Msgs
+		}
+		return out
+	}
+	before := counts()
+
+	for _, id := range events.ClientIdentities {
+		nc, err := nats.Connect(url, bus.Config{Creds: stagetest.Creds(t, url, id), Identity: id}.Options()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		for _, subj := range subjects[id] {
+			for _, rollup := range []string{"all", "sub"} {
+				msg := nats.NewMsg(subj)
+				msg.Data = []byte(`{}`)
+				msg.Header.Set("Nats-Rollup", rollup)
+				_, err := js.PublishMsg(ctx, msg)
+				var apiErr *jetstream.APIError
+				if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.ErrorCode(server.JSStreamRollupFailedF) {
+					t.Errorf("%s: a rollup %q on %s: %v, want the stream's refusal", id, rollup, subj, err)
+				}
+			}
+		}
+		nc.Close()
+	}
+	if after := counts(); !maps.Equal(before, after) {
+		t.Errorf("messages before the rollups %v, after %v", before, after)
+	}
+}
+
+// Only CHUNKS takes purges (one file's chunks, by fetch and upload); every other
+// stream and the job bucket refuse them to anyone, the operator too: a purge asks
+// for its filter in the request's body, which no permission can read.
+func TestStreamsRefusePurges(t *testing.T) {
+	url := stagetest.NewBroker(t)
+	js := stagetest.JetStream(t, url)
+	ctx := context.Background()
+	for _, name := range []string{events.StreamZoomEvents, events.StreamFetchJobs, events.StreamArchive, "KV_" + events.BucketJobs} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, opts := range [][]jetstream.StreamPurgeOpt{nil, {jetstream.WithPurgeSubject(s.CachedInfo().Config.Subjects[0])}} {
+			var apiErr *jetstream.APIError
+			if err := s.Purge(ctx, opts...); !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.ErrorCode(server.JSStreamPurgeFailedF) {
+				t.Errorf("the operator's purge of %s (%d options): %v, want the stream's refusal", name, len(opts), err)
+			}
+		}
+	}
+	chunks, _ := js.Stream(ctx, events.StreamChunks)
+	if err := chunks.Purge(ctx, jetstream.WithPurgeSubject(events.ChunkSubject("f1"))); err != nil {
+		t.Errorf("a purge of one file's chunks: %v", err)
+	}
+}
+
+// Nothing but a chunk needs more than events.MaxRecord: every other stream and the
+// job bucket refuse a larger message, so a flood fills them no faster with big ones.
+func TestStreamsRefuseLargeMessages(t *testing.T) {
+	js := stagetest.JetStream(t, stagetest.NewBroker(t))
+	ctx := context.Background()
+	big := make([]byte, events.MaxRecord+1)
+	for _, subj := range []string{"zoom.event.recording.completed", events.FetchJobSubject("f1"), events.FileVerifiedSubject("f1"),
+		events.JobSubject(events.HeartbeatKey(events.IdentityHook))} {
+		var apiErr *jetstream.APIError
+		if _, err := js.Publish(ctx, subj, big); !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamMessageExceedsMaximum {
+			t.Errorf("%d bytes on %s: %v, want the stream's refusal", len(big), subj, err)
+		}
+	}
+	if _, err := js.Publish(ctx, events.ChunkSubject("f1"), make([]byte, events.MaxChunkData)); err != nil {
+		t.Errorf("a chunk of %d bytes: %v", events.MaxChunkData, err)
 	}
 }

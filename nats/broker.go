@@ -57,13 +57,11 @@ func Options(cfg Config) (*server.Options, error) {
 		ServerName: name,
 		Host:       host,
 		Port:       port,
-		MaxPayload: events.MaxPayload,
-		// The permissions travel in each program's JWT, on its CONNECT line.
-		MaxControlLine: events.MaxControlLine,
-		JetStream:      true,
-		StoreDir:       cfg.StoreDir,
-		NoSigs:         true, // the process owns its signals and shuts the server down itself
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true, // the process owns its signals and shuts the server down itself
 	}
+	limit(opts, cfg.Topology)
 	if cfg.Monitor != "" {
 		if opts.HTTPHost, opts.HTTPPort, err = splitHostPort(cfg.Monitor); err != nil {
 			return nil, fmt.Errorf("monitor address %q: %w", cfg.Monitor, err)
@@ -97,12 +95,36 @@ func Start(cfg Config, log *slog.Logger) (*server.Server, error) {
 // gives nats.conf), with cfg's identities and topology and the process keeping its
 // own signals.
 func StartFile(path string, cfg Config, log *slog.Logger) (*server.Server, error) {
+	opts, err := FileOptions(path, cfg.Topology)
+	if err != nil {
+		return nil, err
+	}
+	return start(opts, cfg, log)
+}
+
+// FileOptions are the server options of a nats-server configuration file, with
+// the process keeping its own signals and the limits of the contract and t.
+func FileOptions(path string, t bus.Topology) (*server.Options, error) {
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
 	opts.NoSigs = true
-	return start(opts, cfg, log)
+	limit(opts, t)
+	return opts, nil
+}
+
+// limit sets the server's limits from the contract and the topology, the same
+// whether the options came from Config or from a file (which leaves them out):
+// one message at most events.MaxPayload, headers included; a protocol line long
+// enough for a program's CONNECT, whose JWT carries its permissions; and JetStream
+// on disk at most BROKER_STORAGE, whatever the streams' own limits say. The
+// account of the pipeline is the only one with JetStream, so this is its limit;
+// its JWT says unlimited because the broker cannot sign a new one (the account's
+// key stays out of it), and the server's limit holds over the account's.
+func limit(opts *server.Options, t bus.Topology) {
+	opts.MaxPayload, opts.MaxControlLine = events.MaxPayload, events.MaxControlLine
+	opts.JetStreamMaxStore = t.Storage
 }
 
 func start(opts *server.Options, cfg Config, log *slog.Logger) (*server.Server, error) {
@@ -155,7 +177,7 @@ func declare(s *server.Server, t *trust, topo bus.Topology, clustered bool, log 
 	for try := 0; ; try++ {
 		err := declareOnce(ctx, s, t, topo)
 		if err == nil {
-			log.Info("topology declared", "replicas", topo.Replicas, "chunk_window", topo.ChunkWindow)
+			log.Info("topology declared", "replicas", topo.Replicas, "chunk_window", topo.ChunkWindow, "storage", topo.Storage)
 			return nil
 		}
 		wait := bus.RetryWait(try)

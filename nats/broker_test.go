@@ -30,13 +30,22 @@ import (
 	"zoomarchive/shared/stagetest"
 )
 
-// nats.conf, which compose runs, must be the same server as the embedded one.
+// nats.conf, which compose runs, must be the same server as the embedded one;
+// the limits are the broker's to set, once, and the file leaves them out.
 func TestConfFileMatchesEmbedded(t *testing.T) {
-	file, err := server.ProcessConfigFile("nats.conf")
+	raw, err := server.ProcessConfigFile("nats.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
-	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "127.0.0.1:8222", StoreDir: "/data/nats"})
+	if raw.MaxPayload != 0 || raw.MaxControlLine != 0 || raw.JetStreamMaxStore != 0 {
+		t.Errorf("nats.conf sets limits bin/broker overrides: max_payload %d, max_control_line %d, max_file_store %d",
+			raw.MaxPayload, raw.MaxControlLine, raw.JetStreamMaxStore)
+	}
+	file, err := broker.FileOptions("nats.conf", stagetest.DefaultTopology)
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, err := broker.Options(broker.Config{Listen: "0.0.0.0:4222", Monitor: "127.0.0.1:8222", StoreDir: "/data/nats", Topology: stagetest.DefaultTopology})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,9 +59,10 @@ func TestConfFileMatchesEmbedded(t *testing.T) {
 		MaxControl int32
 		JetStream  bool
 		StoreDir   string
+		MaxStore   int64
 	}
-	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.MaxControlLine, file.JetStream, file.StoreDir}
-	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.MaxControlLine, emb.JetStream, emb.StoreDir}
+	got := view{file.ServerName, file.Host, file.Port, file.HTTPHost, file.HTTPPort, file.MaxPayload, file.MaxControlLine, file.JetStream, file.StoreDir, file.JetStreamMaxStore}
+	want := view{emb.ServerName, emb.Host, emb.Port, emb.HTTPHost, emb.HTTPPort, emb.MaxPayload, emb.MaxControlLine, emb.JetStream, emb.StoreDir, emb.JetStreamMaxStore}
 	if got != want {
 		t.Errorf("nats.conf %+v\nembedded  %+v", got, want)
 	}
@@ -124,9 +134,9 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	err = broker.Run(context.Background(), []string{"broker"}, func(k string) string {
-		return map[string]string{"ZOOM_EVENTS_DEDUPE": "10m", "CHUNK_WINDOW": "1MiB"}[k]
+		return map[string]string{"ZOOM_EVENTS_DEDUPE": "10m", "CHUNK_WINDOW": "1MiB", "BROKER_STORAGE": "1MiB"}[k]
 	}, &out, &out)
-	for _, want := range []string{"BROKER_AUTH_DIR: required", "ZOOM_EVENTS_DEDUPE", "CHUNK_WINDOW", "3 setting(s)"} {
+	for _, want := range []string{"BROKER_AUTH_DIR: required", "ZOOM_EVENTS_DEDUPE", "CHUNK_WINDOW", "BROKER_STORAGE", "4 setting(s)"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}
@@ -256,4 +266,37 @@ func routeTLS(t *testing.T, dir string) (cert, key, ca string) {
 		return p
 	}
 	return write("node.pem", "CERTIFICATE", der), write("node-key.pem", "PRIVATE KEY", keyDER), write("ca.pem", "CERTIFICATE", caDER)
+}
+
+// BROKER_STORAGE bounds all JetStream data on the disk, an operator's own stream
+// without limits included: past it the broker refuses to store.
+func TestStorageBoundsTheWholeBroker(t *testing.T) {
+	dir, addr := t.TempDir(), stagetest.FreeAddr(t)
+	topo := stagetest.DefaultTopology
+	topo.ChunkWindow, topo.Storage = 8<<20, 16<<20
+	auth := stagetest.Auth(t, dir)
+	s, err := broker.Start(broker.Config{Listen: addr, StoreDir: dir, AuthDir: auth, Topology: topo}, obs.Logger(io.Discard, "broker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	url := "nats://" + addr
+	stagetest.UseAuth(url, auth)
+	js := stagetest.JetStream(t, url)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BIG", Subjects: []string{"big"}, MaxBytes: topo.Storage / 2}); err == nil {
+		t.Error("a stream reserving half of BROKER_STORAGE, beside the pipeline's, was created")
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "U", Subjects: []string{"u"}}); err != nil {
+		t.Fatal(err)
+	}
+	mib := bytes.Repeat([]byte{'u'}, 1<<20)
+	for i := 0; ; i++ {
+		if _, err := js.Publish(ctx, "u", mib); err != nil {
+			break
+		}
+		if int64(i+1)<<20 > topo.Storage {
+			t.Fatalf("stored %d MiB in a broker of %d MiB", i+1, topo.Storage>>20)
+		}
+	}
 }

@@ -32,6 +32,7 @@ var TopologySettings = []config.Setting{
 	{Name: "ZOOM_EVENTS_MAX_AGE", Default: "720h", Usage: "how long ZOOM_EVENTS keeps webhooks for replays"},
 	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same body) is stored once; at least 90m, Zoom retries for 85m"},
 	{Name: "CHUNK_WINDOW", Default: "64MiB", Usage: "the most bytes the chunk stream between fetch and upload may hold"},
+	{Name: "BROKER_STORAGE", Default: "3GiB", Usage: "the most bytes the broker keeps on disk; every stream and the job bucket get a share of it (README, The broker's limits). 3GiB on the 10 GB droplet"},
 }
 
 // archiveMaxAge keeps archive events long enough for a digest and a look back.
@@ -43,6 +44,29 @@ type Topology struct {
 	EventsMaxAge time.Duration
 	EventsDedupe time.Duration
 	ChunkWindow  int64
+	Storage      int64 // BROKER_STORAGE: the broker's whole disk, shared by Shares
+}
+
+// Shares is what each stream and the job bucket may hold of Topology.Storage:
+// CHUNKS its window, and of the rest ZOOM_EVENTS, the job bucket and ARCHIVE a
+// quarter each and FETCH_JOBS an eighth. The last eighth is no stream's: room
+// for an operator's own streams (a replay, a copy) within the same limit.
+type Shares struct {
+	Events, Jobs, Archive, FetchJobs, Chunks int64
+}
+
+// Shares divides t.Storage.
+func (t Topology) Shares() Shares {
+	rest := t.Storage - t.ChunkWindow
+	return Shares{Events: rest / 4, Jobs: rest / 4, Archive: rest / 4, FetchJobs: rest / 8, Chunks: t.ChunkWindow}
+}
+
+// storageFits tells whether Storage leaves the other streams room beside CHUNKS.
+func (t Topology) storageFits() error {
+	if t.Storage < 2*t.ChunkWindow {
+		return errors.New("must be at least twice CHUNK_WINDOW: the chunk stream takes CHUNK_WINDOW of it, the other streams share the rest")
+	}
+	return nil
 }
 
 // Config is what a stage needs to reach the broker: where, and as whom; and
@@ -86,9 +110,13 @@ func ReadTopology(v *config.Values) Topology {
 		EventsMaxAge: v.Duration("ZOOM_EVENTS_MAX_AGE"),
 		EventsDedupe: v.Duration("ZOOM_EVENTS_DEDUPE"),
 		ChunkWindow:  v.Bytes("CHUNK_WINDOW"),
+		Storage:      v.Bytes("BROKER_STORAGE"),
 	}
-	if t.ChunkWindow > 0 && t.ChunkWindow < 8<<20 {
-		v.Invalid("CHUNK_WINDOW", "must be at least 8MiB: it holds whole chunk messages")
+	if t.ChunkWindow > 0 && t.ChunkWindow < events.MaxPayload {
+		v.Invalid("CHUNK_WINDOW", fmt.Sprintf("must be at least %dMiB, the broker's largest message: it holds whole chunk messages", events.MaxPayload>>20))
+	}
+	if err := t.storageFits(); t.Storage > 0 && err != nil {
+		v.Invalid("BROKER_STORAGE", err.Error())
 	}
 	if t.EventsDedupe > 0 && t.EventsDedupe < events.ZoomEventsDedupMin {
 		v.Invalid("ZOOM_EVENTS_DEDUPE", fmt.Sprintf("%s is shorter than Zoom's retry schedule; use at least %s", t.EventsDedupe, events.ZoomEventsDedupMin))
@@ -156,29 +184,49 @@ func Refused(nc *nats.Conn, c Config) error {
 	return nil
 }
 
-// Ensure creates or updates every stream and bucket of the topology.
+// Ensure creates or updates every stream and bucket of the topology. No stream
+// takes rollups, and only CHUNKS may be purged (fetch and upload drop one file's
+// chunks nobody will read); each holds at most its share of Storage, and at its
+// limit refuses what is new (DiscardNew) but ARCHIVE, which drops its oldest: an
+// alert must always get through (README, The broker's limits). An existing stream
+// of an earlier version is updated to this: the broker takes rollups away and
+// denies purges on a stream that had them.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	if err := t.storageFits(); err != nil {
+		return fmt.Errorf("BROKER_STORAGE %d bytes: %w", t.Storage, err)
+	}
+	share := t.Shares()
 	streams := []jetstream.StreamConfig{{
+		// Full: the hook answers 503 and Zoom retries; notify says the broker is full.
 		Name:        events.StreamZoomEvents,
 		Description: "Verified Zoom webhooks, raw bodies, kept for replays",
 		Subjects:    []string{events.SubjectZoomEvents},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      t.EventsMaxAge,
+		MaxBytes:    share.Events,
+		MaxMsgSize:  events.MaxRecord,
 		Duplicates:  t.EventsDedupe,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
+		DenyPurge:   true,
 	}, {
 		Name:        events.StreamFetchJobs,
 		Description: "One message per file to download from Zoom",
 		Subjects:    []string{events.SubjectFetchJobs},
 		Retention:   jetstream.WorkQueuePolicy,
+		MaxBytes:    share.FetchJobs,
+		MaxMsgSize:  events.MaxRecord,
+		Discard:     jetstream.DiscardNew,
 		Duplicates:  2 * time.Minute,
+		DenyPurge:   true,
 	}, {
 		// The window: a full stream refuses new chunks (DiscardNew) and fetch waits.
+		// Purges stay: fetch and upload drop one file's chunks (WithPurgeSubject).
 		Name:        events.StreamChunks,
 		Description: "File bytes in flight from fetch to upload",
 		Subjects:    []string{events.SubjectChunks},
 		Retention:   jetstream.WorkQueuePolicy,
-		MaxBytes:    t.ChunkWindow,
+		MaxBytes:    share.Chunks,
+		MaxMsgSize:  events.MaxPayload,
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  2 * time.Minute,
 	}, {
@@ -187,8 +235,11 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		Subjects:    events.ArchiveSubjects,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      archiveMaxAge,
+		MaxBytes:    share.Archive,
+		MaxMsgSize:  events.MaxRecord,
 		Duplicates:  10 * time.Minute,
 		Discard:     jetstream.DiscardOld,
+		DenyPurge:   true,
 	}}
 	for _, sc := range streams {
 		sc.Storage, sc.Replicas, sc.AllowDirect = jetstream.FileStorage, t.Replicas, true
@@ -196,31 +247,33 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 			return fmt.Errorf("stream %s: %w", sc.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jobsBucket(t.Replicas)); err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, jobsBucket(t.Replicas, share.Jobs)); err != nil {
 		return fmt.Errorf("bucket %s: %w", events.BucketJobs, err)
 	}
 	return nil
 }
 
 // jobsBucket is the job bucket's stream: a key-value bucket as nats.go makes one
-// (one value per key, rollups, no message deletes), except that direct gets are
-// off. A direct get may be answered by a follower that has not seen the latest
-// write, and a job read as missing would drop its work; with direct gets off every
-// read goes to the stream's leader.
-func jobsBucket(replicas int) jetstream.StreamConfig {
+// (one value per key, no message deletes), except that direct gets are off and
+// so are rollups. A direct get may be answered by a follower that has not seen the
+// latest write, and a job read as missing would drop its work; with direct gets
+// off every read goes to the stream's leader. A rollup ("Nats-Rollup: all") is a
+// purge of the whole bucket by anyone who may put one key, and nothing here
+// purges a key (kv.Purge): DenyPurge, no rollups.
+func jobsBucket(replicas int, maxBytes int64) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              "KV_" + events.BucketJobs,
 		Description:       "Per-file and per-recording job state",
 		Subjects:          []string{"$KV." + events.BucketJobs + ".>"},
 		MaxMsgsPerSubject: 1,
-		MaxBytes:          -1,
-		MaxMsgSize:        -1,
+		MaxBytes:          maxBytes,
+		MaxMsgSize:        events.MaxRecord,
 		MaxMsgs:           -1,
 		MaxConsumers:      -1,
 		Storage:           jetstream.FileStorage,
 		Replicas:          replicas,
-		AllowRollup:       true,
 		DenyDelete:        true,
+		DenyPurge:         true,
 		Duplicates:        2 * time.Minute,
 		Discard:           jetstream.DiscardNew,
 	}

@@ -26,6 +26,17 @@ const MaxPayload = 8 << 20
 // under MaxPayload for its headers; upload pulls one such message at a time at least.
 const MaxChunkData = 4 << 20
 
+// MaxEventBody bounds a webhook body the hook stores (HOOK_MAX_BODY at most): Zoom's
+// are a few KiB, a recording with many participant audio files some tens.
+const MaxEventBody = 1 << 20
+
+// MaxHeaders is the room a message's headers may take beside its body.
+const MaxHeaders = 64 << 10
+
+// MaxRecord bounds one message of every stream but CHUNKS, and one job value,
+// headers included: nothing but chunks needs more.
+const MaxRecord = MaxEventBody + MaxHeaders
+
 // MaxControlLine bounds a protocol line: a program's CONNECT carries its JWT, which
 // holds its whole permission list, past the server's default of 4 KiB.
 const MaxControlLine = 16 << 10
@@ -185,6 +196,7 @@ const (
 	AlertWebhooksMissing   = "webhooks_missing"
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
+	AlertBrokerFull        = "broker_full"         // notify: a stream that refuses new messages at its limit is nearly full
 	AlertCertificate       = "certificate"         // notify: the domain's certificate is about to expire
 	AlertGoogleKeyOld      = "google_key_old"      // notify: the Google key is older than KEY_MAX_AGE
 	AlertGoogleKeyRotation = "google_key_rotation" // upload rotate-key failed

@@ -76,14 +76,16 @@ var Permissions = map[string]Permission{
 	IdentityNotify: {
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
-			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate,
+			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertBrokerFull, AlertCertificate,
 				AlertGoogleKeyOld, AlertCredentialPrefix+">"),
-			reads(StreamArchive, StreamChunks, jobStream),
+			reads(StreamArchive, jobStream),
+			// How full the streams are, for the chunk-window and broker-full alerts;
+			// never a chunk's bytes.
+			infos(StreamChunks, StreamZoomEvents, StreamFetchJobs),
 			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), jobWatchers()),
-		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.
-		DenyPublish: []string{jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive + ".>",
-			jsAPI + "CONSUMER.CREATE." + StreamArchive + "." + ConsumerFetchArchive,
-			jsAPI + "CONSUMER.DELETE." + StreamArchive + "." + ConsumerFetchArchive},
+		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's:
+		// nothing of fetch-archive, neither its messages nor their acks.
+		DenyPublish: consumerOps(StreamArchive, ConsumerFetchArchive),
 	},
 }
 
@@ -121,14 +123,32 @@ func reads(streams ...string) []string {
 	return out
 }
 
+// infos: a stream's info alone (its limits and how full it is), no message.
+func infos(streams ...string) []string {
+	var out []string
+	for _, s := range streams {
+		out = append(out, jsAPI+"STREAM.INFO."+s)
+	}
+	return out
+}
+
+// purge: dropping messages of the stream. The purge request names its filter in
+// the body, which permissions cannot see; the streams that must not lose messages
+// deny purges themselves (bus.Topology.Ensure).
 func purge(stream string) []string { return []string{jsAPI + "STREAM.PURGE." + stream} }
 
 // ownConsumer: create, read, pull from and acknowledge one named consumer ('*':
 // any).
 func ownConsumer(stream, name string) []string {
+	return append(consumerOps(stream, name), "$JS.FC."+stream+".>")
+}
+
+// consumerOps: everything that names one consumer: create, read, delete, pull
+// from it and acknowledge its messages.
+func consumerOps(stream, name string) []string {
 	c := stream + "." + name
 	return []string{jsAPI + "CONSUMER.CREATE." + c, jsAPI + "CONSUMER.CREATE." + c + ".>", jsAPI + "CONSUMER.INFO." + c,
-		jsAPI + "CONSUMER.DELETE." + c, jsAPI + "CONSUMER.MSG.NEXT." + c, "$JS.ACK." + c + ".>", "$JS.FC." + stream + ".>"}
+		jsAPI + "CONSUMER.DELETE." + c, jsAPI + "CONSUMER.MSG.NEXT." + c, "$JS.ACK." + c + ".>"}
 }
 
 // watchers: short-lived consumers of any name, for key listings and ordered reads

@@ -62,7 +62,7 @@ func FreeAddr(t testing.TB) string {
 var authOf sync.Map
 
 // DefaultTopology is the topology with the stages' default settings.
-var DefaultTopology = bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: 64 << 20}
+var DefaultTopology = bus.Topology{Replicas: 1, EventsMaxAge: 720 * time.Hour, EventsDedupe: 2 * time.Hour, ChunkWindow: 64 << 20, Storage: 3 << 30}
 
 // Broker runs the project's embedded broker on addr with file storage in dir and
 // the identities of dir/auth (written on first use, so a restart on the same dir

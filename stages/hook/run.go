@@ -59,8 +59,8 @@ func configure(v *config.Values, stdout io.Writer) (*hook, runConf, error) {
 	if timeout >= zoomDeadline {
 		v.Invalid("HOOK_PUBLISH_TIMEOUT", fmt.Sprintf("%s leaves no time to answer within Zoom's %s", timeout, zoomDeadline))
 	}
-	if maxBody > events.MaxPayload-64<<10 {
-		v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must leave room for headers under the broker's %d-byte message limit", events.MaxPayload))
+	if maxBody > events.MaxEventBody {
+		v.Invalid("HOOK_MAX_BODY", fmt.Sprintf("must be at most %dKiB: ZOOM_EVENTS refuses larger events (Zoom's are a few KiB)", events.MaxEventBody>>10))
 	}
 	c := runConf{bus: bus.ReadConfig(v, events.IdentityHook), reg: obs.Registry(),
 		addr: v.String("HOOK_ADDR"), metricsAddr: v.String("METRICS_ADDR"), maxBody: int(maxBody),
@@ -110,7 +110,7 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 		SecureErrorLogMessage: true,
 		Logger:                fasthttpLog{log},
 	}
-	if pay := nc.MaxPayload(); pay > 0 && pay < int64(c.maxBody)+64<<10 {
+	if pay := nc.MaxPayload(); pay > 0 && pay < int64(c.maxBody)+events.MaxHeaders {
 		log.Warn("the broker's max_payload is smaller than HOOK_MAX_BODY allows; large events will be answered 503", "max_payload", pay)
 	}
 

@@ -333,6 +333,48 @@ func TestBrokerDownThen503ThenBack(t *testing.T) {
 	}
 }
 
+// A full ZOOM_EVENTS refuses new events and keeps the old ones: the hook answers
+// 503 in time and Zoom retries later; what was stored stays.
+func TestFullEventStreamAnswers503(t *testing.T) {
+	natsURL, h := newStack(t)
+	// A small broker: ZOOM_EVENTS gets a quarter of what the window leaves, 2 MiB.
+	topo := stagetest.DefaultTopology
+	topo.ChunkWindow, topo.Storage = 8<<20, 16<<20
+	if err := topo.Ensure(context.Background(), stagetest.JetStream(t, natsURL)); err != nil {
+		t.Fatal(err)
+	}
+	limit := topo.Shares().Events
+	// Genuine events of 600 KB each: three fit, the fourth does not.
+	body := func(i int) []byte {
+		return []byte(strings.Replace(recordingBody, `"brand_new_field":{"x":1}`,
+			fmt.Sprintf(`"brand_new_field":{"x":%d,"pad":%q}`, i, strings.Repeat("z", 600_000)), 1))
+	}
+	for i := range 3 {
+		if status, _, err := h.zoom.Send(context.Background(), standins.Delivery{Body: body(i), RequestID: standins.NewZoomRequestID()}); err != nil || status != http.StatusOK {
+			t.Fatalf("event %d: status %d, err %v", i, status, err)
+		}
+	}
+	start := time.Now()
+	status, _, err := h.zoom.Send(context.Background(), standins.Delivery{Body: body(3), RequestID: standins.NewZoomRequestID()})
+	if err != nil || status != http.StatusServiceUnavailable {
+		t.Fatalf("an event past the stream's %d bytes: status %d, err %v; want 503", limit, status, err)
+	}
+	if took := time.Since(start); took >= zoomDeadline {
+		t.Errorf("503 took %s; Zoom waits 3s", took)
+	}
+	if h.metric(t, "zoomarchive_hook_publish_failures_total") != 1 {
+		t.Error("the refused event was not counted")
+	}
+	msgs := storedEvents(t, natsURL)
+	var stored int
+	for _, m := range msgs {
+		stored += len(m.Data)
+	}
+	if len(msgs) != 3 || !bytes.Contains(msgs[0].Data, []byte(`"x":0,`)) || int64(stored) > limit {
+		t.Fatalf("stored %d events, %d bytes (limit %d); want the first three, kept", len(msgs), stored, limit)
+	}
+}
+
 // A broker that holds the connection but stops answering: 503 at the publish
 // timeout, before Zoom's 3 s; the late store and Zoom's retry still make one event.
 func TestSlowBrokerAnswers503InTime(t *testing.T) {

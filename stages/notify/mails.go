@@ -200,6 +200,7 @@ var alertTitles = map[string]string{
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
 	events.AlertWebhookRejections: "many rejected webhooks",
 	events.AlertChunkWindowFull:   "uploads are not keeping up",
+	events.AlertBrokerFull:        "the broker is nearly full",
 	events.AlertGoogleKeyOld:      "the Google key is due for rotation",
 	events.AlertGoogleKeyRotation: "rotating the Google key failed",
 }

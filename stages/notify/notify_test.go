@@ -288,6 +288,36 @@ func TestAlertsFromWatchingThePipeline(t *testing.T) {
 	}
 }
 
+// A stream that refuses new messages at its limit, 90% full, makes one alert;
+// it ends when the stream has room again.
+func TestBrokerFullAlert(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	topo := stagetest.DefaultTopology // a small broker: ZOOM_EVENTS holds 2 MiB
+	topo.ChunkWindow, topo.Storage = 8<<20, 16<<20
+	if err := topo.Ensure(ctx, w.js); err != nil {
+		t.Fatal(err)
+	}
+	w.startNotify(t)
+	for i := range 2 {
+		if _, err := w.js.Publish(ctx, "zoom.event.recording.completed", bytes.Repeat([]byte{'z'}, 950_000), jetstream.WithMsgID(fmt.Sprint("flood-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mails := w.waitMails(t, 1)
+	if !strings.Contains(mails[0].Subject, "the broker is nearly full") || !strings.Contains(mails[0].Text, events.StreamZoomEvents+" holds") {
+		t.Fatalf("mail %q:\n%s", mails[0].Subject, mails[0].Text)
+	}
+	stored, _ := w.js.Stream(ctx, events.StreamZoomEvents)
+	if err := stored.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	mails = w.waitMails(t, 2)
+	if !strings.Contains(mails[1].Subject, "over: the broker is nearly full") {
+		t.Fatalf("second mail %q, want the alert's end", mails[1].Subject)
+	}
+}
+
 func TestStartupSaysWhatToFix(t *testing.T) {
 	w := newWorld(t, nil)
 	try := func(env map[string]string) error {

@@ -33,6 +33,7 @@ func (st *stage) watch(ctx context.Context) {
 	for {
 		st.checkHeartbeats(ctx)
 		st.checkWindow(ctx)
+		st.checkStorage(ctx)
 		st.checkCertificate(ctx)
 		st.checkKeyAge(ctx)
 		st.pingHeartbeat(ctx)
@@ -115,6 +116,43 @@ func (st *stage) checkWindow(ctx context.Context) {
 			"The chunk stream between fetch and upload has been full (%d of %d bytes) for %s: uploads to Drive are not keeping up, or upload has stopped.",
 			info.State.Bytes, info.Config.MaxBytes, full.Round(time.Second)))
 	}
+}
+
+// refusingStreams refuse new messages at their limit (bus.Topology.Ensure): the
+// hook's webhooks, fetch's file jobs and the job state. CHUNKS has its own alert,
+// ARCHIVE drops its oldest.
+var refusingStreams = []string{events.StreamZoomEvents, events.StreamFetchJobs, "KV_" + events.BucketJobs}
+
+// brokerFullAt is how full one of them may get before the admins hear of it:
+// early enough that the alert's own record still fits in the job bucket.
+const brokerFullAt = 0.9
+
+// checkStorage alerts while a stream that refuses new messages at its limit is
+// nearly full. notify reads only the streams' sizes; no stage that writes them
+// can raise or clear this alert.
+func (st *stage) checkStorage(ctx context.Context) {
+	var full []string
+	for _, name := range refusingStreams {
+		s, err := st.js.Stream(ctx, name)
+		if err != nil {
+			return
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return
+		}
+		if max := info.Config.MaxBytes; max > 0 && float64(info.State.Bytes) >= brokerFullAt*float64(max) {
+			full = append(full, fmt.Sprintf("%s holds %d of its %d bytes", name, info.State.Bytes, max))
+		}
+	}
+	if len(full) == 0 {
+		st.clear(ctx, events.AlertBrokerFull, "The broker has room again.")
+		return
+	}
+	st.raise(ctx, events.AlertBrokerFull, fmt.Sprintf(
+		"The broker is nearly full: %s. At its limit ZOOM_EVENTS refuses webhooks (the hook answers 503 and Zoom retries for 85 minutes), "+
+			"FETCH_JOBS new files and the job bucket every change, so the pipeline stops; nothing already stored is lost. "+
+			"A flood of events may be someone holding the hook's credentials: see README, The broker's limits.", strings.Join(full, "; ")))
 }
 
 // raise announces an alert once, until clear ends it.
