@@ -474,6 +474,9 @@ type RecordingJob struct {
 	// (ZOOM_TRANSCRIPT_WAIT), and then NoTranscript says it never came.
 	TranscriptDue time.Time `json:"transcript_due,omitempty"`
 	NoTranscript  bool      `json:"no_transcript,omitempty"`
+	// Held says why the trash decision keeps the recording in Zoom (the proof
+	// failed); empty once it goes.
+	Held string `json:"held,omitempty"`
 	// Late: files an event added after the recording was archived (a transcript
 	// Zoom made after the trash); they are fetched, from the trash if need be.
 	Late []string `json:"late,omitempty"`

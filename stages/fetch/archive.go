@@ -406,11 +406,21 @@ func (st *stage) note(ctx context.Context, mkey string, o outcome) error {
 func (st *stage) held(ctx context.Context, rec events.RecordingJob, reason string) error {
 	st.m.held.Inc()
 	st.log.Error("recording kept in Zoom: the proof before the trash failed", "meeting_uuid", rec.Recording.UUID, "reason", reason)
+	_, err := bus.Update(ctx, st.kv, events.RecordingJobKey(rec.Key), func(r *events.RecordingJob, exists bool) error {
+		if !exists || r.Held == reason {
+			return bus.ErrNoChange
+		}
+		r.Held, r.Updated = reason, time.Now().UTC()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	return bus.RaiseAlert(ctx, st.js, st.kv, events.Alert{Kind: events.AlertTrashHeldPrefix + rec.Key, Message: fmt.Sprintf(
 		"The recording %q of %s stays in Zoom: %s. zoomarchive removes a recording from Zoom only once Drive itself shows each of its files "+
-			"with the bytes fetch read from Zoom. It looks again every %s, and says so when the recording goes; "+
-			"until then nothing is lost. fetch status %s shows its files.",
-		rec.Recording.Topic, rec.Recording.StartTime.Format("2006-01-02 15:04 MST"), reason, heldRecheck, rec.Recording.UUID)})
+			"with the bytes fetch read from Zoom. It looks again every %d minutes, and says so when the recording goes; "+
+			"until then nothing is lost. fetch status lists it (meeting %s).",
+		rec.Recording.Topic, rec.Recording.StartTime.Format("2006-01-02 15:04 MST"), reason, int(heldRecheck.Minutes()), rec.Recording.UUID)})
 }
 
 // refetch starts files over from byte 0: upload says they are verified, but
@@ -487,7 +497,7 @@ func (st *stage) removeFromZoom(ctx context.Context, f trashFacts, o outcome, fo
 		return err
 	}
 	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
-		r.State, r.ZoomAction, r.Updated = events.RecArchived, rec.ZoomAction, time.Now().UTC()
+		r.State, r.ZoomAction, r.Held, r.Updated = events.RecArchived, rec.ZoomAction, "", time.Now().UTC()
 		r.Announced = rec.Announced + 1
 		if len(r.Files) > len(rec.Files) {
 			r.State = events.RecArchiving // a file came meanwhile: its verified event finishes the job

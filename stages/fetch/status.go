@@ -25,6 +25,7 @@ type status struct {
 	InFlight     []fileStatus      `json:"in_flight"`
 	Failed       []fileStatus      `json:"failed"`
 	OnHold       []recordingStatus `json:"on_hold"` // verified, waiting in Zoom for ZOOM_TRASH_AFTER
+	Held         []recordingStatus `json:"held"`    // kept in Zoom: the proof before the trash failed
 	LastArchived *recordingStatus  `json:"last_archived,omitempty"`
 }
 
@@ -48,13 +49,14 @@ type recordingStatus struct {
 	Files   int       `json:"files"`
 	Zoom    string    `json:"zoom,omitempty"`
 	Due     time.Time `json:"due,omitempty"`
+	Held    string    `json:"held,omitempty"` // why it is kept in Zoom
 	At      time.Time `json:"at"`
 }
 
 func statusCommand(stdout io.Writer) config.Command {
 	return config.Command{
 		Name:  "status",
-		Usage: "the pipeline at a glance: files in flight, failed files and how to retry them, recordings on hold, the last archived, the chunk window",
+		Usage: "the pipeline at a glance: files in flight, failed files and how to retry them, recordings kept in Zoom and why, recordings on hold, the last archived, the chunk window",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "one JSON object, for scripts"}},
 		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
 			st, closeFn, err := connected(ctx, v, io.Discard)
@@ -124,6 +126,9 @@ func (st *stage) status(ctx context.Context) (status, error) {
 			if s.LastArchived == nil || r.Updated.After(s.LastArchived.At) {
 				s.LastArchived = &rs
 			}
+		case r.Held != "":
+			rs.Held = r.Held
+			s.Held = append(s.Held, rs)
 		case !r.TrashAt.IsZero():
 			s.OnHold = append(s.OnHold, rs)
 		}
@@ -163,6 +168,10 @@ func (s status) print(w io.Writer) {
 	for _, f := range s.Failed {
 		fmt.Fprintf(w, "  %s  %s of %q  after %d attempts: %s\n    retry: %s\n", f.Key, f.FileType, f.Topic, f.Attempts,
 			strings.TrimSpace(f.LastError), f.Retry)
+	}
+	fmt.Fprintf(w, "\nKept in Zoom until Drive's copy is proven (%d):\n", len(s.Held))
+	for _, r := range s.Held {
+		fmt.Fprintf(w, "  %q (%s)  %s\n", r.Topic, r.Meeting, r.Held)
 	}
 	fmt.Fprintf(w, "\nOn hold in Zoom (%d):\n", len(s.OnHold))
 	for _, r := range s.OnHold {

@@ -147,9 +147,17 @@ func TestUploadsWordAloneCannotTrash(t *testing.T) {
 		t.Errorf("alerts %+v, want one naming the recording", raised)
 	}
 
+	out, err := stagetest.Command(run, w.env, "fetch", "status")
+	if err != nil || !strings.Contains(out, "Kept in Zoom until Drive's copy is proven (1)") || !strings.Contains(out, `"Dress rehearsal"`) || !strings.Contains(out, "in Drive's trash") {
+		t.Errorf("fetch status: %v\n%s", err, out)
+	}
+
 	up.release(key) // Drive now holds the real bytes
 	waitFor(t, "trashed once Drive holds the bytes", func() bool { trashed, _ := w.zoom.Trashed(rec.UUID); return trashed })
 	waitFor(t, "the alert over", func() bool { _, resolved := stagetest.Alerts(t, w.natsURL, kind); return len(resolved) == 1 })
+	if out, _ := stagetest.Command(run, w.env, "fetch", "status"); !strings.Contains(out, "Kept in Zoom until Drive's copy is proven (0)") {
+		t.Errorf("fetch status after the trash:\n%s", out)
+	}
 }
 
 // A job planned from other facts than Zoom lists now (an earlier version planned

@@ -212,6 +212,12 @@ func alertTitle(kind string) string {
 	if stage, ok := strings.CutPrefix(kind, events.AlertCredentialPrefix); ok {
 		return "stage " + stage + " cannot use its new credential file"
 	}
+	if strings.HasPrefix(kind, events.AlertEventMismatchPrefix) {
+		return "a recording event did not match Zoom"
+	}
+	if strings.HasPrefix(kind, events.AlertTrashHeldPrefix) {
+		return "a recording stays in Zoom until Drive's copy is proven"
+	}
 	if title, ok := alertTitles[kind]; ok {
 		return title
 	}
