@@ -308,7 +308,9 @@ func (s *soak) settle(t *testing.T) {
 
 // check: every recording is archived (each file once in Drive with Zoom's bytes)
 // and trashed once, never before its last file was verified; or it is whole in
-// Zoom with a failure mail. No job is stuck, no mail went twice.
+// Zoom with a failure mail. No job is stuck, no mail went twice. No genuine
+// event is taken for a forged one, and no proof before the trash fails: the
+// trust checks raise no alert when nobody attacks.
 func (s *soak) check(t *testing.T) {
 	copies := map[string][]standins.DriveFile{}
 	for _, f := range s.p.drive.Files() {
@@ -367,6 +369,13 @@ func (s *soak) check(t *testing.T) {
 			t.Errorf("%s trashed %d times, want once", r.rec.Topic, len(deletes))
 		case s.mailsAbout("Archived:", r.rec.Topic) != 1:
 			t.Errorf("%s: %d archived mails, want 1", r.rec.Topic, s.mailsAbout("Archived:", r.rec.Topic))
+		}
+	}
+	for _, m := range stagetest.StreamMsgs(t, s.p.env["NATS_URL"], events.StreamArchive) {
+		for _, kind := range []string{events.AlertEventMismatchPrefix, events.AlertTrashHeldPrefix} {
+			if strings.HasPrefix(m.Subject, events.AlertSubject(kind)) {
+				t.Errorf("alert %s with no attack: %s", m.Subject, m.Data)
+			}
 		}
 	}
 	if info, err := s.p.js.Stream(context.Background(), events.StreamChunks); err != nil || info.CachedInfo().State.Msgs != 0 {
