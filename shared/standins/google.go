@@ -26,23 +26,34 @@ import (
 type GoogleToken struct {
 	Server *httptest.Server
 	Key    *rsa.PrivateKey
-	Email  string // the service account
+	Email  string // the default service account
 
 	mu     sync.Mutex
 	tokens map[string]TokenGrant // access token -> what it was granted for
-	// AllowedSubjects lists who the account may impersonate (domain-wide
+	// AllowedSubjects lists who the accounts may impersonate (domain-wide
 	// delegation); another sub gets unauthorized_client. Empty allows any.
 	AllowedSubjects []string
 	// TokenTTL is an access token's life (an hour by default).
 	TokenTTL time.Duration
-	revoked  bool                  // see Revoke
-	keys     map[string]standinKey // the keys that exist, by private_key_id
-	first    string                // Key's id
-	made     int                   // keys made so far, for the next id
+	accounts map[string]*account // by address; the default one and AddAccount's
+	made     int                 // keys made so far, for the next id
 	issued   []TokenGrant
-	// KeyAdmin: the service account may manage its own keys through the IAM API
-	// (roles/iam.serviceAccountKeyAdmin on itself); Google's default is no.
+	// KeyAdmin: the default service account may manage its own keys through the
+	// IAM API (roles/iam.serviceAccountKeyAdmin on itself); Google's default is no.
 	KeyAdmin bool
+}
+
+// account is one service account: its keys, the scopes domain-wide delegation
+// allows its client ID, and who may manage its keys.
+type account struct {
+	clientID string
+	keys     map[string]standinKey // the keys that exist, by private_key_id
+	first    string                // the key it was made with
+	revoked  bool                  // see Revoke (the default account's first key)
+	// delegated are the scopes the Workspace admin console lists for the client
+	// ID; nil allows any (the default account, as the tests have always had it).
+	delegated []string
+	admins    []string // accounts with roles/iam.serviceAccountKeyAdmin on this one
 }
 
 // standinKey is one key of the service account: its public half, when it was made.
@@ -53,6 +64,7 @@ type standinKey struct {
 
 // TokenGrant is what an access token was issued for.
 type TokenGrant struct {
+	Account string // the service account the token is for
 	Subject string
 	Scopes  []string
 	Expiry  time.Time
@@ -77,8 +89,8 @@ func NewGoogleTokenWithKey(key *rsa.PrivateKey, id string) *GoogleToken {
 	if id == "" {
 		id = firstKeyID
 	}
-	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{}, first: id,
-		keys: map[string]standinKey{id: {pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}}}
+	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{},
+		accounts: map[string]*account{defaultAccount: newAccount(clientID, id, key)}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", g.serve)
 	mux.HandleFunc(iamPrefix, g.iam)
@@ -86,23 +98,105 @@ func NewGoogleTokenWithKey(key *rsa.PrivateKey, id string) *GoogleToken {
 	return g
 }
 
+// defaultAccount keys the default account in accounts: its address is Email,
+// which a caller may change after NewGoogleTokenWithKey.
+const defaultAccount = ""
+
+func newAccount(clientID, id string, key *rsa.PrivateKey) *account {
+	return &account{clientID: clientID, first: id,
+		keys: map[string]standinKey{id: {pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}}}
+}
+
+// account is the service account with the address or client ID named, or nil;
+// g.mu is held.
+func (g *GoogleToken) account(name string) (email string, a *account) {
+	if name == g.Email || name == clientID {
+		return g.Email, g.accounts[defaultAccount]
+	}
+	for email, a := range g.accounts {
+		if email != defaultAccount && (name == email || name == a.clientID) {
+			return email, a
+		}
+	}
+	return "", nil
+}
+
+// AddAccount makes another service account of the project, with one key, whose
+// client ID domain-wide delegation allows the scopes given (none: a token as a
+// Workspace user is refused for every scope; as the account itself any scope is
+// granted, as Google does). It returns the key file.
+func (g *GoogleToken) AddAccount(email string, scopes ...string) []byte {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(email); a != nil {
+		panic("standins: service account " + email + " exists already")
+	}
+	g.made++
+	id := fmt.Sprintf("standin-%s-key-%d", strings.Split(email, "@")[0], g.made)
+	cid := fmt.Sprintf("1000000000000000%05d", g.made+1)
+	a := newAccount(cid, id, key)
+	a.delegated = append([]string{}, scopes...)
+	g.accounts[email] = a
+	return keyJSON(key, id, email, cid, g.URL())
+}
+
+// Delegate sets the scopes domain-wide delegation allows the account's client ID
+// (the default account allows any until this is called).
+func (g *GoogleToken) Delegate(email string, scopes ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(email); a != nil {
+		a.delegated = append([]string{}, scopes...)
+	}
+}
+
+// AllowKeyAdmin grants admin roles/iam.serviceAccountKeyAdmin on each of the
+// accounts: admin may list, make and delete their keys through the IAM API.
+func (g *GoogleToken) AllowKeyAdmin(admin string, accounts ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range accounts {
+		if _, a := g.account(name); a != nil {
+			a.admins = append(a.admins, admin)
+		}
+	}
+}
+
+// KeysOf are the ids of the keys of the account with the address given, sorted.
+func (g *GoogleToken) KeysOf(email string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(email); a != nil {
+		return slices.Sorted(maps.Keys(a.keys))
+	}
+	return nil
+}
+
 // URL is the token_uri of the key file.
 func (g *GoogleToken) URL() string { return g.Server.URL + "/token" }
 
 // KeyJSON is a service-account key file as Google's console makes it, pointing at
 // this endpoint.
-func (g *GoogleToken) KeyJSON() []byte { return keyJSON(g.Key, g.first, g.Email, g.URL()) }
+func (g *GoogleToken) KeyJSON() []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return keyJSON(g.Key, g.accounts[defaultAccount].first, g.Email, clientID, g.URL())
+}
 
 // KeyJSON is a service-account key file for key, naming the account email and the
 // token endpoint tokenURI (the stack test writes one for a container's endpoint).
 func KeyJSON(key *rsa.PrivateKey, email, tokenURI string) []byte {
-	return keyJSON(key, firstKeyID, email, tokenURI)
+	return keyJSON(key, firstKeyID, email, clientID, tokenURI)
 }
 
 // firstKeyID is Key's private_key_id.
 const firstKeyID = "standin-key-1"
 
-func keyJSON(key *rsa.PrivateKey, id, email, tokenURI string) []byte {
+func keyJSON(key *rsa.PrivateKey, id, email, clientID, tokenURI string) []byte {
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	b, _ := json.MarshalIndent(map[string]string{
 		"type": "service_account", "project_id": "standin-project", "private_key_id": id,
@@ -133,71 +227,101 @@ func (g *GoogleToken) Grants() []TokenGrant {
 // Close stops the endpoint.
 func (g *GoogleToken) Close() { g.Server.Close() }
 
-// Revoke deletes the key (true) or brings it back: meanwhile every token request
-// is refused with invalid_grant, as Google refuses a deleted key's; tokens issued
-// before stay good until they expire, as Google's do.
+// Revoke deletes the default account's first key (true) or brings it back:
+// meanwhile every token request it signs is refused with invalid_grant, as Google
+// refuses a deleted key's; tokens issued before stay good until they expire, as
+// Google's do.
 func (g *GoogleToken) Revoke(revoked bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.revoked = revoked
+	g.accounts[defaultAccount].revoked = revoked
 }
 
-// NewKey makes another key of the same service account, as the console's "Add
+// NewKey makes another key of the default service account, as the console's "Add
 // key" does, and returns its id and key file.
 func (g *GoogleToken) NewKey() (id string, keyFile []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.newKey()
+	return g.newKey(g.Email)
 }
 
-func (g *GoogleToken) newKey() (id string, keyFile []byte) {
+// newKey makes a key of the account with the address given; g.mu is held.
+func (g *GoogleToken) newKey(email string) (id string, keyFile []byte) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic(err)
 	}
-	for id == "" || g.keys[id].pub != nil || id == g.first {
+	email, a := g.account(email)
+	for id == "" || a.keys[id].pub != nil || id == a.first {
 		g.made++
 		id = fmt.Sprintf("standin-key-%d", g.made)
 	}
-	g.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
-	return id, keyJSON(key, id, g.Email, g.URL())
+	a.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
+	return id, keyJSON(key, id, email, a.clientID, g.URL())
 }
 
-// DeleteKey deletes a key: assertions it signs are refused from now on.
+// DeleteKey deletes a key of the default account: assertions it signs are
+// refused from now on.
 func (g *GoogleToken) DeleteKey(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.keys, id)
+	delete(g.accounts[defaultAccount].keys, id)
 }
 
-// Keys are the ids of the keys that exist, sorted.
-func (g *GoogleToken) Keys() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.Sorted(maps.Keys(g.keys))
-}
+// Keys are the ids of the default account's keys that exist, sorted.
+func (g *GoogleToken) Keys() []string { return g.KeysOf(g.Email) }
 
-// SetKeyCreated backdates a key, as if it were made at t.
+// SetKeyCreated backdates a key of the default account, as if it were made at t.
 func (g *GoogleToken) SetKeyCreated(id string, t time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if k, ok := g.keys[id]; ok {
+	a := g.accounts[defaultAccount]
+	if k, ok := a.keys[id]; ok {
 		k.created = t.UTC().Truncate(time.Second)
-		g.keys[id] = k
+		a.keys[id] = k
 	}
 }
 
-// publicKey is the key an assertion's kid names, or nil for a deleted or unknown one.
-func (g *GoogleToken) publicKey(kid string) *rsa.PublicKey {
+// publicKey is the key of the account iss that kid names, or nil for a deleted or
+// unknown one, or an unknown account.
+func (g *GoogleToken) publicKey(iss, kid string) *rsa.PublicKey {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if kid == "" {
-		kid = g.first
-	}
-	if kid == g.first && g.revoked {
+	_, a := g.account(iss)
+	if a == nil {
 		return nil
 	}
-	return g.keys[kid].pub
+	if kid == "" {
+		kid = a.first
+	}
+	if kid == a.first && a.revoked {
+		return nil
+	}
+	return a.keys[kid].pub
+}
+
+// lookup is account under g.mu.
+func (g *GoogleToken) lookup(name string) (string, *account) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.account(name)
+}
+
+// delegates tells whether the account's client ID is allowed every scope asked
+// for as a Workspace user.
+func (g *GoogleToken) delegates(iss string, scopes []string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, a := g.account(iss)
+	if a == nil || a.delegated == nil {
+		return a != nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(a.delegated, s) {
+			return false
+		}
+	}
+	return true
 }
 
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
@@ -227,15 +351,20 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub, _ := claims["sub"].(string)
-	if sub != "" && len(g.AllowedSubjects) > 0 && !contains(g.AllowedSubjects, sub) {
+	scope, _ := claims["scope"].(string)
+	iss, _ := claims["iss"].(string)
+	// As a Workspace user, only the subjects and scopes the admin console allows;
+	// as itself, an account gets a token for any scope (what it reaches is then
+	// up to who shared what with it).
+	if sub != "" && (len(g.AllowedSubjects) > 0 && !contains(g.AllowedSubjects, sub) || !g.delegates(iss, strings.Fields(scope))) {
 		fail(http.StatusUnauthorized, "unauthorized_client",
 			"Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.")
 		return
 	}
-	scope, _ := claims["scope"].(string)
 	tok := randomToken()
 	g.mu.Lock()
-	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(ttl)}
+	email, _ := g.account(iss)
+	g.tokens[tok] = TokenGrant{Account: email, Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(ttl)}
 	g.issued = append(g.issued, g.tokens[tok])
 	g.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -254,7 +383,16 @@ func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
 	if json.Unmarshal(hb, &header) != nil || header.Alg != "RS256" {
 		return nil, "Invalid JWT: alg must be RS256"
 	}
-	key := g.publicKey(header.Kid)
+	var c map[string]any
+	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	if json.Unmarshal(cb, &c) != nil {
+		return nil, "Invalid JWT: claims unreadable"
+	}
+	iss, _ := c["iss"].(string)
+	if _, a := g.lookup(iss); a == nil {
+		return nil, "Invalid grant: account not found"
+	}
+	key := g.publicKey(iss, header.Kid)
 	if key == nil {
 		return nil, "Invalid JWT Signature." // Google's words for a deleted key
 	}
@@ -266,17 +404,10 @@ func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
 	if rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig) != nil {
 		return nil, "Invalid JWT Signature."
 	}
-	var c map[string]any
-	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	if json.Unmarshal(cb, &c) != nil {
-		return nil, "Invalid JWT: claims unreadable"
-	}
 	iat, _ := c["iat"].(float64)
 	exp, _ := c["exp"].(float64)
 	now := float64(time.Now().Unix())
 	switch {
-	case c["iss"] != g.Email:
-		return nil, "Invalid JWT: issuer is not the service account"
 	case c["aud"] != g.URL():
 		return nil, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
 	case exp <= iat || exp-iat > 3600 || exp < now || iat > now+60:

@@ -46,7 +46,7 @@ func (st *stage) googleKeyAge(ctx context.Context) keyAge {
 		st.keyAge.why = err
 		return st.keyAge
 	}
-	keys, err := serviceaccount.IAM(ctx, b, st.iamURL)
+	keys, err := serviceaccount.IAM(ctx, b, "", st.iamURL)
 	if err == nil {
 		st.keyAge.created, err = keys.Created(ctx, id)
 	}
@@ -117,8 +117,8 @@ func (st *stage) credentialLines(ctx context.Context) []string {
 	case inFile.IsZero():
 		lines = append(lines, fmt.Sprintf("Google key %s: its age is not known", k.id))
 	case errors.Is(k.why, serviceaccount.ErrNotKeyAdmin):
-		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s)",
-			k.id, age(inFile), serviceaccount.KeyAdminRole))
+		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s on itself)",
+			k.id, age(inFile), serviceaccount.KeyViewerRole))
 	default:
 		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(inFile)))
 	}
