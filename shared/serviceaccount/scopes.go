@@ -50,7 +50,8 @@ func Outside(stage string) []string {
 
 // Confined proves, for each scope outside the stage's job, that Google refuses
 // the key in keyFile a token for it as the Workspace user subject: a refusal
-// (unauthorized_client) is the pass. It returns one line per scope that passed
+// (unauthorized_client) is the pass, once Google gives the key its own scope as
+// that user. It returns one line per scope that passed
 // and one warning per scope that did not, naming the fix. Without a subject
 // nothing can be proven this way, since Google gives a service account a token
 // for any scope as itself (what it then reaches is what is shared with it): the
@@ -67,11 +68,21 @@ func Confined(keyFile []byte, stage, subject string) (passed []string, warnings 
 			"and Google gives a service account a token for any scope as itself; make sure client ID %s has no entry in %s, "+
 			"and that nothing but the Drive folder is shared with %s", kf.ID, kf.Account, strings.Join(Outside(stage), ", "), kf.ClientID, where, kf.Account)}
 	}
-	for _, scope := range Outside(stage) {
+	token := func(scope string) error {
 		k, err := FromJSON(keyFile, scope, subject)
 		if err == nil {
 			_, err = k.Token()
 		}
+		return err
+	}
+	// A refusal proves something only where the key gets its own scope as the
+	// same user: else every scope is refused alike.
+	if err := token(own); err != nil {
+		return nil, []error{fmt.Errorf("not proven that key %s cannot reach %s: it gets no token for its own scope %s as %s either: %w",
+			kf.ID, strings.Join(Outside(stage), ", "), own, subject, err)}
+	}
+	for _, scope := range Outside(stage) {
+		err := token(scope)
 		switch {
 		case ErrorCode(err) == "unauthorized_client":
 			passed = append(passed, fmt.Sprintf("Google refuses key %s a token for %s as %s", kf.ID, scope, subject))

@@ -11,7 +11,8 @@ import (
 
 // Confined passes when Google refuses the key every other job's scope as the
 // user, warns naming the scope and the client ID when Google grants one, and says
-// plainly that nothing was proven when the key acts as itself.
+// plainly that nothing was proven when the key acts as itself, or does not get
+// its own scope either.
 func TestConfined(t *testing.T) {
 	g := standins.NewGoogleToken()
 	defer g.Close()
@@ -33,6 +34,11 @@ func TestConfined(t *testing.T) {
 	if len(warnings) != 1 || len(passed) != 2 || !strings.Contains(warnings[0].Error(), "a token for "+serviceaccount.DriveScope) ||
 		!strings.Contains(warnings[0].Error(), "Domain-wide delegation, leave client ID "+kf.ClientID) {
 		t.Fatalf("a key delegated Drive and Gmail, as notify: passed %q, warnings %v", passed, warnings)
+	}
+
+	passed, warnings = serviceaccount.Confined(notify, events.IdentityUpload, user)
+	if len(passed) != 0 || len(warnings) != 1 || !strings.Contains(warnings[0].Error(), "no token for its own scope") {
+		t.Fatalf("a key that does not get its own scope proves nothing by refusals: passed %q, warnings %v", passed, warnings)
 	}
 
 	passed, warnings = serviceaccount.Confined(notify, events.IdentityUpload, "")
