@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -142,6 +143,53 @@ func (g *GoogleToken) AddAccount(email string, scopes ...string) []byte {
 	a.delegated = append([]string{}, scopes...)
 	g.accounts[email] = a
 	return keyJSON(key, id, email, cid, g.URL())
+}
+
+// AddAccountKey makes the service account a key file names, with that key (the
+// stack test writes the key files the stages get), delegated the scopes given as
+// AddAccount's are.
+func (g *GoogleToken) AddAccountKey(keyFile []byte, scopes ...string) error {
+	var f struct {
+		ID         string `json:"private_key_id"`
+		PrivateKey string `json:"private_key"`
+		Email      string `json:"client_email"`
+		ClientID   string `json:"client_id"`
+	}
+	if err := json.Unmarshal(keyFile, &f); err != nil {
+		return err
+	}
+	block, _ := pem.Decode([]byte(f.PrivateKey))
+	if block == nil {
+		return errors.New("private_key holds no PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	key, ok := k.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		return fmt.Errorf("private_key is not an RSA key (%v)", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(f.Email); a != nil || f.Email == "" || f.ID == "" {
+		return fmt.Errorf("service account %q exists already, or the file names none or no key id", f.Email)
+	}
+	a := newAccount(f.ClientID, f.ID, key)
+	a.delegated = append([]string{}, scopes...)
+	g.accounts[f.Email] = a
+	return nil
+}
+
+// Accounts are the addresses of the service accounts, sorted.
+func (g *GoogleToken) Accounts() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := []string{g.Email}
+	for email := range g.accounts {
+		if email != defaultAccount {
+			out = append(out, email)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Delegate sets the scopes domain-wide delegation allows the account's client ID
