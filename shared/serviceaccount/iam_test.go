@@ -69,14 +69,14 @@ func TestIAMKeys(t *testing.T) {
 
 // The key-admin account manages another account's keys once it holds the role on
 // that account, and no other account's: the key it makes there signs for that
-// account.
+// account. A viewer on its own account reads its keys and makes none.
 func TestIAMKeysOfAnotherAccount(t *testing.T) {
 	g := standins.NewGoogleToken()
 	defer g.Close()
 	ctx := context.Background()
 	const admin, notify = "key-admin@standin-project.iam.gserviceaccount.com", "notify@standin-project.iam.gserviceaccount.com"
 	adminKey := g.AddAccount(admin)
-	g.AddAccount(notify, serviceaccount.GmailSendScope)
+	notifyKey := g.AddAccount(notify, serviceaccount.GmailSendScope)
 	keys, err := serviceaccount.IAM(ctx, adminKey, notify, g.IAMURL())
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +98,22 @@ func TestIAMKeysOfAnotherAccount(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("a gmail.send token with notify's new key: %v", err)
+	}
+	// notify, viewer on itself, reads its key's age and may make none.
+	own, err := serviceaccount.IAM(ctx, notifyKey, "", g.IAMURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := serviceaccount.ReadKeyFile(notifyKey)
+	if _, err := own.Created(ctx, first.ID); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) || !strings.Contains(err.Error(), serviceaccount.KeyViewerRole) {
+		t.Fatalf("notify's key age without the viewer role: %v", err)
+	}
+	g.AllowKeyViewer(notify, notify)
+	if _, err := own.Created(ctx, first.ID); err != nil {
+		t.Fatalf("notify's key age as viewer: %v", err)
+	}
+	if _, _, err := own.Create(ctx); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) {
+		t.Fatalf("a key made by notify's own key: %v", err)
 	}
 	upload, err := serviceaccount.IAM(ctx, adminKey, g.Email, g.IAMURL())
 	if err != nil {

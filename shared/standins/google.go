@@ -55,6 +55,7 @@ type account struct {
 	// ID; nil allows any (the default account, as the tests have always had it).
 	delegated []string
 	admins    []string // accounts with roles/iam.serviceAccountKeyAdmin on this one
+	viewers   []string // accounts with roles/iam.serviceAccountViewer on this one
 }
 
 // standinKey is one key of the service account: its public half, when it was made.
@@ -210,6 +211,18 @@ func (g *GoogleToken) AllowKeyAdmin(admin string, accounts ...string) {
 	for _, name := range accounts {
 		if _, a := g.account(name); a != nil {
 			a.admins = append(a.admins, admin)
+		}
+	}
+}
+
+// AllowKeyViewer grants viewer roles/iam.serviceAccountViewer on each of the
+// accounts: viewer may list and read their keys (notify, its own key's age).
+func (g *GoogleToken) AllowKeyViewer(viewer string, accounts ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range accounts {
+		if _, a := g.account(name); a != nil {
+			a.viewers = append(a.viewers, viewer)
 		}
 	}
 }

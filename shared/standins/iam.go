@@ -16,7 +16,8 @@ import (
 // over the keys that endpoint takes: a key made here signs for tokens at once, a
 // key deleted here is refused from then on. The caller is a service account (no
 // subject) with the cloud-platform or iam scope that holds the key admin role on
-// the account (AllowKeyAdmin; KeyAdmin for the default account on itself).
+// the account (AllowKeyAdmin; KeyAdmin for the default account on itself), or,
+// to list and get them, the viewer role (AllowKeyViewer).
 
 const iamPrefix = "/v1/projects/"
 
@@ -64,7 +65,8 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	email, acct := g.account(parts[2])
-	if grant.Subject != "" || acct == nil || !g.mayManage(grant.Account, email, acct) {
+	reads := verb == "list" || verb == "get"
+	if grant.Subject != "" || acct == nil || !g.mayManage(grant.Account, email, acct) && !(reads && slices.Contains(acct.viewers, grant.Account)) {
 		// Google says the same whether the account is missing or the caller may not.
 		perm := "iam.serviceAccountKeys." + verb
 		rpcError(w, http.StatusForbidden, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED", perm,

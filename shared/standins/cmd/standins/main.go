@@ -229,6 +229,9 @@ func identities(g *standins.GoogleToken, keys, dir string) error {
 		}
 		files[job] = b
 	}
+	if k, err := serviceaccount.ReadKeyFile(files[events.IdentityNotify]); err == nil {
+		g.AllowKeyViewer(k.Account, k.Account) // its key's age, for the digest
+	}
 	if k, err := serviceaccount.ReadKeyFile(files[keyAdmin]); err == nil {
 		g.AllowKeyAdmin(k.Account, slices.DeleteFunc(g.Accounts(), func(a string) bool { return a == k.Account })...)
 	}
