@@ -190,8 +190,8 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 			fmt.Fprintf(r.out, "would wait for %s to use key %s, then delete key %s\n", r.stage, old.ID, replaces)
 			return "", nil
 		}
-		if err := r.waitHolders(ctx, old.ID); err != nil {
-			return "", fmt.Errorf("%w; run rotate-key again once they do", err)
+		if err := r.waitHolder(ctx, old.ID); err != nil {
+			return "", fmt.Errorf("%w; run rotate-key again once it does", err)
 		}
 		return r.retire(ctx, keys, old.ID, replaces)
 	}
@@ -231,7 +231,7 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 	if err := config.WriteInPlace(r.path, newFile); err != nil {
 		return undo(errors.Join(fmt.Errorf("cannot write %s: %w", r.path, err), config.WriteInPlace(r.path, cur)))
 	}
-	if err := r.waitHolders(ctx, newID); err != nil {
+	if err := r.waitHolder(ctx, newID); err != nil {
 		return undo(errors.Join(fmt.Errorf("%w; the old key is back in %s", err, r.path), config.WriteInPlace(r.path, cur)))
 	}
 	return r.retire(ctx, keys, newID, old.ID)
@@ -241,10 +241,10 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 // replaces, for a run that stops once the new key is in use.
 const replacesSuffix = ".replaces"
 
-// retire deletes the old key at Google once the new one is in use everywhere.
+// retire deletes the old key at Google once the new one is in use by its stage.
 func (r *rotation) retire(ctx context.Context, keys *serviceaccount.IAMKeys, newID, oldID string) (string, error) {
 	if err := keys.Delete(ctx, oldID); err != nil {
-		return "", fmt.Errorf("key %s is in use everywhere, but the old key %s was not deleted at Google: run rotate-key again: %w", newID, oldID, err)
+		return "", fmt.Errorf("key %s is in use by %s, but the old key %s was not deleted at Google: run rotate-key again: %w", newID, r.stage, oldID, err)
 	}
 	r.forget()
 	done := fmt.Sprintf("The %s stage's Google key was rotated: key %s is in use, and the old key %s is deleted at Google.", r.stage, newID, oldID)
@@ -343,10 +343,10 @@ func (r *rotation) proveOnce(ctx context.Context, keyFile []byte) error {
 	return nil
 }
 
-// waitHolders waits until the stage that holds the key reports id in its
+// waitHolder waits until the stage that holds the key reports id in its
 // heartbeat. A stage that has not reported for two heartbeats is not running and
 // reads the file when it starts; one that reports the key refused fails the wait.
-func (r *rotation) waitHolders(ctx context.Context, id string) error {
+func (r *rotation) waitHolder(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.wait)
 	defer cancel()
 	for {
