@@ -197,3 +197,25 @@ func TestRotateKeyTakesUpAnUnfinishedRun(t *testing.T) {
 		t.Fatalf("keys %v, file %s; want only %s", keys, w.keyInFile(t), next)
 	}
 }
+
+// Bad flags are refused before anything is asked of Google or the broker, each
+// saying what is wrong.
+func TestRotateKeyRefusesBadFlags(t *testing.T) {
+	w := newWorld(t, nil)
+	w.keyAdmin(t)
+	for args, want := range map[string]string{
+		"--key upload":                      `want STAGE=PATH, STAGE one of [upload fetch notify]`,
+		"--key hook=/x":                     `want STAGE=PATH`,
+		"--key upload=/a --key upload=/b":   "upload named twice",
+		"--key notify=/a":                   "--gmail-sender: needed to prove notify's new key",
+		"--key fetch=/nonexistent-key.json": "open /nonexistent-key.json",
+	} {
+		out, err := w.rotate(t, strings.Fields(args)...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q\n%s", args, err, want, out)
+		}
+	}
+	if keys := w.token.Keys(); !slices.Equal(keys, []string{"standin-key-1"}) {
+		t.Errorf("keys %v after refused runs", keys)
+	}
+}
