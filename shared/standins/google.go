@@ -313,12 +313,23 @@ func (g *GoogleToken) newKey(email string) (id string, keyFile []byte) {
 		panic(err)
 	}
 	email, a := g.account(email)
-	for id == "" || a.keys[id].pub != nil || id == a.first {
+	for id == "" || g.idTaken(id) {
 		g.made++
 		id = fmt.Sprintf("standin-key-%d", g.made)
 	}
 	a.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
 	return id, keyJSON(key, id, email, a.clientID, g.URL())
+}
+
+// idTaken tells whether any account has, or was made with, a key of that id, so
+// that ids name one key of the project as Google's do; g.mu is held.
+func (g *GoogleToken) idTaken(id string) bool {
+	for _, a := range g.accounts {
+		if a.keys[id].pub != nil || id == a.first {
+			return true
+		}
+	}
+	return false
 }
 
 // DeleteKey deletes a key of the default account: assertions it signs are
