@@ -133,17 +133,14 @@ func (g *GoogleToken) AddAccount(email string, scopes ...string) []byte {
 		panic(err)
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, a := g.account(email); a != nil {
-		panic("standins: service account " + email + " exists already")
-	}
 	g.made++
-	id := fmt.Sprintf("standin-%s-key-%d", strings.Split(email, "@")[0], g.made)
-	cid := fmt.Sprintf("1000000000000000%05d", g.made+1)
-	a := newAccount(cid, id, key)
-	a.delegated = append([]string{}, scopes...)
-	g.accounts[email] = a
-	return keyJSON(key, id, email, cid, g.URL())
+	n := g.made
+	g.mu.Unlock()
+	file := keyJSON(key, fmt.Sprintf("standin-%s-key-%d", strings.Split(email, "@")[0], n), email, fmt.Sprintf("1000000000000000%05d", n+1), g.URL())
+	if err := g.AddAccountKey(file, scopes...); err != nil {
+		panic("standins: " + err.Error())
+	}
+	return file
 }
 
 // AddAccountKey makes the service account a key file names, with that key (the
