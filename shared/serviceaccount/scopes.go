@@ -37,7 +37,8 @@ func JobOf(stage string) Job {
 }
 
 // Outside are the scopes the stage's key must not get: the other jobs' and the
-// IAM API's (which would let it make keys).
+// IAM API's (as a Workspace user, who may hold roles in the project, it could
+// manage keys).
 func Outside(stage string) []string {
 	var out []string
 	for _, j := range Jobs {
@@ -51,11 +52,10 @@ func Outside(stage string) []string {
 // Confined proves, for each scope outside the stage's job, that Google refuses
 // the key in keyFile a token for it as the Workspace user subject: a refusal
 // (unauthorized_client) is the pass, once Google gives the key its own scope as
-// that user. It returns one line per scope that passed
-// and one warning per scope that did not, naming the fix. Without a subject
-// nothing can be proven this way, since Google gives a service account a token
-// for any scope as itself (what it then reaches is what is shared with it): the
-// warning says so.
+// that user. It returns one line per scope that passed and one warning per scope
+// that did not, naming the fix. Without a subject nothing can be proven this way,
+// since Google gives a service account a token for any scope as itself (what it
+// then reaches is what is shared with it): the warning says so.
 func Confined(keyFile []byte, stage, subject string) (passed []string, warnings []error) {
 	kf, err := ReadKeyFile(keyFile)
 	if err != nil {
@@ -87,8 +87,8 @@ func Confined(keyFile []byte, stage, subject string) (passed []string, warnings 
 		case ErrorCode(err) == "unauthorized_client":
 			passed = append(passed, fmt.Sprintf("Google refuses key %s a token for %s as %s", kf.ID, scope, subject))
 		case err == nil:
-			warnings = append(warnings, fmt.Errorf("google gave key %s a token for %s as %s, which %s's job does not need: "+
-				"in %s, leave client ID %s (%s) with %s alone", kf.ID, scope, subject, stage, where, kf.ClientID, kf.Account, own))
+			warnings = append(warnings, fmt.Errorf("google gave key %s a token for %s as %s, which %s's job (%s) does not need: "+
+				"in %s, leave client ID %s (%s) with %s alone", kf.ID, scope, subject, stage, JobOf(stage).ForWhat, where, kf.ClientID, kf.Account, own))
 		default:
 			warnings = append(warnings, fmt.Errorf("not proven that key %s cannot get a token for %s as %s: %w", kf.ID, scope, subject, err))
 		}
