@@ -22,8 +22,6 @@ import (
 var IAMSetting = config.Setting{Name: "GOOGLE_IAM_URL", Default: "https://iam.googleapis.com/",
 	Usage: "the IAM API's root, asked for the key's age and used by rotate-key"}
 
-const iamScope = "https://www.googleapis.com/auth/iam"
-
 // KeyAdminRole is the role the key-admin account needs on each stage's account
 // to rotate its key (README, Google identities); KeyViewerRole lets an account
 // read its own keys' ages and nothing more.
@@ -65,7 +63,7 @@ func IAM(ctx context.Context, callerKey []byte, account, iamURL string) (*IAMKey
 		return nil, err
 	}
 	// The iam scope, not cloud-platform: the token is good for the IAM API alone.
-	tokens, err := FromJSON(callerKey, iamScope, "")
+	tokens, err := FromJSON(callerKey, IAMScope, "")
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ const (
 	DriveScope         = "https://www.googleapis.com/auth/drive"
 	DriveMetadataScope = "https://www.googleapis.com/auth/drive.metadata.readonly"
 	GmailSendScope     = "https://www.googleapis.com/auth/gmail.send"
-	IAMScope           = iamScope
+	IAMScope           = "https://www.googleapis.com/auth/iam"
 )
 
 // Jobs is each stage's scope, and what it is for.

@@ -1,7 +1,8 @@
 // Command standins runs the stand-ins of Zoom, Google's token endpoint, Drive and
 // Gmail on loopback for make dev and make demo: it writes the settings that point
 // the stages at them (an env file), a service-account key per stage and one for
-// the key admin (identities), and a recording.completed body for a meeting the Zoom stand-in holds.
+// the key admin (identities), and a recording.completed body for a meeting the
+// Zoom stand-in holds.
 // With STANDINS_DEMO set it also plays Zoom's part (demo.go); stack.go is how the
 // compose stack test runs it in a container. Not for production.
 package main
