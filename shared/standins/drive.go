@@ -227,7 +227,7 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !driveScoped(grant.Scopes, r.Method == http.MethodGet) {
-		scopeInsufficient(w)
+		scopeInsufficient(w, "drive.googleapis.com")
 		return
 	}
 	path := r.URL.Path
@@ -258,7 +258,7 @@ func driveScoped(scopes []string, read bool) bool {
 // scopeInsufficient is Google's refusal of a token without the scope a call
 // needs: the Drive v3 error list, and the google.rpc status and reason newer
 // clients read.
-func scopeInsufficient(w http.ResponseWriter) {
+func scopeInsufficient(w http.ResponseWriter, service string) {
 	const msg = "Request had insufficient authentication scopes."
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(http.StatusForbidden)
@@ -266,7 +266,7 @@ func scopeInsufficient(w http.ResponseWriter) {
 		"errors": []map[string]string{{"domain": "global", "reason": "insufficientPermissions", "message": "Insufficient Permission"}},
 		"code":   http.StatusForbidden, "message": msg, "status": "PERMISSION_DENIED",
 		"details": []map[string]any{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
-			"domain": "googleapis.com", "metadata": map[string]string{"service": "drive.googleapis.com"}}},
+			"domain": "googleapis.com", "metadata": map[string]string{"service": service}}},
 	}})
 }
 
