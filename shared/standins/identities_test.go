@@ -74,7 +74,15 @@ func TestEachAccountGetsItsOwnScopeOnly(t *testing.T) {
 	}
 	insufficient := func(err error) bool {
 		var gerr *googleapi.Error
-		return errors.As(err, &gerr) && gerr.Code == http.StatusForbidden && len(gerr.Errors) == 1 && gerr.Errors[0].Reason == "insufficientPermissions"
+		if !errors.As(err, &gerr) || gerr.Code != http.StatusForbidden || len(gerr.Errors) != 1 || gerr.Errors[0].Reason != "insufficientPermissions" {
+			return false
+		}
+		for _, d := range gerr.Details { // what newer clients read
+			if m, ok := d.(map[string]any); ok && m["reason"] == "ACCESS_TOKEN_SCOPE_INSUFFICIENT" {
+				return true
+			}
+		}
+		return false
 	}
 	if _, err := driveAs(notifyKey, gmail.GmailSendScope).Files.Get(root).SupportsAllDrives(true).Do(); !insufficient(err) {
 		t.Errorf("Drive with notify's gmail.send token: %v, want 403 insufficientPermissions", err)
