@@ -17,6 +17,7 @@ import (
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -77,8 +78,10 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 	p.drive, p.gmail = standins.NewDrive(p.token), standins.NewGmail(p.token)
 	t.Cleanup(p.drive.Close)
 	t.Cleanup(p.gmail.Close)
-	key := filepath.Join(t.TempDir(), "sa.json")
-	os.WriteFile(key, p.token.KeyJSON(), 0o600)
+	// One Google identity per job: upload's key is the stand-in's first account,
+	// delegated Drive alone; fetch and notify get their own.
+	p.token.Delegate(p.token.Email, serviceaccount.DriveScope)
+	key := stagetest.WriteFile(t, "upload-key.json", p.token.KeyJSON())
 	hookAddr := stagetest.FreeAddr(t)
 	var urls, clients, routes []string
 	for range nodes {
@@ -98,6 +101,9 @@ func newPipelineOn(t testing.TB, extra map[string]string, nodes int) *pipeline {
 		"NOTIFY_DIGEST_AT": "off", "NOTIFY_RETRY_DELAY": "500ms",
 	}
 	p.own = map[string]map[string]string{}
+	for _, stage := range []string{events.IdentityFetch, events.IdentityNotify} {
+		p.own[stage] = map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": stagetest.GoogleKey(t, p.token, stage)}
+	}
 	for k, v := range extra {
 		if prog, name, ok := strings.Cut(k, ":"); ok { // one program's alone: "broker:GOGC"
 			p.own[prog] = stagetest.Merge(p.own[prog], map[string]string{name: v})

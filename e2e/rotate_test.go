@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,13 +19,13 @@ import (
 	"zoomarchive/shared/stagetest"
 )
 
-// upload rotate-key in the middle of a 1 GiB archive, with tokens short-lived so
-// that every stage needs one from the key in use again and again: the file goes
-// on in its one Drive session and arrives whole, notify still mails, and the
-// account is left with exactly one key, the new one, in use by upload and notify.
+// upload rotate-key in the middle of a 1 GiB archive, as the key-admin account
+// alone, with tokens short-lived so that every stage needs one from the key in
+// use again and again: the file goes on in its one Drive session and arrives
+// whole, notify still mails, and upload's and notify's accounts are each left with
+// exactly one key, the new one, in use by its stage.
 func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p := newPipeline(t, nil)
-	p.token.KeyAdmin = true
 	p.token.TokenTTL = 3 * time.Second // a key deleted too soon would show at once
 	p.zoom.SetRate(64 * mib)
 	rec := p.recording(0, 1<<30)
@@ -32,21 +33,33 @@ func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p.deliver(rec, 1)
 	p.waitMidFile(key, time.Minute)
 
-	out, err := p.command("upload", "rotate-key", "--gmail-sender", p.env["GMAIL_SENDER"])
-	if err != nil || !strings.Contains(string(out), "The Google key was rotated") {
+	const admin = "key-admin@standin-project.iam.gserviceaccount.com"
+	notify := stagetest.GoogleAccount(events.IdentityNotify)
+	accounts := map[string]string{events.IdentityUpload: p.token.Email, events.IdentityNotify: notify}
+	p.token.AllowKeyAdmin(admin, p.token.Email, notify)
+	old := map[string][]string{}
+	for stage, account := range accounts {
+		old[stage] = p.token.KeysOf(account)
+	}
+	// The one-off command's alone: no running stage holds the admin's key.
+	p.own["upload"] = stagetest.Merge(p.own["upload"], map[string]string{
+		"GOOGLE_KEY_ADMIN_CREDENTIALS": stagetest.WriteFile(t, "key-admin.json", p.token.AddAccount(admin))})
+	out, err := p.command("upload", "rotate-key", "--gmail-sender", p.env["GMAIL_SENDER"],
+		"--key", "upload="+p.env["GOOGLE_APPLICATION_CREDENTIALS"], "--key", "notify="+p.own["notify"]["GOOGLE_APPLICATION_CREDENTIALS"])
+	if err != nil || strings.Count(string(out), "Google key was rotated") != 2 {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
 	_, uploaded := p.progress(key)
 	t.Logf("rotated with %d MiB of 1024 in Drive", uploaded>>20)
-	keys := p.token.Keys()
-	if len(keys) != 1 || keys[0] == "standin-key-1" {
-		t.Fatalf("keys at Google after the rotation: %v, want one new key", keys)
-	}
 	kv, err := p.js.KeyValue(context.Background(), events.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, stage := range []string{"upload", "notify"} {
+	for stage, account := range accounts {
+		keys := p.token.KeysOf(account)
+		if len(keys) != 1 || slices.Contains(old[stage], keys[0]) {
+			t.Fatalf("%s's keys at Google after the rotation: %v (before: %v), want one new key", stage, keys, old[stage])
+		}
 		hb, _, err := bus.Get[events.Heartbeat](context.Background(), kv, events.HeartbeatKey(stage))
 		if got := hb.Credentials[events.CredentialGoogleKey].ID; err != nil || got != keys[0] {
 			t.Errorf("%s uses key %q (%v), want %s", stage, got, err, keys[0])

@@ -23,7 +23,7 @@ func TestComposeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.MkdirAll(filepath.Join(dir, "nats/broker"), 0o700)
-	for _, f := range []string{"zoom-webhook-secret", "zoom-client-secret", "fetch.env", "google-service-account.json", "nats/hook.creds", "nats/fetch.creds",
+	for _, f := range []string{"zoom-webhook-secret", "zoom-client-secret", "fetch.env", "google-upload.json", "google-fetch.json", "google-notify.json", "google-key-admin.json", "nats/hook.creds", "nats/fetch.creds",
 		"nats/upload.creds", "nats/notify.creds", "nats/operator.creds"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("\n"), 0o600); err != nil {
 			t.Fatal(err)
@@ -131,8 +131,10 @@ func TestComposeFile(t *testing.T) {
 		for _, sec := range s.Secrets {
 			secrets = append(secrets, sec.Source)
 		}
-		if want := slices.Contains([]string{"upload", "notify"}, name); want != slices.Contains(secrets, "google-service-account") {
-			t.Errorf("%s: secrets %q", name, secrets)
+		for _, id := range []string{"fetch", "upload", "notify", "key-admin"} {
+			if has := slices.Contains(secrets, "google-"+id); has != (id == name) {
+				t.Errorf("%s: secrets %q (each stage its own Google key only; the key admin's in no running container)", name, secrets)
+			}
 		}
 		for _, id := range []string{"hook", "fetch", "upload", "notify", "operator"} {
 			if has := slices.Contains(secrets, "nats-"+id); has != (id == name) {
@@ -147,8 +149,9 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("the broker does not run nats/nats.conf: %v", env)
 	}
 
-	// rotate-key, a tool: upload's broker identity, the key file and its own
-	// volume, nothing else of the secrets; the one capability to write a 0440 file.
+	// rotate-key, a tool: upload's broker identity, the key admin's key, the
+	// stages' key files and its own volume, nothing else of the secrets; the one
+	// capability to write a 0440 file.
 	// certbot, a tool: on acme alone (none of the stack), its two volumes, no
 	// secret, no capability.
 	raw, err := exec.Command("docker", "compose", "-f", "../../compose.yaml", "--env-file", filepath.Join(dir, "env"), "--profile", "tools",
@@ -181,8 +184,9 @@ func TestComposeFile(t *testing.T) {
 	rk := tools.Services["rotate-key"]
 	_, onBus := rk.Networks["bus"]
 	if !rk.ReadOnly || !slices.Equal(rk.CapDrop, []string{"ALL"}) || !slices.Equal(rk.CapAdd, []string{"DAC_OVERRIDE"}) ||
-		len(rk.Secrets) != 1 || rk.Secrets[0].Source != "nats-upload" || len(rk.Networks) != 1 || !onBus ||
-		!slices.Equal(mounts("rotate-key"), []string{"google-service-account.json:/key/google-service-account.json", "google-key-pending:/pending"}) ||
+		len(rk.Secrets) != 2 || rk.Secrets[0].Source != "nats-upload" || rk.Secrets[1].Source != "google-key-admin" || len(rk.Networks) != 1 || !onBus ||
+		!slices.Equal(mounts("rotate-key"), []string{"google-upload.json:/keys/google-upload.json", "google-fetch.json:/keys/google-fetch.json",
+			"google-notify.json:/keys/google-notify.json", "google-key-pending:/pending"}) ||
 		!slices.Contains(rk.Entrypoint, "rotate-key") || !slices.Contains(rk.Entrypoint, "archive@tuta.fi") {
 		t.Errorf("rotate-key: %+v, mounts %q", rk, mounts("rotate-key"))
 	}

@@ -141,13 +141,25 @@ func (s *stack) writeSecrets() {
 			s.t.Fatal(err)
 		}
 	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	p := s.write("secrets/google-service-account.json", string(standins.KeyJSON(key, standins.ServiceAccount, "https://standins:8443/token")), 0o440)
-	if err := os.Chown(p, 0, stageUID); err != nil {
-		s.t.Fatal(err)
+	// One Google identity per job; upload's account is the stand-in's first.
+	for i, job := range []string{"upload", "fetch", "notify", "key-admin"} {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		email := job + "@standin-project.iam.gserviceaccount.com"
+		if job == "upload" {
+			email = standins.ServiceAccount
+		}
+		var f map[string]string
+		json.Unmarshal(standins.KeyJSON(key, email, "https://standins:8443/token"), &f)
+		if job != "upload" { // each account its own ids
+			f["private_key_id"], f["client_id"] = "standin-"+job+"-key-1", fmt.Sprintf("2000000000000000000%02d", i)
+		}
+		b, _ := json.MarshalIndent(f, "", "  ")
+		if err := os.Chown(s.write("secrets/google-"+job+".json", string(b), 0o440), 0, stageUID); err != nil {
+			s.t.Fatal(err)
+		}
 	}
 	if err := os.Chmod(filepath.Join(s.dir, "secrets"), 0o755); err != nil {
 		s.t.Fatal(err)

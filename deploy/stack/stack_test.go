@@ -372,27 +372,27 @@ func TestStack(t *testing.T) {
 			t.Errorf("the hook restarted %s times", n)
 		}
 	})
-	t.Run("rotate-key puts a new Google key in use and deletes the old, without a restart", func(t *testing.T) {
-		unrestarted := notRestarted(t, "upload", "notify")
-		if out, err := s.compose("run", "--rm", "rotate-key", "--dry-run"); err != nil || !strings.Contains(out, "would make a new key") {
+	t.Run("rotate-key puts a new Google key in use in each stage and deletes the old, without a restart", func(t *testing.T) {
+		unrestarted := notRestarted(t, "upload", "fetch", "notify")
+		if out, err := s.compose("run", "--rm", "rotate-key", "--dry-run"); err != nil || strings.Count(out, "would make a new key") != 3 {
 			t.Fatalf("dry run: %v\n%s", err, out)
 		}
 		start := time.Now()
 		out, err := s.compose("run", "--rm", "rotate-key")
-		if err != nil || !strings.Contains(out, "The Google key was rotated") {
+		if err != nil || strings.Count(out, "Google key was rotated") != 3 {
 			t.Fatalf("rotate-key: %v\n%s", err, out)
 		}
 		t.Logf("rotate-key in %s:\n%s", time.Since(start).Round(time.Second), out)
-		b, err := os.ReadFile(filepath.Join(s.dir, "secrets/google-service-account.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, err := serviceaccount.ReadKeyFile(b)
 		st, serr := s.state()
-		if err != nil || serr != nil || len(st.GoogleKeys) != 1 || st.GoogleKeys[0] != key.ID || key.ID == "standin-key-1" {
-			t.Fatalf("key file %q (%v), keys at Google %v (%v): want one new key, in the file", key.ID, err, st.GoogleKeys, serr)
-		}
-		for _, stage := range []string{"upload", "notify"} {
+		for _, stage := range events.GoogleKeyHolders {
+			b, err := os.ReadFile(filepath.Join(s.dir, "secrets/google-"+stage+".json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := serviceaccount.ReadKeyFile(b)
+			if keys := st.GoogleKeys[key.Account]; err != nil || serr != nil || len(keys) != 1 || keys[0] != key.ID || strings.HasSuffix(key.ID, "-key-1") {
+				t.Fatalf("%s's key file %q (%v), keys at Google %v (%v): want one new key, in the file", stage, key.ID, err, keys, serr)
+			}
 			if logs, _ := s.compose("logs", stage); !strings.Contains(logs, `"the new Google key is in use"`) {
 				t.Errorf("%s did not say it took the new key", stage)
 			}
@@ -657,12 +657,13 @@ func (s *stack) fault(t *testing.T, method string, f standins.Fault) {
 }
 
 // sees fails for each of forbidden in service's environment or mounts, and for
-// the Zoom secrets, the Google key and the broker's own side unless service
-// holds them.
+// the Zoom secrets, the Google keys (each its stage's; the key admin's no running
+// container's) and the broker's own side unless service holds them.
 func (s *stack) sees(t *testing.T, service string, forbidden ...string) {
 	t.Helper()
 	holders := map[string][]string{"ZOOM_WEBHOOK_SECRET": {"hook"}, "zoom-webhook-secret": {"hook"}, "ZOOM_CLIENT_SECRET": {"fetch"},
-		"zoom-client-secret": {"fetch"}, "google-service-account": {"upload", "notify"}, "nats/broker": {"broker"}}
+		"zoom-client-secret": {"fetch"}, "google-upload": {"upload"}, "google-fetch": {"fetch"}, "google-notify": {"notify"},
+		"google-key-admin": {}, "nats/broker": {"broker"}}
 	for f, who := range holders {
 		if !slices.Contains(who, service) {
 			forbidden = append(forbidden, f)

@@ -354,6 +354,12 @@ func (c *Checks) Report(what string, err error) {
 	fmt.Fprintf(c.w, "%s: ok   %s\n", c.program, what)
 }
 
+// Warn prints what a check could not prove or found amiss without failing the
+// command: err says what to fix.
+func (c *Checks) Warn(err error) {
+	fmt.Fprintf(c.w, "%s: WARN %v\n", c.program, err)
+}
+
 // Err is nil when every check passed.
 func (c *Checks) Err() error {
 	if c.failed > 0 {

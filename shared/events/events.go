@@ -312,15 +312,16 @@ type Heartbeat struct {
 
 // The credentials a stage names in its heartbeat.
 const (
-	CredentialGoogleKey     = "google_key"          // GoogleKeyHolders; ID is the key's private_key_id
+	CredentialGoogleKey     = "google_key"          // each of GoogleKeyHolders; ID is the key's private_key_id
 	CredentialZoomClient    = "zoom_client_secret"  // fetch
 	CredentialWebhookSecret = "zoom_webhook_secret" // the hook
 	CredentialBroker        = "broker_identity"     // every stage; ID is the user's public key
 )
 
-// GoogleKeyHolders are the stages that use the Google key: upload rotate-key waits
-// until each reports the new one.
-var GoogleKeyHolders = []string{IdentityUpload, IdentityNotify}
+// GoogleKeyHolders are the stages that each hold a Google key of their own (one
+// identity per job): upload rotate-key rotates each and waits until its stage
+// reports the new one under CredentialGoogleKey.
+var GoogleKeyHolders = []string{IdentityUpload, IdentityFetch, IdentityNotify}
 
 // Credential is what a stage says of a credential it uses, never the secret: which
 // one (the Google key's id), and since when (its file last changed, or its issue).

@@ -1,6 +1,7 @@
 package serviceaccount
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -21,17 +22,20 @@ import (
 var IAMSetting = config.Setting{Name: "GOOGLE_IAM_URL", Default: "https://iam.googleapis.com/",
 	Usage: "the IAM API's root, asked for the key's age and used by rotate-key"}
 
-const iamScope = "https://www.googleapis.com/auth/iam"
-
-// KeyAdminRole is the role the service account needs on itself to manage its own
-// keys (README, Rotating credentials).
-const KeyAdminRole = "roles/iam.serviceAccountKeyAdmin"
+// KeyAdminRole is the role the key-admin account needs on each stage's account
+// to rotate its key (README, Google identities); KeyViewerRole lets an account
+// read its own keys' ages and nothing more.
+const (
+	KeyAdminRole  = "roles/iam.serviceAccountKeyAdmin"
+	KeyViewerRole = "roles/iam.serviceAccountViewer"
+)
 
 // KeyFile is what a key file says of itself (no secret).
 type KeyFile struct {
-	ID      string `json:"private_key_id"`
-	Account string `json:"client_email"`
-	Type    string `json:"type"`
+	ID       string `json:"private_key_id"`
+	Account  string `json:"client_email"`
+	ClientID string `json:"client_id"`
+	Type     string `json:"type"`
 }
 
 // ReadKeyFile reads the fields of a key file that name it.
@@ -43,21 +47,23 @@ func ReadKeyFile(b []byte) (KeyFile, error) {
 	return k, nil
 }
 
-// IAMKeys is the IAM API's view of the service account's own keys, asked as the
-// account itself.
+// IAMKeys is the IAM API's view of one service account's keys, asked as the
+// account whose key it was given (the key admin, or the account itself).
 type IAMKeys struct {
 	svc     *iam.Service
 	account string // projects/-/serviceAccounts/<email>
+	caller  string // the account asking
 }
 
-// IAM is the account's keys, reached with the key in keyFile.
-func IAM(ctx context.Context, keyFile []byte, iamURL string) (*IAMKeys, error) {
-	k, err := ReadKeyFile(keyFile)
+// IAM is the keys of account (empty: the caller's own), reached with the key in
+// callerKey.
+func IAM(ctx context.Context, callerKey []byte, account, iamURL string) (*IAMKeys, error) {
+	k, err := ReadKeyFile(callerKey)
 	if err != nil {
 		return nil, err
 	}
 	// The iam scope, not cloud-platform: the token is good for the IAM API alone.
-	tokens, err := FromJSON(keyFile, iamScope, "")
+	tokens, err := FromJSON(callerKey, IAMScope, "")
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +71,7 @@ func IAM(ctx context.Context, keyFile []byte, iamURL string) (*IAMKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &IAMKeys{svc: svc, account: "projects/-/serviceAccounts/" + k.Account}, nil
+	return &IAMKeys{svc: svc, account: "projects/-/serviceAccounts/" + cmp.Or(account, k.Account), caller: k.Account}, nil
 }
 
 // AccountKey is one of the account's keys at Google.
@@ -78,7 +84,7 @@ type AccountKey struct {
 func (k *IAMKeys) List(ctx context.Context) ([]AccountKey, error) {
 	res, err := k.svc.Projects.ServiceAccounts.Keys.List(k.account).KeyTypes("USER_MANAGED").Context(ctx).Do()
 	if err != nil {
-		return nil, explainIAM(err, "list")
+		return nil, k.explain(err, "list")
 	}
 	var out []AccountKey
 	for _, key := range res.Keys {
@@ -91,7 +97,7 @@ func (k *IAMKeys) List(ctx context.Context) ([]AccountKey, error) {
 func (k *IAMKeys) Created(ctx context.Context, id string) (time.Time, error) {
 	key, err := k.svc.Projects.ServiceAccounts.Keys.Get(k.account + "/keys/" + id).Context(ctx).Do()
 	if err != nil {
-		return time.Time{}, explainIAM(err, "get")
+		return time.Time{}, k.explain(err, "get")
 	}
 	return keyOf(key).Created, nil
 }
@@ -101,7 +107,7 @@ func (k *IAMKeys) Create(ctx context.Context) (AccountKey, []byte, error) {
 	key, err := k.svc.Projects.ServiceAccounts.Keys.Create(k.account, &iam.CreateServiceAccountKeyRequest{
 		PrivateKeyType: "TYPE_GOOGLE_CREDENTIALS_FILE"}).Context(ctx).Do()
 	if err != nil {
-		return AccountKey{}, nil, explainIAM(err, "create")
+		return AccountKey{}, nil, k.explain(err, "create")
 	}
 	file, err := base64.StdEncoding.DecodeString(key.PrivateKeyData)
 	if err != nil {
@@ -117,7 +123,7 @@ func (k *IAMKeys) Delete(ctx context.Context, id string) error {
 	if errors.As(err, &gerr) && gerr.Code == http.StatusNotFound {
 		return nil
 	}
-	return explainIAM(err, "delete")
+	return k.explain(err, "delete")
 }
 
 func keyOf(key *iam.ServiceAccountKey) AccountKey {
@@ -125,11 +131,11 @@ func keyOf(key *iam.ServiceAccountKey) AccountKey {
 	return AccountKey{ID: path.Base(key.Name), Created: created}
 }
 
-// ErrNotKeyAdmin: the account may not manage its own keys.
-var ErrNotKeyAdmin = errors.New("the service account may not manage its own keys")
+// ErrNotKeyAdmin: the account asking may not manage the keys it asked about.
+var ErrNotKeyAdmin = errors.New("the service account may not manage these keys")
 
-// explainIAM says what to fix when IAM refuses verb on the account's keys.
-func explainIAM(err error, verb string) error {
+// explain says what to fix when IAM refuses verb on the account's keys.
+func (k *IAMKeys) explain(err error, verb string) error {
 	var gerr *googleapi.Error
 	if !errors.As(err, &gerr) {
 		return err
@@ -138,8 +144,12 @@ func explainIAM(err error, verb string) error {
 	case gerr.Code == http.StatusForbidden && reasonIs(gerr, "SERVICE_DISABLED"):
 		return fmt.Errorf("the IAM API is not enabled in the service account's project: enable iam.googleapis.com (gcloud services enable iam.googleapis.com): %w", err)
 	case gerr.Code == http.StatusForbidden && !reasonIs(gerr, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
-		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant the service account %s on itself (README, Rotating credentials): %v",
-			ErrNotKeyAdmin, verb, KeyAdminRole, err)
+		role := KeyAdminRole
+		if verb == "get" { // notify asking its own key's age
+			role = KeyViewerRole + " (to read its keys' ages only)"
+		}
+		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant %s %s on %s (README, Google identities): %v",
+			ErrNotKeyAdmin, verb, k.caller, role, path.Base(k.account), err)
 	case gerr.Code == http.StatusBadRequest && status(gerr) == "FAILED_PRECONDITION":
 		return fmt.Errorf("google refused a new key (the account has its 10 keys, or an organisation policy forbids keys): %w", err)
 	}

@@ -3,6 +3,7 @@ package serviceaccount_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func TestIAMKeys(t *testing.T) {
 	g := standins.NewGoogleToken()
 	defer g.Close()
 	ctx := context.Background()
-	keys, err := serviceaccount.IAM(ctx, g.KeyJSON(), g.IAMURL())
+	keys, err := serviceaccount.IAM(ctx, g.KeyJSON(), "", g.IAMURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,5 +64,62 @@ func TestIAMKeys(t *testing.T) {
 	}
 	if _, _, err := keys.Create(ctx); err == nil || !strings.Contains(err.Error(), "10 keys") {
 		t.Errorf("an eleventh key: %v", err)
+	}
+}
+
+// The key-admin account manages another account's keys once it holds the role on
+// that account, and no other account's: the key it makes there signs for that
+// account. A viewer on its own account reads its keys and makes none.
+func TestIAMKeysOfAnotherAccount(t *testing.T) {
+	g := standins.NewGoogleToken()
+	defer g.Close()
+	ctx := context.Background()
+	const admin, notify = "key-admin@standin-project.iam.gserviceaccount.com", "notify@standin-project.iam.gserviceaccount.com"
+	adminKey := g.AddAccount(admin)
+	notifyKey := g.AddAccount(notify, serviceaccount.GmailSendScope)
+	keys, err := serviceaccount.IAM(ctx, adminKey, notify, g.IAMURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.List(ctx); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) || !strings.Contains(err.Error(), serviceaccount.KeyAdminRole+" on "+notify) {
+		t.Fatalf("without the role: %v", err)
+	}
+	g.AllowKeyAdmin(admin, notify)
+	k, file, err := keys.Create(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kf, err := serviceaccount.ReadKeyFile(file); err != nil || kf.Account != notify || !slices.Contains(g.KeysOf(notify), k.ID) {
+		t.Fatalf("the new key %s: %+v (%v); notify's keys %v", k.ID, kf, err, g.KeysOf(notify))
+	}
+	src, err := serviceaccount.FromJSON(file, serviceaccount.GmailSendScope, "archive@example.org")
+	if err == nil {
+		_, err = src.Token()
+	}
+	if err != nil {
+		t.Fatalf("a gmail.send token with notify's new key: %v", err)
+	}
+	// notify, viewer on itself, reads its key's age and may make none.
+	own, err := serviceaccount.IAM(ctx, notifyKey, "", g.IAMURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := serviceaccount.ReadKeyFile(notifyKey)
+	if _, err := own.Created(ctx, first.ID); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) || !strings.Contains(err.Error(), serviceaccount.KeyViewerRole) {
+		t.Fatalf("notify's key age without the viewer role: %v", err)
+	}
+	g.AllowKeyViewer(notify, notify)
+	if _, err := own.Created(ctx, first.ID); err != nil {
+		t.Fatalf("notify's key age as viewer: %v", err)
+	}
+	if _, _, err := own.Create(ctx); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) {
+		t.Fatalf("a key made by notify's own key: %v", err)
+	}
+	upload, err := serviceaccount.IAM(ctx, adminKey, g.Email, g.IAMURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := upload.List(ctx); !errors.Is(err, serviceaccount.ErrNotKeyAdmin) {
+		t.Fatalf("an account the admin holds no role on: %v", err)
 	}
 }

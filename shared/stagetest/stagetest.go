@@ -35,6 +35,8 @@ import (
 	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
+	"zoomarchive/shared/serviceaccount"
+	"zoomarchive/shared/standins"
 )
 
 // handedOut are the addresses FreeAddr gave: the kernel may offer a port again as
@@ -599,4 +601,27 @@ func Rewrite(t testing.TB, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// GoogleAccount is the address of the stage's own service account at the token
+// stand-in (one Google identity per job).
+func GoogleAccount(stage string) string { return stage + "@standin-project.iam.gserviceaccount.com" }
+
+// GoogleKey makes the stage's own service account at tok, whose delegation
+// allows its job's scope alone (serviceaccount.Jobs), and writes its key file; it
+// returns the file's path, for GOOGLE_APPLICATION_CREDENTIALS.
+func GoogleKey(t testing.TB, tok *standins.GoogleToken, stage string) string {
+	t.Helper()
+	return WriteFile(t, stage+"-key.json", tok.AddAccount(GoogleAccount(stage), serviceaccount.JobOf(stage).Scope))
+}
+
+// WriteFile writes b into a new file of the test's, readable by its owner alone,
+// and returns its path.
+func WriteFile(t testing.TB, name string, b []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -246,10 +246,8 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 		driveError(w, 401, "authError", "Invalid Credentials")
 		return
 	}
-	readOnly := contains(grant.Scopes, "https://www.googleapis.com/auth/drive.metadata.readonly") && r.Method == http.MethodGet &&
-		strings.HasPrefix(r.URL.Path, "/drive/v3/files")
-	if !contains(grant.Scopes, "https://www.googleapis.com/auth/drive") && !readOnly {
-		driveError(w, 403, "insufficientPermissions", "Insufficient Permission: Request had insufficient authentication scopes.")
+	if !driveScoped(grant.Scopes, r.Method == http.MethodGet) {
+		scopeInsufficient(w, "drive.googleapis.com")
 		return
 	}
 	path := r.URL.Path
@@ -268,6 +266,28 @@ func (d *Drive) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		driveError(w, 404, "notFound", "Not Found")
 	}
+}
+
+// driveScoped tells whether a token's scopes reach Drive: the drive scope for
+// anything, the metadata read-only one for reads.
+func driveScoped(scopes []string, read bool) bool {
+	return contains(scopes, "https://www.googleapis.com/auth/drive") ||
+		read && contains(scopes, "https://www.googleapis.com/auth/drive.metadata.readonly")
+}
+
+// scopeInsufficient is Google's refusal of a token without the scope a call
+// needs: the Drive v3 error list, and the google.rpc status and reason newer
+// clients read.
+func scopeInsufficient(w http.ResponseWriter, service string) {
+	const msg = "Request had insufficient authentication scopes."
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(http.StatusForbidden)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
+		"errors": []map[string]string{{"domain": "global", "reason": "insufficientPermissions", "message": "Insufficient Permission"}},
+		"code":   http.StatusForbidden, "message": msg, "status": "PERMISSION_DENIED",
+		"details": []map[string]any{{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+			"domain": "googleapis.com", "metadata": map[string]string{"service": service}}},
+	}})
 }
 
 // DeleteByHand deletes a file for good, as a person does in Drive's web page.

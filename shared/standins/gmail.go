@@ -82,7 +82,7 @@ func (g *Gmail) serve(w http.ResponseWriter, r *http.Request) {
 		driveError(w, 401, "authError", "Invalid Credentials")
 		return
 	case !contains(grant.Scopes, "https://www.googleapis.com/auth/gmail.send"):
-		driveError(w, 403, "insufficientPermissions", "Request had insufficient authentication scopes.")
+		scopeInsufficient(w, "gmail.googleapis.com")
 		return
 	case grant.Subject == "":
 		driveError(w, 400, "failedPrecondition", "Precondition check failed.")

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -26,23 +27,35 @@ import (
 type GoogleToken struct {
 	Server *httptest.Server
 	Key    *rsa.PrivateKey
-	Email  string // the service account
+	Email  string // the default service account
 
 	mu     sync.Mutex
 	tokens map[string]TokenGrant // access token -> what it was granted for
-	// AllowedSubjects lists who the account may impersonate (domain-wide
+	// AllowedSubjects lists who the accounts may impersonate (domain-wide
 	// delegation); another sub gets unauthorized_client. Empty allows any.
 	AllowedSubjects []string
 	// TokenTTL is an access token's life (an hour by default).
 	TokenTTL time.Duration
-	revoked  bool                  // see Revoke
-	keys     map[string]standinKey // the keys that exist, by private_key_id
-	first    string                // Key's id
-	made     int                   // keys made so far, for the next id
+	accounts map[string]*account // by address; the default one and AddAccount's
+	made     int                 // keys made so far, for the next id
 	issued   []TokenGrant
-	// KeyAdmin: the service account may manage its own keys through the IAM API
-	// (roles/iam.serviceAccountKeyAdmin on itself); Google's default is no.
+	// KeyAdmin: the default service account may manage its own keys through the
+	// IAM API (roles/iam.serviceAccountKeyAdmin on itself); Google's default is no.
 	KeyAdmin bool
+}
+
+// account is one service account: its keys, the scopes domain-wide delegation
+// allows its client ID, and who may manage its keys.
+type account struct {
+	clientID string
+	keys     map[string]standinKey // the keys that exist, by private_key_id
+	first    string                // the key it was made with
+	revoked  bool                  // see Revoke (the default account's first key)
+	// delegated are the scopes the Workspace admin console lists for the client
+	// ID; nil allows any (the default account, as the tests have always had it).
+	delegated []string
+	admins    []string // accounts with roles/iam.serviceAccountKeyAdmin on this one
+	viewers   []string // accounts with roles/iam.serviceAccountViewer on this one
 }
 
 // standinKey is one key of the service account: its public half, when it was made.
@@ -53,6 +66,7 @@ type standinKey struct {
 
 // TokenGrant is what an access token was issued for.
 type TokenGrant struct {
+	Account string // the service account the token is for
 	Subject string
 	Scopes  []string
 	Expiry  time.Time
@@ -77,8 +91,8 @@ func NewGoogleTokenWithKey(key *rsa.PrivateKey, id string) *GoogleToken {
 	if id == "" {
 		id = firstKeyID
 	}
-	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{}, first: id,
-		keys: map[string]standinKey{id: {pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}}}
+	g := &GoogleToken{Key: key, Email: ServiceAccount, tokens: map[string]TokenGrant{},
+		accounts: map[string]*account{defaultAccount: newAccount(clientID, id, key)}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/token", g.serve)
 	mux.HandleFunc(iamPrefix, g.iam)
@@ -86,23 +100,161 @@ func NewGoogleTokenWithKey(key *rsa.PrivateKey, id string) *GoogleToken {
 	return g
 }
 
+// defaultAccount keys the default account in accounts: its address is Email,
+// which a caller may change after NewGoogleTokenWithKey.
+const defaultAccount = ""
+
+func newAccount(clientID, id string, key *rsa.PrivateKey) *account {
+	return &account{clientID: clientID, first: id,
+		keys: map[string]standinKey{id: {pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}}}
+}
+
+// account is the service account with the address or client ID named, or nil;
+// g.mu is held.
+func (g *GoogleToken) account(name string) (email string, a *account) {
+	if name == g.Email || name == clientID {
+		return g.Email, g.accounts[defaultAccount]
+	}
+	for email, a := range g.accounts {
+		if email != defaultAccount && (name == email || name == a.clientID) {
+			return email, a
+		}
+	}
+	return "", nil
+}
+
+// AddAccount makes another service account of the project, with one key, whose
+// client ID domain-wide delegation allows the scopes given (none: a token as a
+// Workspace user is refused for every scope; as the account itself any scope is
+// granted, as Google does). It returns the key file.
+func (g *GoogleToken) AddAccount(email string, scopes ...string) []byte {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	g.mu.Lock()
+	g.made++
+	n := g.made
+	g.mu.Unlock()
+	file := keyJSON(key, fmt.Sprintf("standin-%s-key-%d", strings.Split(email, "@")[0], n), email, fmt.Sprintf("1000000000000000%05d", n+1), g.URL())
+	if err := g.AddAccountKey(file, scopes...); err != nil {
+		panic("standins: " + err.Error())
+	}
+	return file
+}
+
+// AddAccountKey makes the service account a key file names, with that key (the
+// stack test writes the key files the stages get), delegated the scopes given as
+// AddAccount's are.
+func (g *GoogleToken) AddAccountKey(keyFile []byte, scopes ...string) error {
+	var f struct {
+		ID         string `json:"private_key_id"`
+		PrivateKey string `json:"private_key"`
+		Email      string `json:"client_email"`
+		ClientID   string `json:"client_id"`
+	}
+	if err := json.Unmarshal(keyFile, &f); err != nil {
+		return err
+	}
+	block, _ := pem.Decode([]byte(f.PrivateKey))
+	if block == nil {
+		return errors.New("private_key holds no PEM block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	key, ok := k.(*rsa.PrivateKey)
+	if err != nil || !ok {
+		return fmt.Errorf("private_key is not an RSA key (%v)", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(f.Email); a != nil || f.Email == "" || f.ID == "" {
+		return fmt.Errorf("service account %q exists already, or the file names none or no key id", f.Email)
+	}
+	a := newAccount(f.ClientID, f.ID, key)
+	a.delegated = append([]string{}, scopes...)
+	g.accounts[f.Email] = a
+	return nil
+}
+
+// Accounts are the addresses of the service accounts, sorted.
+func (g *GoogleToken) Accounts() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := []string{g.Email}
+	for email := range g.accounts {
+		if email != defaultAccount {
+			out = append(out, email)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Delegate sets the scopes domain-wide delegation allows the account's client ID
+// (the default account allows any until this is called).
+func (g *GoogleToken) Delegate(email string, scopes ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(email); a != nil {
+		a.delegated = append([]string{}, scopes...)
+	}
+}
+
+// AllowKeyAdmin grants admin roles/iam.serviceAccountKeyAdmin on each of the
+// accounts: admin may list, make and delete their keys through the IAM API.
+func (g *GoogleToken) AllowKeyAdmin(admin string, accounts ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range accounts {
+		if _, a := g.account(name); a != nil {
+			a.admins = append(a.admins, admin)
+		}
+	}
+}
+
+// AllowKeyViewer grants viewer roles/iam.serviceAccountViewer on each of the
+// accounts: viewer may list and read their keys (notify, its own key's age).
+func (g *GoogleToken) AllowKeyViewer(viewer string, accounts ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range accounts {
+		if _, a := g.account(name); a != nil {
+			a.viewers = append(a.viewers, viewer)
+		}
+	}
+}
+
+// KeysOf are the ids of the keys of the account with the address given, sorted.
+func (g *GoogleToken) KeysOf(email string) []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, a := g.account(email); a != nil {
+		return slices.Sorted(maps.Keys(a.keys))
+	}
+	return nil
+}
+
 // URL is the token_uri of the key file.
 func (g *GoogleToken) URL() string { return g.Server.URL + "/token" }
 
 // KeyJSON is a service-account key file as Google's console makes it, pointing at
 // this endpoint.
-func (g *GoogleToken) KeyJSON() []byte { return keyJSON(g.Key, g.first, g.Email, g.URL()) }
+func (g *GoogleToken) KeyJSON() []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return keyJSON(g.Key, g.accounts[defaultAccount].first, g.Email, clientID, g.URL())
+}
 
 // KeyJSON is a service-account key file for key, naming the account email and the
 // token endpoint tokenURI (the stack test writes one for a container's endpoint).
 func KeyJSON(key *rsa.PrivateKey, email, tokenURI string) []byte {
-	return keyJSON(key, firstKeyID, email, tokenURI)
+	return keyJSON(key, firstKeyID, email, clientID, tokenURI)
 }
 
 // firstKeyID is Key's private_key_id.
 const firstKeyID = "standin-key-1"
 
-func keyJSON(key *rsa.PrivateKey, id, email, tokenURI string) []byte {
+func keyJSON(key *rsa.PrivateKey, id, email, clientID, tokenURI string) []byte {
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
 	b, _ := json.MarshalIndent(map[string]string{
 		"type": "service_account", "project_id": "standin-project", "private_key_id": id,
@@ -133,71 +285,112 @@ func (g *GoogleToken) Grants() []TokenGrant {
 // Close stops the endpoint.
 func (g *GoogleToken) Close() { g.Server.Close() }
 
-// Revoke deletes the key (true) or brings it back: meanwhile every token request
-// is refused with invalid_grant, as Google refuses a deleted key's; tokens issued
-// before stay good until they expire, as Google's do.
+// Revoke deletes the default account's first key (true) or brings it back:
+// meanwhile every token request it signs is refused with invalid_grant, as Google
+// refuses a deleted key's; tokens issued before stay good until they expire, as
+// Google's do.
 func (g *GoogleToken) Revoke(revoked bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.revoked = revoked
+	g.accounts[defaultAccount].revoked = revoked
 }
 
-// NewKey makes another key of the same service account, as the console's "Add
+// NewKey makes another key of the default service account, as the console's "Add
 // key" does, and returns its id and key file.
 func (g *GoogleToken) NewKey() (id string, keyFile []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.newKey()
+	return g.newKey(g.Email)
 }
 
-func (g *GoogleToken) newKey() (id string, keyFile []byte) {
+// newKey makes a key of the account with the address given; g.mu is held.
+func (g *GoogleToken) newKey(email string) (id string, keyFile []byte) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		panic(err)
 	}
-	for id == "" || g.keys[id].pub != nil || id == g.first {
+	email, a := g.account(email)
+	for id == "" || g.idTaken(id) {
 		g.made++
 		id = fmt.Sprintf("standin-key-%d", g.made)
 	}
-	g.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
-	return id, keyJSON(key, id, g.Email, g.URL())
+	a.keys[id] = standinKey{pub: &key.PublicKey, created: time.Now().UTC().Truncate(time.Second)}
+	return id, keyJSON(key, id, email, a.clientID, g.URL())
 }
 
-// DeleteKey deletes a key: assertions it signs are refused from now on.
+// idTaken tells whether any account has, or was made with, a key of that id, so
+// that ids name one key of the project as Google's do; g.mu is held.
+func (g *GoogleToken) idTaken(id string) bool {
+	for _, a := range g.accounts {
+		if a.keys[id].pub != nil || id == a.first {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteKey deletes a key of the default account: assertions it signs are
+// refused from now on.
 func (g *GoogleToken) DeleteKey(id string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.keys, id)
+	delete(g.accounts[defaultAccount].keys, id)
 }
 
-// Keys are the ids of the keys that exist, sorted.
-func (g *GoogleToken) Keys() []string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.Sorted(maps.Keys(g.keys))
-}
+// Keys are the ids of the default account's keys that exist, sorted.
+func (g *GoogleToken) Keys() []string { return g.KeysOf(g.Email) }
 
-// SetKeyCreated backdates a key, as if it were made at t.
+// SetKeyCreated backdates a key of the default account, as if it were made at t.
 func (g *GoogleToken) SetKeyCreated(id string, t time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if k, ok := g.keys[id]; ok {
+	a := g.accounts[defaultAccount]
+	if k, ok := a.keys[id]; ok {
 		k.created = t.UTC().Truncate(time.Second)
-		g.keys[id] = k
+		a.keys[id] = k
 	}
 }
 
-// publicKey is the key an assertion's kid names, or nil for a deleted or unknown one.
-func (g *GoogleToken) publicKey(kid string) *rsa.PublicKey {
+// publicKey is the key of the account iss that kid names, or nil for a deleted or
+// unknown one, or an unknown account.
+func (g *GoogleToken) publicKey(iss, kid string) *rsa.PublicKey {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if kid == "" {
-		kid = g.first
-	}
-	if kid == g.first && g.revoked {
+	_, a := g.account(iss)
+	if a == nil {
 		return nil
 	}
-	return g.keys[kid].pub
+	if kid == "" {
+		kid = a.first
+	}
+	if kid == a.first && a.revoked {
+		return nil
+	}
+	return a.keys[kid].pub
+}
+
+// lookup is account under g.mu.
+func (g *GoogleToken) lookup(name string) (string, *account) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.account(name)
+}
+
+// delegates tells whether the account's client ID is allowed every scope asked
+// for as a Workspace user.
+func (g *GoogleToken) delegates(iss string, scopes []string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, a := g.account(iss)
+	if a == nil || a.delegated == nil {
+		return a != nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(a.delegated, s) {
+			return false
+		}
+	}
+	return true
 }
 
 func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
@@ -227,15 +420,20 @@ func (g *GoogleToken) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sub, _ := claims["sub"].(string)
-	if sub != "" && len(g.AllowedSubjects) > 0 && !contains(g.AllowedSubjects, sub) {
+	scope, _ := claims["scope"].(string)
+	iss, _ := claims["iss"].(string)
+	// As a Workspace user, only the subjects and scopes the admin console allows;
+	// as itself, an account gets a token for any scope (what it reaches is then
+	// up to who shared what with it).
+	if sub != "" && (len(g.AllowedSubjects) > 0 && !contains(g.AllowedSubjects, sub) || !g.delegates(iss, strings.Fields(scope))) {
 		fail(http.StatusUnauthorized, "unauthorized_client",
 			"Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.")
 		return
 	}
-	scope, _ := claims["scope"].(string)
 	tok := randomToken()
 	g.mu.Lock()
-	g.tokens[tok] = TokenGrant{Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(ttl)}
+	email, _ := g.account(iss)
+	g.tokens[tok] = TokenGrant{Account: email, Subject: sub, Scopes: strings.Fields(scope), Expiry: time.Now().Add(ttl)}
 	g.issued = append(g.issued, g.tokens[tok])
 	g.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -254,7 +452,16 @@ func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
 	if json.Unmarshal(hb, &header) != nil || header.Alg != "RS256" {
 		return nil, "Invalid JWT: alg must be RS256"
 	}
-	key := g.publicKey(header.Kid)
+	var c map[string]any
+	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	if json.Unmarshal(cb, &c) != nil {
+		return nil, "Invalid JWT: claims unreadable"
+	}
+	iss, _ := c["iss"].(string)
+	if _, a := g.lookup(iss); a == nil {
+		return nil, "Invalid grant: account not found"
+	}
+	key := g.publicKey(iss, header.Kid)
 	if key == nil {
 		return nil, "Invalid JWT Signature." // Google's words for a deleted key
 	}
@@ -266,17 +473,10 @@ func (g *GoogleToken) verify(assertion string) (map[string]any, string) {
 	if rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig) != nil {
 		return nil, "Invalid JWT Signature."
 	}
-	var c map[string]any
-	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	if json.Unmarshal(cb, &c) != nil {
-		return nil, "Invalid JWT: claims unreadable"
-	}
 	iat, _ := c["iat"].(float64)
 	exp, _ := c["exp"].(float64)
 	now := float64(time.Now().Unix())
 	switch {
-	case c["iss"] != g.Email:
-		return nil, "Invalid JWT: issuer is not the service account"
 	case c["aud"] != g.URL():
 		return nil, "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."
 	case exp <= iat || exp-iat > 3600 || exp < now || iat > now+60:

@@ -14,9 +14,10 @@ import (
 // The IAM API's service account keys (projects.serviceAccounts.keys: list, get,
 // create, delete: cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts.keys) on the token endpoint's server,
 // over the keys that endpoint takes: a key made here signs for tokens at once, a
-// key deleted here is refused from then on. The caller is the service account
-// itself (no subject) with the cloud-platform or iam scope, and only while
-// KeyAdmin says the account may manage its keys.
+// key deleted here is refused from then on. The caller is a service account (no
+// subject) with the cloud-platform or iam scope that holds the key admin role on
+// the account (AllowKeyAdmin; KeyAdmin for the default account on itself), or,
+// to list and get them, the viewer role (AllowKeyViewer).
 
 const iamPrefix = "/v1/projects/"
 
@@ -63,8 +64,9 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	account := parts[2]
-	if grant.Subject != "" || !g.KeyAdmin || (account != g.Email && account != clientID) {
+	email, acct := g.account(parts[2])
+	reads := verb == "list" || verb == "get"
+	if grant.Subject != "" || acct == nil || !g.mayManage(grant.Account, email, acct) && !(reads && slices.Contains(acct.viewers, grant.Account)) {
 		// Google says the same whether the account is missing or the caller may not.
 		perm := "iam.serviceAccountKeys." + verb
 		rpcError(w, http.StatusForbidden, "PERMISSION_DENIED", "IAM_PERMISSION_DENIED", perm,
@@ -72,7 +74,7 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := func(id string) string {
-		return fmt.Sprintf("projects/standin-project/serviceAccounts/%s/keys/%s", g.Email, id)
+		return fmt.Sprintf("projects/standin-project/serviceAccounts/%s/keys/%s", email, id)
 	}
 	key := func(id string, k standinKey) map[string]any {
 		return map[string]any{"name": name(id), "keyAlgorithm": "KEY_ALG_RSA_2048", "keyOrigin": "GOOGLE_PROVIDED", "keyType": "USER_MANAGED",
@@ -81,18 +83,18 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	switch verb {
 	case "list":
-		ids := make([]string, 0, len(g.keys))
-		for id := range g.keys {
+		ids := make([]string, 0, len(acct.keys))
+		for id := range acct.keys {
 			ids = append(ids, id)
 		}
 		sort.Strings(ids)
 		var keys []map[string]any
 		for _, id := range ids {
-			keys = append(keys, key(id, g.keys[id]))
+			keys = append(keys, key(id, acct.keys[id]))
 		}
 		json.NewEncoder(w).Encode(map[string]any{"keys": keys})
 	case "get", "delete":
-		k, ok := g.keys[id]
+		k, ok := acct.keys[id]
 		if !ok {
 			rpcError(w, http.StatusNotFound, "NOT_FOUND", "", "", "Service account key "+id+" does not exist.")
 			return
@@ -101,10 +103,10 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(key(id, k))
 			return
 		}
-		delete(g.keys, id)
+		delete(acct.keys, id)
 		w.Write([]byte("{}\n"))
 	case "create":
-		if len(g.keys) >= maxKeys {
+		if len(acct.keys) >= maxKeys {
 			rpcError(w, http.StatusBadRequest, "FAILED_PRECONDITION", "", "", "Precondition check failed.")
 			return
 		}
@@ -114,12 +116,21 @@ func (g *GoogleToken) iam(w http.ResponseWriter, r *http.Request) {
 			rpcError(w, http.StatusBadRequest, "INVALID_ARGUMENT", "", "", "Only TYPE_GOOGLE_CREDENTIALS_FILE is made here.")
 			return
 		}
-		id, file := g.newKey()
-		out := key(id, g.keys[id])
+		id, file := g.newKey(email)
+		out := key(id, acct.keys[id])
 		out["privateKeyType"] = "TYPE_GOOGLE_CREDENTIALS_FILE"
 		out["privateKeyData"] = base64.StdEncoding.EncodeToString(file)
 		json.NewEncoder(w).Encode(out)
 	}
+}
+
+// mayManage tells whether caller holds the key admin role on the account email;
+// g.mu is held.
+func (g *GoogleToken) mayManage(caller, email string, acct *account) bool {
+	if caller == email && email == g.Email && g.KeyAdmin {
+		return true
+	}
+	return slices.Contains(acct.admins, caller)
 }
 
 // clientID is the stand-in account's unique id, which names it as well as its address.

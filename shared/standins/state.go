@@ -15,8 +15,8 @@ type State struct {
 	Mails  []StateMail `json:"mails"`  // what Gmail sent
 	Trash  []string    `json:"trash"`  // Zoom's recording delete calls answered 2xx
 	Served int64       `json:"served"` // file bytes Zoom's CDN sent
-	// GoogleKeys are the service account's keys that exist.
-	GoogleKeys []string `json:"google_keys"`
+	// GoogleKeys are the keys that exist, by service account.
+	GoogleKeys map[string][]string `json:"google_keys"`
 	// Completed is the recording.completed body for the recording.
 	Completed json.RawMessage `json:"completed"`
 }
@@ -36,9 +36,12 @@ type StateMail struct {
 }
 
 // Snapshot is the State of one recording in z, its recording.completed body, what
-// d and g received, and the keys of d's service account.
+// d and g received, and the keys of every service account of d's token endpoint.
 func Snapshot(z *Zoom, d *Drive, g *Gmail, rec events.Recording, completed []byte) State {
-	s := State{Completed: completed, Served: z.BytesServed(), GoogleKeys: d.Token.Keys()}
+	s := State{Completed: completed, Served: z.BytesServed(), GoogleKeys: map[string][]string{}}
+	for _, a := range d.Token.Accounts() {
+		s.GoogleKeys[a] = d.Token.KeysOf(a)
+	}
 	for _, f := range append(rec.RecordingFiles, rec.ParticipantAudioFiles...) {
 		md5hex := z.Content(f.ID).MD5()
 		s.Zoom = append(s.Zoom, StateFile{Name: f.ID, Size: int64(f.FileSize), MD5: md5hex})

@@ -15,13 +15,14 @@ import (
 	"zoomarchive/shared/serviceaccount"
 )
 
-// Credentials: their ages in the digest, and two alerts. The Google key's age is
-// asked of the IAM API once a day (the role rotate-key needs lets the account read
-// its keys; without it, the day the key came into its file stands in). The other
-// ages come with the stages' heartbeats: the day a secret's file last changed, the
-// day a broker identity was issued. A Google key older than KEY_MAX_AGE raises an
-// alert that a rotation resolves; a stage that cannot take what its credential
-// file now holds raises one that resolves once it can.
+// Credentials: their ages in the digest, and two alerts. notify's own Google key's
+// age is asked of the IAM API once a day (with roles/iam.serviceAccountViewer on
+// its own account; without it, the day the key came into its file stands in). The
+// other ages come with the stages' heartbeats: the day upload's and fetch's Google
+// keys and a secret's file last changed, the day a broker identity was issued. A
+// Google key older than KEY_MAX_AGE raises an alert that a rotation resolves; a
+// stage that cannot take what its credential file now holds raises one that
+// resolves once it can.
 
 // keyAge is what notify knows of the Google key's age.
 type keyAge struct {
@@ -46,7 +47,7 @@ func (st *stage) googleKeyAge(ctx context.Context) keyAge {
 		st.keyAge.why = err
 		return st.keyAge
 	}
-	keys, err := serviceaccount.IAM(ctx, b, st.iamURL)
+	keys, err := serviceaccount.IAM(ctx, b, "", st.iamURL)
 	if err == nil {
 		st.keyAge.created, err = keys.Created(ctx, id)
 	}
@@ -56,26 +57,38 @@ func (st *stage) googleKeyAge(ctx context.Context) keyAge {
 	return st.keyAge
 }
 
-// checkKeyAge alerts while the Google key is older than KEY_MAX_AGE; its age is
-// the day it came into its file when IAM will not say when it was made.
+// checkKeyAge alerts while a Google key is older than KEY_MAX_AGE: notify's own
+// (its age at Google, or the day it came into its file when IAM will not say),
+// and each other stage's key that has been in its file longer (its heartbeat
+// says since when; a key is never younger at Google than in its file).
 func (st *stage) checkKeyAge(ctx context.Context) {
 	k := st.googleKeyAge(ctx)
 	made, what := k.created, "was made at Google on"
 	if made.IsZero() {
 		made, what = st.keyInFile(ctx), "has been in its file since"
 	}
-	if made.IsZero() {
-		return
+	days := func(t time.Time) int { return int(st.now().Sub(t).Hours() / 24) }
+	var old []string
+	if !made.IsZero() && st.now().Sub(made) > st.keyMaxAge {
+		old = append(old, fmt.Sprintf("notify's key %s %s %s, %d days ago", k.id, what, made.In(st.tz).Format("2 Jan 2006"), days(made)))
 	}
-	days := int(st.now().Sub(made).Hours() / 24)
-	if st.now().Sub(made) > st.keyMaxAge {
+	hbs, _ := st.heartbeats(ctx) // none: nothing known of the others' keys
+	for _, stage := range events.GoogleKeyHolders {
+		cred := hbs[stage].Credentials[events.CredentialGoogleKey]
+		if stage != events.IdentityNotify && !cred.Since.IsZero() && st.now().Sub(cred.Since) > st.keyMaxAge {
+			old = append(old, fmt.Sprintf("%s's key %s has been in its file since %s, %d days ago", stage, cred.ID, cred.Since.In(st.tz).Format("2 Jan 2006"), days(cred.Since)))
+		}
+	}
+	if len(old) > 0 {
 		st.raise(ctx, events.AlertGoogleKeyOld, fmt.Sprintf(
-			"The Google service-account key %s %s %s, %d days ago; KEY_MAX_AGE is %d days. Rotate it: on the server, "+
-				"sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use.",
-			k.id, what, made.In(st.tz).Format("2 Jan 2006"), days, int(st.keyMaxAge.Hours()/24)))
+			"Google keys older than KEY_MAX_AGE (%d days): %s. Rotate them: on the server, "+
+				"sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once new keys are in use.",
+			int(st.keyMaxAge.Hours()/24), strings.Join(old, "; ")))
 		return
 	}
-	st.clear(ctx, events.AlertGoogleKeyOld, fmt.Sprintf("The Google key in use (%s) is %d days old.", k.id, days))
+	if !made.IsZero() {
+		st.clear(ctx, events.AlertGoogleKeyOld, fmt.Sprintf("The Google keys in use are younger than KEY_MAX_AGE; notify's (%s) is %d days old.", k.id, days(made)))
+	}
 }
 
 // keyInFile is when notify's own heartbeat says the key in use came into its file.
@@ -113,16 +126,21 @@ func (st *stage) credentialLines(ctx context.Context) []string {
 	inFile := st.keyInFile(ctx)
 	switch {
 	case !k.created.IsZero():
-		lines = append(lines, fmt.Sprintf("Google key %s: made %s", k.id, age(k.created)))
+		lines = append(lines, fmt.Sprintf("notify's Google key %s: made %s", k.id, age(k.created)))
 	case inFile.IsZero():
-		lines = append(lines, fmt.Sprintf("Google key %s: its age is not known", k.id))
+		lines = append(lines, fmt.Sprintf("notify's Google key %s: its age is not known", k.id))
 	case errors.Is(k.why, serviceaccount.ErrNotKeyAdmin):
-		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s)",
-			k.id, age(inFile), serviceaccount.KeyAdminRole))
+		lines = append(lines, fmt.Sprintf("notify's Google key %s: in its file since %s; its age at Google is not known until the account may read its keys (%s on itself)",
+			k.id, age(inFile), serviceaccount.KeyViewerRole))
 	default:
-		lines = append(lines, fmt.Sprintf("Google key %s: in its file since %s", k.id, age(inFile)))
+		lines = append(lines, fmt.Sprintf("notify's Google key %s: in its file since %s", k.id, age(inFile)))
 	}
 	hbs, _ := st.heartbeats(ctx)
+	for _, stage := range events.GoogleKeyHolders {
+		if cred := hbs[stage].Credentials[events.CredentialGoogleKey]; stage != events.IdentityNotify && !cred.Since.IsZero() {
+			lines = append(lines, fmt.Sprintf("%s's Google key %s: in its file since %s", stage, cred.ID, age(cred.Since)))
+		}
+	}
 	for _, c := range []struct{ stage, name, what string }{
 		{events.IdentityFetch, events.CredentialZoomClient, "Zoom client secret: its file changed"},
 		{events.IdentityHook, events.CredentialWebhookSecret, "Zoom webhook secret: its file changed"},

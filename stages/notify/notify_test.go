@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,8 +17,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/api/drive/v3"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -39,6 +45,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	w := &world{natsURL: stagetest.NewBroker(t), token: standins.NewGoogleToken()}
 	t.Cleanup(w.token.Close)
 	w.token.AllowedSubjects = []string{sender}
+	w.token.Delegate(w.token.Email, serviceaccount.GmailSendScope) // notify's own key: gmail.send only
 	w.gmail = standins.NewGmail(w.token)
 	t.Cleanup(w.gmail.Close)
 	key := filepath.Join(t.TempDir(), "sa.json")
@@ -421,15 +428,59 @@ func TestGoldenMails(t *testing.T) {
 }
 
 // notify check proves the broker and a token to send as GMAIL_SENDER, and says
-// when the delegation does not cover the sender.
+// when the delegation does not cover the sender; it proves Google refuses the key
+// every other scope as GMAIL_SENDER, and warns, naming the fix, when it does not.
 func TestCheckSaysWhetherGmailSendIsAllowed(t *testing.T) {
 	w := newWorld(t, nil)
 	out, err := stagetest.Command(run, w.env, "notify", "check")
-	if err != nil || strings.Count(out, "notify: ok ") != 2 {
+	if err != nil || strings.Count(out, "notify: ok ") != 2+len(serviceaccount.Outside(events.IdentityNotify)) || strings.Contains(out, "WARN") {
 		t.Fatalf("a good deployment: %v\n%s", err, out)
 	}
+	for _, scope := range serviceaccount.Outside(events.IdentityNotify) {
+		if !strings.Contains(out, "notify: ok   Google refuses key standin-key-1 a token for "+scope+" as "+sender) {
+			t.Errorf("no pass for %s:\n%s", scope, out)
+		}
+	}
 	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"GMAIL_SENDER": "nobody@example.org"}), "notify", "check")
-	if err == nil || !strings.Contains(out, "notify: FAIL Gmail") || !strings.Contains(out, "GMAIL_SENDER") {
+	if err == nil || !strings.Contains(out, "notify: FAIL Gmail") || !strings.Contains(out, "GMAIL_SENDER") || strings.Contains(out, "Google refuses key") {
 		t.Errorf("a sender the delegation does not cover: %v\n%s", err, out)
+	}
+	w.token.Delegate(w.token.Email, serviceaccount.GmailSendScope, serviceaccount.DriveScope)
+	out, err = stagetest.Command(run, w.env, "notify", "check")
+	if err != nil || !strings.Contains(out, "notify: WARN google gave key standin-key-1 a token for "+serviceaccount.DriveScope+" as "+sender) {
+		t.Errorf("a key delegated Drive too: %v\n%s", err, out)
+	}
+}
+
+// notify's key can get only a gmail.send token: Google refuses it a Drive token
+// as GMAIL_SENDER, and Drive refuses a call with the token it does get.
+func TestNotifysKeyIsRefusedDrive(t *testing.T) {
+	w := newWorld(t, nil)
+	d := standins.NewDrive(w.token)
+	defer d.Close()
+	root := d.AddFolder("Zoom archive", true)
+	key, err := os.ReadFile(w.env["GOOGLE_APPLICATION_CREDENTIALS"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := serviceaccount.FromJSON(key, serviceaccount.DriveScope, sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dk.Token(); serviceaccount.ErrorCode(err) != "unauthorized_client" {
+		t.Fatalf("a Drive token for notify's key: %v, want unauthorized_client", err)
+	}
+	gk, err := serviceaccount.FromJSON(key, serviceaccount.GmailSendScope, sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := drive.NewService(context.Background(), option.WithTokenSource(gk), option.WithEndpoint(d.URL()+"drive/v3/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = svc.Files.Get(root).SupportsAllDrives(true).Do()
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) || gerr.Code != http.StatusForbidden {
+		t.Fatalf("Drive with notify's gmail.send token: %v, want 403", err)
 	}
 }

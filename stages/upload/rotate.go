@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 	"google.golang.org/api/drive/v3"
-	"google.golang.org/api/gmail/v1"
 	"google.golang.org/api/option"
 
 	"zoomarchive/shared/bus"
@@ -25,57 +25,90 @@ import (
 	"zoomarchive/shared/serviceaccount"
 )
 
-// upload rotate-key: a new key for the service account through the IAM API, put in
-// use by upload and notify before the old one is deleted at Google. The new key
-// waits beside the old (KEY.new, or --pending) until the end, so a run stopped anywhere loses no
+// upload rotate-key: a new key for each stage's service account through the IAM
+// API, made as the key-admin account (GOOGLE_KEY_ADMIN_CREDENTIALS, which no
+// running stage holds), put in use by the stage that holds it before the old one
+// is deleted at Google. One key at a time: the new key waits beside the old
+// (KEY.new, or in --pending) until the end, so a run stopped anywhere loses no
 // key: the next run takes it up instead of making another. When the new key does
-// not work, or a stage does not take it, the old key stays in use and in its file,
-// the new one is deleted, and an alert says so; the next success resolves it.
+// not work, or its stage does not take it, the old key stays in use and in its
+// file, the new one is deleted, and an alert says so; the next run that rotates
+// every key resolves it.
 
-// rotation is one run of rotate-key.
+// rotation is one key's rotation in a run of rotate-key.
 type rotation struct {
 	out         io.Writer
-	path        string // GOOGLE_APPLICATION_CREDENTIALS, written in place
+	stage       string // the stage that holds the key
+	path        string // its key file, written in place
 	pending     string // the new key until the end
+	admin       []byte // the key-admin account's key
 	iamURL      string
 	apiURL      string // GOOGLE_API_URL, for the Drive check
 	folder      string // DRIVE_FOLDER_ID
 	subject     string // DRIVE_IMPERSONATE
 	gmailSender string
 	kv          jetstream.KeyValue // the holders' heartbeats
-	wait        time.Duration      // for the holders to take the key
+	wait        time.Duration      // for the holder to take the key
 	dryRun      bool
 }
+
+// adminSetting is the key-admin account's key, for rotate-key alone.
+var adminSetting = config.Setting{Name: "GOOGLE_KEY_ADMIN_CREDENTIALS",
+	Usage: "rotate-key only: path of the key-admin account's key JSON, which may manage the stages' keys and nothing else (README, Google identities)"}
 
 func rotateCommand(stdout io.Writer) config.Command {
 	return config.Command{
 		Name:  "rotate-key",
-		Usage: "make a new Google key, put it in use in upload and notify, then delete the old one at Google",
+		Usage: "make a new Google key for each stage's account, put it in use in that stage, then delete the old one at Google",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "dry-run", Usage: "say what would be done; change nothing"},
-			&cli.StringFlag{Name: "gmail-sender", Usage: "notify's GMAIL_SENDER: the new key must get a gmail.send token as this user before it is put in use"},
-			&cli.DurationFlag{Name: "wait", Value: 2 * time.Minute, Usage: "how long upload and notify have to take the new key"},
-			&cli.StringFlag{Name: "pending", Usage: "where the new key waits until the old one is deleted (default: the key file's path with .new)"},
+			&cli.StringSliceFlag{Name: "key", Usage: "STAGE=PATH: a stage's key file to rotate (upload, fetch, notify); repeat for each (default: upload's, GOOGLE_APPLICATION_CREDENTIALS)"},
+			&cli.StringFlag{Name: "gmail-sender", Usage: "notify's GMAIL_SENDER: notify's new key must get a gmail.send token as this user before it is put in use"},
+			&cli.DurationFlag{Name: "wait", Value: 2 * time.Minute, Usage: "how long each stage has to take its new key"},
+			&cli.StringFlag{Name: "pending", Usage: "the folder where a new key waits until the old one is deleted, as STAGE.json (default: beside the key file, with .new)"},
 		},
 		Action: func(ctx context.Context, v *config.Values, c *cli.Context) error {
-			iamURL := v.String(serviceaccount.IAMSetting.Name)
+			held, err := heldKeys(c.StringSlice("key"), v.String(serviceaccount.Setting.Name))
+			if err == nil && slices.ContainsFunc(held, func(h heldKey) bool { return h.stage == events.IdentityNotify }) && c.String("gmail-sender") == "" {
+				err = errors.New("--gmail-sender: needed to prove notify's new key")
+			}
+			var admin []byte
+			if err == nil {
+				admin, err = readAdminKey(v.String(adminSetting.Name))
+			}
+			if err != nil {
+				return err
+			}
 			st, rc, conn, err := dialed(ctx, v)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			r := &rotation{out: stdout, path: rc.keyFile, pending: cmp.Or(c.String("pending"), rc.keyFile+".new"), iamURL: iamURL, apiURL: st.res.base, folder: st.root, subject: rc.subject,
-				gmailSender: c.String("gmail-sender"), kv: conn.KV, wait: c.Duration("wait"), dryRun: c.Bool("dry-run")}
-			done, err := r.run(ctx)
+			var failed []error
+			var done []string
+			for _, h := range held {
+				pending := h.path + ".new"
+				if dir := c.String("pending"); dir != "" {
+					pending = filepath.Join(dir, h.stage+".json")
+				}
+				r := &rotation{out: stdout, stage: h.stage, path: h.path, pending: pending, admin: admin, iamURL: v.String(serviceaccount.IAMSetting.Name),
+					apiURL: st.res.base, folder: st.root, subject: rc.subject, gmailSender: c.String("gmail-sender"), kv: conn.KV, wait: c.Duration("wait"), dryRun: c.Bool("dry-run")}
+				d, err := r.run(ctx)
+				if err != nil {
+					failed = append(failed, fmt.Errorf("%s's key: %w", h.stage, err))
+				}
+				done = append(done, d)
+			}
+			err = errors.Join(failed...)
 			switch {
-			case r.dryRun:
+			case c.Bool("dry-run"):
 			case err != nil:
 				if aerr := bus.RaiseAlert(ctx, conn.JS, conn.KV, events.Alert{Kind: events.AlertGoogleKeyRotation,
-					Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: " + err.Error()}); aerr != nil {
+					Message: "upload rotate-key could not rotate a Google key, and each key it could not rotate stays in use: " + err.Error()}); aerr != nil {
 					st.log.Warn("cannot raise an alert", "kind", events.AlertGoogleKeyRotation, "err", aerr)
 				}
 			default:
-				if aerr := bus.ClearAlert(ctx, conn.JS, conn.KV, events.AlertGoogleKeyRotation, done); aerr != nil {
+				if aerr := bus.ClearAlert(ctx, conn.JS, conn.KV, events.AlertGoogleKeyRotation, strings.Join(done, " ")); aerr != nil {
 					st.log.Warn("cannot resolve an alert", "kind", events.AlertGoogleKeyRotation, "err", aerr)
 				}
 			}
@@ -84,17 +117,54 @@ func rotateCommand(stdout io.Writer) config.Command {
 	}
 }
 
+// heldKey is a stage's key file.
+type heldKey struct{ stage, path string }
+
+// heldKeys reads the --key flags: STAGE=PATH, each stage one that holds a key.
+func heldKeys(flags []string, uploadKey string) ([]heldKey, error) {
+	if len(flags) == 0 {
+		return []heldKey{{events.IdentityUpload, uploadKey}}, nil
+	}
+	var held []heldKey
+	for _, f := range flags {
+		stage, path, ok := strings.Cut(f, "=")
+		switch {
+		case !ok || path == "" || !slices.Contains(events.GoogleKeyHolders, stage):
+			return nil, fmt.Errorf("--key %q: want STAGE=PATH, STAGE one of %v", f, events.GoogleKeyHolders)
+		case slices.ContainsFunc(held, func(h heldKey) bool { return h.stage == stage }):
+			return nil, fmt.Errorf("--key: %s named twice", stage)
+		}
+		held = append(held, heldKey{stage, path})
+	}
+	return held, nil
+}
+
+// readAdminKey reads the key-admin account's key.
+func readAdminKey(path string) ([]byte, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%s: required for rotate-key: the key-admin account's key (README, Google identities)", adminSetting.Name)
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		_, err = serviceaccount.ReadKeyFile(b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", adminSetting.Name, err)
+	}
+	return b, nil
+}
+
 // run rotates the key and says what it did; done is the last line.
 func (r *rotation) run(ctx context.Context) (done string, err error) {
 	cur, err := os.ReadFile(r.path)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", serviceaccount.Setting.Name, err)
+		return "", err
 	}
 	old, err := serviceaccount.ReadKeyFile(cur)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", serviceaccount.Setting.Name, err)
+		return "", fmt.Errorf("%s: %w", r.path, err)
 	}
-	keys, err := serviceaccount.IAM(ctx, cur, r.iamURL)
+	keys, err := serviceaccount.IAM(ctx, r.admin, old.Account, r.iamURL)
 	if err != nil {
 		return "", err
 	}
@@ -117,11 +187,11 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 	newFile, newID, replaces := r.takeUp(old, list)
 	if replaces != "" { // the file holds the new key already; the old one is left to delete
 		if r.dryRun {
-			fmt.Fprintf(r.out, "would wait for %v to use key %s, then delete key %s\n", events.GoogleKeyHolders, old.ID, replaces)
+			fmt.Fprintf(r.out, "would wait for %s to use key %s, then delete key %s\n", r.stage, old.ID, replaces)
 			return "", nil
 		}
-		if err := r.waitHolders(ctx, old.ID); err != nil {
-			return "", fmt.Errorf("%w; run rotate-key again once they do", err)
+		if err := r.waitHolder(ctx, old.ID); err != nil {
+			return "", fmt.Errorf("%w; run rotate-key again once it does", err)
 		}
 		return r.retire(ctx, keys, old.ID, replaces)
 	}
@@ -130,8 +200,8 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 		if newID != "" {
 			what = "take up key " + newID + " from " + pending
 		}
-		fmt.Fprintf(r.out, "would %s, check it with Drive (folder %s as %s) and Gmail (%s), write it into %s, wait for %v to use it, then delete key %s\n",
-			what, r.folder, cmp.Or(r.subject, "the service account"), cmp.Or(r.gmailSender, "not checked"), r.path, events.GoogleKeyHolders, old.ID)
+		fmt.Fprintf(r.out, "would %s, check it (%s), write it into %s, wait for %s to use it, then delete key %s\n",
+			what, r.proof(), r.path, r.stage, old.ID)
 		return "", nil
 	}
 	if newID == "" {
@@ -157,11 +227,11 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 	if err := r.prove(ctx, newFile); err != nil {
 		return undo(fmt.Errorf("the new key %s does not work (deleted again; the key in use is unchanged): %w", newID, err))
 	}
-	fmt.Fprintf(r.out, "key %s gets Drive (folder %s) and Gmail tokens\n", newID, r.folder)
+	fmt.Fprintf(r.out, "key %s works: %s\n", newID, r.proof())
 	if err := config.WriteInPlace(r.path, newFile); err != nil {
 		return undo(errors.Join(fmt.Errorf("cannot write %s: %w", r.path, err), config.WriteInPlace(r.path, cur)))
 	}
-	if err := r.waitHolders(ctx, newID); err != nil {
+	if err := r.waitHolder(ctx, newID); err != nil {
 		return undo(errors.Join(fmt.Errorf("%w; the old key is back in %s", err, r.path), config.WriteInPlace(r.path, cur)))
 	}
 	return r.retire(ctx, keys, newID, old.ID)
@@ -171,13 +241,13 @@ func (r *rotation) run(ctx context.Context) (done string, err error) {
 // replaces, for a run that stops once the new key is in use.
 const replacesSuffix = ".replaces"
 
-// retire deletes the old key at Google once the new one is in use everywhere.
+// retire deletes the old key at Google once the new one is in use by its stage.
 func (r *rotation) retire(ctx context.Context, keys *serviceaccount.IAMKeys, newID, oldID string) (string, error) {
 	if err := keys.Delete(ctx, oldID); err != nil {
-		return "", fmt.Errorf("key %s is in use everywhere, but the old key %s was not deleted at Google: run rotate-key again: %w", newID, oldID, err)
+		return "", fmt.Errorf("key %s is in use by %s, but the old key %s was not deleted at Google: run rotate-key again: %w", newID, r.stage, oldID, err)
 	}
 	r.forget()
-	done := fmt.Sprintf("The Google key was rotated: key %s is in use by upload and notify, and the old key %s is deleted at Google.", newID, oldID)
+	done := fmt.Sprintf("The %s stage's Google key was rotated: key %s is in use, and the old key %s is deleted at Google.", r.stage, newID, oldID)
 	fmt.Fprintln(r.out, done)
 	return done, nil
 }
@@ -221,9 +291,18 @@ func (r *rotation) takeUp(old serviceaccount.KeyFile, list []serviceaccount.Acco
 	return nil, "", ""
 }
 
-// prove gets the new key a Drive token as the stage acts and reads the folder, and
-// a gmail.send token as notify's sender. Google may take a moment to honour a new
-// key, so a key it does not know yet (invalid_grant) is tried again for a minute.
+// proof says how the new key is proven: its job's scope, as the stage acts.
+func (r *rotation) proof() string {
+	if r.stage == events.IdentityNotify {
+		return "a gmail.send token as " + r.gmailSender
+	}
+	return fmt.Sprintf("folder %s read with scope %s as %s", r.folder, serviceaccount.JobOf(r.stage).Scope, cmp.Or(r.subject, "the service account"))
+}
+
+// prove gets the new key a token for its job's scope as its stage acts: upload's
+// and fetch's read the folder, notify's is granted for GMAIL_SENDER. Google may
+// take a moment to honour a new key, so a key it does not know yet
+// (invalid_grant) is tried again for a minute.
 func (r *rotation) prove(ctx context.Context, keyFile []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
@@ -239,7 +318,18 @@ func (r *rotation) prove(ctx context.Context, keyFile []byte) error {
 }
 
 func (r *rotation) proveOnce(ctx context.Context, keyFile []byte) error {
-	dk, err := serviceaccount.FromJSON(keyFile, drive.DriveScope, r.subject)
+	scope := serviceaccount.JobOf(r.stage).Scope
+	if r.stage == events.IdentityNotify {
+		gk, err := serviceaccount.FromJSON(keyFile, scope, r.gmailSender)
+		if err != nil {
+			return err
+		}
+		if _, err := gk.Token(); err != nil {
+			return fmt.Errorf("gmail: %w", serviceaccount.Explain(err, scope, "check --gmail-sender"))
+		}
+		return nil
+	}
+	dk, err := serviceaccount.FromJSON(keyFile, scope, r.subject)
 	if err != nil {
 		return err
 	}
@@ -248,49 +338,33 @@ func (r *rotation) proveOnce(ctx context.Context, keyFile []byte) error {
 		return err
 	}
 	if _, err := svc.Files.Get(r.folder).SupportsAllDrives(true).Fields("id").Context(ctx).Do(); err != nil {
-		return fmt.Errorf("drive: %w", serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE"))
-	}
-	if r.gmailSender == "" {
-		return nil
-	}
-	gk, err := serviceaccount.FromJSON(keyFile, gmail.GmailSendScope, r.gmailSender)
-	if err != nil {
-		return err
-	}
-	if _, err := gk.Token(); err != nil {
-		return fmt.Errorf("gmail: %w", serviceaccount.Explain(err, gmail.GmailSendScope, "check --gmail-sender"))
+		return fmt.Errorf("drive: %w", serviceaccount.Explain(err, scope, "check DRIVE_IMPERSONATE"))
 	}
 	return nil
 }
 
-// waitHolders waits until every stage that holds the key reports id in its
+// waitHolder waits until the stage that holds the key reports id in its
 // heartbeat. A stage that has not reported for two heartbeats is not running and
 // reads the file when it starts; one that reports the key refused fails the wait.
-func (r *rotation) waitHolders(ctx context.Context, id string) error {
+func (r *rotation) waitHolder(ctx context.Context, id string) error {
 	ctx, cancel := context.WithTimeout(ctx, r.wait)
 	defer cancel()
 	for {
-		var waiting []string
-		for _, stage := range events.GoogleKeyHolders {
-			hb, found, err := bus.Get[events.Heartbeat](ctx, r.kv, events.HeartbeatKey(stage))
-			switch {
-			case err != nil && ctx.Err() == nil:
-				return fmt.Errorf("cannot read %s's heartbeat: %w", stage, err)
-			case !found || time.Since(hb.At) > 2*bus.HeartbeatEvery:
-				continue
-			case hb.Credentials[events.CredentialGoogleKey].ID == id:
-				continue
-			case hb.Credentials[events.CredentialGoogleKey].RefusedID == id:
-				return fmt.Errorf("%s cannot use the new key: %s", stage, strings.Join(hb.Faults, "; "))
-			}
-			waiting = append(waiting, stage)
-		}
-		if len(waiting) == 0 {
-			fmt.Fprintf(r.out, "upload and notify use key %s\n", id)
+		hb, found, err := bus.Get[events.Heartbeat](ctx, r.kv, events.HeartbeatKey(r.stage))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			return fmt.Errorf("cannot read %s's heartbeat: %w", r.stage, err)
+		case err == nil && (!found || time.Since(hb.At) > 2*bus.HeartbeatEvery):
+			fmt.Fprintf(r.out, "%s is not running; it reads key %s when it starts\n", r.stage, id)
 			return nil
+		case err == nil && hb.Credentials[events.CredentialGoogleKey].ID == id:
+			fmt.Fprintf(r.out, "%s uses key %s\n", r.stage, id)
+			return nil
+		case hb.Credentials[events.CredentialGoogleKey].RefusedID == id:
+			return fmt.Errorf("%s cannot use the new key: %s", r.stage, strings.Join(hb.Faults, "; "))
 		}
 		if retry.Sleep(ctx, time.Second) != nil {
-			return fmt.Errorf("%v did not take the new key within %s", waiting, r.wait)
+			return fmt.Errorf("%s did not take the new key within %s", r.stage, r.wait)
 		}
 	}
 }

@@ -36,6 +36,7 @@ import (
 var settings = append(append([]config.Setting{
 	serviceaccount.Setting,
 	serviceaccount.IAMSetting,
+	adminSetting,
 }, serviceaccount.DriveSettings...), append([]config.Setting{
 	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is held in memory"},
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},

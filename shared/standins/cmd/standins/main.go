@@ -1,7 +1,8 @@
 // Command standins runs the stand-ins of Zoom, Google's token endpoint, Drive and
 // Gmail on loopback for make dev and make demo: it writes the settings that point
-// the stages at them (an env file), a service-account key for the stand-in token
-// endpoint, and a recording.completed body for a meeting the Zoom stand-in holds.
+// the stages at them (an env file), a service-account key per stage and one for
+// the key admin (identities), and a recording.completed body for a meeting the
+// Zoom stand-in holds.
 // With STANDINS_DEMO set it also plays Zoom's part (demo.go); stack.go is how the
 // compose stack test runs it in a container. Not for production.
 package main
@@ -13,12 +14,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"zoomarchive/shared/events"
+	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/standins"
 )
 
@@ -70,16 +74,13 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 		return fmt.Errorf("STANDINS_GOOGLE_KEY: %w", err)
 	}
 	defer w.token.Close()
-	w.token.KeyAdmin = true // upload rotate-key works against the stand-ins
+	if err := identities(w.token, getenv("STANDINS_GOOGLE_KEYS"), dir); err != nil {
+		return fmt.Errorf("STANDINS_GOOGLE_KEYS: %w", err)
+	}
 	w.drive, w.gmail = standins.NewDrive(w.token), standins.NewGmail(w.token)
 	defer w.drive.Close()
 	defer w.gmail.Close()
 	root := w.drive.AddFolder("Zoom archive", true)
-
-	key := filepath.Join(dir, "service-account.json")
-	if err := os.WriteFile(key, w.token.KeyJSON(), 0o600); err != nil {
-		return err
-	}
 	w.rec = w.zoom.AddRecording(events.Recording{
 		UUID: "dev/Recording+Uuid==", ID: 81234567890, HostEmail: "host@example.org", Topic: "Rehearsal: The Cherry Orchard, act 2",
 		Type: 8, StartTime: time.Now().Add(-2 * time.Hour).Truncate(time.Minute), Timezone: "Europe/Helsinki", Duration: 95,
@@ -102,7 +103,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 	env := map[string]string{
 		"ZOOM_ACCOUNT_ID": w.zoom.AccountID, "ZOOM_CLIENT_ID": w.zoom.ClientID, "ZOOM_CLIENT_SECRET": w.zoom.ClientSecret,
 		"ZOOM_API_URL": w.zoom.APIURL(), "ZOOM_OAUTH_URL": w.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
-		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(), "GOOGLE_IAM_URL": w.token.IAMURL(),
+		"GOOGLE_KEYS_DIR": dir, "GOOGLE_KEY_ADMIN_CREDENTIALS": filepath.Join(dir, "google-key-admin.json"), "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(), "GOOGLE_IAM_URL": w.token.IAMURL(),
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
 	}
 	keys := make([]string, 0, len(env))
@@ -193,3 +194,58 @@ func (w *world) report(ctx context.Context) error {
 		}
 	}
 }
+
+// identities are one Google identity per job, as README's setup makes them: the
+// token endpoint's first account is upload's (delegated Drive alone); fetch's
+// (Drive metadata) and notify's (gmail.send) are added, and the key admin's,
+// which may manage the three's keys and is delegated nothing. keys, when set
+// (the stack test), names the files of the other three as JOB=FILE,...; else
+// they are made here and written, with upload's, into dir as google-JOB.json
+// (make run gives each stage its own from GOOGLE_KEYS_DIR).
+func identities(g *standins.GoogleToken, keys, dir string) error {
+	g.Delegate(g.Email, serviceaccount.DriveScope)
+	scopes := map[string][]string{events.IdentityFetch: {serviceaccount.DriveMetadataScope},
+		events.IdentityNotify: {serviceaccount.GmailSendScope}, keyAdmin: nil}
+	files := map[string][]byte{events.IdentityUpload: g.KeyJSON()}
+	if keys == "" {
+		for _, job := range []string{events.IdentityFetch, events.IdentityNotify, keyAdmin} {
+			files[job] = g.AddAccount(job+"@standin-project.iam.gserviceaccount.com", scopes[job]...)
+		}
+	}
+	for _, pair := range strings.Split(keys, ",") {
+		if pair == "" {
+			continue
+		}
+		job, file, _ := strings.Cut(pair, "=")
+		sc, ok := scopes[job]
+		if !ok {
+			return fmt.Errorf("%q: want JOB=FILE, JOB fetch, notify or %s", pair, keyAdmin)
+		}
+		b, err := os.ReadFile(file)
+		if err == nil {
+			err = g.AddAccountKey(b, sc...)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		files[job] = b
+	}
+	if k, err := serviceaccount.ReadKeyFile(files[events.IdentityNotify]); err == nil {
+		g.AllowKeyViewer(k.Account, k.Account) // its key's age, for the digest
+	}
+	if k, err := serviceaccount.ReadKeyFile(files[keyAdmin]); err == nil {
+		g.AllowKeyAdmin(k.Account, slices.DeleteFunc(g.Accounts(), func(a string) bool { return a == k.Account })...)
+	}
+	if keys != "" {
+		return nil
+	}
+	for job, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, "google-"+job+".json"), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// keyAdmin names the key-admin identity.
+const keyAdmin = "key-admin"
