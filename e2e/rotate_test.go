@@ -22,8 +22,8 @@ import (
 // upload rotate-key in the middle of a 1 GiB archive, as the key-admin account
 // alone, with tokens short-lived so that every stage needs one from the key in
 // use again and again: the file goes on in its one Drive session and arrives
-// whole, notify still mails, and upload's and notify's accounts are each left with
-// exactly one key, the new one, in use by its stage.
+// whole, notify still mails, and upload's, fetch's and notify's accounts are each
+// left with exactly one key, the new one, in use by its stage.
 func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p := newPipeline(t, nil)
 	p.token.TokenTTL = 3 * time.Second // a key deleted too soon would show at once
@@ -34,9 +34,9 @@ func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p.waitMidFile(key, time.Minute)
 
 	const admin = "key-admin@standin-project.iam.gserviceaccount.com"
-	notify := stagetest.GoogleAccount(events.IdentityNotify)
-	accounts := map[string]string{events.IdentityUpload: p.token.Email, events.IdentityNotify: notify}
-	p.token.AllowKeyAdmin(admin, p.token.Email, notify)
+	notify, fetch := stagetest.GoogleAccount(events.IdentityNotify), stagetest.GoogleAccount(events.IdentityFetch)
+	accounts := map[string]string{events.IdentityUpload: p.token.Email, events.IdentityNotify: notify, events.IdentityFetch: fetch}
+	p.token.AllowKeyAdmin(admin, p.token.Email, notify, fetch)
 	old := map[string][]string{}
 	for stage, account := range accounts {
 		old[stage] = p.token.KeysOf(account)
@@ -45,8 +45,9 @@ func TestGoogleKeyRotatedMidArchive(t *testing.T) {
 	p.own["upload"] = stagetest.Merge(p.own["upload"], map[string]string{
 		"GOOGLE_KEY_ADMIN_CREDENTIALS": stagetest.WriteFile(t, "key-admin.json", p.token.AddAccount(admin))})
 	out, err := p.command("upload", "rotate-key", "--gmail-sender", p.env["GMAIL_SENDER"],
-		"--key", "upload="+p.env["GOOGLE_APPLICATION_CREDENTIALS"], "--key", "notify="+p.own["notify"]["GOOGLE_APPLICATION_CREDENTIALS"])
-	if err != nil || strings.Count(string(out), "Google key was rotated") != 2 {
+		"--key", "upload="+p.env["GOOGLE_APPLICATION_CREDENTIALS"], "--key", "notify="+p.own["notify"]["GOOGLE_APPLICATION_CREDENTIALS"],
+		"--key", "fetch="+p.own["fetch"]["GOOGLE_APPLICATION_CREDENTIALS"])
+	if err != nil || strings.Count(string(out), "Google key was rotated") != 3 {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
 	_, uploaded := p.progress(key)

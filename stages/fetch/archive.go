@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
-	"google.golang.org/api/drive/v3"
 
 	"zoomarchive/shared/bus"
 	"zoomarchive/shared/config"
@@ -362,7 +361,7 @@ func (st *stage) ask(ctx context.Context, f *trashFacts, what fact) error {
 		proofs, err := st.drive.prove(ctx, f.rec.Files, f.claims)
 		if serviceaccount.ErrorCode(err) != "" {
 			// Not this recording's fault, and not cured by asking again soon.
-			err = googleRefused{serviceaccount.Explain(err, drive.DriveMetadataReadonlyScope, "check DRIVE_IMPERSONATE")}
+			err = googleRefused{serviceaccount.Explain(err, serviceaccount.DriveMetadataScope, "check DRIVE_IMPERSONATE")}
 			st.health.Set("google", err)
 			return err
 		}

@@ -4,9 +4,9 @@ import (
 	"context"
 
 	"fmt"
-	"google.golang.org/api/drive/v3"
 	"io"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 
@@ -45,7 +45,10 @@ func checkCommand(stdout io.Writer) config.Command {
 			checks.Report("broker: connected as fetch, the job bucket readable", bus.Reach(ctx, rc.bus, true))
 			_, err = st.drive.files.Get(st.drive.root).SupportsAllDrives(true).Fields("id").Context(ctx).Do()
 			checks.Report("Google Drive: fetch's key reads the archive folder's metadata (DRIVE_FOLDER_ID), to check Drive before the trash",
-				serviceaccount.Explain(err, drive.DriveMetadataReadonlyScope, "check DRIVE_IMPERSONATE, and that fetch's service account may read the folder"))
+				serviceaccount.Explain(err, serviceaccount.DriveMetadataScope, "check DRIVE_IMPERSONATE, and that fetch's service account may read the folder"))
+			if key, err := os.ReadFile(rc.keyFile); err == nil {
+				serviceaccount.ReportConfined(checks, key, events.IdentityFetch, v.String("DRIVE_IMPERSONATE"))
+			}
 			_, err = st.zoom.accessToken(ctx)
 			checks.Report("Zoom: a Server-to-Server OAuth token for the app", err)
 			if err != nil {

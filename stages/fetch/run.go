@@ -209,7 +209,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	if !strings.HasSuffix(googleURL, "/") {
 		googleURL += "/"
 	}
-	key := serviceaccount.TokenSource(v, drive.DriveMetadataReadonlyScope, v.String("DRIVE_IMPERSONATE"))
+	key := serviceaccount.TokenSource(v, serviceaccount.DriveMetadataScope, v.String("DRIVE_IMPERSONATE"))
 	accountID, clientID, secret := v.String("ZOOM_ACCOUNT_ID"), v.String("ZOOM_CLIENT_ID"), v.String("ZOOM_CLIENT_SECRET")
 	retryBase := v.Duration("ZOOM_RETRY_BASE")
 	c := runConf{bus: bus.ReadConfig(v, events.IdentityFetch), reg: obs.Registry(), metricsAddr: v.String("METRICS_ADDR"), concurrency: v.Int("FETCH_CONCURRENCY", 1),

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,10 +50,7 @@ func newWorld(t testing.TB, extra map[string]string) *world {
 	w.drive = standins.NewDrive(token)
 	t.Cleanup(w.drive.Close)
 	w.root = w.drive.AddFolder("Zoom archive", true)
-	key := filepath.Join(t.TempDir(), "fetch-key.json")
-	if err := os.WriteFile(key, token.KeyJSON(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key := stagetest.GoogleKey(t, token, events.IdentityFetch) // fetch's own account: Drive's metadata, read only
 	w.env = map[string]string{
 		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": w.root, "GOOGLE_API_URL": w.drive.URL(),
 		"NATS_CREDS": stagetest.Creds(t, w.natsURL, events.IdentityFetch), "NATS_URL": w.natsURL,
