@@ -590,15 +590,13 @@ func (s *stack) streams(t *testing.T) map[string]uint64 {
 	return m
 }
 
+// They are read from a container on bus: the broker is on that internal network
+// alone, where no port is published.
 func (s *stack) streamsErr() (map[string]uint64, error) {
-	resp, err := http.Get("http://" + s.mon + "/metrics")
+	b, err := exec.Command("podman", "run", "--rm", "--network", project+"_bus", "localhost/debian-slim:bookworm", "timeout", "5", "bash", "-c",
+		"exec 3<>/dev/tcp/"+brokerIP+"/9100 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3").CombinedOutput()
 	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the broker's metrics from bus: %v %s", err, b)
 	}
 	out := map[string]uint64{}
 	for _, m := range regexp.MustCompile(`(?m)^zoomarchive_broker_stream_messages\{stream="([^"]+)"\} (\d+)$`).FindAllStringSubmatch(string(b), -1) {
@@ -714,12 +712,14 @@ func (s *stack) sees(t *testing.T, service string, forbidden ...string) {
 }
 
 // isolation: what a container reaches is what its networks reach. nginx is on
-// edge alone, certbot on acme alone, the hook on bus and edge; a fresh container
-// on each network then tries the broker's client and monitoring ports: only bus
-// reaches the client port, no network the monitoring port (it listens inside the
-// broker's container).
+// edge alone, certbot on acme alone, the hook on bus and edge, fetch on bus and
+// egress, the broker on bus alone; a fresh container on each network then tries
+// the broker's client and monitoring ports: only bus reaches the client port, no
+// network the monitoring port (it listens inside the broker's container). bus has
+// no route out: from it, the stand-ins on egress (the stack's internet) are out
+// of reach.
 func (s *stack) isolation(t *testing.T) {
-	for svc, want := range map[string]string{"nginx": "edge", "certbot": "acme", "hook": "bus edge", "fetch": "bus", "broker": "bus"} {
+	for svc, want := range map[string]string{"nginx": "edge", "certbot": "acme", "hook": "bus edge", "fetch": "bus egress", "broker": "bus"} {
 		var got []string
 		for _, n := range strings.Fields(podman(t, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", container(svc))) {
 			got = append(got, strings.TrimPrefix(n, project+"_"))
@@ -735,17 +735,30 @@ func (s *stack) isolation(t *testing.T) {
 		reach         bool
 	}{
 		{"edge", "4222", false}, {"edge", "8222", false}, {"acme", "4222", false}, {"acme", "8222", false},
-		{"bus", "4222", true}, {"bus", "8222", false},
+		{"egress", "4222", false}, {"egress", "8222", false}, {"bus", "4222", true}, {"bus", "8222", false},
 	} {
-		out, err := exec.Command("podman", "run", "--rm", "--network", project+"_"+c.network, "localhost/debian-slim:bookworm",
-			"timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+c.port+" && echo reached").CombinedOutput()
-		if strings.Contains(string(out), "Error:") {
-			t.Fatalf("the probe itself failed: %v %s", err, out)
-		}
-		if reached := strings.Contains(string(out), "reached"); reached != c.reach {
-			t.Errorf("from the %s network, the broker's %s:%s: reached %v, want %v (%v %s)", c.network, ip, c.port, reached, c.reach, err, out)
+		if reached := probe(t, c.network, ip, c.port); reached != c.reach {
+			t.Errorf("from the %s network, the broker's %s:%s: reached %v, want %v", c.network, ip, c.port, reached, c.reach)
 		}
 	}
+	outside := strings.TrimSpace(podman(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+project+`_egress").IPAddress}}`, container("standins")))
+	for network, reach := range map[string]bool{"bus": false, "egress": true} {
+		if reached := probe(t, network, outside, "8441"); reached != reach {
+			t.Errorf("from the %s network, the stand-ins at %s:8441 (outside bus): reached %v, want %v", network, outside, reached, reach)
+		}
+	}
+}
+
+// probe tells whether a fresh container on network connects to ip:port.
+func probe(t *testing.T, network, ip, port string) bool {
+	t.Helper()
+	out, err := exec.Command("podman", "run", "--rm", "--network", project+"_"+network, "localhost/debian-slim:bookworm",
+		"timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+port+" && echo reached").CombinedOutput()
+	if strings.Contains(string(out), "Error:") {
+		t.Fatalf("the probe itself failed: %v %s", err, out)
+	}
+	t.Logf("from %s to %s:%s: %s", network, ip, port, strings.TrimSpace(string(out)))
+	return strings.Contains(string(out), "reached")
 }
 
 // hookCannotVerify: with the hook's credentials, from the hook's network, writing
