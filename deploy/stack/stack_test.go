@@ -71,7 +71,7 @@ func TestStack(t *testing.T) {
 			return nil
 		})
 	})
-	t.Run("port 80 redirects all but the ACME challenge", func(t *testing.T) {
+	t.Run("port 80 redirects all but the ACME challenge to the domain, another name gets nothing", func(t *testing.T) {
 		c := s.client(nil, 0, 0)
 		resp := get(t, c, "http://"+domain+"/zoom/webhook?x=1")
 		if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "https://"+domain+"/zoom/webhook?x=1" {
@@ -123,7 +123,7 @@ func TestStack(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("nginx, certbot and the hook cannot reach what they must not", s.isolation)
+	t.Run("nginx, certbot, the hook and the broker cannot reach what they must not", s.isolation)
 	t.Run("certbot sees no secret", func(t *testing.T) { s.sees(t, "certbot", ".creds") })
 	podman(t, "rm", container("certbot")) // the first certificate's run, looked at
 	t.Run("deploy/check proves the deployment", s.deployCheck)
