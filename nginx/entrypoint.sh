@@ -7,6 +7,13 @@
 # filled in, the certificate it serves, its pid) lives in /run, a tmpfs.
 set -eu
 : "${DOMAIN:?set DOMAIN, the name Zoom posts to}"
+# A host name only: it goes into the configuration as the one name served.
+case "$DOMAIN" in
+*[!A-Za-z0-9.-]* | .* | *..*)
+    echo "nginx: DOMAIN '$DOMAIN' is not a host name" >&2
+    exit 1
+    ;;
+esac
 live=/etc/letsencrypt/live/$DOMAIN
 tls=/run/nginx/tls
 conf=/run/nginx/nginx.conf
@@ -30,7 +37,7 @@ fi
 
 resolver=$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)
 case "$resolver" in *:*) resolver="[$resolver]" ;; esac
-sed "s/__RESOLVER__/${resolver:-127.0.0.11}/" /etc/nginx/nginx.conf.in > "$conf"
+sed -e "s/__RESOLVER__/${resolver:-127.0.0.11}/" -e "s/__DOMAIN__/$DOMAIN/g" /etc/nginx/nginx.conf.in > "$conf"
 nginx -t -q -c "$conf"
 
 (

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +19,12 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
 const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl0IGlzIGEgdGVzdCBrZXkgb2YgdGhlIGFkbWlu admin@tuta"
@@ -156,6 +159,53 @@ func TestFirewallLetsInOnlySSHHTTPAndHTTPS(t *testing.T) {
 	}
 	if got := refs(fws[0].Body.Attributes["droplet_ids"].Expr); !slices.Equal(got, []string{"digitalocean_droplet.archive.id"}) {
 		t.Errorf("the firewall covers %q, not the droplet", got)
+	}
+}
+
+// SSH is open to whom the operator names: no default, and a list of CIDR
+// addresses, open to all only when written out as such.
+func TestSSHOpenOnlyToTheAddressesGiven(t *testing.T) {
+	v := one(t, config(t), "variable", "ssh_allowed_from")
+	if d, ok := v.Body.Attributes["default"]; ok {
+		val, _ := d.Expr.Value(nil)
+		t.Errorf("ssh_allowed_from has a default, %#v: terraform apply would open SSH without asking", val)
+	}
+	var condition hclsyntax.Expression
+	for _, b := range v.Body.Blocks {
+		if b.Type == "validation" {
+			condition = b.Body.Attributes["condition"].Expr
+		}
+	}
+	if condition == nil {
+		t.Fatal("ssh_allowed_from has no validation")
+	}
+	for _, c := range []struct {
+		given []string
+		valid bool
+	}{
+		{nil, false},
+		{[]string{"203.0.113.7"}, false},
+		{[]string{"the office"}, false},
+		{[]string{"203.0.113.7/32", "2001:db8::/64"}, true},
+		{[]string{"0.0.0.0/0", "::/0"}, true}, // open to all, said so
+	} {
+		list := cty.ListValEmpty(cty.String)
+		if len(c.given) > 0 {
+			var vals []cty.Value
+			for _, g := range c.given {
+				vals = append(vals, cty.StringVal(g))
+			}
+			list = cty.ListVal(vals)
+		}
+		ctx := &hcl.EvalContext{Functions: terraformFunctions(),
+			Variables: map[string]cty.Value{"var": cty.ObjectVal(map[string]cty.Value{"ssh_allowed_from": list})}}
+		got, diags := condition.Value(ctx)
+		if diags.HasErrors() {
+			t.Fatalf("%q: %s", c.given, diags)
+		}
+		if got.True() != c.valid {
+			t.Errorf("ssh_allowed_from = %q: valid %v, want %v", c.given, got.True(), c.valid)
+		}
 	}
 }
 
@@ -305,7 +355,7 @@ func TestCloudInitUserData(t *testing.T) {
 	if len(ud.Users) != 1 || ud.Users[0].Name != vars["admin_user"].AsString() || !slices.Equal(ud.Users[0].Keys, []string{testKey}) {
 		t.Errorf("users %+v", ud.Users)
 	}
-	for _, p := range []string{"docker.io", "docker-compose", "logrotate", "cron"} {
+	for _, p := range []string{"docker.io", "docker-compose", "logrotate", "cron", "unattended-upgrades"} {
 		if !slices.Contains(ud.Packages, p) {
 			t.Errorf("package %s not installed", p)
 		}
@@ -355,8 +405,54 @@ func TestCloudInitUserData(t *testing.T) {
 	if renewals != 1 || !strings.Contains(rendered, "/var/log/zoomarchive/certbot ") {
 		t.Errorf("certbot in cron %d times, its log folder made: %v", renewals, strings.Contains(rendered, "/var/log/zoomarchive/certbot "))
 	}
+	unattendedUpgrades(t, written)
 	if strings.Contains(rendered, "not-a-token") {
 		t.Error("the DigitalOcean token reached the user data")
+	}
+}
+
+// unattendedUpgrades: the droplet's apt, read by apt-config itself, installs
+// Debian's security updates every day, nothing else unattended, and reboots at a
+// fixed night hour when one needs it.
+func unattendedUpgrades(t *testing.T, written map[string]string) {
+	t.Helper()
+	var conf []string
+	for path, content := range written {
+		if strings.HasPrefix(path, "/etc/apt/apt.conf.d/") {
+			f := filepath.Join(t.TempDir(), filepath.Base(path))
+			if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			conf = append(conf, "-c", f)
+		}
+	}
+	if len(conf) == 0 {
+		t.Fatal("no apt configuration written: security updates wait for someone to log in")
+	}
+	out, err := exec.Command("apt-config", append(conf, "dump")...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("apt-config: %v\n%s", err, out)
+	}
+	dump := string(out)
+	for _, want := range []string{`APT::Periodic::Update-Package-Lists "1";`, `APT::Periodic::Unattended-Upgrade "1";`,
+		`Unattended-Upgrade::Automatic-Reboot "true";`, `Unattended-Upgrade::Automatic-Reboot-Time "02:30";`} {
+		if !strings.Contains(dump, want+"\n") {
+			t.Errorf("apt's configuration lacks %s", want)
+		}
+	}
+	var origins []string
+	for _, line := range strings.Split(dump, "\n") {
+		if v, ok := strings.CutPrefix(line, "Unattended-Upgrade::Origins-Pattern:: "); ok {
+			origins = append(origins, v)
+		}
+	}
+	if len(origins) == 0 {
+		t.Error("no origins for unattended upgrades")
+	}
+	for _, o := range origins {
+		if !strings.Contains(o, "label=Debian-Security") {
+			t.Errorf("unattended upgrades from %s, not a security origin", o)
+		}
 	}
 }
 
@@ -370,6 +466,32 @@ func terraformFunctions() map[string]function.Function {
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
 			b, err := os.ReadFile(args[0].AsString())
 			return cty.StringVal(base64.StdEncoding.EncodeToString(b)), err
+		},
+	})
+	fns["length"] = stdlib.LengthFunc
+	fns["can"] = tryfunc.CanFunc
+	fns["alltrue"] = function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "list", Type: cty.List(cty.Bool)}},
+		Type:   function.StaticReturnType(cty.Bool),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			for _, v := range args[0].AsValueSlice() {
+				if v.False() {
+					return cty.False, nil
+				}
+			}
+			return cty.True, nil
+		},
+	})
+	// cidrhost(prefix, 0) only: whether prefix is an address in CIDR notation.
+	fns["cidrhost"] = function.New(&function.Spec{
+		Params: []function.Parameter{{Name: "prefix", Type: cty.String}, {Name: "hostnum", Type: cty.Number}},
+		Type:   function.StaticReturnType(cty.String),
+		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			_, n, err := net.ParseCIDR(args[0].AsString())
+			if err != nil {
+				return cty.NilVal, err
+			}
+			return cty.StringVal(n.IP.String()), nil
 		},
 	})
 	fns["templatefile"] = function.New(&function.Spec{

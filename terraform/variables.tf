@@ -21,9 +21,13 @@ variable "admin_user" {
 }
 
 variable "ssh_allowed_from" {
-  description = "addresses SSH is open to (CIDR); narrow it to the admins' networks when they are fixed"
+  description = "the admins' addresses SSH is open to (CIDR, such as 203.0.113.7/32); no default: open to all only as an explicit [\"0.0.0.0/0\", \"::/0\"]"
   type        = list(string)
-  default     = ["0.0.0.0/0", "::/0"]
+
+  validation {
+    condition     = length(var.ssh_allowed_from) > 0 && alltrue([for c in var.ssh_allowed_from : can(cidrhost(c, 0))])
+    error_message = "ssh_allowed_from must list the admins' addresses as CIDR (203.0.113.7/32, 2001:db8::/64); [\"0.0.0.0/0\", \"::/0\"] opens SSH to all."
+  }
 }
 
 variable "domain" {

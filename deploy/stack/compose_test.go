@@ -85,7 +85,8 @@ func TestComposeFile(t *testing.T) {
 				Options map[string]string
 			}
 		}
-		Volumes map[string]any
+		Volumes  map[string]any
+		Networks map[string]struct{ Internal bool }
 	}
 	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &cfg); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -99,8 +100,14 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("services %q (ddclient stays commented out; certbot, rotate-key and the nats console are tools)", names)
 	}
 	// Who shares a network with whom: nginx reaches the hook alone, the broker only
-	// the stages.
-	wantNets := map[string]string{"broker": "bus", "hook": "bus edge", "fetch": "bus", "upload": "bus", "notify": "bus", "nginx": "edge"}
+	// the stages; the broker's network has no route out (internal), and only the
+	// stages that call Zoom and Google are on egress.
+	wantNets := map[string]string{"broker": "bus", "hook": "bus edge", "fetch": "bus egress", "upload": "bus egress", "notify": "bus egress", "nginx": "edge"}
+	for name, internal := range map[string]bool{"bus": true, "edge": false, "egress": false} {
+		if n, ok := cfg.Networks[name]; !ok || n.Internal != internal {
+			t.Errorf("network %s: defined %v, internal %v, want internal %v", name, ok, n.Internal, internal)
+		}
+	}
 	for name, s := range cfg.Services {
 		if s.Restart != "unless-stopped" || s.MemLimit == nil || s.Logging == nil || s.Logging.Options["max-size"] == "" {
 			t.Errorf("%s: restart %q, mem_limit %v, logging %+v", name, s.Restart, s.MemLimit, s.Logging)
@@ -120,6 +127,10 @@ func TestComposeFile(t *testing.T) {
 		sort.Strings(nets)
 		if strings.Join(nets, " ") != wantNets[name] {
 			t.Errorf("%s: networks %q, want %q", name, nets, wantNets[name])
+		}
+		// Docker publishes no port of a container on internal networks only.
+		if !slices.ContainsFunc(nets, func(n string) bool { return !cfg.Networks[n].Internal }) && len(s.Ports) > 0 {
+			t.Errorf("%s: on internal networks only, yet publishes %+v (never published)", name, s.Ports)
 		}
 		if !s.ReadOnly || !slices.Contains(s.CapDrop, "ALL") {
 			t.Errorf("%s: read-only %v, cap_drop %q", name, s.ReadOnly, s.CapDrop)
@@ -183,8 +194,9 @@ func TestComposeFile(t *testing.T) {
 	}
 	rk := tools.Services["rotate-key"]
 	_, onBus := rk.Networks["bus"]
+	_, onEgress := rk.Networks["egress"] // Google's IAM API
 	if !rk.ReadOnly || !slices.Equal(rk.CapDrop, []string{"ALL"}) || !slices.Equal(rk.CapAdd, []string{"DAC_OVERRIDE"}) ||
-		len(rk.Secrets) != 2 || rk.Secrets[0].Source != "nats-upload" || rk.Secrets[1].Source != "google-key-admin" || len(rk.Networks) != 1 || !onBus ||
+		len(rk.Secrets) != 2 || rk.Secrets[0].Source != "nats-upload" || rk.Secrets[1].Source != "google-key-admin" || len(rk.Networks) != 2 || !onBus || !onEgress ||
 		!slices.Equal(mounts("rotate-key"), []string{"google-upload.json:/keys/google-upload.json", "google-fetch.json:/keys/google-fetch.json",
 			"google-notify.json:/keys/google-notify.json", "google-key-pending:/pending"}) ||
 		!slices.Contains(rk.Entrypoint, "rotate-key") || !slices.Contains(rk.Entrypoint, "archive@tuta.fi") {

@@ -31,6 +31,7 @@ import (
 
 const (
 	project       = "zoomarchive-stack"
+	brokerIP      = "10.89.201.10" // on bus, as compose.stack.yaml fixes it
 	domain        = "archive.tuta.test"
 	webhookSecret = "stack-webhook-secret"
 	// The stand-in Drive's first folder, which cmd/standins makes the archive root.
@@ -40,10 +41,10 @@ const (
 
 // stack is one compose project of compose.yaml and compose.stack.yaml.
 type stack struct {
-	t                                   *testing.T
-	root, dir                           string            // the repository; the test's files (STACK_DIR)
-	http, https, statePort, pebble, mon string            // loopback host:port of nginx, stand-ins, Pebble, the broker's metrics
-	metrics                             map[string]string // each stage's published metrics, host:port
+	t                              *testing.T
+	root, dir                      string            // the repository; the test's files (STACK_DIR)
+	http, https, statePort, pebble string            // loopback host:port of nginx, stand-ins, Pebble
+	metrics                        map[string]string // each stage's published metrics, host:port
 }
 
 // newStack writes everything the stack needs into a fresh folder: the stand-ins'
@@ -56,7 +57,7 @@ func newStack(t *testing.T) *stack {
 	}
 	s := &stack{t: t, root: root, dir: t.TempDir(),
 		http: stagetest.FreeAddr(t), https: stagetest.FreeAddr(t), statePort: stagetest.FreeAddr(t),
-		pebble: stagetest.FreeAddr(t), mon: stagetest.FreeAddr(t), metrics: map[string]string{}}
+		pebble: stagetest.FreeAddr(t), metrics: map[string]string{}}
 	if err := os.Chmod(s.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,7 @@ func newStack(t *testing.T) *stack {
 		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
 		"SECRETS_DIR": filepath.Join(s.dir, "secrets"), "LOG_DIR": filepath.Join(s.dir, "logs"), "STACK_DIR": s.dir,
 		"HTTP_PORT": s.http, "HTTPS_PORT": s.https,
-		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble), "BROKER_METRICS_PORT": port(s.mon),
+		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble),
 		"DEBIAN_IMAGE": "localhost/debian-slim:bookworm",
 	}
 	for _, stage := range []string{"hook", "fetch", "upload", "notify"} {

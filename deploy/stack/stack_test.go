@@ -71,7 +71,7 @@ func TestStack(t *testing.T) {
 			return nil
 		})
 	})
-	t.Run("port 80 redirects all but the ACME challenge", func(t *testing.T) {
+	t.Run("port 80 redirects all but the ACME challenge to the domain, another name gets nothing", func(t *testing.T) {
 		c := s.client(nil, 0, 0)
 		resp := get(t, c, "http://"+domain+"/zoom/webhook?x=1")
 		if resp.StatusCode != http.StatusMovedPermanently || resp.Header.Get("Location") != "https://"+domain+"/zoom/webhook?x=1" {
@@ -79,6 +79,13 @@ func TestStack(t *testing.T) {
 		}
 		if resp := get(t, c, "http://"+domain+"/.well-known/acme-challenge/none"); resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("a missing challenge file: %s (want 404 from the webroot, not a redirect)", resp.Status)
+		}
+		// Another name, or the bare address: the connection closed, no redirect.
+		for _, host := range []string{"evil.example", "127.0.0.1"} {
+			if resp, err := c.Get("http://" + host + "/zoom/webhook"); err == nil {
+				resp.Body.Close()
+				t.Errorf("port 80 for %s: %s, Location %q (want the connection closed)", host, resp.Status, resp.Header.Get("Location"))
+			}
 		}
 	})
 
@@ -116,7 +123,7 @@ func TestStack(t *testing.T) {
 		t.FailNow()
 	}
 
-	t.Run("nginx, certbot and the hook cannot reach what they must not", s.isolation)
+	t.Run("nginx, certbot, the hook and the broker cannot reach what they must not", s.isolation)
 	t.Run("certbot sees no secret", func(t *testing.T) { s.sees(t, "certbot", ".creds") })
 	podman(t, "rm", container("certbot")) // the first certificate's run, looked at
 	t.Run("deploy/check proves the deployment", s.deployCheck)
@@ -139,6 +146,17 @@ func TestStack(t *testing.T) {
 		}
 		if err := tls11Handshake(s.https); err == nil {
 			t.Errorf("nginx accepted TLS 1.1")
+		}
+		// Another name: no handshake; the domain's handshake with another Host: no answer.
+		if conn, err := tls.Dial("tcp", s.https, &tls.Config{ServerName: "evil.example", InsecureSkipVerify: true}); err == nil {
+			conn.Close()
+			t.Errorf("nginx completed a TLS handshake for another name")
+		}
+		other, _ := http.NewRequest("POST", hookURL, strings.NewReader(`{}`))
+		other.Host = "evil.example"
+		if resp, err := c13.Do(other); err == nil {
+			resp.Body.Close()
+			t.Errorf("a request for another host over the domain's TLS: %s (want the connection closed)", resp.Status)
 		}
 		cbc := &tls.Config{ServerName: domain, RootCAs: roots, MaxVersion: tls.VersionTLS12,
 			CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA}}
@@ -426,30 +444,49 @@ func TestStack(t *testing.T) {
 		})
 		unrestarted()
 	})
-	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {
-		time.Sleep(3 * time.Second) // the bucket refills from the requests above
+	// nginx's limits per address (nginx/nginx.conf): 64 requests in flight (503
+	// beyond), 20 a second with 200 at once on top (429 beyond). Each request here is a
+	// refusal the hook holds 250 ms, so the ones sent at once are in flight together.
+	burst := func(n, conns int) map[int]int {
 		var mu sync.Mutex
 		codes := map[int]int{}
 		var wg sync.WaitGroup
-		for i := 0; i < 80; i++ {
+		next := make(chan struct{}, n)
+		for range n {
+			next <- struct{}{}
+		}
+		close(next)
+		for range conns {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				resp, err := c13.Post(hookURL, "application/json", strings.NewReader(`{}`))
-				if err != nil {
-					return
+				for range next {
+					code := 0
+					if resp, err := c13.Post(hookURL, "application/json", strings.NewReader(`{}`)); err == nil {
+						resp.Body.Close()
+						code = resp.StatusCode
+					}
+					mu.Lock()
+					codes[code]++
+					mu.Unlock()
 				}
-				resp.Body.Close()
-				mu.Lock()
-				codes[resp.StatusCode]++
-				mu.Unlock()
 			}()
 		}
 		wg.Wait()
-		if codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] < 20 {
-			t.Fatalf("80 requests at once: %v (want the burst of 20 through to the hook, the rest 429)", codes)
+		return codes
+	}
+	t.Run("more requests in flight from one address than the limit are refused", func(t *testing.T) {
+		time.Sleep(10 * time.Second) // the rate limit's bucket refills from the requests above
+		if codes := burst(150, 150); codes[http.StatusServiceUnavailable] == 0 || codes[http.StatusUnauthorized] < 64 || codes[http.StatusTooManyRequests] > 0 {
+			t.Fatalf("150 requests at once: %v (want 64 through to the hook at least, some 503, no 429)", codes)
 		}
-		time.Sleep(3 * time.Second)
+	})
+	t.Run("a burst beyond the rate limit is refused, Zoom's pace is not", func(t *testing.T) {
+		time.Sleep(10 * time.Second)
+		if codes := burst(400, 40); codes[http.StatusTooManyRequests] == 0 || codes[http.StatusUnauthorized] < 200 || codes[http.StatusServiceUnavailable] > 0 {
+			t.Fatalf("400 requests on 40 connections: %v (want the burst of 200 through to the hook, then 429s)", codes)
+		}
+		time.Sleep(10 * time.Second)
 		for i := 0; i < 10; i++ { // a recording's few events, one after another
 			if resp := post(t, c13, hookURL, []byte(`{}`)); resp.StatusCode != http.StatusUnauthorized {
 				t.Fatalf("request %d at Zoom's pace: %s", i, resp.Status)
@@ -553,15 +590,13 @@ func (s *stack) streams(t *testing.T) map[string]uint64 {
 	return m
 }
 
+// They are read from a container on bus: the broker is on that internal network
+// alone, where no port is published.
 func (s *stack) streamsErr() (map[string]uint64, error) {
-	resp, err := http.Get("http://" + s.mon + "/metrics")
+	b, err := exec.Command("podman", "run", "--rm", "--network", project+"_bus", "localhost/debian-slim:bookworm", "timeout", "5", "bash", "-c",
+		"exec 3<>/dev/tcp/"+brokerIP+"/9100 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3").CombinedOutput()
 	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the broker's metrics from bus: %v %s", err, b)
 	}
 	out := map[string]uint64{}
 	for _, m := range regexp.MustCompile(`(?m)^zoomarchive_broker_stream_messages\{stream="([^"]+)"\} (\d+)$`).FindAllStringSubmatch(string(b), -1) {
@@ -678,12 +713,14 @@ func (s *stack) sees(t *testing.T, service string, forbidden ...string) {
 }
 
 // isolation: what a container reaches is what its networks reach. nginx is on
-// edge alone, certbot on acme alone, the hook on bus and edge; a fresh container
-// on each network then tries the broker's client and monitoring ports: only bus
-// reaches the client port, no network the monitoring port (it listens inside the
-// broker's container).
+// edge alone, certbot on acme alone, the hook on bus and edge, fetch on bus and
+// egress, the broker on bus alone; a fresh container on each network then tries
+// the broker's client and monitoring ports: only bus reaches the client port, no
+// network the monitoring port (it listens inside the broker's container). bus has
+// no route out: from it, the stand-ins on egress (the stack's internet) are out
+// of reach.
 func (s *stack) isolation(t *testing.T) {
-	for svc, want := range map[string]string{"nginx": "edge", "certbot": "acme", "hook": "bus edge", "fetch": "bus", "broker": "bus"} {
+	for svc, want := range map[string]string{"nginx": "edge", "certbot": "acme", "hook": "bus edge", "fetch": "bus egress", "broker": "bus"} {
 		var got []string
 		for _, n := range strings.Fields(podman(t, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", container(svc))) {
 			got = append(got, strings.TrimPrefix(n, project+"_"))
@@ -699,17 +736,30 @@ func (s *stack) isolation(t *testing.T) {
 		reach         bool
 	}{
 		{"edge", "4222", false}, {"edge", "8222", false}, {"acme", "4222", false}, {"acme", "8222", false},
-		{"bus", "4222", true}, {"bus", "8222", false},
+		{"egress", "4222", false}, {"egress", "8222", false}, {"bus", "4222", true}, {"bus", "8222", false},
 	} {
-		out, err := exec.Command("podman", "run", "--rm", "--network", project+"_"+c.network, "localhost/debian-slim:bookworm",
-			"timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+c.port+" && echo reached").CombinedOutput()
-		if strings.Contains(string(out), "Error:") {
-			t.Fatalf("the probe itself failed: %v %s", err, out)
-		}
-		if reached := strings.Contains(string(out), "reached"); reached != c.reach {
-			t.Errorf("from the %s network, the broker's %s:%s: reached %v, want %v (%v %s)", c.network, ip, c.port, reached, c.reach, err, out)
+		if reached := probe(t, c.network, ip, c.port); reached != c.reach {
+			t.Errorf("from the %s network, the broker's %s:%s: reached %v, want %v", c.network, ip, c.port, reached, c.reach)
 		}
 	}
+	outside := strings.TrimSpace(podman(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+project+`_egress").IPAddress}}`, container("standins")))
+	for network, reach := range map[string]bool{"bus": false, "egress": true} {
+		if reached := probe(t, network, outside, "8441"); reached != reach {
+			t.Errorf("from the %s network, the stand-ins at %s:8441 (outside bus): reached %v, want %v", network, outside, reached, reach)
+		}
+	}
+}
+
+// probe tells whether a fresh container on network connects to ip:port.
+func probe(t *testing.T, network, ip, port string) bool {
+	t.Helper()
+	out, err := exec.Command("podman", "run", "--rm", "--network", project+"_"+network, "localhost/debian-slim:bookworm",
+		"timeout", "5", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/"+port+" && echo reached").CombinedOutput()
+	if strings.Contains(string(out), "Error:") {
+		t.Fatalf("the probe itself failed: %v %s", err, out)
+	}
+	t.Logf("from %s to %s:%s: %s", network, ip, port, strings.TrimSpace(string(out)))
+	return strings.Contains(string(out), "reached")
 }
 
 // hookCannotVerify: with the hook's credentials, from the hook's network, writing

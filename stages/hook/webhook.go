@@ -45,6 +45,7 @@ type hook struct {
 	js       jetstream.JetStream
 	rejected atomic.Int64 // signature checks failed, for the heartbeat notify watches
 	refusals logGate      // the log lines of 401s
+	held     holds        // the 401s held back now
 	timeout  time.Duration
 	// clientIPHeader names the header a trusted proxy puts the client's address in.
 	clientIPHeader string
@@ -55,6 +56,7 @@ type hook struct {
 	latency    prometheus.Histogram
 	pubFails   prometheus.Counter
 	rejections *prometheus.CounterVec
+	unheld     prometheus.Counter
 }
 
 // newHook is the hook without its broker connection (nc, js), which serve adds.
@@ -74,8 +76,14 @@ func newHook(v *verifier, timeout time.Duration, log *slog.Logger, reg prometheu
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "zoomarchive_hook_rejected_signatures_total", Help: "Requests refused by signature checks, by reason.",
 		}, []string{"reason"}),
+		unheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "zoomarchive_hook_refusals_unheld_total", Help: "Refused requests answered at once and their connection closed, because as many as may be were held back already.",
+		}),
 	}
-	reg.MustRegister(h.requests, h.latency, h.pubFails, h.rejections)
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "zoomarchive_hook_refusals_held", Help: "Refused requests held back now before their answer.",
+	}, func() float64 { return float64(h.held.count()) })
+	reg.MustRegister(h.requests, h.latency, h.pubFails, h.rejections, h.unheld, held)
 	return h
 }
 
@@ -102,6 +110,17 @@ type result struct {
 // secret, and waits 3 s for any answer).
 const refusedDelay = 250 * time.Millisecond
 
+// refusedHeldMax and refusedHeldBytes bound the refused requests held back at
+// once, by number and by the memory their bodies keep: past either, a refusal is
+// answered at once and its connection closed, so that forgers on many connections
+// pin neither goroutines nor the hook's 64 MB without end. nginx never has more
+// than 256 requests open to the hook (512 worker connections, two per request),
+// so behind it only the bytes bound applies: 16 forged bodies of 1 MiB.
+const (
+	refusedHeldMax   = 256
+	refusedHeldBytes = 16 << 20
+)
+
 // refusedLogEvery: of a kind of refusal, one log line at most this often, with the
 // number held back since; the metrics count every one.
 const refusedLogEvery = time.Second
@@ -111,7 +130,7 @@ func (h *hook) answer(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	r := h.handle(ctx)
 	if r.status == http.StatusUnauthorized {
-		time.Sleep(refusedDelay)
+		h.holdBack(ctx)
 	}
 	if r.status != http.StatusOK {
 		ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
@@ -119,6 +138,51 @@ func (h *hook) answer(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.SetStatusCode(r.status)
 	h.finish(ctx, r, time.Since(start))
+}
+
+// holdBack waits refusedDelay before a refusal is answered while the bounds
+// allow; past them the refusal goes at once and the connection is closed after it.
+func (h *hook) holdBack(ctx *fasthttp.RequestCtx) {
+	size := cap(ctx.Request.Body())
+	if !h.held.take(size) {
+		h.unheld.Inc()
+		ctx.SetConnectionClose()
+		return
+	}
+	defer h.held.give(size)
+	time.Sleep(refusedDelay)
+}
+
+// holds counts the refusals held back now and the bytes their bodies keep.
+type holds struct {
+	mu    sync.Mutex
+	n     int
+	bytes int
+}
+
+// take counts one more refusal of size bytes held, if the bounds allow it.
+func (s *holds) take(size int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= refusedHeldMax || s.bytes+size > refusedHeldBytes {
+		return false
+	}
+	s.n++
+	s.bytes += size
+	return true
+}
+
+func (s *holds) give(size int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n--
+	s.bytes -= size
+}
+
+func (s *holds) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
 }
 
 func (h *hook) finish(ctx *fasthttp.RequestCtx, r result, took time.Duration) {

@@ -259,6 +259,120 @@ func TestForgedRequestsAnsweredLateAndLoggedSparingly(t *testing.T) {
 	}
 }
 
+// Forged requests on more connections than the hook holds back at once: no more
+// than refusedHeldMax refusals wait at a time, nor more bodies than
+// refusedHeldBytes hold; the others are answered at once and their connections
+// closed; every one is counted; and Zoom's events sent meanwhile are stored, each
+// answered within Zoom's 3 s.
+func TestForgedFloodHeldBackWithinBounds(t *testing.T) {
+	natsURL, h := newStack(t)
+	var sent atomic.Int64
+	genuine := make(chan error, 1000)
+	stopGenuine := make(chan struct{})
+	genuineDone := make(chan struct{})
+	go func() {
+		defer close(genuineDone)
+		for n := int64(1); ; n++ {
+			select {
+			case <-stopGenuine:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			d := standins.Delivery{Body: []byte(newEvent(n)), RequestID: standins.NewZoomRequestID()}
+			if status, _, err := h.zoom.Send(context.Background(), d); err != nil || status != http.StatusOK {
+				genuine <- fmt.Errorf("event %d: status %d, %v", n, status, err)
+			}
+			sent.Add(1)
+		}
+	}()
+
+	var refused float64
+	for _, c := range []struct {
+		name       string
+		conns, max int
+		body       []byte
+	}{
+		{"small bodies", refusedHeldMax + 128, refusedHeldMax, []byte(recordingBody)},
+		{"bodies of 1 MiB", 48, refusedHeldBytes >> 20, bytes.Repeat([]byte("x"), 1<<20-4<<10)},
+	} {
+		unheld0 := h.metric(t, "zoomarchive_hook_refusals_unheld_total")
+		closed, total, peak := forgedFlood(t, h, c.conns, c.body, 1500*time.Millisecond)
+		refused += float64(total)
+		if peak > float64(c.max) {
+			t.Errorf("%s: %v refusals held back at once, want at most %d", c.name, peak, c.max)
+		}
+		if peak == 0 || closed == 0 {
+			t.Errorf("%s on %d connections: %v held at most, %d of %d answered at once and closed; want the bound of %d reached and the rest closed",
+				c.name, c.conns, peak, closed, total, c.max)
+		}
+		if n := h.metric(t, "zoomarchive_hook_refusals_unheld_total") - unheld0; n != float64(closed) {
+			t.Errorf("%s: %v counted as answered at once, %d seen closed", c.name, n, closed)
+		}
+	}
+	close(stopGenuine)
+	<-genuineDone
+	close(genuine)
+	for err := range genuine {
+		t.Error(err)
+	}
+	if n := h.metric(t, `zoomarchive_hook_requests_total{outcome="bad_signature"}`); n != refused {
+		t.Errorf("%v forged requests counted, %v answered", n, refused)
+	}
+	if n := len(storedEvents(t, natsURL)); n != int(sent.Load()) || n == 0 {
+		t.Errorf("%d of %d events stored during the flood", n, sent.Load())
+	}
+}
+
+// forgedFlood sends body with a wrong signature on conns connections, each as
+// soon as the last was answered, for d, and samples how many refusals the hook
+// holds back meanwhile. It returns the answers that closed their connection, all
+// answers, and the most held back at once.
+func forgedFlood(t *testing.T, h *testHook, conns int, body []byte, d time.Duration) (closed, total int64, peak float64) {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}
+	defer client.CloseIdleConnections()
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	var failed atomic.Int64
+	var closedN, totalN atomic.Int64
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				now := fmt.Sprint(time.Now().Unix())
+				req, _ := http.NewRequest("POST", h.url, bytes.NewReader(body))
+				req.Header.Set("x-zm-request-timestamp", now)
+				req.Header.Set("x-zm-signature", standins.SignZoom("not-the-secret", now, body))
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusUnauthorized {
+					failed.Add(1)
+					continue
+				}
+				totalN.Add(1)
+				if resp.Close {
+					closedN.Add(1)
+				}
+			}
+		}()
+	}
+	for time.Now().Before(end) {
+		peak = max(peak, h.metric(t, "zoomarchive_hook_refusals_held"))
+		time.Sleep(5 * time.Millisecond)
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Errorf("%d forged requests not answered 401", failed.Load())
+	}
+	return closedN.Load(), totalN.Load(), peak
+}
+
 // The body limit is enforced from the headers: the hook answers 413 before a
 // single byte of the body is sent. (A client that sends the body at once may see
 // the connection reset instead: the hook does not read what it refuses.)
