@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,9 +56,9 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
-	host := p.Object.HostID
+	host := cmp.Or(p.Object.HostID, p.Object.HostEmail)
 	if known {
-		host = rec.Recording.HostID // fetch's own record, from Zoom's API
+		host = cmp.Or(rec.Recording.HostID, rec.Recording.HostEmail) // fetch's own record, from Zoom's API
 	}
 	zrec, err := st.listing(ctx, uuid, host)
 	switch {
@@ -102,7 +103,7 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 
 // listing is Zoom's listing of a recording now: from the API, or from its host's
 // trash (a recording trashed, whose transcript comes late); errGone when Zoom has
-// neither.
+// neither. host is the host's id or email address.
 func (st *stage) listing(ctx context.Context, uuid, hostID string) (events.Recording, error) {
 	zrec, _, err := st.zoom.recording(ctx, uuid, false)
 	if !errors.Is(err, errGone) || hostID == "" {
@@ -306,7 +307,7 @@ func (st *stage) factsOf(ctx context.Context, job events.FileJob) (events.FileFa
 	if err != nil || found {
 		return facts, err
 	}
-	zrec, err := st.listing(ctx, job.Recording.UUID, job.Recording.HostID)
+	zrec, err := st.listing(ctx, job.Recording.UUID, cmp.Or(job.Recording.HostID, job.Recording.HostEmail))
 	if err != nil {
 		return facts, err
 	}
