@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
 )
@@ -145,6 +146,7 @@ type digest struct {
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
 	Credentials       []string                // each credential's age
+	Version           string                  // the release notify runs (config.Version)
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -188,7 +190,7 @@ func nextDigest(at string, now time.Time, loc *time.Location) (time.Time, error)
 
 // sendDigest summarises the day before at from ARCHIVE and the job bucket.
 func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
-	d := digest{Day: at.In(st.tz).Format("Mon 2 Jan 2006")}
+	d := digest{Day: at.In(st.tz).Format("Mon 2 Jan 2006"), Version: config.Version}
 	since := at.Add(-24 * time.Hour)
 	cons, err := st.js.OrderedConsumer(ctx, events.StreamArchive, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
