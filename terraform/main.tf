@@ -12,7 +12,7 @@ locals {
     "nginx/entrypoint.sh",
     "deploy/certbot/Containerfile",
     "deploy/certbot/entrypoint.sh",
-    ".env.example",
+    "deploy/production.env.example",
     "deploy/check",
   ]
   address = var.reserved_ip ? digitalocean_reserved_ip.archive[0].ip_address : digitalocean_droplet.archive.ipv4_address

@@ -326,7 +326,7 @@ func TestCloudInitUserData(t *testing.T) {
 		{"/opt/zoomarchive/compose.yaml", "compose.yaml"},
 		{"/opt/zoomarchive/nats/nats.conf", "nats/nats.conf"},
 		{"/opt/zoomarchive/nginx/nginx.conf", "nginx/nginx.conf"},
-		{"/opt/zoomarchive/.env.example", ".env.example"},
+		{"/opt/zoomarchive/deploy/production.env.example", "deploy/production.env.example"},
 		{"/opt/zoomarchive/deploy/certbot/entrypoint.sh", "deploy/certbot/entrypoint.sh"},
 		{"/etc/zoomarchive/logrotate.conf", "deploy/logrotate/zoomarchive"},
 	} {

@@ -70,7 +70,7 @@ func newStack(t *testing.T) *stack {
 	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 	env := map[string]string{
 		"DOMAIN": domain, "ACME_EMAIL": "admins@tuta.test", "ACME_SERVER": "https://pebble:14000/dir",
-		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
+		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test", "ZOOM_AFTER_ARCHIVE": "trash",
 		"SECRETS_DIR": filepath.Join(s.dir, "secrets"), "LOG_DIR": filepath.Join(s.dir, "logs"), "STACK_DIR": s.dir,
 		"HTTP_PORT": s.http, "HTTPS_PORT": s.https,
 		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble), "BROKER_METRICS_PORT": port(s.mon),
