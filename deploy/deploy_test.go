@@ -92,6 +92,7 @@ build) ctx=${@: -1}; while [ "$1" != -t ]; do shift; done
 	if [ -f "$ctx/app" ]; then cp "$ctx/app" "$(img "$2")"; else echo "built from $ctx" >"$(img "$2")"; fi ;;
 tag) cp "$(img "$2")" "$(img "$3")" ;;
 rmi) rm "$(img "$2")" ;;
+run) while [ "$1" != -v ]; do shift; done; d=${2%%:*}; touch "$d/broker/operator.jwt" "$d/hook.creds" ;;
 compose) shift
 	case "$*" in
 	"config -q") grep -q '^ZOOM_AFTER_ARCHIVE=.' .env || { echo 'required variable ZOOM_AFTER_ARCHIVE is missing a value: set ZOOM_AFTER_ARCHIVE in .env to trash, delete or keep'; exit 1; } ;;
@@ -246,6 +247,9 @@ func TestShipInstallsUpdatesAndRollsBack(t *testing.T) {
 	if example, _ := os.ReadFile("production.env.example"); read(".env") != string(example) {
 		t.Error(".env was not made from deploy/production.env.example")
 	}
+	if _, err := os.Stat(filepath.Join(dir, "secrets/nats/hook.creds")); err != nil || strings.Count(log(), "docker run") != 1 {
+		t.Errorf("the broker's identities were not made once: %v", err)
+	}
 	for _, n := range []string{"broker", "hook", "fetch", "upload", "notify"} {
 		if got := image(n + ":latest"); got != "linux/arm64 A "+n+"\n" {
 			t.Errorf("%s:latest holds %q, want the linux/arm64 build of release A", n, got)
@@ -284,6 +288,9 @@ func TestShipInstallsUpdatesAndRollsBack(t *testing.T) {
 	}
 	if strings.Count(log(), "docker compose up -d") != 2 || !strings.Contains(out, "check: the deployment is ready") {
 		t.Errorf("the rollback did not start and check release A:\n%s", out)
+	}
+	if n := strings.Count(log(), "docker run"); n != 1 {
+		t.Errorf("the broker's identities were made %d times; once is right", n)
 	}
 	// A second rollback is the way forward again.
 	run("", "--rollback")
