@@ -1,6 +1,7 @@
 // The guides say what the code does: the Zoom scopes install.md lists are the ones
-// fetch checks for, and operating.md has a row for every alert notify can mail,
-// under the title the mail carries.
+// fetch checks for, its secret commands place the files compose reads, and
+// operating.md has a row for every alert notify can mail, under the title the mail
+// carries.
 package docs_test
 
 import (
@@ -8,26 +9,78 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+
+	"zoomarchive/docs"
 )
 
-// block is the text between <!-- name --> and <!-- /name --> in a guide.
-func block(t *testing.T, file, name string) string {
+func block(t *testing.T, guide, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(file)
+	text, err := docs.Block(guide, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "<!-- "+name+" -->")
-	text, _, closed := strings.Cut(rest, "<!-- /"+name+" -->")
-	if !ok || !closed {
-		t.Fatalf("%s has no <!-- %s --> block", file, name)
-	}
 	return text
+}
+
+// The secrets as install.md places them, pasted as written (the values in place
+// of PASTE-…, a folder for /opt/zoomarchive, the laptop's ssh run here): every
+// secret file compose.yaml names but the broker's identities (deploy/install
+// makes those) is there, readable by root and the containers' group alone, and
+// the laptop's copy of the key is gone.
+func TestInstallSecretsAsWritten(t *testing.T) {
+	dir, laptop := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "secrets"), 0o700); err != nil { // cloud-init's
+		t.Fatal(err)
+	}
+	key := filepath.Join(laptop, "key.json")
+	os.WriteFile(key, []byte(`{"type":"service_account"}`+"\n"), 0o600)
+	sudo := "sudo "
+	if os.Getuid() == 0 {
+		sudo = ""
+	}
+	paste := strings.NewReplacer("/opt/zoomarchive", dir, "sudo ", sudo, "ssh tuta@203.0.113.7 ", "bash -c ",
+		"PASTE-ACCOUNT-ID", "acc-1", "PASTE-CLIENT-ID", "cli-2", "PASTE-SECRET-TOKEN", "tok-3", "PASTE-CLIENT-SECRET", "sec-4")
+	for _, name := range []string{"install-secrets", "install-key"} {
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", paste.Replace(block(t, "install.md", name)))
+		cmd.Dir = laptop
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("install.md's %s block: %v\n%s", name, err, out)
+		}
+	}
+	compose, err := os.ReadFile("../compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"fetch.env": "ZOOM_ACCOUNT_ID=acc-1\nZOOM_CLIENT_ID=cli-2\n", "zoom-webhook-secret": "tok-3\n",
+		"zoom-client-secret": "sec-4\n", "google-service-account.json": `{"type":"service_account"}` + "\n"}
+	named := regexp.MustCompile(`\$\{SECRETS_DIR:-\./secrets\}/([\w.-]+)\n`).FindAllStringSubmatch(string(compose), -1)
+	if len(named) != len(want) {
+		t.Errorf("compose.yaml names %d secret files outside nats/, the guide places %d: %v", len(named), len(want), named)
+	}
+	for _, m := range named {
+		p := filepath.Join(dir, "secrets", m[1])
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != want[m[1]] {
+			t.Errorf("secrets/%s: %q, %v; want %q", m[1], b, err, want[m[1]])
+			continue
+		}
+		info, _ := os.Stat(p)
+		mode, gid := info.Mode().Perm(), info.Sys().(*syscall.Stat_t).Gid
+		if m[1] == "fetch.env" && mode != 0o600 || m[1] != "fetch.env" && (mode != 0o440 || gid != 65532) {
+			t.Errorf("secrets/%s: mode %o group %d", m[1], mode, gid)
+		}
+	}
+	if _, err := os.Stat(key); !os.IsNotExist(err) {
+		t.Errorf("the laptop's key.json is still there: %v", err)
+	}
 }
 
 func TestZoomScopesAreWhatFetchChecks(t *testing.T) {
