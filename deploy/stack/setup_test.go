@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/docs"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -132,27 +133,35 @@ func (s *stack) writeTLS() {
 	s.write("standins-key.pem", pemBlock("PRIVATE KEY", keyDER), 0o644)
 }
 
-// writeSecrets places the secrets as README's Deploy says: the env file root's
-// alone, the secret files readable by root and the stages' group.
+// writeSecrets places the secrets with docs/install.md's commands as written (the
+// stand-ins' values pasted in, this folder for /opt/zoomarchive, the laptop's ssh
+// run here): the env file root's alone, the secret files readable by root and
+// the stages' group.
 func (s *stack) writeSecrets() {
-	s.write("secrets/fetch.env", "ZOOM_ACCOUNT_ID=standin-account\nZOOM_CLIENT_ID=standin-client\n", 0o600)
-	for name, secret := range map[string]string{"zoom-webhook-secret": webhookSecret, "zoom-client-secret": "standin-client-secret"} {
-		if err := os.Chown(s.write("secrets/"+name, secret+"\n", 0o440), 0, stageUID); err != nil {
-			s.t.Fatal(err)
-		}
+	if err := os.MkdirAll(filepath.Join(s.dir, "secrets"), 0o700); err != nil {
+		s.t.Fatal(err)
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	p := s.write("secrets/google-service-account.json", string(standins.KeyJSON(key, standins.ServiceAccount, "https://standins:8443/token")), 0o440)
-	if err := os.Chown(p, 0, stageUID); err != nil {
-		s.t.Fatal(err)
+	keyFile := s.write("laptop/key.json", string(standins.KeyJSON(key, standins.ServiceAccount, "https://standins:8443/token")), 0o600)
+	paste := strings.NewReplacer("/opt/zoomarchive", s.dir, "sudo ", "", "ssh tuta@203.0.113.7 ", "bash -c ", "key.json", keyFile,
+		"PASTE-ACCOUNT-ID", "standin-account", "PASTE-CLIENT-ID", "standin-client",
+		"PASTE-SECRET-TOKEN", webhookSecret, "PASTE-CLIENT-SECRET", "standin-client-secret")
+	for _, name := range []string{"install-secrets", "install-key"} {
+		commands, err := docs.Block("install.md", name)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		if out, err := exec.Command("bash", "-euo", "pipefail", "-c", paste.Replace(commands)).CombinedOutput(); err != nil {
+			s.t.Fatalf("docs/install.md's %s commands: %v\n%s", name, err, out)
+		}
 	}
 	if err := os.Chmod(filepath.Join(s.dir, "secrets"), 0o755); err != nil {
 		s.t.Fatal(err)
 	}
-	// The broker's identities come later (writeCreds), into folders made as README says.
+	// The broker's identities come later (writeCreds), into folders made as deploy/install does.
 	for _, d := range []string{"secrets/nats", "secrets/nats/broker"} {
 		p := filepath.Join(s.dir, d)
 		if err := os.MkdirAll(p, 0o750); err != nil {
@@ -164,7 +173,7 @@ func (s *stack) writeSecrets() {
 	}
 }
 
-// writeCreds makes the broker's identities as README's Deploy does: the broker's
+// writeCreds makes the broker's identities as deploy/install does: the broker's
 // image writes them (as root, into secrets/nats), then the stages' group may
 // read them. A second run refuses to overwrite them.
 func (s *stack) writeCreds() {
