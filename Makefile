@@ -39,7 +39,7 @@ help:
 	@echo "make test    formatting, vet, all tests (real nats-server, natscli), the deployment"
 	@echo "             checks and the compose stack on Podman, short fuzz runs"
 	@echo "make stack   only the compose stack test (installs podman & co. with apt if missing)"
-	@echo "make bench   the benchmarks whose numbers the README reports"
+	@echo "make bench   the benchmarks whose numbers docs/measurements.md reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
 	@echo "make soak SOAK=30m       the chaos soak (kills, faults, late files) for that long;"
 	@echo "                         SOAK_SEED=N replays a run (make test runs 2 minutes of it)"

@@ -3,7 +3,7 @@
 
 locals {
   # The compose project cloud-init lays down in /opt/zoomarchive; the images and
-  # the secrets come later (README, Deploy).
+  # the secrets come later (docs/install.md).
   project_files = [
     "compose.yaml",
     "nats/nats.conf",
@@ -40,7 +40,7 @@ resource "digitalocean_droplet" "archive" {
 
   # cloud-init runs at the first boot only. A later change of the files above
   # must not replace the droplet (and its JetStream data): copy them instead
-  # (README, Deploy).
+  # (docs/install.md).
   lifecycle {
     ignore_changes = [user_data]
   }

@@ -2,7 +2,7 @@
 // be had here): formatted as terraform fmt leaves it, clean under tflint, the
 // properties that matter read from the parsed HCL, and cloud-init's user data
 // rendered as templatefile does and validated by cloud-init itself. `terraform
-// plan` with the provider and an account is the operator's step (README, Deploy).
+// plan` with the provider and an account is the operator's step (docs/install.md).
 package terraform_test
 
 import (

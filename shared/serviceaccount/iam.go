@@ -24,7 +24,7 @@ var IAMSetting = config.Setting{Name: "GOOGLE_IAM_URL", Default: "https://iam.go
 const iamScope = "https://www.googleapis.com/auth/iam"
 
 // KeyAdminRole is the role the service account needs on itself to manage its own
-// keys (README, Rotating credentials).
+// keys (docs/operating.md, Rotating credentials).
 const KeyAdminRole = "roles/iam.serviceAccountKeyAdmin"
 
 // KeyFile is what a key file says of itself (no secret).
@@ -138,7 +138,7 @@ func explainIAM(err error, verb string) error {
 	case gerr.Code == http.StatusForbidden && reasonIs(gerr, "SERVICE_DISABLED"):
 		return fmt.Errorf("the IAM API is not enabled in the service account's project: enable iam.googleapis.com (gcloud services enable iam.googleapis.com): %w", err)
 	case gerr.Code == http.StatusForbidden && !reasonIs(gerr, "ACCESS_TOKEN_SCOPE_INSUFFICIENT"):
-		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant the service account %s on itself (README, Rotating credentials): %v",
+		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant the service account %s on itself (docs/operating.md, Rotating credentials): %v",
 			ErrNotKeyAdmin, verb, KeyAdminRole, err)
 	case gerr.Code == http.StatusBadRequest && status(gerr) == "FAILED_PRECONDITION":
 		return fmt.Errorf("google refused a new key (the account has its 10 keys, or an organisation policy forbids keys): %w", err)

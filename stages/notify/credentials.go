@@ -71,7 +71,7 @@ func (st *stage) checkKeyAge(ctx context.Context) {
 	if st.now().Sub(made) > st.keyMaxAge {
 		st.raise(ctx, events.AlertGoogleKeyOld, fmt.Sprintf(
 			"The Google service-account key %s %s %s, %d days ago; KEY_MAX_AGE is %d days. Rotate it: on the server, "+
-				"sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use.",
+				"sudo docker compose run --rm rotate-key (docs/operating.md, Rotating credentials); this alert is over once the new key is in use.",
 			k.id, what, made.In(st.tz).Format("2 Jan 2006"), days, int(st.keyMaxAge.Hours()/24)))
 		return
 	}
@@ -99,7 +99,7 @@ func (st *stage) checkCredentialFiles(ctx context.Context, hb events.Heartbeat) 
 		return
 	}
 	st.raise(ctx, kind, fmt.Sprintf("The %s stage cannot use what its credential file now holds; it goes on with the one it had. %s "+
-		"Fix the file (README, Rotating credentials); the stage takes it within seconds.", hb.Stage, strings.Join(problems, " ")))
+		"Fix the file (docs/operating.md, Rotating credentials); the stage takes it within seconds.", hb.Stage, strings.Join(problems, " ")))
 }
 
 // credentialLines are the digest's lines on every credential's age.

@@ -359,9 +359,9 @@ func TestGoldenMails(t *testing.T) {
 				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"},
 			Version: "1.0.0+f838158"}),
 		"alert-key-old": alertMail(events.Alert{Kind: events.AlertGoogleKeyOld, At: now, Since: now,
-			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use."}, hel),
+			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (docs/operating.md, Rotating credentials); this alert is over once the new key is in use."}, hel),
 		"alert-key-rotation": alertMail(events.Alert{Kind: events.AlertGoogleKeyRotation, At: now, Since: now,
-			Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: the service account may not manage its own keys (iam.serviceAccountKeys.list refused): grant the service account roles/iam.serviceAccountKeyAdmin on itself (README, Rotating credentials)"}, hel),
+			Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: the service account may not manage its own keys (iam.serviceAccountKeys.list refused): grant the service account roles/iam.serviceAccountKeyAdmin on itself (docs/operating.md, Rotating credentials)"}, hel),
 	}
 	// Each mail as sent (.eml) and, decoded for reading, its two parts.
 	for name, m := range cases {
