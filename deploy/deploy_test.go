@@ -102,9 +102,9 @@ compose) shift
 esac
 `)
 	write("go", `case $1 in
-env) echo "$HOME/modcache" ;;
+env) echo "${GOMODCACHE:-$GOPATH/pkg/mod}" ;; # as go answers GOMODCACHE
 build) while [ "$1" != -o ]; do shift; done; mkdir -p "$(dirname "$2")"; echo "$GOOS/$GOARCH $RELEASE $(basename "$2")" >"$2" ;;
-install) d=$GOPATH/bin/linux_$GOARCH; mkdir -p "$d"; echo "$GOOS/$GOARCH $RELEASE nats ${2#*@}" >"$d/nats" ;;
+install) d=$GOPATH/bin/linux_$GOARCH; p=${@: -1}; mkdir -p "$d"; echo "$GOOS/$GOARCH $RELEASE nats ${p#*@} $GOMODCACHE" >"$d/nats" ;;
 *) exit 1 ;;
 esac
 `)
@@ -217,7 +217,7 @@ func TestShipInstallsUpdatesAndRollsBack(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command("./ship", append(args, "tuta@droplet")...)
 		cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "GO=go", "HOME="+state,
-			"SHIP_SUDO=", "SHIP_DIR="+dir, "RELEASE="+release)
+			"SHIP_SUDO=", "SHIP_DIR="+dir, "RELEASE="+release, "GOPATH="+state+"/go", "GOMODCACHE=")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("deploy/ship %v (release %s): %v\n%s", args, release, err, out)
@@ -255,7 +255,8 @@ func TestShipInstallsUpdatesAndRollsBack(t *testing.T) {
 			t.Errorf("%s:latest holds %q, want the linux/arm64 build of release A", n, got)
 		}
 	}
-	if got := image("nats:latest"); !strings.HasPrefix(got, "linux/arm64 A nats v") {
+	// natscli is built in a GOPATH of its own, from the usual module cache.
+	if got := image("nats:latest"); !strings.HasPrefix(got, "linux/arm64 A nats v") || !strings.HasSuffix(got, " "+state+"/go/pkg/mod\n") {
 		t.Errorf("nats:latest holds %q", got)
 	}
 	if image("nginx:latest") == "" || image("certbot:latest") == "" || image("broker:previous") != "" {
