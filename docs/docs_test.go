@@ -149,3 +149,27 @@ func TestEveryAlertHasARow(t *testing.T) {
 		}
 	}
 }
+
+// Each decision install.md asks for lands in a setting the droplet's .env
+// template has, so that the admin finds the line to fill in.
+func TestDecisionsAreProductionSettings(t *testing.T) {
+	guide, err := os.ReadFile("install.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(guide), "## Decide first")
+	table, _, _ = strings.Cut(table, "\n\n**")
+	example, err := os.ReadFile("../deploy/production.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile("`([A-Z][A-Z0-9_]{3,})`").FindAllStringSubmatch(table, -1)
+	if len(names) < 8 {
+		t.Fatalf("found %d settings in install.md's decisions", len(names))
+	}
+	for _, m := range names {
+		if !regexp.MustCompile(`(?m)^` + m[1] + `=`).Match(example) {
+			t.Errorf("install.md asks for %s, which deploy/production.env.example does not have", m[1])
+		}
+	}
+}
