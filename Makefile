@@ -12,12 +12,20 @@ IMAGES := broker $(STAGES) nats
 ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
 TAG ?= latest
 BINDIR ?= bin
+# The release: VERSION, and the commit it was built from when git knows it
+# (+dirty when the working copy differs); every program's --version and the
+# digest show it.
+VERSION := $(shell v=$$(cat VERSION); c=$$(git rev-parse --short=7 HEAD 2>/dev/null) && v=$$v+$$c && \
+	{ git diff --quiet HEAD 2>/dev/null || v=$$v.dirty; }; echo $$v)
+LDFLAGS := -s -w -X zoomarchive/shared/config.Version=$(VERSION)
+# make deploy / make rollback: the droplet (user@address), e.g. HOST=tuta@203.0.113.7.
+HOST ?=
 # The stack test's tools, from the Go module proxy.
 COMPOSE_VERSION := v2.40.3
 PEBBLE_VERSION := v2.10.3
 TFLINT_VERSION := v0.64.0
 
-.PHONY: help build images test check fuzz bench soak run dev demo tools stack clean
+.PHONY: help build images test check fuzz bench soak run dev demo tools stack clean deploy rollback version
 
 help:
 	@echo "make build   static binaries in bin/: broker and the stages ($(STAGES))"
@@ -25,19 +33,36 @@ help:
 	@echo "make dev     the same on loopback against local stand-ins of Zoom and Google"
 	@echo "make demo    a recording archived before your eyes, against the stand-ins"
 	@echo "make images  container images of the broker and the stages (docker or podman)"
+	@echo "make deploy HOST=user@address    build for the droplet and install or update it"
+	@echo "make rollback HOST=user@address  back to the release before the last deploy"
+	@echo "make version the release these sources build"
 	@echo "make test    formatting, vet, all tests (real nats-server, natscli), the deployment"
 	@echo "             checks and the compose stack on Podman, short fuzz runs"
 	@echo "make stack   only the compose stack test (installs podman & co. with apt if missing)"
-	@echo "make bench   the benchmarks whose numbers the README reports"
+	@echo "make bench   the benchmarks whose numbers docs/measurements.md reports"
 	@echo "make fuzz FUZZTIME=10m   longer fuzz runs"
 	@echo "make soak SOAK=30m       the chaos soak (kills, faults, late files) for that long;"
 	@echo "                         SOAK_SEED=N replays a run (make test runs 2 minutes of it)"
 
+# OUT: where build writes (deploy/ship builds for the droplet into its own folder).
+OUT ?= bin
 build:
-	@mkdir -p bin
-	$(GO) build -trimpath -ldflags='-s -w' -o bin/broker ./nats/cmd/broker
-	@for s in $(STAGES); do echo "$(GO) build -o bin/$$s ./stages/$$s"; \
-		$(GO) build -trimpath -ldflags='-s -w' -o bin/$$s ./stages/$$s || exit 1; done
+	@mkdir -p $(OUT)
+	$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(OUT)/broker ./nats/cmd/broker
+	@for s in $(STAGES); do echo "$(GO) build -o $(OUT)/$$s ./stages/$$s"; \
+		$(GO) build -trimpath -ldflags='$(LDFLAGS)' -o $(OUT)/$$s ./stages/$$s || exit 1; done
+
+version:
+	@echo $(VERSION)
+
+# Build for the droplet's architecture here (Go, no Docker needed), ship to HOST
+# over SSH, install and check there (deploy/ship; docs/install.md, docs/upgrading.md).
+deploy:
+	@[ -n "$(HOST)" ] || { echo "make deploy HOST=user@address (terraform output ssh)"; exit 2; }
+	GO=$(GO) NATSCLI_VERSION=$(NATSCLI_VERSION) deploy/ship $(HOST)
+rollback:
+	@[ -n "$(HOST)" ] || { echo "make rollback HOST=user@address"; exit 2; }
+	deploy/ship --rollback $(HOST)
 
 # Each image holds one binary (as /app) and an empty /data for the broker's volume.
 # The stack test packs its own programs from another folder (IMAGES=... BINDIR=...).

@@ -3,7 +3,7 @@
 
 locals {
   # The compose project cloud-init lays down in /opt/zoomarchive; the images and
-  # the secrets come later (README, Deploy).
+  # the secrets come later (docs/install.md).
   project_files = [
     "compose.yaml",
     "nats/nats.conf",
@@ -12,7 +12,7 @@ locals {
     "nginx/entrypoint.sh",
     "deploy/certbot/Containerfile",
     "deploy/certbot/entrypoint.sh",
-    ".env.example",
+    "deploy/production.env.example",
     "deploy/check",
   ]
   address = var.reserved_ip ? digitalocean_reserved_ip.archive[0].ip_address : digitalocean_droplet.archive.ipv4_address
@@ -40,7 +40,7 @@ resource "digitalocean_droplet" "archive" {
 
   # cloud-init runs at the first boot only. A later change of the files above
   # must not replace the droplet (and its JetStream data): copy them instead
-  # (README, Deploy).
+  # (docs/install.md).
   lifecycle {
     ignore_changes = [user_data]
   }

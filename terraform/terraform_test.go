@@ -2,7 +2,7 @@
 // be had here): formatted as terraform fmt leaves it, clean under tflint, the
 // properties that matter read from the parsed HCL, and cloud-init's user data
 // rendered as templatefile does and validated by cloud-init itself. `terraform
-// plan` with the provider and an account is the operator's step (README, Deploy).
+// plan` with the provider and an account is the operator's step (docs/install.md).
 package terraform_test
 
 import (
@@ -376,7 +376,7 @@ func TestCloudInitUserData(t *testing.T) {
 		{"/opt/zoomarchive/compose.yaml", "compose.yaml"},
 		{"/opt/zoomarchive/nats/nats.conf", "nats/nats.conf"},
 		{"/opt/zoomarchive/nginx/nginx.conf", "nginx/nginx.conf"},
-		{"/opt/zoomarchive/.env.example", ".env.example"},
+		{"/opt/zoomarchive/deploy/production.env.example", "deploy/production.env.example"},
 		{"/opt/zoomarchive/deploy/certbot/entrypoint.sh", "deploy/certbot/entrypoint.sh"},
 		{"/etc/zoomarchive/logrotate.conf", "deploy/logrotate/zoomarchive"},
 	} {

@@ -42,7 +42,7 @@ variable "region" {
 }
 
 variable "size" {
-  description = "droplet size slug; 512 MB holds the stack, which peaked at 252 MiB, page cache included, through an unthrottled 2 GiB archive (README, Measurements); s-1vcpu-1gb for room to spare"
+  description = "droplet size slug; 512 MB holds the stack, which peaked at 252 MiB, page cache included, through an unthrottled 2 GiB archive (docs/measurements.md); s-1vcpu-1gb for room to spare"
   type        = string
   default     = "s-1vcpu-512mb-10gb"
 }

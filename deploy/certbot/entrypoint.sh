@@ -1,6 +1,6 @@
 #!/bin/sh
 # certbot run once, then gone: the host's cron starts it twice a day (cloud-init),
-# the operator once at deploy (README, Deploy). Without a certificate for $DOMAIN
+# the operator once at deploy (docs/install.md). Without a certificate for $DOMAIN
 # yet, it asks for the first one through the webroot nginx serves on port 80;
 # with one, `certbot renew` renews it within 30 days of its end and otherwise
 # does nothing. Arguments go to certbot (`--force-renewal`). nginx notices a new

@@ -14,11 +14,11 @@ import (
 	"testing"
 )
 
-// compose.yaml alone, as on the droplet, with .env.example filled in the way
-// README's Deploy says: what docker compose makes of it.
+// compose.yaml alone, as on the droplet, with deploy/production.env.example
+// filled in the way docs/install.md says: what docker compose makes of it.
 func TestComposeFile(t *testing.T) {
 	dir := t.TempDir()
-	example, err := os.ReadFile("../../.env.example")
+	example, err := os.ReadFile("../production.env.example")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +37,9 @@ func TestComposeFile(t *testing.T) {
 		out, err := exec.Command("docker", "compose", "-f", "../../compose.yaml", "--env-file", envFile, "config", "--format", "json").CombinedOutput()
 		return string(out), err
 	}
-	// The settings .env.example leaves for the operator, and test values for them.
-	required := map[string]string{"DRIVE_FOLDER_ID": "1AbCfolder", "GMAIL_SENDER": "archive@tuta.fi", "NOTIFY_TO": "admins@tuta.fi"}
+	// The settings the example leaves for the operator, and test values for them.
+	required := map[string]string{"DRIVE_FOLDER_ID": "1AbCfolder", "GMAIL_SENDER": "archive@tuta.fi", "NOTIFY_TO": "admins@tuta.fi",
+		"ACME_EMAIL": "admins@tuta.fi", "ZOOM_AFTER_ARCHIVE": "trash"}
 	fill := func(except string) string {
 		env := string(example)
 		for name, v := range required {

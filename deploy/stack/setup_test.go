@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/docs"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
@@ -71,7 +72,7 @@ func newStack(t *testing.T) *stack {
 	port := func(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 	env := map[string]string{
 		"DOMAIN": domain, "ACME_EMAIL": "admins@tuta.test", "ACME_SERVER": "https://pebble:14000/dir",
-		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test",
+		"DRIVE_FOLDER_ID": driveRoot, "GMAIL_SENDER": "archive@tuta.test", "NOTIFY_TO": "admins@tuta.test", "ZOOM_AFTER_ARCHIVE": "trash",
 		"SECRETS_DIR": filepath.Join(s.dir, "secrets"), "LOG_DIR": filepath.Join(s.dir, "logs"), "STACK_DIR": s.dir,
 		"HTTP_PORT": s.http, "HTTPS_PORT": s.https,
 		"STATE_PORT": port(s.statePort), "PEBBLE_MGMT_PORT": port(s.pebble),
@@ -133,16 +134,17 @@ func (s *stack) writeTLS() {
 	s.write("standins-key.pem", pemBlock("PRIVATE KEY", keyDER), 0o644)
 }
 
-// writeSecrets places the secrets as README's Deploy says: the env file root's
-// alone, the secret files readable by root and the stages' group.
+// writeSecrets places the secrets with docs/install.md's commands as written (the
+// stand-ins' values pasted in, this folder for /opt/zoomarchive, the laptop's ssh
+// run here): the env file root's alone, the secret files readable by root and
+// the stages' group.
 func (s *stack) writeSecrets() {
-	s.write("secrets/fetch.env", "ZOOM_ACCOUNT_ID=standin-account\nZOOM_CLIENT_ID=standin-client\n", 0o600)
-	for name, secret := range map[string]string{"zoom-webhook-secret": webhookSecret, "zoom-client-secret": "standin-client-secret"} {
-		if err := os.Chown(s.write("secrets/"+name, secret+"\n", 0o440), 0, stageUID); err != nil {
-			s.t.Fatal(err)
-		}
+	if err := os.MkdirAll(filepath.Join(s.dir, "secrets"), 0o700); err != nil {
+		s.t.Fatal(err)
 	}
-	// One Google identity per job; upload's account is the stand-in's first.
+	// One Google identity per job, as docs/install.md makes them on the laptop;
+	// upload's account is the stand-in's first.
+	laptop := filepath.Join(s.dir, "laptop")
 	for i, job := range []string{"upload", "fetch", "notify", "key-admin"} {
 		key, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
@@ -158,14 +160,26 @@ func (s *stack) writeSecrets() {
 			f["private_key_id"], f["client_id"] = "standin-"+job+"-key-1", fmt.Sprintf("2000000000000000000%02d", i)
 		}
 		b, _ := json.MarshalIndent(f, "", "  ")
-		if err := os.Chown(s.write("secrets/google-"+job+".json", string(b), 0o440), 0, stageUID); err != nil {
+		s.write("laptop/google-"+job+".json", string(b), 0o600)
+	}
+	paste := strings.NewReplacer("/opt/zoomarchive", s.dir, "sudo ", "", "ssh tuta@203.0.113.7 ", "bash -c ",
+		"PASTE-ACCOUNT-ID", "standin-account", "PASTE-CLIENT-ID", "standin-client",
+		"PASTE-SECRET-TOKEN", webhookSecret, "PASTE-CLIENT-SECRET", "standin-client-secret")
+	for _, name := range []string{"install-secrets", "install-key"} {
+		commands, err := docs.Block("install.md", name)
+		if err != nil {
 			s.t.Fatal(err)
+		}
+		cmd := exec.Command("bash", "-euo", "pipefail", "-c", paste.Replace(commands))
+		cmd.Dir = laptop
+		if out, err := cmd.CombinedOutput(); err != nil {
+			s.t.Fatalf("docs/install.md's %s commands: %v\n%s", name, err, out)
 		}
 	}
 	if err := os.Chmod(filepath.Join(s.dir, "secrets"), 0o755); err != nil {
 		s.t.Fatal(err)
 	}
-	// The broker's identities come later (writeCreds), into folders made as README says.
+	// The broker's identities come later (writeCreds), into folders made as deploy/install does.
 	for _, d := range []string{"secrets/nats", "secrets/nats/broker"} {
 		p := filepath.Join(s.dir, d)
 		if err := os.MkdirAll(p, 0o750); err != nil {
@@ -177,7 +191,7 @@ func (s *stack) writeSecrets() {
 	}
 }
 
-// writeCreds makes the broker's identities as README's Deploy does: the broker's
+// writeCreds makes the broker's identities as deploy/install does: the broker's
 // image writes them (as root, into secrets/nats), then the stages' group may
 // read them. A second run refuses to overwrite them.
 func (s *stack) writeCreds() {

@@ -29,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"zoomarchive/docs"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/stagetest"
@@ -313,7 +314,7 @@ func TestStack(t *testing.T) {
 			t.Logf("%s: peak cgroup memory, page cache included: %s", svc, peakMemory(t, container(svc)))
 		}
 	})
-	t.Run("README's console commands run through the nats service", func(t *testing.T) { s.consoleCommands(t, refused.Name) })
+	t.Run("docs/operating.md's console commands run through the nats service", func(t *testing.T) { s.consoleCommands(t, refused.Name) })
 	t.Run("the hook logs the client's address nginx saw", func(t *testing.T) {
 		seen := map[string]bool{} // by nginx
 		access, _ := os.ReadFile(filepath.Join(s.dir, "logs/nginx/access.log"))
@@ -365,7 +366,7 @@ func TestStack(t *testing.T) {
 		s.sees(t, "broker", "hook.creds", "fetch.creds", "operator.creds")
 	})
 	t.Run("the webhook secret rotates in its file, without a restart", func(t *testing.T) {
-		// Written in place, as README's steps do: the container's mount is the file itself.
+		// Written in place, as docs/operating.md's steps do: the container's mount is the file itself.
 		path := filepath.Join(s.dir, "secrets/zoom-webhook-secret")
 		set := func(secrets string) { stagetest.Rewrite(t, path, secrets+"\n") }
 		validation := standins.Delivery{Body: []byte(`{"event":"endpoint.url_validation","payload":{"plainToken":"rotation"},"event_ts":1}`)}
@@ -425,7 +426,7 @@ func TestStack(t *testing.T) {
 		}
 		unrestarted := notRestarted(t, "hook", "fetch", "upload", "notify")
 		notify, hook := user("notify"), user("hook")
-		// README's step is compose run of the broker's service; here that would take
+		// docs/operating.md's step is compose run of the broker's service; here that would take
 		// the running broker's fixed address (compose.stack.yaml), so the same image
 		// runs as compose would run it, on no network, which the command needs none of.
 		out, err := exec.Command("podman", "run", "--rm", "--network", "none", "--user", "0:65532", "--cap-drop", "ALL", "-v", dir+":/creds",
@@ -610,7 +611,7 @@ func (s *stack) streamsErr() (map[string]uint64, error) {
 	return out, nil
 }
 
-// deployCheck runs deploy/check as README says, with the test's compose project
+// deployCheck runs deploy/check as docs/install.md says, with the test's compose project
 // and nginx's address for the domain (which no DNS here knows).
 func (s *stack) deployCheck(t *testing.T) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
@@ -641,15 +642,13 @@ func (s *stack) deployCheck(t *testing.T) {
 	}
 }
 
-// consoleCommands runs README's console block as the operator does on the droplet,
-// nats being `docker compose run --rm nats`, with key for <key>.
+// consoleCommands runs docs/operating.md's console block as the operator does on
+// the droplet, nats being `docker compose run --rm nats`, with key for <key>.
 func (s *stack) consoleCommands(t *testing.T, key string) {
-	readme, err := os.ReadFile(filepath.Join(s.root, "README.md"))
+	block, err := docs.Block("operating.md", "console-commands")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, block, _ := strings.Cut(string(readme), "<!-- console-commands -->")
-	block, _, _ = strings.Cut(block, "<!-- /console-commands -->")
 	compose := fmt.Sprintf("docker compose -p %s --env-file %s -f compose.yaml -f deploy/stack/compose.stack.yaml",
 		project, filepath.Join(s.dir, "compose.env"))
 	ran := 0
@@ -672,7 +671,7 @@ func (s *stack) consoleCommands(t *testing.T, key string) {
 		}
 	}
 	if ran < 4 {
-		t.Errorf("ran %d console commands from README.md", ran)
+		t.Errorf("ran %d console commands from docs/operating.md", ran)
 	}
 }
 

@@ -32,7 +32,7 @@ var TopologySettings = []config.Setting{
 	{Name: "ZOOM_EVENTS_MAX_AGE", Default: "720h", Usage: "how long ZOOM_EVENTS keeps webhooks for replays"},
 	{Name: "ZOOM_EVENTS_DEDUPE", Default: "2h", Usage: "window in which a redelivered webhook (same body) is stored once; at least 90m, Zoom retries for 85m"},
 	{Name: "CHUNK_WINDOW", Default: "64MiB", Usage: "the most bytes the chunk stream between fetch and upload may hold"},
-	{Name: "BROKER_STORAGE", Default: "3GiB", Usage: "the most bytes the broker keeps on disk; every stream and the job bucket get a share of it (README, The broker's limits). 3GiB on the 10 GB droplet"},
+	{Name: "BROKER_STORAGE", Default: "3GiB", Usage: "the most bytes the broker keeps on disk; every stream and the job bucket get a share of it (docs/broker.md, The broker's limits). 3GiB on the 10 GB droplet"},
 }
 
 // archiveMaxAge keeps archive events long enough for a digest and a look back.
@@ -188,7 +188,7 @@ func Refused(nc *nats.Conn, c Config) error {
 // takes rollups, and only CHUNKS may be purged (fetch and upload drop one file's
 // chunks nobody will read); each holds at most its share of Storage, and at its
 // limit refuses what is new (DiscardNew) but ARCHIVE, which drops its oldest: an
-// alert must always get through (README, The broker's limits). An existing stream
+// alert must always get through (docs/broker.md, The broker's limits). An existing stream
 // of an earlier version is updated to this: the broker takes rollups away and
 // denies purges on a stream that had them.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {

@@ -19,6 +19,11 @@ import (
 	"zoomarchive/shared/obs"
 )
 
+// Version is the release the program was built from (make build sets it from the
+// VERSION file and the commit; `PROGRAM --version` prints it). "dev": built
+// without make.
+var Version = "dev"
+
 // Setting is one variable a stage reads.
 type Setting struct {
 	Name     string // the environment variable; the flag is its kebab-case form
@@ -48,6 +53,7 @@ func Run(ctx context.Context, stage, usage string, settings []Setting, args []st
 	app := &cli.App{
 		Name:            stage,
 		Usage:           usage,
+		Version:         Version,
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,

@@ -165,3 +165,14 @@ func TestStoppedWhileStartingIsClean(t *testing.T) {
 		}
 	}
 }
+
+// Every program says which release it is, without its settings (the admin
+// compares it with CHANGELOG.md before and after an update).
+func TestVersion(t *testing.T) {
+	defer func(v string) { Version = v }(Version)
+	Version = "1.2.3+abcdef0"
+	_, out, err := runWith(t, nil, "--version")
+	if err != nil || strings.TrimSpace(out) != "stage version 1.2.3+abcdef0" {
+		t.Fatalf("--version: %v, %q", err, out)
+	}
+}

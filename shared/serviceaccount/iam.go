@@ -23,7 +23,7 @@ var IAMSetting = config.Setting{Name: "GOOGLE_IAM_URL", Default: "https://iam.go
 	Usage: "the IAM API's root, asked for the key's age and used by rotate-key"}
 
 // KeyAdminRole is the role the key-admin account needs on each stage's account
-// to rotate its key (README, Google identities); KeyViewerRole lets an account
+// to rotate its key (docs/deploying.md, Google identities); KeyViewerRole lets an account
 // read its own keys' ages and nothing more.
 const (
 	KeyAdminRole  = "roles/iam.serviceAccountKeyAdmin"
@@ -148,7 +148,7 @@ func (k *IAMKeys) explain(err error, verb string) error {
 		if verb == "get" { // notify asking its own key's age
 			role = KeyViewerRole + " (to read its keys' ages only)"
 		}
-		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant %s %s on %s (README, Google identities): %v",
+		return fmt.Errorf("%w (iam.serviceAccountKeys.%s refused): grant %s %s on %s (docs/deploying.md, Google identities): %v",
 			ErrNotKeyAdmin, verb, k.caller, role, path.Base(k.account), err)
 	case gerr.Code == http.StatusBadRequest && status(gerr) == "FAILED_PRECONDITION":
 		return fmt.Errorf("google refused a new key (the account has its 10 keys, or an organisation policy forbids keys): %w", err)

@@ -11,7 +11,7 @@ import (
 
 // One Google identity per job: each stage's key is for one scope, and the
 // Workspace admin console's domain-wide delegation lists that scope alone for
-// its client ID (README, Google identities). The key-admin account, which only
+// its client ID (docs/deploying.md, Google identities). The key-admin account, which only
 // the one-off rotate-key holds, has no delegation at all.
 const (
 	DriveScope         = "https://www.googleapis.com/auth/drive"

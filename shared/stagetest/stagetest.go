@@ -593,7 +593,7 @@ func EnvExample(t testing.TB, settings []config.Setting, except ...string) {
 	}
 }
 
-// Rewrite writes content over the file at path in place, as README's `tee` steps
+// Rewrite writes content over the file at path in place, as docs/operating.md's `tee` steps
 // do: the file keeps its inode, owner and mode, so a container's mount of it sees
 // the change. A new file is made readable by its owner alone.
 func Rewrite(t testing.TB, path, content string) {

@@ -171,7 +171,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 }
 
 // digestAt is the MD5 of the bytes before the resume point: the one pass over the
-// file's bytes that proves the copy (README, upload). A state that does not read
+// file's bytes that proves the copy (docs/pipeline.md, upload). A state that does not read
 // back cannot be resumed: the file starts over (errBadState).
 func digestAt(p progress) (hash.Hash, error) {
 	md := md5.New()

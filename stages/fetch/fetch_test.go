@@ -331,7 +331,7 @@ func TestHostileDownloadURLRefused(t *testing.T) {
 
 // A job that keeps failing gives up after FETCH_MAX_ATTEMPTS, tells notify once, and
 // the one command the failure mail gives brings it back once Zoom is healthy; so
-// does the nats recipe the README keeps for operators who want it.
+// does the nats recipe docs/operating.md keeps for operators who want it.
 func TestGivesUpThenRetryCommandWorks(t *testing.T) {
 	w := newWorld(t, map[string]string{"FETCH_MAX_ATTEMPTS": "3"})
 	w.zoom.Inject(standins.Fault{Path: "/file/", Status: 503, Times: 1000})
@@ -359,7 +359,7 @@ func TestGivesUpThenRetryCommandWorks(t *testing.T) {
 		t.Errorf("the event must stay in ZOOM_EVENTS for a replay; %d there", n)
 	}
 
-	// The operator looks, as the README shows, then, Zoom healthy again, runs the
+	// The operator looks, as docs/operating.md shows, then, Zoom healthy again, runs the
 	// mail's command (fetch retry, which compose runs in a fetch container).
 	nats := func(line string) string {
 		cmd := exec.Command("sh", "-c", line)

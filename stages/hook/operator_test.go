@@ -8,21 +8,20 @@ import (
 	"strings"
 	"testing"
 
+	"zoomarchive/docs"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
 )
 
-// The README's operator commands, run as written with natscli against a broker that
-// holds three events the hook stored.
-func TestOperatorCommandsInReadme(t *testing.T) {
+// docs/operating.md's operator commands, run as written with natscli against a
+// broker that holds three events the hook stored.
+func TestOperatorCommandsInGuide(t *testing.T) {
 	cli := natsCLI(t)
-	readme, err := os.ReadFile("../../README.md")
+	block, err := docs.Block("operating.md", "operator-commands")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, block, _ := strings.Cut(string(readme), "<!-- operator-commands -->")
-	block, _, _ = strings.Cut(block, "<!-- /operator-commands -->")
 	var cmds []string
 	for _, line := range strings.Split(block, "\n") {
 		if strings.HasPrefix(line, "nats ") {
@@ -30,7 +29,7 @@ func TestOperatorCommandsInReadme(t *testing.T) {
 		}
 	}
 	if len(cmds) < 8 {
-		t.Fatalf("found %d operator commands in README.md", len(cmds))
+		t.Fatalf("found %d operator commands in docs/operating.md", len(cmds))
 	}
 
 	natsURL, h := newStack(t)
@@ -83,7 +82,7 @@ func TestOperatorCommandsInReadme(t *testing.T) {
 	}
 	for _, e := range expect {
 		if !seen[e.prefix] {
-			t.Errorf("README.md has no command starting %q", e.prefix)
+			t.Errorf("docs/operating.md has no command starting %q", e.prefix)
 		}
 	}
 }

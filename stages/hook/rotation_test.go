@@ -13,7 +13,7 @@ import (
 	"zoomarchive/shared/standins"
 )
 
-// The webhook secret rotated as README says (the new one added second, Zoom
+// The webhook secret rotated as docs/operating.md says (the new one added second, Zoom
 // switched, the new one moved first, the old one dropped), without a restart, with
 // deliveries every 100 ms throughout: none refused, each stored once. A file that
 // holds no secret on the way keeps the secrets in use and fails /readyz until fixed.

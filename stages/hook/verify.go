@@ -23,7 +23,7 @@ var (
 )
 
 // verifier checks signatures against every configured secret; the first one also
-// answers URL validation (rotation: README, The hook). The secrets can change
+// answers URL validation (rotation: docs/operating.md, Rotating credentials). The secrets can change
 // while requests are checked (a reload of ZOOM_WEBHOOK_SECRET_FILE).
 type verifier struct {
 	secrets atomic.Pointer[[][]byte]

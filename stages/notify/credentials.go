@@ -82,7 +82,7 @@ func (st *stage) checkKeyAge(ctx context.Context) {
 	if len(old) > 0 {
 		st.raise(ctx, events.AlertGoogleKeyOld, fmt.Sprintf(
 			"Google keys older than KEY_MAX_AGE (%d days): %s. Rotate them: on the server, "+
-				"sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once new keys are in use.",
+				"sudo docker compose run --rm rotate-key (docs/operating.md, Rotating credentials); this alert is over once new keys are in use.",
 			int(st.keyMaxAge.Hours()/24), strings.Join(old, "; ")))
 		return
 	}
@@ -112,7 +112,7 @@ func (st *stage) checkCredentialFiles(ctx context.Context, hb events.Heartbeat) 
 		return
 	}
 	st.raise(ctx, kind, fmt.Sprintf("The %s stage cannot use what its credential file now holds; it goes on with the one it had. %s "+
-		"Fix the file (README, Rotating credentials); the stage takes it within seconds.", hb.Stage, strings.Join(problems, " ")))
+		"Fix the file (docs/operating.md, Rotating credentials); the stage takes it within seconds.", hb.Stage, strings.Join(problems, " ")))
 }
 
 // credentialLines are the digest's lines on every credential's age.

@@ -315,6 +315,8 @@ Reconciliation of the last {{.Days}} days with Zoom:
 
 Credentials:{{range .Digest.Credentials}}
   {{.}}{{end}}{{end}}
+
+zoomarchive {{.Digest.Version}}
 {{end}}`
 
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
@@ -351,4 +353,5 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <li>In Zoom's trash, not in Drive: {{len .TrashNotInDrive}}{{if .TrashNotInDrive}}<ul>{{range .TrashNotInDrive}}<li>{{.}}</li>{{end}}</ul>{{end}}</li>
 </ul>{{end}}
 {{if .Digest.Credentials}}<p>Credentials:</p><ul>{{range .Digest.Credentials}}<li>{{.}}</li>{{end}}</ul>{{end}}
+<p style="color:#666">zoomarchive {{.Digest.Version}}</p>
 {{end}}`

@@ -393,14 +393,15 @@ func TestGoldenMails(t *testing.T) {
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
 			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
-				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"}}),
+				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"},
+			Version: "1.0.0+f838158"}),
 		"alert-trash-held": alertMail(events.Alert{Kind: events.AlertTrashHeldPrefix + "0a1b2c", At: now, Since: now,
 			Message: "The recording \"Rehearsal, act 2\" of 2026-03-13 18:00 EET stays in Zoom: the Drive copy of the MP4 file (3158073 bytes, MD5 ede3d3b685b4e137ba4cb2521329a75e) is not what fetch read from Zoom (3158073 bytes, MD5 993c6f44bbde7f315412e92ca7a461b0). " +
-				"zoomarchive removes a recording from Zoom only once Drive itself shows each of its files with the bytes fetch read from Zoom. It looks again every 30 minutes, and says so when the recording goes; until then nothing is lost. fetch status abc== shows its files."}, hel),
+				"zoomarchive removes a recording from Zoom only once Drive itself shows each of its files with the bytes fetch read from Zoom. It looks again every 30 minutes, and says so when the recording goes; until then nothing is lost. fetch status lists it (meeting abc==)."}, hel),
 		"alert-key-old": alertMail(events.Alert{Kind: events.AlertGoogleKeyOld, At: now, Since: now,
-			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use."}, hel),
+			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (docs/operating.md, Rotating credentials); this alert is over once the new key is in use."}, hel),
 		"alert-key-rotation": alertMail(events.Alert{Kind: events.AlertGoogleKeyRotation, At: now, Since: now,
-			Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: the service account may not manage its own keys (iam.serviceAccountKeys.list refused): grant the service account roles/iam.serviceAccountKeyAdmin on itself (README, Rotating credentials)"}, hel),
+			Message: "upload rotate-key could not rotate the Google key, and the key in use stays in use: the service account may not manage its own keys (iam.serviceAccountKeys.list refused): grant the service account roles/iam.serviceAccountKeyAdmin on itself (docs/operating.md, Rotating credentials)"}, hel),
 	}
 	// Each mail as sent (.eml) and, decoded for reading, its two parts.
 	for name, m := range cases {

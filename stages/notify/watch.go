@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"zoomarchive/shared/bus"
+	"zoomarchive/shared/config"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
 )
@@ -152,7 +153,7 @@ func (st *stage) checkStorage(ctx context.Context) {
 	st.raise(ctx, events.AlertBrokerFull, fmt.Sprintf(
 		"The broker is nearly full: %s. At its limit ZOOM_EVENTS refuses webhooks (the hook answers 503 and Zoom retries for 85 minutes), "+
 			"FETCH_JOBS new files and the job bucket every change, so the pipeline stops; nothing already stored is lost. "+
-			"A flood of events may be someone holding the hook's credentials: see README, The broker's limits.", strings.Join(full, "; ")))
+			"A flood of events may be someone holding the hook's credentials: see docs/broker.md, The broker's limits.", strings.Join(full, "; ")))
 }
 
 // raise announces an alert once, until clear ends it.
@@ -183,6 +184,7 @@ type digest struct {
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
 	Credentials       []string                // each credential's age
+	Version           string                  // the release notify runs (config.Version)
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -226,7 +228,7 @@ func nextDigest(at string, now time.Time, loc *time.Location) (time.Time, error)
 
 // sendDigest summarises the day before at from ARCHIVE and the job bucket.
 func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
-	d := digest{Day: at.In(st.tz).Format("Mon 2 Jan 2006")}
+	d := digest{Day: at.In(st.tz).Format("Mon 2 Jan 2006"), Version: config.Version}
 	since := at.Add(-24 * time.Hour)
 	cons, err := st.js.OrderedConsumer(ctx, events.StreamArchive, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,

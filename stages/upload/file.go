@@ -180,7 +180,7 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events
 		got = *f.complete
 	}
 	// Drive's MD5 of what it stored against fetch's of what Zoom served: the one
-	// comparison that proves the copy (README, upload: verification).
+	// comparison that proves the copy (docs/pipeline.md, upload: verification).
 	zoomSize := int64(f.job.File.FileSize)
 	if got.Size != size || f.up.Get().Offset != size || got.MD5Checksum != final.MD5 || zoomSize > 0 && zoomSize != size {
 		return false, f.mismatch(ctx, got, size, final.MD5)

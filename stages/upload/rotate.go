@@ -54,7 +54,7 @@ type rotation struct {
 
 // adminSetting is the key-admin account's key, for rotate-key alone.
 var adminSetting = config.Setting{Name: "GOOGLE_KEY_ADMIN_CREDENTIALS",
-	Usage: "rotate-key only: path of the key-admin account's key JSON, which may manage the stages' keys and nothing else (README, Google identities)"}
+	Usage: "rotate-key only: path of the key-admin account's key JSON, which may manage the stages' keys and nothing else (docs/deploying.md, Google identities)"}
 
 func rotateCommand(stdout io.Writer) config.Command {
 	return config.Command{
@@ -142,7 +142,7 @@ func heldKeys(flags []string, uploadKey string) ([]heldKey, error) {
 // readAdminKey reads the key-admin account's key.
 func readAdminKey(path string) ([]byte, error) {
 	if path == "" {
-		return nil, fmt.Errorf("%s: required for rotate-key: the key-admin account's key (README, Google identities)", adminSetting.Name)
+		return nil, fmt.Errorf("%s: required for rotate-key: the key-admin account's key (docs/deploying.md, Google identities)", adminSetting.Name)
 	}
 	b, err := os.ReadFile(path)
 	if err == nil {

@@ -195,7 +195,7 @@ func (w *world) report(ctx context.Context) error {
 	}
 }
 
-// identities are one Google identity per job, as README's setup makes them: the
+// identities are one Google identity per job, as docs/install.md makes them: the
 // token endpoint's first account is upload's (delegated Drive alone); fetch's
 // (Drive metadata) and notify's (gmail.send) are added, and the key admin's,
 // which may manage the three's keys and is delegated nothing. keys, when set
