@@ -271,13 +271,13 @@ func TestRetryAfterForms(t *testing.T) {
 	now := time.Now()
 	for _, v := range []string{now.Add(3 * time.Second).UTC().Format(time.RFC3339), now.Add(3 * time.Second).UTC().Format(http1123), "3"} {
 		p := &pacer{}
-		p.hold(v)
+		p.backOff(v)
 		if d := time.Until(p.Until()); d < 1500*time.Millisecond || d > 4*time.Second {
 			t.Errorf("Retry-After %q holds for %s", v, d)
 		}
 	}
 	p := &pacer{}
-	p.hold("")
+	p.backOff("")
 	if d := time.Until(p.Until()); d <= 0 || d > time.Second {
 		t.Errorf("no Retry-After holds for %s, want a second", d)
 	}

@@ -191,7 +191,7 @@ func (c *zoomClient) tokenError(err error) error {
 	status := re.Response.StatusCode
 	if status == http.StatusTooManyRequests {
 		c.rateLimited.Inc()
-		c.pace.hold(re.Response.Header.Get("Retry-After"))
+		c.pace.backOff(re.Response.Header.Get("Retry-After"))
 	}
 	var e struct {
 		Reason string `json:"reason"`
@@ -287,7 +287,7 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 			continue
 		case s == http.StatusTooManyRequests:
 			c.rateLimited.Inc()
-			c.pace.hold(resp.Header.Get("Retry-After"))
+			c.pace.backOff(resp.Header.Get("Retry-After"))
 			continue
 		case s >= 500 && try < 5:
 			retry.Sleep(ctx, retry.Backoff(c.retryBase, try))
@@ -409,7 +409,7 @@ func (c *zoomClient) download(ctx context.Context, rawURL string, offset int64, 
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
 		c.rateLimited.Inc()
-		c.pace.hold(resp.Header.Get("Retry-After"))
+		c.pace.backOff(resp.Header.Get("Retry-After"))
 	}
 	return resp, nil
 }
@@ -423,14 +423,14 @@ func redact(err error) error {
 	return err
 }
 
-// pacer holds every Zoom request of the stage until a 429's Retry-After has passed.
+// pacer backs every Zoom request of the stage off until a 429's Retry-After has passed.
 type pacer struct{ retry.Gate }
 
 func (p *pacer) wait(ctx context.Context) error { return p.Wait(ctx) }
 
-// hold reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
+// backOff reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
 // seconds; without one it waits a second.
-func (p *pacer) hold(retryAfter string) {
+func (p *pacer) backOff(retryAfter string) {
 	until := time.Now().Add(time.Second)
 	if t, err := time.Parse(time.RFC3339, retryAfter); err == nil {
 		until = t
