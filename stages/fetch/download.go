@@ -101,9 +101,8 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 		return
 	}
-	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID, "file_type", job.File.FileType)
 	// What is downloaded, from where and how long it is, is fetch's own record of
-	// Zoom's listing; the job's copy is upload's to write too.
+	// Zoom's listing (facts.File); the job's copy is upload's to write too.
 	facts, err := st.factsOf(ctx, job)
 	switch {
 	case errors.As(err, new(permanent)):
@@ -115,7 +114,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		msg.NakWithDelay(5 * time.Second)
 		return
 	}
-	job.File, job.Participant = facts.File, facts.Participant
+	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", facts.File.ID, "file_type", facts.File.FileType)
 	if job.State == events.JobFetched && !restart {
 		if cp.Get().Offset == 0 && job.Size > 0 {
 			// A second work message for a file done: its resume point went with the
@@ -147,7 +146,7 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 	hctx, stopBeat := context.WithCancel(ctx)
 	go cp.Heartbeat(hctx, func() { msg.InProgress() })
 	start, from := time.Now(), cp.Get().Offset
-	err = st.download(ctx, cp, &job)
+	err = st.download(ctx, cp, &job, facts.File)
 	stopBeat()
 	switch {
 	case err == nil:
@@ -215,11 +214,11 @@ func (st *stage) newGeneration(ctx context.Context, cp *checkpoint, job events.F
 
 // download runs one attempt: quick retries for what a retry can fix (5xx, cuts,
 // stalls, 429), each resuming from the checkpoint.
-func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJob) error {
+func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJob, file events.RecordingFile) error {
 	token := "" // the S2S token, until Zoom wants a download_access_token
 	restored := false
 	for try := 0; ; try++ {
-		err := st.stream(ctx, cp, job, token)
+		err := st.stream(ctx, cp, job, file, token)
 		var perm permanent
 		switch {
 		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) || refusal(err):
@@ -310,8 +309,8 @@ func retryReason(err error) string {
 }
 
 // stream downloads from the checkpoint's offset to the end, publishing as it reads.
-func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob, token string) error {
-	offset, size := cp.Get().Offset, int64(job.File.FileSize)
+func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob, file events.RecordingFile, token string) error {
+	offset, size := cp.Get().Offset, int64(file.FileSize)
 	if size > 0 && offset == size {
 		// Every byte was published before a crash or a lost lease; Zoom would
 		// answer 416 to a Range from the end.
@@ -326,7 +325,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := st.zoom.download(sctx, job.File.DownloadURL, offset, bearer)
+	resp, err := st.zoom.download(sctx, file.DownloadURL, offset, bearer)
 	if err != nil {
 		if errors.As(err, new(hostRefused)) {
 			return permanent{err}

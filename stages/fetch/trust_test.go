@@ -203,3 +203,42 @@ func TestJobPlannedFromWrongFactsStartsOver(t *testing.T) {
 		t.Errorf("facts %+v, want Zoom's size and the MD5 of Zoom's bytes", facts)
 	}
 }
+
+// An attacker holding upload's identity rewrites a file job to point at another
+// recording's download link and size, and asks fetch for the file again: fetch
+// downloads what its own record of Zoom's listing says, the real file.
+func TestUploadCannotRedirectADownload(t *testing.T) {
+	w := newWorld(t, nil)
+	w.startFetch(t)
+	real := w.meeting("uuid-score==", "Score reading", twoFiles("cdcd8888", mib+9, 1000)[:1]...)
+	other := w.meeting("uuid-party==", "Party", twoFiles("efef9999", mib/2+1, 1000)[:1]...)
+	key := keys(real)[0]
+	up := w.startUploader(t, key)
+	w.send(t, events.EventRecordingCompleted, real)
+	up.whole(t, key, contentOf(w, real, key))
+
+	ctx := context.Background()
+	ujs := stagetest.JetStreamAs(t, w.natsURL, events.IdentityUpload)
+	ukv, err := ujs.KeyValue(ctx, events.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Update(ctx, ukv, events.FileJobKey(key), func(j *events.FileJob, _ bool) error {
+		j.File.DownloadURL, j.File.FileSize = other.RecordingFiles[0].DownloadURL, other.RecordingFiles[0].FileSize
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ujs.PublishMsg(ctx, events.RestartMsg(key)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the file read again", func() bool {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		return up.files[key].gen > 0 && up.files[key].final
+	})
+	up.whole(t, key, contentOf(w, real, key))
+	if served := w.zoom.BytesServed(); served != 2*int64(mib+9) {
+		t.Errorf("Zoom served %d bytes, want the real file twice (%d)", served, 2*(mib+9))
+	}
+}
