@@ -138,6 +138,9 @@ type FileSpec struct {
 	Start, End    time.Time
 	NoSize        bool // omit file_size
 	Unlisted      bool // with AddLateFile: absent from Zoom's lists until made, not listed as processing
+
+	// Text is the file's bytes (a transcript's WEBVTT) instead of generated ones; Size is its length.
+	Text string
 }
 
 // AddRecording registers a finished recording and returns it as Zoom's webhook and
@@ -193,7 +196,15 @@ func (z *Zoom) addFile(rec *zoomRecording, f FileSpec, ready time.Time) events.R
 		rf.PlayURL = z.API.URL + "/rec/play/" + url.PathEscape(key)
 	}
 	seed := int64(len(z.files)+1)*7919 + int64(i)
-	z.files[key] = &zoomFile{meeting: r.UUID, content: Content{Seed: seed, Size: f.Size}, ready: ready, unlisted: f.Unlisted}
+	content := Content{Seed: seed, Size: f.Size}
+	if f.Text != "" {
+		content = Content{Text: []byte(f.Text), Size: int64(len(f.Text))}
+		f.Size = content.Size
+		if !f.NoSize {
+			rf.FileSize = events.Int64(f.Size)
+		}
+	}
+	z.files[key] = &zoomFile{meeting: r.UUID, content: content, ready: ready, unlisted: f.Unlisted}
 	r.TotalSize += events.Int64(f.Size)
 	r.RecordingCount++
 	if f.Participant != "" {
