@@ -43,6 +43,7 @@ func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 	}
 	f.st.m.verified.Inc()
 	f.log.Info("file verified", "bytes", got.Size, "drive_id", got.ID, "md5", got.MD5Checksum)
+	f.index(ctx, got)
 	return f.up.Delete(ctx)
 }
 

@@ -199,8 +199,9 @@ func truncateBytes(s string, n int) string {
 	return s[:n]
 }
 
-// describe is the human-readable description of a file or a recording's folder.
-func describe(job events.FileJob, forFile bool, fallback *time.Location) string {
+// describe is the human-readable description of a file or a recording's folder;
+// a file's says how long it runs and a transcript's its first line (said).
+func describe(job events.FileJob, forFile bool, fallback *time.Location, said string) string {
 	r := job.Recording
 	t := localStart(r, fallback)
 	lines := []string{
@@ -211,8 +212,27 @@ func describe(job events.FileJob, forFile bool, fallback *time.Location) string 
 	}
 	if forFile {
 		lines = append(lines, fmt.Sprintf("File: %s (%s, %s), %d bytes", kindOf(job), job.File.FileType, job.File.RecordingType, job.File.FileSize))
+		if f := job.File; f.RecordingStart != nil && f.RecordingEnd != nil && f.RecordingEnd.After(*f.RecordingStart) {
+			lines = append(lines, "Length: "+length(f.RecordingEnd.Sub(*f.RecordingStart)))
+		}
+		if said != "" {
+			lines = append(lines, "First line: "+said)
+		}
 	}
 	return strings.Join(append(lines, "Archived by zoomarchive."), "\n")
+}
+
+// length says a duration as people do: 1 h 05 min, 40 min 12 s, 45 s.
+func length(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, sec := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%d h %02d min", h, m)
+	case m > 0:
+		return fmt.Sprintf("%d min %d s", m, sec)
+	}
+	return fmt.Sprintf("%d s", sec)
 }
 
 // part numbers the segments of a paused meeting: files of the same kind, in the

@@ -49,6 +49,7 @@ var settings = append([]config.Setting{
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
+	{Name: "UPLOAD_TRANSCRIPT_DOC", Default: "on", Usage: "on: keep each audio transcript also as a Google Doc beside its VTT, a paragraph per speaker turn with its time; off: the VTT only"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
@@ -77,6 +78,8 @@ type stage struct {
 	maxRefusals int           // UPLOAD_MAX_REFUSALS
 	auditAt     config.Daily  // UPLOAD_AUDIT_AT
 	recheck     time.Duration // UPLOAD_RECHECK
+	// transcriptDoc: UPLOAD_TRANSCRIPT_DOC
+	transcriptDoc bool
 	// mayBeOpen: alerts this process may have raised, or a previous one left open;
 	// the next file verified clears them.
 	mayBeOpen sync.Map
@@ -90,6 +93,8 @@ type metrics struct {
 	verified   prometheus.Counter
 	mismatches prometheus.Counter
 	paused     prometheus.Gauge
+	// indexFailures: verified files whose recording's words could not be made searchable.
+	indexFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -102,7 +107,9 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_mismatches_total", Help: "Drive copies that failed verification."}),
 		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for Drive: its daily cap to reset, or room in its storage."}),
 	}
-	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
+	m.indexFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_index_failures_total",
+		Help: "Verified transcripts, videos and audio files whose recording's words could not be put in Drive's index (indexable text, the transcript's Doc)."})
+	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures)
 	return m
 }
 
@@ -140,7 +147,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
 		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"), auditAt: v.Daily("UPLOAD_AUDIT_AT"),
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
-		folders: map[string]folderRecord{}, reread: map[string]bool{},
+		folders: map[string]folderRecord{}, reread: map[string]bool{}, transcriptDoc: v.OnOff("UPLOAD_TRANSCRIPT_DOC"),
 	}
 	if st.chunk%quantum != 0 {
 		v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
@@ -293,7 +300,7 @@ func (st *stage) folderFor(ctx context.Context, job events.FileJob) (folderRecor
 		var props map[string]string
 		desc := ""
 		if i == len(names)-1 {
-			props, desc = tags(job, false), describe(job, false, st.tz)
+			props, desc = tags(job, false), describe(job, false, st.tz, "")
 		}
 		var err error
 		if parent, err = st.folder(ctx, parent.ID, name, props, desc); err != nil {
