@@ -1049,3 +1049,15 @@ func fullText(f *DriveFile, words string) bool {
 	}
 	return strings.Contains(norm(hay), norm(words))
 }
+
+// Search is what Drive's search box finds for words (fullText contains), files
+// not trashed, sorted by id.
+func (d *Drive) Search(words string) []DriveFile {
+	var out []DriveFile
+	for _, f := range d.Files() {
+		if fullText(&f, words) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
