@@ -161,6 +161,35 @@ type DriveAudit struct {
 // AuditKey marks the day's Drive audit as taken by one upload worker.
 func AuditKey(day string) string { return "audit." + day }
 
+// FolderShare, at ShareKey in the job bucket, is upload's sharing of a
+// recording's folder (DRIVE_SHARE_HOST): whom with, whether Drive took it, and the
+// refusals so far. notify reads it for the archived mail and the digest.
+type FolderShare struct {
+	Recording  RecordingInfo `json:"recording"`
+	FolderID   string        `json:"folder_id"`
+	FolderLink string        `json:"folder_link,omitempty"`
+	With       []Grant       `json:"with"`
+	Notified   bool          `json:"notified,omitempty"` // Drive's own mail went to them
+	Shared     bool          `json:"shared,omitempty"`   // Drive holds every grant
+	Attempts   int           `json:"attempts,omitempty"` // refused tries
+	LastError  string        `json:"last_error,omitempty"`
+	GaveUp     bool          `json:"gave_up,omitempty"` // refused too often: to be shared by hand
+	NextAt     time.Time     `json:"next_at,omitempty"`
+	Owner      string        `json:"owner,omitempty"` // the upload worker sharing it now
+	Since      time.Time     `json:"since,omitempty"`
+	Updated    time.Time     `json:"updated"`
+}
+
+// Grant is one permission on a folder: Type user or group, Role reader or commenter.
+type Grant struct {
+	Email string `json:"email"`
+	Type  string `json:"type"`
+	Role  string `json:"role"`
+}
+
+// ShareKey holds a recording's FolderShare.
+func ShareKey(meetingKey string) string { return "share." + meetingKey }
+
 // ReconcileReport: what fetch's reconciliation found when it compared Zoom's
 // recordings of the last Days days (and its trash) with the jobs and Drive.
 type ReconcileReport struct {
@@ -181,6 +210,7 @@ const (
 	AlertDriveDailyCap     = "drive_daily_cap"
 	AlertDriveFull         = "drive_full"    // upload: Drive's storage is full
 	AlertDriveRefused      = "drive_refused" // upload: Google refuses the key, or Drive a file for good
+	AlertDriveShare        = "drive_share"   // upload: Drive keeps refusing to share a recording's folder
 	AlertZoomRefused       = "zoom_refused"  // fetch: Zoom refuses the app's credentials or scopes
 	AlertWebhooksMissing   = "webhooks_missing"
 	AlertWebhookRejections = "webhook_rejections"
@@ -209,7 +239,8 @@ func AlertKey(kind string) string { return "alert." + kind }
 
 // The job bucket: file.<file key> holds a FileJob, rec.<meeting key> a RecordingJob,
 // fetch.<file key> and upload.<file key> the stages' resume points (held under a
-// lease), folder.<hash> a Drive folder's id. Updates use revision checks.
+// lease), folder.<hash> a Drive folder's id, share.<meeting key> the sharing of a
+// recording's folder. Updates use revision checks.
 const BucketJobs = "ARCHIVE_JOBS"
 
 // RestartMsg is a FETCH_JOBS work message that starts the file over from byte 0.

@@ -68,8 +68,8 @@ var Permissions = map[string]Permission{
 		Publish: join(
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
 			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, SubjectDriveAudit},
-			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">")),
-			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused, AlertGoogleKeyRotation),
+			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">"), ShareKey(">")),
+			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused, AlertGoogleKeyRotation, AlertDriveShare),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), jobWatchers()), // a consumer per file on CHUNKS
 	},

@@ -64,6 +64,17 @@ type DriveFile struct {
 	// Body is the content of a text file (up to keptBody bytes) or the text of a
 	// Google Doc converted on upload; alt=media serves the first, fullText searches both.
 	Body []byte `json:"-"`
+	// Permissions are the grants permissions.create made (the owner's is implied).
+	Permissions []DrivePermission `json:"-"`
+}
+
+// DrivePermission is one grant; Notified says Drive mailed the grantee.
+type DrivePermission struct {
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Role         string `json:"role"`
+	EmailAddress string `json:"emailAddress,omitempty"`
+	Notified     bool   `json:"-"`
 }
 
 // DriveContentHints is contentHints; IndexableText is "limited to 128KB in length".
@@ -93,7 +104,8 @@ type session struct {
 
 // DriveFault changes the next Times answers of one kind of request: "chunk"
 // (a PUT/POST with bytes), "status" (a status query), "init" (a session start),
-// "create", "list", "get" or "delete".
+// "create", "list", "get", "delete", "update", "share" (permissions.create) or
+// "shares" (permissions.list).
 type DriveFault struct {
 	Kind    string
 	Times   int
@@ -601,6 +613,10 @@ func (d *Drive) create(w http.ResponseWriter, r *http.Request, grant TokenGrant)
 }
 
 func (d *Drive) one(w http.ResponseWriter, r *http.Request, id string) {
+	if file, ok := strings.CutSuffix(id, "/permissions"); ok {
+		d.permissions(w, r, file)
+		return
+	}
 	d.mu.Lock()
 	f, ok := d.files[id]
 	var copyF DriveFile
@@ -1060,4 +1076,54 @@ func (d *Drive) Search(words string) []DriveFile {
 		}
 	}
 	return out
+}
+
+// permissions is permissions.create (POST, with sendNotificationEmail, true unless
+// said) and permissions.list (GET) of a file or folder.
+func (d *Drive) permissions(w http.ResponseWriter, r *http.Request, id string) {
+	d.mu.Lock()
+	_, ok := d.files[id]
+	d.mu.Unlock()
+	if !ok {
+		driveError(w, 404, "notFound", "File not found: "+id+".")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		if d.fault(w, "shares") {
+			return
+		}
+		d.mu.Lock()
+		perms := append([]DrivePermission{}, d.files[id].Permissions...)
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		json.NewEncoder(w).Encode(map[string]any{"kind": "drive#permissionList", "permissions": perms})
+	case http.MethodPost:
+		if d.fault(w, "share") {
+			return
+		}
+		var p DrivePermission
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			driveError(w, 400, "parseError", "Parse Error")
+			return
+		}
+		roles := map[string]bool{"reader": true, "commenter": true, "writer": true, "fileOrganizer": true, "organizer": true}
+		types := map[string]bool{"user": true, "group": true, "domain": true, "anyone": true}
+		if !roles[p.Role] || !types[p.Type] || (p.Type == "user" || p.Type == "group") && !strings.Contains(p.EmailAddress, "@") {
+			driveError(w, 400, "invalidSharingRequest", "Bad Request. User message: \"The permission is not valid.\"")
+			return
+		}
+		p.Notified = r.URL.Query().Get("sendNotificationEmail") != "false"
+		d.mu.Lock()
+		f, ok := d.files[id]
+		if ok {
+			p.ID = fmt.Sprintf("perm%d", len(f.Permissions)+1)
+			f.Permissions = append(f.Permissions, p)
+		}
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		json.NewEncoder(w).Encode(p)
+	default:
+		driveError(w, 405, "", "")
+	}
 }

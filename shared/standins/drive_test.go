@@ -185,3 +185,42 @@ func TestDriveIndexesAndConverts(t *testing.T) {
 		t.Errorf("alt=media gave %q", got)
 	}
 }
+
+// permissions.create and list on a folder: the notification flag kept, a fault
+// refuses a share, an invalid grant is refused.
+func TestDriveSharesAFolder(t *testing.T) {
+	tok := NewGoogleToken()
+	defer tok.Close()
+	d := NewDrive(tok)
+	defer d.Close()
+	folder := d.AddFolder("rec", true)
+	conf, _ := google.JWTConfigFromJSON(tok.KeyJSON(), drive.DriveScope)
+	ctx := context.Background()
+	svc, err := drive.NewService(ctx, option.WithHTTPClient(conf.Client(ctx)), option.WithEndpoint(d.URL()+"drive/v3/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Inject(DriveFault{Kind: "share", Status: 500})
+	grant := &drive.Permission{Type: "user", Role: "commenter", EmailAddress: "host@theatre.example"}
+	if _, err := svc.Permissions.Create(folder, grant).SendNotificationEmail(false).SupportsAllDrives(true).Do(); err == nil {
+		t.Fatal("the injected refusal did not come")
+	}
+	if _, err := svc.Permissions.Create(folder, grant).SendNotificationEmail(false).SupportsAllDrives(true).Do(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Permissions.Create(folder, &drive.Permission{Type: "group", Role: "reader", EmailAddress: "cast@theatre.example"}).
+		SupportsAllDrives(true).Do(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Permissions.Create(folder, &drive.Permission{Type: "user", Role: "boss"}).SupportsAllDrives(true).Do(); err == nil {
+		t.Error("an invalid grant taken")
+	}
+	list, err := svc.Permissions.List(folder).SupportsAllDrives(true).Fields("permissions(id,type,role,emailAddress)").Do()
+	if err != nil || len(list.Permissions) != 2 || list.Permissions[0].EmailAddress != "host@theatre.example" || list.Permissions[0].Role != "commenter" {
+		t.Fatalf("list: %v, %+v", err, list)
+	}
+	perms := d.Files()[0].Permissions
+	if perms[0].Notified || !perms[1].Notified {
+		t.Errorf("notification flags %+v", perms)
+	}
+}
