@@ -50,6 +50,9 @@ var settings = append([]config.Setting{
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
 	{Name: "UPLOAD_TRANSCRIPT_DOC", Default: "on", Usage: "on: keep each audio transcript also as a Google Doc beside its VTT, a paragraph per speaker turn with its time; off: the VTT only"},
+	{Name: "DRIVE_SHARE_HOST", Default: "off", Usage: "share each recording's folder with its host: reader, commenter, or off; only hosts of DRIVE_SHARE_DOMAINS"},
+	{Name: "DRIVE_SHARE_DOMAINS", Usage: "comma-separated domains whose hosts get their recordings' folders shared (DRIVE_SHARE_HOST), e.g. theatre.example"},
+	{Name: "DRIVE_SHARE_NOTIFY", Default: "off", Usage: "on: Drive mails the host when a folder is shared with them; off: shared silently (the archived mail to the admins says with whom)"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
@@ -80,6 +83,9 @@ type stage struct {
 	recheck     time.Duration // UPLOAD_RECHECK
 	// transcriptDoc: UPLOAD_TRANSCRIPT_DOC
 	transcriptDoc bool
+	sharing       sharing         // DRIVE_SHARE_*
+	shareEvery    time.Duration   // how often refused shares are looked at, and their first wait
+	pendingShares map[string]bool // share keys to try again (share.go)
 	// mayBeOpen: alerts this process may have raised, or a previous one left open;
 	// the next file verified clears them.
 	mayBeOpen sync.Map
@@ -95,6 +101,8 @@ type metrics struct {
 	paused     prometheus.Gauge
 	// indexFailures: verified files whose recording's words could not be made searchable.
 	indexFailures prometheus.Counter
+	shares        prometheus.Counter
+	shareFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -109,7 +117,9 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	}
 	m.indexFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_index_failures_total",
 		Help: "Verified transcripts, videos and audio files whose recording's words could not be put in Drive's index (indexable text, the transcript's Doc)."})
-	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures)
+	m.shares = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_shares_total", Help: "Recordings' folders shared with their hosts."})
+	m.shareFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_share_failures_total", Help: "Tries to share a recording's folder that Drive refused."})
+	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures, m.shares, m.shareFailures)
 	return m
 }
 
@@ -148,7 +158,9 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"), auditAt: v.Daily("UPLOAD_AUDIT_AT"),
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
 		folders: map[string]folderRecord{}, reread: map[string]bool{}, transcriptDoc: v.OnOff("UPLOAD_TRANSCRIPT_DOC"),
+		sharing: readSharing(v), pendingShares: map[string]bool{},
 	}
+	st.shareEvery = 60 * st.retryBase // a minute by default
 	if st.chunk%quantum != 0 {
 		v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
 	}
@@ -226,6 +238,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.resendRefetches(ctx)
+	go st.retryShares(ctx)
 	go bus.Daily(ctx, st.kv, st.auditAt, events.AuditKey, st.worker, func(ctx context.Context) error {
 		_, err := st.audit(ctx)
 		return err
@@ -307,6 +320,7 @@ func (st *stage) folderFor(ctx context.Context, job events.FileJob) (folderRecor
 			return parent, err
 		}
 	}
+	st.share(ctx, job.Recording, parent)
 	return parent, nil
 }
 
