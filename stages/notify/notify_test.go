@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
 	"zoomarchive/shared/standins"
@@ -335,13 +336,18 @@ func TestGoldenMails(t *testing.T) {
 	now := time.Date(2026, 3, 15, 8, 0, 0, 0, time.UTC)
 	hel, _ := time.LoadLocation("Europe/Helsinki")
 	cases := map[string]mail{
-		"archived":      archivedMail(archivedEvent(rehearsal), time.UTC),
+		"archived":      archivedMail(archivedEvent(rehearsal), nil, time.UTC),
 		"failed":        failedMail(failedEvent(rehearsal), time.UTC),
-		"archived-late": archivedMail(lateTranscript(archivedEvent(rehearsal)), time.UTC),
+		"archived-late": archivedMail(lateTranscript(archivedEvent(rehearsal)), nil, time.UTC),
+		"archived-shared": archivedMail(archivedEvent(rehearsal), &events.FolderShare{Shared: true,
+			With: []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "commenter"}}}, time.UTC),
+		"archived-share-refused": archivedMail(archivedEvent(rehearsal), &events.FolderShare{GaveUp: true, Attempts: 5,
+			LastError: "Sharing outside the domain is not allowed.",
+			With:      []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "reader"}}}, time.UTC),
 		"archived-no-transcript": func() mail {
 			a := archivedEvent(rehearsal)
 			a.Files, a.NoTranscript = a.Files[:2], true
-			return archivedMail(a, time.UTC)
+			return archivedMail(a, nil, time.UTC)
 		}(),
 		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Since: now, Until: now.Add(15 * time.Hour),
 			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads wait for it to reset at midnight Pacific time. Nothing is lost meanwhile."}, hel),
@@ -352,7 +358,10 @@ func TestGoldenMails(t *testing.T) {
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},
 			NoTranscript: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET)"},
 			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
-			DriveGone:    []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
+			SharedToday:  2,
+			NotShared: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET): not shared yet with director@theatre.example (can comment): " +
+				"Google Drive refused 2 times so far (Backend Error); zoomarchive keeps trying."},
+			DriveGone: []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
 			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
@@ -398,5 +407,37 @@ func TestCheckSaysWhetherGmailSendIsAllowed(t *testing.T) {
 	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"GMAIL_SENDER": "nobody@example.org"}), "notify", "check")
 	if err == nil || !strings.Contains(out, "notify: FAIL Gmail") || !strings.Contains(out, "GMAIL_SENDER") {
 		t.Errorf("a sender the delegation does not cover: %v\n%s", err, out)
+	}
+}
+
+// The archived mail says with whom upload shared the recording's folder; the
+// digest counts the folders shared and lists those Drive refused.
+func TestSharingInTheArchivedMailAndTheDigest(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_DIGEST_AT": at})
+	refused := rehearsal
+	refused.UUID, refused.Topic = "refused==", "Cherry Orchard, act 3"
+	now := time.Now().UTC()
+	for rec, s := range map[events.RecordingInfo]events.FolderShare{
+		rehearsal: {Recording: rehearsal, Shared: true, Updated: now, With: []events.Grant{{Email: "board@example.org", Type: "user", Role: "reader"}}},
+		refused: {Recording: refused, Attempts: 2, LastError: "Backend Error", Updated: now,
+			With: []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "commenter"}}},
+	} {
+		if _, err := bus.Update(context.Background(), w.kv, events.ShareKey(events.MeetingKey(rec.UUID)), func(r *events.FolderShare, _ bool) error {
+			*r = s
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.startNotify(t)
+	w.publish(t, events.RecordingArchivedSubject(events.MeetingKey(rehearsal.UUID)), "archived-m1", archivedEvent(rehearsal))
+	mails := w.waitMails(t, 2)
+	if !strings.Contains(mails[0].Text, "shared with board@example.org (can view), without a mail from Google Drive.") {
+		t.Errorf("the archived mail:\n%s", mails[0].Text)
+	}
+	if d := mails[1].Text; !strings.Contains(d, "Folders shared:      1 with their hosts, 1 not (below)") ||
+		!strings.Contains(d, "Folder not shared: Cherry Orchard, act 3 (Sat 14 Mar 2026, 19:30 EET): not shared yet with director@theatre.example (can comment): Google Drive refused 2 times so far (Backend Error)") {
+		t.Errorf("the digest:\n%s", d)
 	}
 }

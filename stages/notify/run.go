@@ -221,7 +221,7 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 			msg.TermWithReason("unreadable")
 			return
 		}
-		kind, m = "archived", archivedMail(a, st.tz)
+		kind, m = "archived", archivedMail(a, st.folderShare(ctx, a.Key), st.tz)
 		summary = fmt.Sprintf("archived: %s (%s), %d files", a.Recording.Topic, localTime(a.Recording, st.tz), len(a.Files))
 	case strings.HasPrefix(subject, events.FileFailedSubject("")):
 		var f events.FileFailed
@@ -352,4 +352,14 @@ func safeKey(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// folderShare is upload's record of how the recording's folder was shared, if it
+// was to be; a record that does not read is left out of the mail.
+func (st *stage) folderShare(ctx context.Context, meetingKey string) *events.FolderShare {
+	s, found, err := bus.Get[events.FolderShare](ctx, st.kv, events.ShareKey(meetingKey))
+	if err != nil || !found {
+		return nil
+	}
+	return &s
 }

@@ -145,6 +145,8 @@ type digest struct {
 	Overflow          []string
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
 	Credentials       []string                // each credential's age
+	SharedToday       int                     // recordings' folders shared with their hosts
+	NotShared         []string                // folders Drive refused to share, given up or still tried
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -262,6 +264,19 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 			}
 		}
 	}
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.ShareKey(">")); err == nil {
+		for key := range keys.Keys() {
+			s, _, err := bus.Get[events.FolderShare](ctx, st.kv, key)
+			switch {
+			case err != nil:
+			case s.Shared && s.Updated.After(since):
+				d.SharedToday++
+			case !s.Shared && s.Attempts > 0:
+				d.NotShared = append(d.NotShared, fmt.Sprintf("%s (%s): %s", s.Recording.Topic, localTime(s.Recording, st.tz), shareLine(&s)))
+			}
+		}
+	}
+	sort.Strings(d.NotShared)
 	var overflow []string
 	if keys, err := st.kv.ListKeysFiltered(ctx, events.NotifyKey("overflow.>")); err == nil {
 		for key := range keys.Keys() {

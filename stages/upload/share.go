@@ -114,6 +114,9 @@ func (st *stage) tryShare(ctx context.Context, key string, fresh *events.FolderS
 		}
 		r.Attempts++
 		r.LastError = granted.Error()
+		if de := driveErr(granted); de != nil && de.g.Message != "" {
+			r.LastError = de.g.Message // Drive's words, for the admins' mails
+		}
 		r.NextAt = time.Now().Add(retry.Backoff(st.shareEvery, r.Attempts-1)).UTC()
 		r.GaveUp = r.Attempts >= shareTries
 		return nil

@@ -104,6 +104,7 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 		"ZOOM_API_URL": w.zoom.APIURL(), "ZOOM_OAUTH_URL": w.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
 		"GOOGLE_APPLICATION_CREDENTIALS": key, "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(), "GOOGLE_IAM_URL": w.token.IAMURL(),
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
+		"DRIVE_SHARE_HOST": "commenter", "DRIVE_SHARE_DOMAINS": "example.org",
 	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
