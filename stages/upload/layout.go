@@ -22,20 +22,10 @@ import (
 //	<root>/2026/2026-03/2026-03-14 19.30 Board meeting (812 3456 7890)/
 //	    2026-03-14 19.30 Board meeting - shared screen with speaker view (part 2).mp4
 //
-// dates in the meeting's time zone; every file and folder tagged with appProperties
+// (the folders are DRIVE_LAYOUT's and the rules', rules.go), dates in the meeting's time zone; every file and folder tagged with appProperties
 // (for search) and a description (for people).
 
 const folderMime = "application/vnd.google-apps.folder"
-
-// folderNames names the folders from the root down to the recording's own.
-func folderNames(rec events.RecordingInfo, fallback *time.Location) []string {
-	t := localStart(rec, fallback)
-	return []string{
-		t.Format("2006"),
-		t.Format("2006-01"),
-		fmt.Sprintf("%s %s (%s)", t.Format("2006-01-02 15.04"), cleanName(rec.Topic, 100), meetingNumber(rec.MeetingID)),
-	}
-}
 
 func localStart(rec events.RecordingInfo, fallback *time.Location) time.Time {
 	if loc, err := time.LoadLocation(rec.Timezone); err == nil && rec.Timezone != "" {

@@ -53,6 +53,8 @@ var settings = append([]config.Setting{
 	{Name: "DRIVE_SHARE_HOST", Default: "off", Usage: "share each recording's folder with its host: reader, commenter, or off; only hosts of DRIVE_SHARE_DOMAINS"},
 	{Name: "DRIVE_SHARE_DOMAINS", Usage: "comma-separated domains whose hosts get their recordings' folders shared (DRIVE_SHARE_HOST), e.g. theatre.example"},
 	{Name: "DRIVE_SHARE_NOTIFY", Default: "off", Usage: "on: Drive mails the host when a folder is shared with them; off: shared silently (the archived mail to the admins says with whom)"},
+	{Name: "DRIVE_LAYOUT", Default: defaultLayout, Usage: "folders of a recording under DRIVE_FOLDER_ID, from the top: " + placeholderList + "; the last folder is the recording's own and needs {date} (or {day}) and {time}"},
+	{Name: "DRIVE_LAYOUT_RULES", Usage: "a rules file (HCL) that maps recordings to productions by topic, meeting id or host, each with its own folders, a Google Group to share with and tags; empty: none"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)
 
@@ -83,6 +85,7 @@ type stage struct {
 	recheck     time.Duration // UPLOAD_RECHECK
 	// transcriptDoc: UPLOAD_TRANSCRIPT_DOC
 	transcriptDoc bool
+	layout        layout          // DRIVE_LAYOUT, DRIVE_LAYOUT_RULES
 	sharing       sharing         // DRIVE_SHARE_*
 	shareEvery    time.Duration   // how often refused shares are looked at, and their first wait
 	pendingShares map[string]bool // share keys to try again (share.go)
@@ -131,7 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c)
-		}, checkCommand(stdout), auditCommand(stdout), rotateCommand(stdout))
+		}, checkCommand(stdout), auditCommand(stdout), rotateCommand(stdout), layoutCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -159,6 +162,7 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
 		folders: map[string]folderRecord{}, reread: map[string]bool{}, transcriptDoc: v.OnOff("UPLOAD_TRANSCRIPT_DOC"),
 		sharing: readSharing(v), pendingShares: map[string]bool{},
+		layout: readLayout(v.String("DRIVE_LAYOUT"), v.String("DRIVE_LAYOUT_RULES"), v.Invalid),
 	}
 	st.shareEvery = 60 * st.retryBase // a minute by default
 	if st.chunk%quantum != 0 {
@@ -308,12 +312,12 @@ func (st *stage) explain(err error) error {
 // folderFor finds or makes <root>/<year>/<month>/<recording> for a job.
 func (st *stage) folderFor(ctx context.Context, job events.FileJob) (folderRecord, error) {
 	parent := folderRecord{ID: st.root}
-	names := folderNames(job.Recording, st.tz)
+	names := st.layout.place(job.Recording, st.tz).folders
 	for i, name := range names {
 		var props map[string]string
 		desc := ""
 		if i == len(names)-1 {
-			props, desc = tags(job, false), describe(job, false, st.tz, "")
+			props, desc = st.tagsFor(job, false), describe(job, false, st.tz, "")
 		}
 		var err error
 		if parent, err = st.folder(ctx, parent.ID, name, props, desc); err != nil {

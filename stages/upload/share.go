@@ -15,7 +15,8 @@ import (
 )
 
 // A recording's folder shared with its host (DRIVE_SHARE_HOST), for addresses in
-// DRIVE_SHARE_DOMAINS only, without Drive's mail unless DRIVE_SHARE_NOTIFY. The
+// DRIVE_SHARE_DOMAINS only, and with its production's Google Group (a rule's
+// share_with_group), without Drive's mail unless DRIVE_SHARE_NOTIFY. The
 // share is recorded at share.<meeting key> (events.FolderShare) before it is
 // tried; every try looks at the folder's permissions first, so a crash between
 // the folder and its share repeats the share once and never grants twice.
@@ -66,6 +67,9 @@ func (s sharing) grants(r events.RecordingInfo) []events.Grant {
 // the log and the record how it went.
 func (st *stage) share(ctx context.Context, rec events.RecordingInfo, folder folderRecord) {
 	grants := st.sharing.grants(rec)
+	if g := st.layout.place(rec, st.tz).group; g != nil {
+		grants = append(grants, *g) // the production's Google Group
+	}
 	if len(grants) == 0 {
 		return
 	}
@@ -190,7 +194,7 @@ func (st *stage) pendShare(key string) {
 // retryShares tries again, when their time comes, the shares Drive refused, and
 // at start those a stopped process left unfinished.
 func (st *stage) retryShares(ctx context.Context) {
-	if st.sharing.role == "" {
+	if st.sharing.role == "" && !st.layout.shares() {
 		return
 	}
 	if keys, err := st.kv.ListKeysFiltered(ctx, events.ShareKey(">")); err == nil {

@@ -333,7 +333,7 @@ func (st *stage) transcriptAsDoc(ctx context.Context, job events.FileJob, got dr
 	if err != nil || len(list.Files) > 0 {
 		return err
 	}
-	props := tags(job, true)
+	props := st.tagsFor(job, true)
 	delete(props, "zoomFileKey")
 	props["zoomTranscriptOf"] = job.Key
 	name := strings.TrimSuffix(got.Name, "."+extension(job.File))

@@ -506,7 +506,8 @@ func TestNamesAndTags(t *testing.T) {
 	if strings.ContainsAny(name, "\n\x00/") || utf8.RuneCountInString(name) > 160 || !strings.HasSuffix(name, ".mp4") {
 		t.Errorf("name %q", name)
 	}
-	if got := folderNames(job.Recording, time.UTC)[2]; !strings.HasSuffix(got, "(123 456 7890)") {
+	def, _ := parseTemplate(defaultLayout)
+	if got := (layout{tmpl: def}).place(job.Recording, time.UTC).folders[2]; !strings.HasSuffix(got, "(123 456 7890)") {
 		t.Errorf("folder %q", got)
 	}
 	for k, v := range tags(job, true) {
