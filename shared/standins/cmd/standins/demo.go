@@ -103,6 +103,15 @@ func (w *world) demo(ctx context.Context) error {
 			fmt.Printf("\nZoom was asked: DELETE %s?%s -> %d\n", c.Path, c.Query, c.Status)
 		}
 	}
+	for _, f := range w.drive.Files() {
+		for _, p := range f.Permissions {
+			mail := "Drive sent them no mail"
+			if p.Notified {
+				mail = "Drive mailed them"
+			}
+			fmt.Printf("\nThe folder %q is shared with the %s %s as %s; %s.\n", f.Name, p.Type, p.EmailAddress, p.Role, mail)
+		}
+	}
 	m := w.gmail.Sent()[0]
 	fmt.Printf("\nThe mail to %s, %q:\n\n%s\n", m.Header.Get("To"), m.Subject, m.Text)
 	return nil

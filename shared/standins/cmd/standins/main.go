@@ -106,6 +106,13 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
 		"DRIVE_SHARE_HOST": "commenter", "DRIVE_SHARE_DOMAINS": "example.org",
 	}
+	if demo && !public { // the stages run on this host and read the file
+		rules := filepath.Join(dir, "rules.hcl")
+		if err := os.WriteFile(rules, []byte(demoRules), 0o600); err != nil {
+			return err
+		}
+		env["DRIVE_LAYOUT_RULES"] = rules
+	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
 		keys = append(keys, k)
@@ -159,6 +166,16 @@ func recordingFiles(demo bool) []standins.FileSpec {
 		{ID: "demo-mikko", FileType: "M4A", Extension: "M4A", Size: 8 << 20, Participant: "Mikko Korhonen"},
 	}
 }
+
+// demoRules puts the demo's rehearsal in its production's folders.
+const demoRules = `# make demo: the season's productions (README, upload: layout by production).
+production "The Cherry Orchard" {
+  topic            = "(?i)cherry orchard"
+  folder           = "Productions/{production}/{date} {time} {topic}"
+  share_with_group = "cherry-orchard-cast@example.org"
+  tags             = { season = "2026" }
+}
+`
 
 // rehearsalVTT is the rehearsal's transcript as Zoom writes it; the demo finds the
 // video by its words.
