@@ -200,6 +200,21 @@ type ReconcileReport struct {
 	Stuck           []string  `json:"stuck,omitempty"`              // jobs in one state too long
 	StillInZoom     []string  `json:"still_in_zoom,omitempty"`      // every file verified, yet not removed
 	TrashNotInDrive []string  `json:"trash_not_in_drive,omitempty"` // in Zoom's trash, not all in Drive
+
+	// Storage is the account's cloud recording storage.
+	Storage *ZoomStorage `json:"storage,omitempty"`
+}
+
+// ZoomStorage is the account's cloud recording storage as Zoom's usage report
+// says it on its last day (Date); NotKnown says why it is not known.
+type ZoomStorage struct {
+	NotKnown    string  `json:"not_known,omitempty"`
+	Date        string  `json:"date,omitempty"`
+	Used        string  `json:"used,omitempty"` // as Zoom writes it: "412.5 GB"
+	Plan        string  `json:"plan,omitempty"`
+	Percent     float64 `json:"percent"` // of the plan; -1 when the plan is no size
+	Change      int64   `json:"change"`  // bytes since the day before
+	ChangeKnown bool    `json:"change_known,omitempty"`
 }
 
 // AlertSubject carries an Alert of one kind, e.g. archive.alert.drive_daily_cap.
@@ -213,6 +228,7 @@ const (
 	AlertDriveShare        = "drive_share"   // upload: Drive keeps refusing to share a recording's folder
 	AlertZoomRefused       = "zoom_refused"  // fetch: Zoom refuses the app's credentials or scopes
 	AlertWebhooksMissing   = "webhooks_missing"
+	AlertZoomStorage       = "zoom_storage" // notify: Zoom's cloud storage past NOTIFY_ZOOM_STORAGE_ALERT
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
 	AlertCertificate       = "certificate"         // notify: the domain's certificate is about to expire

@@ -77,7 +77,7 @@ var Permissions = map[string]Permission{
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
 			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertCertificate,
-				AlertGoogleKeyOld, AlertCredentialPrefix+">"),
+				AlertGoogleKeyOld, AlertCredentialPrefix+">", AlertZoomStorage),
 			reads(StreamArchive, StreamChunks, jobStream),
 			ownConsumer(StreamArchive, ConsumerNotify), watchers(StreamArchive), jobWatchers()),
 		// The digest's ordered consumers need any name on ARCHIVE, but not fetch's.
