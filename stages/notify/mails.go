@@ -221,6 +221,7 @@ var alertTitles = map[string]string{
 	events.AlertDriveFull:         "Google Drive is full",
 	events.AlertDriveRefused:      "Google refuses the uploads",
 	events.AlertDriveShare:        "Google Drive refuses to share a recording's folder",
+	events.AlertZoomStorage:       "Zoom's cloud recording storage is filling up",
 	events.AlertZoomRefused:       "Zoom refuses the app's credentials",
 	events.AlertWebhooksMissing:   "Zoom's webhooks are not arriving",
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
@@ -310,7 +311,8 @@ You get one more mail when it is over.
 {{end}}{{end}}{{define "digest"}}zoomarchive, {{.Digest.Day}}
 
 Recordings archived: {{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})
-Zoom storage freed:  {{size .Digest.Freed}}
+Zoom storage freed:  {{size .Digest.Freed}}{{if .Digest.ZoomStorage}}
+Zoom cloud storage:  {{.Digest.ZoomStorage}}{{end}}
 Files failed:        {{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open
 Alerts:              {{len .Digest.Alerts}}
 {{- if or .Digest.SharedToday .Digest.NotShared}}
@@ -358,7 +360,8 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <p>You get one more mail when it is over.</p>
 {{end}}{{end}}{{define "digest-html"}}<h2 style="font-size:18px">zoomarchive, {{.Digest.Day}}</h2>
 <table><tr><td>Recordings archived</td><td>{{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})</td></tr>
-<tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>
+<tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>{{if .Digest.ZoomStorage}}
+<tr><td>Zoom cloud storage</td><td>{{.Digest.ZoomStorage}}</td></tr>{{end}}
 <tr><td>Files failed</td><td>{{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open</td></tr>
 <tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr>{{if or .Digest.SharedToday .Digest.NotShared}}
 <tr><td>Folders shared</td><td>{{.Digest.SharedToday}} with their hosts, {{len .Digest.NotShared}} not (below)</td></tr>{{end}}</table>

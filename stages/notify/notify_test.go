@@ -359,6 +359,7 @@ func TestGoldenMails(t *testing.T) {
 			NoTranscript: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET)"},
 			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
 			SharedToday:  2,
+			ZoomStorage:  storageLine(events.ZoomStorage{Date: "2026-03-15", Used: "412.5 GB", Plan: "1 TB", Percent: 40.3, Change: 12 << 30, ChangeKnown: true}),
 			NotShared: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET): not shared yet with director@theatre.example (can comment): " +
 				"Google Drive refused 2 times so far (Backend Error); zoomarchive keeps trying."},
 			DriveGone: []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
@@ -366,6 +367,8 @@ func TestGoldenMails(t *testing.T) {
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
 			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
 				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"}}),
+		"digest-zoom-storage-not-known": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 1, Files: 3, Bytes: 700 << 20, Freed: 700 << 20,
+			ZoomStorage: storageLine(events.ZoomStorage{NotKnown: "add the scope report:read:cloud_recording:admin to the Zoom app (Marketplace, Scopes)"})}),
 		"alert-key-old": alertMail(events.Alert{Kind: events.AlertGoogleKeyOld, At: now, Since: now,
 			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (README, Rotating credentials); this alert is over once the new key is in use."}, hel),
 		"alert-key-rotation": alertMail(events.Alert{Kind: events.AlertGoogleKeyRotation, At: now, Since: now,
@@ -439,5 +442,33 @@ func TestSharingInTheArchivedMailAndTheDigest(t *testing.T) {
 	if d := mails[1].Text; !strings.Contains(d, "Folders shared:      1 with their hosts, 1 not (below)") ||
 		!strings.Contains(d, "Folder not shared: Cherry Orchard, act 3 (Sat 14 Mar 2026, 19:30 EET): not shared yet with director@theatre.example (can comment): Google Drive refused 2 times so far (Backend Error)") {
 		t.Errorf("the digest:\n%s", d)
+	}
+}
+
+// The digest says Zoom's storage from the day's reconciliation and, past
+// NOTIFY_ZOOM_STORAGE_ALERT, raises one alert that recordings are not leaving Zoom.
+func TestZoomStorageInTheDigestAlertsPastTheThreshold(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_DIGEST_AT": at, "NOTIFY_ZOOM_STORAGE_ALERT": "85"})
+	w.startNotify(t)
+	w.publish(t, events.SubjectReconcileReport, "reconcile-1", events.ReconcileReport{Days: 30,
+		Storage: &events.ZoomStorage{Date: "2026-03-15", Used: "870 GB", Plan: "1 TB", Percent: 85.0, Change: 10 << 30, ChangeKnown: true}})
+	mails := w.waitMails(t, 2) // the alert, then the digest
+	var digest, alert standins.Mail
+	for _, m := range mails {
+		if strings.Contains(m.Subject, "daily digest") {
+			digest = m
+		} else {
+			alert = m
+		}
+	}
+	if !strings.Contains(digest.Text, "Zoom cloud storage:  870 GB used of 1 TB (85%), 10.0 GiB more than the day before") {
+		t.Errorf("the digest:\n%s", digest.Text)
+	}
+	if !strings.Contains(alert.Subject, "Zoom's cloud recording storage is filling up") || !strings.Contains(alert.Text, "85% full (870 GB of 1 TB)") {
+		t.Errorf("the alert %q:\n%s", alert.Subject, alert.Text)
+	}
+	if raised, _ := stagetest.Alerts(t, w.natsURL, events.AlertZoomStorage); len(raised) != 1 {
+		t.Errorf("%d alerts", len(raised))
 	}
 }
