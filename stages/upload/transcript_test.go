@@ -115,6 +115,8 @@ func TestTranscriptAfterTheVideoMakesItSearchable(t *testing.T) {
 	if got := w.search("nearly TWO. it is light"); len(got) != 3 || got["c-mp4"] == "" {
 		t.Errorf("Drive's search by a line finds %v", got)
 	}
+	// The description and the Doc come after the media files' words.
+	waitFor(t, "the transcript's Doc", func() bool { return len(w.docs()) > 0 })
 	vtt := w.checkCopy(t, "c-vtt")
 	if !strings.Contains(vtt.Description, "First line: Lopakhin: The train has come, thank God.") {
 		t.Errorf("the transcript's description %q", vtt.Description)
