@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/stagetest"
@@ -181,4 +182,29 @@ func TestProductionLayoutAndNothingMoves(t *testing.T) {
 			t.Errorf("a folder of the new layout was made: %s", w.drive.Path(f.ID))
 		}
 	}
+}
+
+// A template either is refused or names folders that are clean, never empty, and
+// at least the recording's own, whatever the recording's topic and host.
+func FuzzLayoutTemplate(f *testing.F) {
+	for _, s := range []string{defaultLayout, "{production}/{year}/{date} {time} {topic}", "../{date} {time}", "{date {time}", "a//{day} {time}", "/{date}{time}", "{}{date}{time}"} {
+		f.Add(s, "Act 1/2 \u202e", "host@theatre.example")
+	}
+	f.Fuzz(func(t *testing.T, tmpl, topic, host string) {
+		tm, err := parseTemplate(tmpl)
+		if err != nil {
+			return
+		}
+		rec := cherry
+		rec.Topic, rec.HostEmail = topic, host
+		folders := (layout{tmpl: tm}).place(rec, time.UTC).folders
+		if len(folders) == 0 {
+			t.Fatalf("%q: no folder", tmpl)
+		}
+		for _, name := range folders {
+			if name == "" || strings.ContainsAny(name, "/\\") || !utf8.ValidString(name) || cleanName(name, 200) != name {
+				t.Fatalf("%q with topic %q, host %q: folder %q", tmpl, topic, host, name)
+			}
+		}
+	})
 }

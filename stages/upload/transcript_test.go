@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/standins"
@@ -175,4 +176,24 @@ func TestVideoAfterItsTranscriptFindsTheWords(t *testing.T) {
 	if docs := w.docs(); len(docs) != 0 {
 		t.Errorf("UPLOAD_TRANSCRIPT_DOC=off made %d Docs", len(docs))
 	}
+}
+
+// Whatever a transcript holds, its words for the index fit Drive's field, are
+// valid UTF-8 and carry no markup; the Doc's HTML holds no tag but its own.
+func FuzzTranscript(f *testing.F) {
+	for _, s := range []string{cherryVTT, "WEBVTT\n\n1\n00:00:01.000 --> 00:00:02.000\n<v A>x</v>\n", "00:01.000 --> 00:02.000\nNo one: <script>x</script>\n",
+		"WEBVTT\n\n1\n00:00:01.000 --> \n\n", "\xff\xfe 00:00:0\x00 --> ", strings.Repeat("1\n00:00:01.000 --> 00:00:02.000\nA: é\n\n", 50)} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		turns := parseVTT(b)
+		text := indexable(turns)
+		if len(text) > maxIndexable || !utf8.ValidString(text) || strings.ContainsAny(text, "<>") {
+			t.Fatalf("indexable text of %q: %d bytes, %q", b, len(text), text)
+		}
+		doc := string(docHTML("t", turns))
+		if strings.Count(doc, "<p>") != len(turns) || strings.Count(doc, "<") != 11+4*len(turns) {
+			t.Fatalf("the Doc of %q has tags of its own making only? %s", b, doc)
+		}
+	})
 }
