@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log/slog"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/api/drive/v3"
 	"google.golang.org/api/googleapi"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/retry"
 )
@@ -232,6 +234,29 @@ func (f *fileUpload) index(ctx context.Context, got driveFile) {
 		f.st.m.indexFailures.Inc()
 		f.log.Warn("cannot make the recording's words searchable; the file is archived all the same", "drive_id", got.ID, "err", err)
 	}
+}
+
+// indexLeftover: a worker that stopped between a file's verification and the end
+// of its index left its resume record (deleted last, after the index); the index
+// is made again from Drive's copy.
+func (st *stage) indexLeftover(ctx context.Context, job events.FileJob, log *slog.Logger) {
+	if _, left, err := bus.Peek[upState](ctx, st.kv, events.UploadProgressKey(job.Key)); err != nil || !left {
+		return
+	}
+	up, _, err := bus.Claim[upState](ctx, st.kv, events.UploadProgressKey(job.Key), st.worker, st.lease)
+	if err != nil || up == nil {
+		return // a live worker's: it indexes the file itself
+	}
+	defer up.Delete(ctx)
+	d, err := st.drive.Files.Get(job.DriveID).SupportsAllDrives(true).Fields("id,name,parents").Context(ctx).Do()
+	if err != nil {
+		st.m.indexFailures.Inc()
+		log.Warn("cannot make the recording's words searchable; the file is archived all the same", "drive_id", job.DriveID, "err", err)
+		return
+	}
+	log.Info("indexing a verified file again: its worker stopped before the index was done")
+	f := &fileUpload{st: st, job: job, up: up, log: log}
+	f.index(ctx, driveFile{ID: d.Id, Name: d.Name, Parents: d.Parents})
 }
 
 func (st *stage) indexOnce(ctx context.Context, job events.FileJob, got driveFile, transcript bool) error {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -196,4 +198,53 @@ func FuzzTranscript(f *testing.F) {
 			t.Fatalf("the Doc of %q has tags of its own making only? %s", b, doc)
 		}
 	})
+}
+
+// A worker stopped after its transcript was verified, before the index was made:
+// its resume record and final chunk message are left, and the next worker to look
+// at the file makes the index from Drive's copy.
+func TestIndexMadeAfterAWorkerStoppedMidIndex(t *testing.T) {
+	w := newWorld(t, nil)
+	w.drive.Inject(standins.DriveFault{Kind: "update", Times: 1000, Status: 500}) // every index fails
+	s := w.startUpload(t)
+	jobs := w.plan(t, cherry,
+		spec{key: "c-mp4", fileType: "MP4", ext: "MP4", recType: "gallery_view", size: mib + 5},
+		spec{key: "c-vtt", fileType: "TRANSCRIPT", ext: "VTT", recType: "audio_transcript", text: cherryVTT})
+	w.feedAll(t, jobs)
+	w.waitVerified(t, "c-mp4")
+	w.waitVerified(t, "c-vtt")
+	waitFor(t, "the transcript's index failed", func() bool {
+		for _, line := range strings.Split(s.Logs.String(), "\n") {
+			if strings.Contains(line, "cannot make the recording's words searchable") && strings.Contains(line, `"file_key":"c-vtt"`) {
+				return true
+			}
+		}
+		return false
+	})
+	s.Stop()
+	if f := w.checkCopy(t, "c-mp4"); f.ContentHints != nil {
+		t.Fatal("the video has words without an index")
+	}
+	// What the stopped worker leaves: its resume record, with a lease run out, and
+	// the transcript's final chunk message, not yet acknowledged.
+	ctx := context.Background()
+	rec, _ := json.Marshal(map[string]any{"owner": "upload-stopped", "lease_until": time.Now().Add(-time.Minute), "state": upState{}})
+	if _, err := w.kv.Put(ctx, events.UploadProgressKey("c-vtt"), rec); err != nil {
+		t.Fatal(err)
+	}
+	w.drive.ClearFaults()
+	c := w.content("c-vtt")
+	w.publish(t, events.Chunk{File: "c-vtt", Offset: c.Size, Final: true, Size: c.Size, MD5: c.MD5()}.Msg(nil))
+	w.startUpload(t)
+	waitFor(t, "the video indexed", func() bool {
+		f := w.checkCopy(t, "c-mp4")
+		return f.ContentHints != nil && strings.Contains(f.ContentHints.IndexableText, "Dunyasha: Nearly two.")
+	})
+	waitFor(t, "the resume record gone", func() bool {
+		_, err := w.kv.Get(ctx, events.UploadProgressKey("c-vtt"))
+		return err != nil
+	})
+	if docs := w.docs(); len(docs) != 1 {
+		t.Errorf("%d Docs", len(docs))
+	}
 }
