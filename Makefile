@@ -113,6 +113,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDownloadHost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/fetch
 	$(GO) test -run '^$$' -fuzz '^FuzzMeetingPath$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/fetch
 	$(GO) test -run '^$$' -fuzz '^FuzzCleanName$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/upload
+	$(GO) test -run '^$$' -fuzz '^FuzzTranscript$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/upload
+	$(GO) test -run '^$$' -fuzz '^FuzzLayoutTemplate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 100x ./stages/upload
 
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkHookSaturation$$' -benchtime 30000x -count 3 ./stages/hook

@@ -172,6 +172,35 @@ type DriveAudit struct {
 // AuditKey marks the day's Drive audit as taken by one upload worker.
 func AuditKey(day string) string { return "audit." + day }
 
+// FolderShare, at ShareKey in the job bucket, is upload's sharing of a
+// recording's folder (DRIVE_SHARE_HOST): whom with, whether Drive took it, and the
+// refusals so far. notify reads it for the archived mail and the digest.
+type FolderShare struct {
+	Recording  RecordingInfo `json:"recording"`
+	FolderID   string        `json:"folder_id"`
+	FolderLink string        `json:"folder_link,omitempty"`
+	With       []Grant       `json:"with"`
+	Notified   bool          `json:"notified,omitempty"` // Drive's own mail went to them
+	Shared     bool          `json:"shared,omitempty"`   // Drive holds every grant
+	Attempts   int           `json:"attempts,omitempty"` // refused tries
+	LastError  string        `json:"last_error,omitempty"`
+	GaveUp     bool          `json:"gave_up,omitempty"` // refused too often: to be shared by hand
+	NextAt     time.Time     `json:"next_at,omitempty"`
+	Owner      string        `json:"owner,omitempty"` // the upload worker sharing it now
+	Since      time.Time     `json:"since,omitempty"`
+	Updated    time.Time     `json:"updated"`
+}
+
+// Grant is one permission on a folder: Type user or group, Role reader or commenter.
+type Grant struct {
+	Email string `json:"email"`
+	Type  string `json:"type"`
+	Role  string `json:"role"`
+}
+
+// ShareKey holds a recording's FolderShare.
+func ShareKey(meetingKey string) string { return "share." + meetingKey }
+
 // ReconcileReport: what fetch's reconciliation found when it compared Zoom's
 // recordings of the last Days days (and its trash) with the jobs and Drive.
 type ReconcileReport struct {
@@ -182,6 +211,21 @@ type ReconcileReport struct {
 	Stuck           []string  `json:"stuck,omitempty"`              // jobs in one state too long
 	StillInZoom     []string  `json:"still_in_zoom,omitempty"`      // every file verified, yet not removed
 	TrashNotInDrive []string  `json:"trash_not_in_drive,omitempty"` // in Zoom's trash, not all in Drive
+
+	// Storage is the account's cloud recording storage.
+	Storage *ZoomStorage `json:"storage,omitempty"`
+}
+
+// ZoomStorage is the account's cloud recording storage as Zoom's usage report
+// says it on its last day (Date); NotKnown says why it is not known.
+type ZoomStorage struct {
+	NotKnown    string  `json:"not_known,omitempty"`
+	Date        string  `json:"date,omitempty"`
+	Used        string  `json:"used,omitempty"` // as Zoom writes it: "412.5 GB"
+	Plan        string  `json:"plan,omitempty"`
+	Percent     float64 `json:"percent"` // of the plan; -1 when the plan is no size
+	Change      int64   `json:"change"`  // bytes since the day before
+	ChangeKnown bool    `json:"change_known,omitempty"`
 }
 
 // AlertSubject carries an Alert of one kind, e.g. archive.alert.drive_daily_cap.
@@ -192,8 +236,10 @@ const (
 	AlertDriveDailyCap     = "drive_daily_cap"
 	AlertDriveFull         = "drive_full"    // upload: Drive's storage is full
 	AlertDriveRefused      = "drive_refused" // upload: Google refuses the key, or Drive a file for good
+	AlertDriveShare        = "drive_share"   // upload: Drive keeps refusing to share a recording's folder
 	AlertZoomRefused       = "zoom_refused"  // fetch: Zoom refuses the app's credentials or scopes
 	AlertWebhooksMissing   = "webhooks_missing"
+	AlertZoomStorage       = "zoom_storage" // notify: Zoom's cloud storage past NOTIFY_ZOOM_STORAGE_ALERT
 	AlertWebhookRejections = "webhook_rejections"
 	AlertChunkWindowFull   = "chunk_window_full"
 	AlertBrokerFull        = "broker_full"         // notify: a stream that refuses new messages at its limit is nearly full
@@ -226,7 +272,8 @@ func AlertKey(kind string) string { return "alert." + kind }
 
 // The job bucket: file.<file key> holds a FileJob, rec.<meeting key> a RecordingJob,
 // fetch.<file key> and upload.<file key> the stages' resume points (held under a
-// lease), folder.<hash> a Drive folder's id. Updates use revision checks.
+// lease), folder.<hash> a Drive folder's id, share.<meeting key> the sharing of a
+// recording's folder. Updates use revision checks.
 const BucketJobs = "ARCHIVE_JOBS"
 
 // RestartMsg is a FETCH_JOBS work message that starts the file over from byte 0.

@@ -68,8 +68,8 @@ var Permissions = map[string]Permission{
 		Publish: join(
 			// FETCH_JOBS: asking fetch for a file again from byte 0.
 			[]string{FileVerifiedSubject(">"), FileFailedSubject(">"), SubjectFetchJobs, SubjectDriveAudit},
-			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">")),
-			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused, AlertGoogleKeyRotation),
+			jobKeys(FileJobKey(">"), UploadProgressKey(">"), folderKeyPrefix+">", HeartbeatKey(IdentityUpload), AuditKey(">"), ShareKey(">")),
+			alerts(AlertDriveDailyCap, AlertDriveFull, AlertDriveRefused, AlertGoogleKeyRotation, AlertDriveShare),
 			reads(StreamChunks, jobStream), purge(StreamChunks),
 			watchers(StreamChunks), jobWatchers()), // a consumer per file on CHUNKS
 	},
@@ -77,7 +77,7 @@ var Permissions = map[string]Permission{
 		Publish: join(
 			jobKeys(NotifyKey(">"), HeartbeatKey(IdentityNotify)),
 			alerts(AlertStageSilentPrefix+">", AlertWebhookRejections, AlertChunkWindowFull, AlertBrokerFull, AlertCertificate,
-				AlertGoogleKeyOld, AlertCredentialPrefix+">"),
+				AlertGoogleKeyOld, AlertCredentialPrefix+">", AlertZoomStorage),
 			reads(StreamArchive, jobStream),
 			// How full the streams are, for the chunk-window and broker-full alerts;
 			// never a chunk's bytes.

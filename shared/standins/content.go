@@ -1,6 +1,7 @@
 package standins
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/binary"
 	"encoding/hex"
@@ -8,10 +9,12 @@ import (
 )
 
 // Content is a file's bytes made from a seed, so that gigabytes need neither disk
-// nor memory and any range can be produced on its own.
+// nor memory and any range can be produced on its own; or, for a file people read
+// (a transcript), Text itself.
 type Content struct {
 	Seed int64
 	Size int64
+	Text []byte // when set, the bytes; Size must be len(Text)
 }
 
 const contentBlock = 64 << 10
@@ -20,6 +23,13 @@ const contentBlock = 64 << 10
 func (c Content) ReadAt(p []byte, off int64) (int, error) {
 	if off >= c.Size {
 		return 0, io.EOF
+	}
+	if c.Text != nil {
+		n := copy(p, c.Text[off:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
 	}
 	n := 0
 	var block [contentBlock]byte
@@ -50,6 +60,9 @@ func (c Content) fill(dst []byte, b int64) {
 
 // Reader reads the content from off to the end, one generated block at a time.
 func (c Content) Reader(off int64) io.Reader {
+	if c.Text != nil {
+		return bytes.NewReader(c.Text[min(off, int64(len(c.Text))):])
+	}
 	return &contentReader{c: c, off: off, block: -1}
 }
 

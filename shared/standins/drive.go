@@ -1,6 +1,7 @@
 package standins
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
@@ -56,7 +57,38 @@ type DriveFile struct {
 	Trashed       bool              `json:"trashed"`
 	DriveID       string            `json:"driveId,omitempty"`
 	Owner         string            `json:"-"` // the impersonated user, or "" for the service account
+
+	// ContentHints is taken on create and update and, as Drive does, never sent back;
+	// fullText queries search its indexableText.
+	ContentHints *DriveContentHints `json:"contentHints,omitempty"`
+	// Body is the content of a text file (up to keptBody bytes) or the text of a
+	// Google Doc converted on upload; alt=media serves the first, fullText searches both.
+	Body []byte `json:"-"`
+	// Permissions are the grants permissions.create made (the owner's is implied).
+	Permissions []DrivePermission `json:"-"`
 }
+
+// DrivePermission is one grant; Notified says Drive mailed the grantee.
+type DrivePermission struct {
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Role         string `json:"role"`
+	EmailAddress string `json:"emailAddress,omitempty"`
+	Notified     bool   `json:"-"`
+}
+
+// DriveContentHints is contentHints; IndexableText is "limited to 128KB in length".
+type DriveContentHints struct {
+	IndexableText string `json:"indexableText,omitempty"`
+}
+
+const (
+	// maxIndexable is Drive's documented limit of contentHints.indexableText, read
+	// as 128 KiB; the stand-in refuses more rather than guess what Drive keeps.
+	maxIndexable = 128 << 10
+	docMime      = "application/vnd.google-apps.document"
+	keptBody     = 4 << 20
+)
 
 type session struct {
 	meta     DriveFile
@@ -66,11 +98,14 @@ type session struct {
 	started  time.Time
 	done     *DriveFile
 	query    string // the initiation's query: fields and friends
+	media    string // X-Upload-Content-Type
+	body     []byte // kept for a text file or a Google Doc (keepsBody)
 }
 
 // DriveFault changes the next Times answers of one kind of request: "chunk"
 // (a PUT/POST with bytes), "status" (a status query), "init" (a session start),
-// "create", "list", "get" or "delete".
+// "create", "list", "get", "delete", "update", "share" (permissions.create) or
+// "shares" (permissions.list).
 type DriveFault struct {
 	Kind    string
 	Times   int
@@ -349,6 +384,9 @@ func (d *Drive) placed(meta *DriveFile, grant TokenGrant) (int, string, string) 
 			return 400, "badRequest", "The size of the property " + k + " exceeds the 124 bytes limit."
 		}
 	}
+	if status, reason, msg := hintsFit(meta.ContentHints); status != 0 {
+		return status, reason, msg
+	}
 	meta.Owner = grant.Subject
 	if meta.MimeType != folderMime && grant.Subject == "" && meta.DriveID == "" {
 		return 403, "storageQuotaExceeded", "Service Accounts do not have storage quota. Leverage shared drives (https://developers.google.com/workspace/drive/api/guides/about-shareddrives), or use OAuth delegation (http://support.google.com/a/answer/7281227) instead."
@@ -394,9 +432,15 @@ func (d *Drive) startUpload(w http.ResponseWriter, r *http.Request, grant TokenG
 	if meta.MimeType == "" {
 		meta.MimeType = r.Header.Get("X-Upload-Content-Type")
 	}
+	media := r.Header.Get("X-Upload-Content-Type")
+	if status, reason, msg := convertible(meta.MimeType, media); status != 0 {
+		d.mu.Unlock()
+		driveError(w, status, reason, msg)
+		return
+	}
 	id := randomToken()
 	q.Set("upload_id", id)
-	d.sessions[id] = &session{meta: meta, total: total, md5: md5.New(), started: time.Now(), query: q.Encode()}
+	d.sessions[id] = &session{meta: meta, total: total, md5: md5.New(), started: time.Now(), query: q.Encode(), media: media}
 	d.mu.Unlock()
 	w.Header().Set("Location", d.Server.URL+"/upload/drive/v3/files?"+q.Encode())
 	w.Header().Set("Content-Length", "0")
@@ -484,7 +528,11 @@ func (d *Drive) chunk(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	wrote, err := io.CopyN(s.md5, body, max(0, keep-skip))
+	var sink io.Writer = s.md5
+	if keepsBody(s.meta.MimeType, s.media) {
+		sink = io.MultiWriter(s.md5, &sessionBody{s: s, d: d})
+	}
+	wrote, err := io.CopyN(sink, body, max(0, keep-skip))
 	if f != nil && f.Corrupt {
 		s.md5.Write([]byte{0xff})
 	}
@@ -532,6 +580,7 @@ func (d *Drive) answer(w http.ResponseWriter, r *http.Request, s *session) {
 func (d *Drive) finalize(s *session) {
 	f := s.meta
 	f.ID, f.Size, f.MD5 = d.newID(), s.received, hex.EncodeToString(s.md5.Sum(nil))
+	keep(&f, s.media, s.body)
 	d.files[f.ID] = &f
 	s.done = &f
 }
@@ -558,7 +607,13 @@ func (d *Drive) multipart(w http.ResponseWriter, r *http.Request, grant TokenGra
 		return
 	}
 	sum := md5.New()
-	n, _ := io.Copy(sum, part)
+	var kept bytes.Buffer
+	n, _ := io.Copy(io.MultiWriter(sum, &limitedBuffer{&kept}), part)
+	media := part.Header.Get("Content-Type")
+	if status, reason, msg := convertible(meta.MimeType, media); status != 0 {
+		driveError(w, status, reason, msg)
+		return
+	}
 	d.mu.Lock()
 	if status, reason, msg := d.placed(&meta, grant); status != 0 {
 		d.mu.Unlock()
@@ -569,6 +624,9 @@ func (d *Drive) multipart(w http.ResponseWriter, r *http.Request, grant TokenGra
 		meta.MimeType = part.Header.Get("Content-Type")
 	}
 	meta.ID, meta.Size, meta.MD5 = d.newID(), n, hex.EncodeToString(sum.Sum(nil))
+	if keepsBody(meta.MimeType, media) {
+		keep(&meta, media, kept.Bytes())
+	}
 	d.files[meta.ID] = &meta
 	d.received += n
 	d.mu.Unlock()
@@ -597,6 +655,10 @@ func (d *Drive) create(w http.ResponseWriter, r *http.Request, grant TokenGrant)
 }
 
 func (d *Drive) one(w http.ResponseWriter, r *http.Request, id string) {
+	if file, ok := strings.CutSuffix(id, "/permissions"); ok {
+		d.permissions(w, r, file)
+		return
+	}
 	d.mu.Lock()
 	f, ok := d.files[id]
 	var copyF DriveFile
@@ -613,7 +675,13 @@ func (d *Drive) one(w http.ResponseWriter, r *http.Request, id string) {
 		if d.fault(w, "get") {
 			return
 		}
+		if r.URL.Query().Get("alt") == "media" {
+			d.media(w, copyF)
+			return
+		}
 		writeFile(w, http.StatusOK, copyF, r.URL.Query().Get("fields"))
+	case http.MethodPatch:
+		d.update(w, r, id)
 	case http.MethodDelete:
 		if d.fault(w, "delete") {
 			return
@@ -688,6 +756,8 @@ func fileJSON(f DriveFile, fields string) map[string]any {
 	}
 	if f.MimeType == folderMime {
 		all["webViewLink"] = "https://drive.google.com/drive/folders/" + f.ID
+	} else if f.MimeType == docMime {
+		all["webViewLink"] = "https://docs.google.com/document/d/" + f.ID + "/edit?usp=drivesdk"
 	} else {
 		all["size"] = strconv.FormatInt(f.Size, 10)
 		all["md5Checksum"] = f.MD5
@@ -740,7 +810,7 @@ func parseContentRange(v string) (first, last, total int64, ok bool) {
 
 // parseQuery understands the q terms zoomarchive uses, joined by "and":
 // name = '…', '…' in parents, trashed = true|false, mimeType = '…' / != '…',
-// appProperties has { key='…' and value='…' }.
+// appProperties has { key='…' and value='…' }, fullText contains '…'.
 func parseQuery(q string) (func(*DriveFile) bool, error) {
 	var terms []func(*DriveFile) bool
 	rest := strings.TrimSpace(q)
@@ -757,6 +827,13 @@ func parseQuery(q string) (func(*DriveFile) bool, error) {
 				return nil, err
 			}
 			term = func(f *DriveFile) bool { return f.AppProperties[k] == v }
+			rest = after
+		case strings.HasPrefix(rest, "fullText contains "):
+			s, after, err := quoted(strings.TrimPrefix(rest, "fullText contains "))
+			if err != nil {
+				return nil, err
+			}
+			term = func(f *DriveFile) bool { return fullText(f, s) }
 			rest = after
 		case strings.HasPrefix(rest, "'"):
 			s, after, err := quoted(rest)
@@ -865,4 +942,230 @@ func quoted(s string) (string, string, error) {
 		}
 	}
 	return "", "", fmt.Errorf("unclosed quote")
+}
+
+// hintsFit refuses an indexableText over Drive's limit.
+func hintsFit(h *DriveContentHints) (int, string, string) {
+	if h != nil && len(h.IndexableText) > maxIndexable {
+		return 400, "badRequest", fmt.Sprintf("contentHints.indexableText is %d bytes; it is limited to 128KB", len(h.IndexableText))
+	}
+	return 0, "", ""
+}
+
+// convertible: an upload whose metadata asks for a Google Doc is converted from
+// text or HTML; Drive refuses a media type it cannot convert.
+func convertible(target, media string) (int, string, string) {
+	if target != docMime {
+		return 0, "", ""
+	}
+	if mt, _, _ := mime.ParseMediaType(media); mt == "text/html" || mt == "text/plain" {
+		return 0, "", ""
+	}
+	return 400, "badRequest", "Conversion of " + media + " to " + docMime + " is not supported."
+}
+
+// keepsBody: the stand-in keeps a text file's bytes and a Google Doc's text.
+func keepsBody(target, media string) bool {
+	return target == docMime || strings.HasPrefix(target, "text/") || target == "" && strings.HasPrefix(media, "text/")
+}
+
+// keep stores what keepsBody allows on f; a converted Doc holds its text (HTML's
+// paragraphs as lines) and, like every Google Doc, no md5Checksum.
+func keep(f *DriveFile, media string, body []byte) {
+	if f.MimeType != docMime {
+		if len(body) < keptBody && int64(len(body)) == f.Size {
+			f.Body = body
+		}
+		return
+	}
+	f.Size, f.MD5 = 0, ""
+	if mt, _, _ := mime.ParseMediaType(media); mt == "text/html" {
+		body = htmlText(body)
+	}
+	f.Body = body
+}
+
+// htmlText is the text of an HTML body, a line per paragraph.
+func htmlText(b []byte) []byte {
+	var out bytes.Buffer
+	in := false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '<':
+			in = true
+			if bytes.HasPrefix(b[i:], []byte("</p>")) {
+				out.WriteByte('\n')
+			}
+		case c == '>':
+			in = false
+		case !in:
+			out.WriteByte(c)
+		}
+	}
+	r := strings.NewReplacer("&lt;", "<", "&gt;", ">", "&quot;", `"`, "&#34;", `"`, "&#39;", "'", "&amp;", "&")
+	return []byte(r.Replace(out.String()))
+}
+
+// sessionBody collects a resumable session's bytes, up to keptBody; d.mu guards it.
+type sessionBody struct {
+	s *session
+	d *Drive
+}
+
+func (b *sessionBody) Write(p []byte) (int, error) {
+	b.d.mu.Lock()
+	defer b.d.mu.Unlock()
+	if len(b.s.body)+len(p) <= keptBody {
+		b.s.body = append(b.s.body, p...)
+	}
+	return len(p), nil
+}
+
+// limitedBuffer keeps up to keptBody bytes and takes (drops) the rest.
+type limitedBuffer struct{ b *bytes.Buffer }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if l.b.Len()+len(p) <= keptBody {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+// media answers alt=media: a kept text file's bytes. A Google Doc is refused as
+// Drive refuses it (export is the way); other bodies are not kept by the stand-in.
+func (d *Drive) media(w http.ResponseWriter, f DriveFile) {
+	switch {
+	case f.MimeType == docMime:
+		driveError(w, 403, "fileNotDownloadable", "Only files with binary content can be downloaded. Use Export with Docs Editors files.")
+	case f.Body == nil && f.Size > 0:
+		driveError(w, 501, "notImplemented", "the Drive stand-in keeps the bytes of text files only")
+	default:
+		w.Header().Set("Content-Type", f.MimeType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(f.Body)))
+		w.Write(f.Body)
+	}
+}
+
+// update is files.update (PATCH): name, description, appProperties (merged; a
+// null value removes the key) and contentHints.
+func (d *Drive) update(w http.ResponseWriter, r *http.Request, id string) {
+	if d.fault(w, "update") {
+		return
+	}
+	var patch struct {
+		Name          string             `json:"name"`
+		Description   *string            `json:"description"`
+		AppProperties map[string]*string `json:"appProperties"`
+		ContentHints  *DriveContentHints `json:"contentHints"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&patch); err != nil {
+		driveError(w, 400, "parseError", "Parse Error")
+		return
+	}
+	if status, reason, msg := hintsFit(patch.ContentHints); status != 0 {
+		driveError(w, status, reason, msg)
+		return
+	}
+	d.mu.Lock()
+	f, ok := d.files[id]
+	if !ok {
+		d.mu.Unlock()
+		driveError(w, 404, "notFound", "File not found: "+id+".")
+		return
+	}
+	if patch.Name != "" {
+		f.Name = patch.Name
+	}
+	if patch.Description != nil {
+		f.Description = *patch.Description
+	}
+	for k, v := range patch.AppProperties {
+		if f.AppProperties == nil {
+			f.AppProperties = map[string]string{}
+		}
+		if v == nil {
+			delete(f.AppProperties, k)
+		} else {
+			f.AppProperties[k] = *v
+		}
+	}
+	if patch.ContentHints != nil {
+		f.ContentHints = patch.ContentHints
+	}
+	out := *f
+	d.mu.Unlock()
+	writeFile(w, http.StatusOK, out, r.URL.Query().Get("fields"))
+}
+
+// fullText: the words in the name, the description, the indexable text or the
+// body, letter case and runs of spaces aside (Drive matches words and phrases).
+func fullText(f *DriveFile, words string) bool {
+	norm := func(s string) string { return strings.ToLower(strings.Join(strings.Fields(s), " ")) }
+	hay := f.Name + "\n" + f.Description + "\n" + string(f.Body)
+	if f.ContentHints != nil {
+		hay += "\n" + f.ContentHints.IndexableText
+	}
+	return strings.Contains(norm(hay), norm(words))
+}
+
+// Search is what Drive's search box finds for words (fullText contains), files
+// not trashed, sorted by id.
+func (d *Drive) Search(words string) []DriveFile {
+	var out []DriveFile
+	for _, f := range d.Files() {
+		if fullText(&f, words) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// permissions is permissions.create (POST, with sendNotificationEmail, true unless
+// said) and permissions.list (GET) of a file or folder.
+func (d *Drive) permissions(w http.ResponseWriter, r *http.Request, id string) {
+	d.mu.Lock()
+	_, ok := d.files[id]
+	d.mu.Unlock()
+	if !ok {
+		driveError(w, 404, "notFound", "File not found: "+id+".")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		if d.fault(w, "shares") {
+			return
+		}
+		d.mu.Lock()
+		perms := append([]DrivePermission{}, d.files[id].Permissions...)
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		json.NewEncoder(w).Encode(map[string]any{"kind": "drive#permissionList", "permissions": perms})
+	case http.MethodPost:
+		if d.fault(w, "share") {
+			return
+		}
+		var p DrivePermission
+		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+			driveError(w, 400, "parseError", "Parse Error")
+			return
+		}
+		roles := map[string]bool{"reader": true, "commenter": true, "writer": true, "fileOrganizer": true, "organizer": true}
+		types := map[string]bool{"user": true, "group": true, "domain": true, "anyone": true}
+		if !roles[p.Role] || !types[p.Type] || (p.Type == "user" || p.Type == "group") && !strings.Contains(p.EmailAddress, "@") {
+			driveError(w, 400, "invalidSharingRequest", "Bad Request. User message: \"The permission is not valid.\"")
+			return
+		}
+		p.Notified = r.URL.Query().Get("sendNotificationEmail") != "false"
+		d.mu.Lock()
+		f, ok := d.files[id]
+		if ok {
+			p.ID = fmt.Sprintf("perm%d", len(f.Permissions)+1)
+			f.Permissions = append(f.Permissions, p)
+		}
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		json.NewEncoder(w).Encode(p)
+	default:
+		driveError(w, 405, "", "")
+	}
 }

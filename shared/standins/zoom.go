@@ -62,6 +62,8 @@ type Zoom struct {
 	signKey     []byte
 	bytesServed int64     // file bytes the CDN sent
 	next        time.Time // when the rate allows the next byte
+
+	storage []ZoomStorageDay // see SetStorage
 }
 
 type zoomRecording struct {
@@ -105,7 +107,7 @@ func NewZoom() *Zoom {
 		TokenTTL: time.Hour,
 		scopes: "cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin " +
 			"cloud_recording:read:list_user_recordings:admin user:read:list_users:admin cloud_recording:update:recover_meeting_recordings:admin " +
-			"user:read:settings:admin",
+			"user:read:settings:admin " + ScopeStorageReport,
 		recordings: map[string]*zoomRecording{}, files: map[string]*zoomFile{}, transcribes: map[string]bool{},
 		tokens: map[string]time.Time{}, dlTokens: map[string]time.Time{},
 		signKey: []byte(randomToken()),
@@ -138,6 +140,9 @@ type FileSpec struct {
 	Start, End    time.Time
 	NoSize        bool // omit file_size
 	Unlisted      bool // with AddLateFile: absent from Zoom's lists until made, not listed as processing
+
+	// Text is the file's bytes (a transcript's WEBVTT) instead of generated ones; Size is its length.
+	Text string
 }
 
 // AddRecording registers a finished recording and returns it as Zoom's webhook and
@@ -193,7 +198,15 @@ func (z *Zoom) addFile(rec *zoomRecording, f FileSpec, ready time.Time) events.R
 		rf.PlayURL = z.API.URL + "/rec/play/" + url.PathEscape(key)
 	}
 	seed := int64(len(z.files)+1)*7919 + int64(i)
-	z.files[key] = &zoomFile{meeting: r.UUID, content: Content{Seed: seed, Size: f.Size}, ready: ready, unlisted: f.Unlisted}
+	content := Content{Seed: seed, Size: f.Size}
+	if f.Text != "" {
+		content = Content{Text: []byte(f.Text), Size: int64(len(f.Text))}
+		f.Size = content.Size
+		if !f.NoSize {
+			rf.FileSize = events.Int64(f.Size)
+		}
+	}
+	z.files[key] = &zoomFile{meeting: r.UUID, content: content, ready: ready, unlisted: f.Unlisted}
 	r.TotalSize += events.Int64(f.Size)
 	r.RecordingCount++
 	if f.Participant != "" {
@@ -528,6 +541,8 @@ func (z *Zoom) serveAPI(w http.ResponseWriter, r *http.Request) {
 		z.userSettings(w, r)
 	case strings.HasPrefix(r.URL.Path, "/rec/download/"):
 		z.download(w, r)
+	case r.URL.Path == "/v2/report/cloud_recording":
+		z.storageReport(w, r)
 	default:
 		apiError(w, http.StatusNotFound, 124, "Not found")
 	}
@@ -896,4 +911,53 @@ func randomToken() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ScopeStorageReport is the scope of GET /report/cloud_recording.
+const ScopeStorageReport = "report:read:cloud_recording:admin"
+
+// ZoomStorageDay is one day of the cloud recording usage report, its sizes
+// written as Zoom writes them ("412.5 GB", "1 TB").
+type ZoomStorageDay struct {
+	Date      string `json:"date"`
+	Usage     string `json:"usage"`
+	PlanUsage string `json:"plan_usage"`
+	FreeUsage string `json:"free_usage"`
+}
+
+// SetStorage sets the days the usage report answers (within from and to).
+func (z *Zoom) SetStorage(days ...ZoomStorageDay) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.storage = days
+}
+
+// storageReport is GET /report/cloud_recording?from&to: the account's cloud
+// recording storage by day; without ScopeStorageReport, Zoom's 4711.
+func (z *Zoom) storageReport(w http.ResponseWriter, r *http.Request) {
+	if !z.authorized(r, true, false) {
+		apiError(w, 401, 124, "Invalid access token.")
+		return
+	}
+	z.mu.Lock()
+	granted := strings.Fields(z.scopes)
+	days := append([]ZoomStorageDay(nil), z.storage...)
+	z.mu.Unlock()
+	if !contains(granted, ScopeStorageReport) {
+		apiError(w, 403, 4711, "Invalid access token, does not contain scopes:["+ScopeStorageReport+"].")
+		return
+	}
+	from, to := r.URL.Query().Get("from"), r.URL.Query().Get("to")
+	if from == "" || to == "" {
+		apiError(w, 300, 300, "The from and to fields are required.")
+		return
+	}
+	var in []ZoomStorageDay
+	for _, d := range days {
+		if d.Date >= from && d.Date <= to {
+			in = append(in, d)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	json.NewEncoder(w).Encode(map[string]any{"from": from, "to": to, "cloud_recording_storage": in})
 }

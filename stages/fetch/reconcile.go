@@ -19,8 +19,8 @@ import (
 // Reconciliation: Zoom's recordings of the last days (and its trash) against the
 // jobs and Drive. It finds recordings no event brought (and queues them, unless
 // told only to report), jobs stuck in one state, recordings whose files are all in
-// Drive yet still in Zoom, and trashed recordings with files not in Drive; the
-// report goes on ARCHIVE for notify's digest. Daily in the stage (one worker a day
+// Drive yet still in Zoom, and trashed recordings with files not in Drive, and
+// Zoom's cloud recording storage; the report goes on ARCHIVE for notify's digest. Daily in the stage (one worker a day
 // takes it), or on demand with fetch reconcile.
 
 func reconcileCommand(stdout io.Writer) config.Command {
@@ -138,12 +138,14 @@ func (st *stage) reconcile(ctx context.Context, days int, reportOnly bool) (even
 		}
 	}
 	sort.Strings(r.Stuck)
+	storage := st.zoom.storage(ctx, time.Now().UTC())
+	r.Storage = &storage
 	b2, _ := json.Marshal(r)
 	if _, err := st.js.Publish(ctx, events.SubjectReconcileReport, b2); err != nil {
 		return r, err
 	}
 	st.log.Info("reconciled", "days", days, "missing", len(r.Missing), "enqueued", r.Enqueued, "stuck", len(r.Stuck),
-		"still_in_zoom", len(r.StillInZoom), "trash_not_in_drive", len(r.TrashNotInDrive))
+		"still_in_zoom", len(r.StillInZoom), "trash_not_in_drive", len(r.TrashNotInDrive), "zoom_storage", storage.Used, "zoom_plan", storage.Plan)
 	return r, st.webhooksArrive(ctx, recentMissing)
 }
 

@@ -74,3 +74,43 @@ func TestReconcileFindsEachGapAndQueuesOnce(t *testing.T) {
 		t.Errorf("queued %v, want rc-missing once", q)
 	}
 }
+
+// The reconciliation carries Zoom's cloud recording storage for the digest: used,
+// plan, percent and the change since the day before; without the scope, it asks
+// nothing of Zoom and says which scope to add.
+func TestReconcileReportsZoomStorage(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	today := time.Now().UTC()
+	w.zoom.SetStorage(
+		standins.ZoomStorageDay{Date: today.AddDate(0, 0, -1).Format("2006-01-02"), Usage: "400 GB", PlanUsage: "1 TB"},
+		standins.ZoomStorageDay{Date: today.Format("2006-01-02"), Usage: "412.5 GB", PlanUsage: "1 TB", FreeUsage: "0 MB"},
+		standins.ZoomStorageDay{Date: today.AddDate(0, 0, -30).Format("2006-01-02"), Usage: "100 GB", PlanUsage: "1 TB"})
+	reconcile := func() events.ZoomStorage {
+		t.Helper()
+		out := &stagetest.Logs{}
+		if err := run(ctx, []string{"fetch", "reconcile", "--report-only"}, func(k string) string { return w.env[k] }, out, out); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		reports := w.archiveEvents(t, events.SubjectReconcileReport)
+		var r events.ReconcileReport
+		json.Unmarshal(reports[len(reports)-1].Data, &r)
+		if r.Storage == nil {
+			t.Fatal("no storage in the report")
+		}
+		return *r.Storage
+	}
+	s := reconcile()
+	if s.Used != "412.5 GB" || s.Plan != "1 TB" || s.Percent < 40.2 || s.Percent > 40.3 || !s.ChangeKnown || s.Change != 25<<29 || s.NotKnown != "" {
+		t.Errorf("storage %+v", s)
+	}
+	w.zoom.SetScopes("cloud_recording:read:list_recording_files:admin cloud_recording:delete:meeting_recording:admin " +
+		"cloud_recording:read:list_user_recordings:admin user:read:list_users:admin cloud_recording:update:recover_meeting_recordings:admin user:read:settings:admin")
+	calls := w.zoom.CallsTo("GET", "/v2/report/")
+	if s := reconcile(); s.NotKnown != "add the scope report:read:cloud_recording:admin to the Zoom app (Marketplace, Scopes)" || s.Used != "" {
+		t.Errorf("without the scope: %+v", s)
+	}
+	if w.zoom.CallsTo("GET", "/v2/report/") != calls {
+		t.Error("the report was asked for without its scope")
+	}
+}

@@ -547,3 +547,54 @@ func monthWindows(from, to time.Time) [][2]time.Time {
 	}
 	return out
 }
+
+// scopeStorage is optional: without it the digest says Zoom's storage is not known.
+var scopeStorage = zoomScope{"report:read:cloud_recording:admin", "report:read:admin", "Zoom's cloud recording storage in the daily digest"}
+
+// storage asks Zoom's cloud recording usage report for the last days: the account's
+// storage on the last day, and its change from the day before. Without the scope
+// it asks nothing (a 403 would count as Zoom refusing the app) and says what to add.
+func (c *zoomClient) storage(ctx context.Context, now time.Time) events.ZoomStorage {
+	if err := c.missingScopes([]zoomScope{scopeStorage}); err != nil {
+		return events.ZoomStorage{NotKnown: "add the scope " + scopeStorage.granular + " to the Zoom app (Marketplace, Scopes)"}
+	}
+	var report struct {
+		Days []struct {
+			Date  string `json:"date"`
+			Usage string `json:"usage"`
+			Plan  string `json:"plan_usage"`
+		} `json:"cloud_recording_storage"`
+	}
+	q := url.Values{"from": {now.AddDate(0, 0, -7).Format("2006-01-02")}, "to": {now.Format("2006-01-02")}}
+	if err := c.call(ctx, http.MethodGet, "/report/cloud_recording", q, nil, &report); err != nil {
+		return events.ZoomStorage{NotKnown: "Zoom did not answer the usage report: " + redact(err).Error()}
+	}
+	days := report.Days
+	sort.Slice(days, func(a, b int) bool { return days[a].Date < days[b].Date })
+	if len(days) == 0 {
+		return events.ZoomStorage{NotKnown: "Zoom's usage report has no day in the last week"}
+	}
+	last := days[len(days)-1]
+	s := events.ZoomStorage{Date: last.Date, Used: last.Usage, Plan: last.Plan, Percent: -1}
+	used, okUsed := zoomSize(last.Usage)
+	if plan, ok := zoomSize(last.Plan); ok && okUsed && plan > 0 {
+		s.Percent = float64(used) * 100 / float64(plan)
+	}
+	if len(days) > 1 {
+		if before, ok := zoomSize(days[len(days)-2].Usage); ok && okUsed {
+			s.Change, s.ChangeKnown = used-before, true
+		}
+	}
+	return s
+}
+
+// zoomSize reads a size as Zoom's reports write it: "412.5 GB", "1 TB", "0 MB".
+func zoomSize(s string) (int64, bool) {
+	num, unit, _ := strings.Cut(strings.TrimSpace(s), " ")
+	f, err := strconv.ParseFloat(num, 64)
+	mult := map[string]float64{"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[strings.ToUpper(strings.TrimSpace(unit))]
+	if err != nil || f < 0 || mult == 0 {
+		return 0, false
+	}
+	return int64(f * mult), true
+}

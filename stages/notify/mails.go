@@ -115,6 +115,7 @@ type mailView struct {
 	Began    string // the alert's times, in NOTIFY_TIMEZONE
 	Ended    string
 	Until    string
+	Shared   string // with whom the recording's folder is shared, in words
 }
 
 func build(v mailView, subject string) mail {
@@ -138,8 +139,8 @@ func localTime(r events.RecordingInfo, fallback *time.Location) string {
 	return r.StartTime.In(loc).Format("Mon 2 Jan 2006, 15:04 MST")
 }
 
-func archivedMail(a events.RecordingArchived, tz *time.Location) mail {
-	v := mailView{Kind: "archived", Archived: a, Local: localTime(a.Recording, tz), Action: zoomAction(a.ZoomAction)}
+func archivedMail(a events.RecordingArchived, share *events.FolderShare, tz *time.Location) mail {
+	v := mailView{Kind: "archived", Archived: a, Local: localTime(a.Recording, tz), Action: zoomAction(a.ZoomAction), Shared: shareLine(share)}
 	var late []string
 	for _, f := range a.Files {
 		v.Total += f.Size
@@ -151,6 +152,30 @@ func archivedMail(a events.RecordingArchived, tz *time.Location) mail {
 		return build(v, fmt.Sprintf("Archived late: %s of %s (%s)", strings.Join(late, ", "), a.Recording.Topic, v.Local))
 	}
 	return build(v, fmt.Sprintf("Archived: %s (%s)", a.Recording.Topic, v.Local))
+}
+
+// shareLine says how upload's sharing of a recording's folder went; "" when the
+// folder was not to be shared.
+func shareLine(s *events.FolderShare) string {
+	if s == nil || len(s.With) == 0 {
+		return ""
+	}
+	var with []string
+	for _, g := range s.With {
+		with = append(with, g.Email+map[string]string{"reader": " (can view)", "commenter": " (can comment)"}[g.Role])
+	}
+	who := strings.Join(with, ", ")
+	switch {
+	case s.Shared && s.Notified:
+		return "shared with " + who + "; Google Drive mailed them the link."
+	case s.Shared:
+		return "shared with " + who + ", without a mail from Google Drive."
+	case s.GaveUp:
+		return fmt.Sprintf("NOT shared with %s: Google Drive refused %d times (%s). Share the folder by hand.", who, s.Attempts, s.LastError)
+	case s.Attempts > 0:
+		return fmt.Sprintf("not shared yet with %s: Google Drive refused %d times so far (%s); zoomarchive keeps trying.", who, s.Attempts, s.LastError)
+	}
+	return "being shared with " + who + "."
 }
 
 func failedMail(f events.FileFailed, tz *time.Location) mail {
@@ -195,6 +220,8 @@ var alertTitles = map[string]string{
 	events.AlertDriveDailyCap:     "Google Drive's daily upload cap reached",
 	events.AlertDriveFull:         "Google Drive is full",
 	events.AlertDriveRefused:      "Google refuses the uploads",
+	events.AlertDriveShare:        "Google Drive refuses to share a recording's folder",
+	events.AlertZoomStorage:       "Zoom's cloud recording storage is filling up",
 	events.AlertZoomRefused:       "Zoom refuses the app's credentials",
 	events.AlertWebhooksMissing:   "Zoom's webhooks are not arriving",
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
@@ -251,7 +278,8 @@ const mailText = `{{define "archived"}}The Zoom recording "{{.Archived.Recording
 When:     {{.Local}} ({{.Archived.Recording.Duration}} min)
 Host:     {{.Archived.Recording.HostEmail}}
 Meeting:  {{.Archived.Recording.MeetingID}}
-Folder:   {{.Archived.FolderLink}}
+Folder:   {{.Archived.FolderLink}}{{if .Shared}}
+          {{.Shared}}{{end}}
 
 Files ({{len .Archived.Files}}, {{size .Total}}):
 {{range .Archived.Files}}- {{kind .}}, {{size .Size}}: {{.DriveLink}}{{if .Late}} (archived after the rest: Zoom made it later, or its Drive copy was deleted){{end}}
@@ -290,14 +318,18 @@ You get one more mail when it is over.
 {{end}}{{end}}{{define "digest"}}zoomarchive, {{.Digest.Day}}
 
 Recordings archived: {{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})
-Zoom storage freed:  {{size .Digest.Freed}}
+Zoom storage freed:  {{size .Digest.Freed}}{{if .Digest.ZoomStorage}}
+Zoom cloud storage:  {{.Digest.ZoomStorage}}{{end}}
 Files failed:        {{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open
 Alerts:              {{len .Digest.Alerts}}
+{{- if or .Digest.SharedToday .Digest.NotShared}}
+Folders shared:      {{.Digest.SharedToday}} with their hosts, {{len .Digest.NotShared}} not (below){{end}}
 {{range .Digest.NoTranscript}}
 Removed from Zoom without the transcript its host's settings promise: {{.}}{{end}}{{range .Digest.Late}}
 Came late, archived: {{.}}{{end}}{{range .Digest.DriveGone}}
 Deleted from Drive, archived again (a failure below if Zoom no longer had it): {{.}}{{end}}{{range .Digest.OpenFailures}}
-Open failure: {{.}}{{end}}{{range .Digest.Alerts}}
+Open failure: {{.}}{{end}}{{range .Digest.NotShared}}
+Folder not shared: {{.}}{{end}}{{range .Digest.Alerts}}
 Alert: {{.}}{{end}}{{if .Digest.Overflow}}
 
 Over the hourly mail cap, not mailed one by one:{{range .Digest.Overflow}}
@@ -321,7 +353,7 @@ zoomarchive {{.Digest.Version}}
 
 const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived: {{.Archived.Recording.Topic}}</h2>
 <p>{{.Local}} ({{.Archived.Recording.Duration}} min)<br>Host: {{.Archived.Recording.HostEmail}}<br>Meeting {{.Archived.Recording.MeetingID}}</p>
-<p><a href="{{.Archived.FolderLink}}">Open the folder in Drive</a></p>
+<p><a href="{{.Archived.FolderLink}}">Open the folder in Drive</a>{{if .Shared}}: {{.Shared}}{{end}}</p>
 <ul>{{range .Archived.Files}}<li><a href="{{.DriveLink}}">{{kind .}}</a>, {{size .Size}}{{if .Late}} <b>(archived after the rest: Zoom made it later, or its Drive copy was deleted)</b>{{end}}</li>{{end}}</ul>
 <p>In Zoom: {{.Action}}.</p>{{if .Archived.NoTranscript}}
 <p>The host's settings make Zoom transcribe the audio, but no transcript had come when the wait for it (ZOOM_TRANSCRIPT_WAIT) ended; should it come later, it is archived then and you get a mail.</p>{{end}}
@@ -337,13 +369,16 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 <p>You get one more mail when it is over.</p>
 {{end}}{{end}}{{define "digest-html"}}<h2 style="font-size:18px">zoomarchive, {{.Digest.Day}}</h2>
 <table><tr><td>Recordings archived</td><td>{{.Digest.Recordings}} ({{.Digest.Files}} files, {{size .Digest.Bytes}})</td></tr>
-<tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>
+<tr><td>Zoom storage freed</td><td>{{size .Digest.Freed}}</td></tr>{{if .Digest.ZoomStorage}}
+<tr><td>Zoom cloud storage</td><td>{{.Digest.ZoomStorage}}</td></tr>{{end}}
 <tr><td>Files failed</td><td>{{.Digest.FailedToday}} today, {{len .Digest.OpenFailures}} open</td></tr>
-<tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr></table>
+<tr><td>Alerts</td><td>{{len .Digest.Alerts}}</td></tr>{{if or .Digest.SharedToday .Digest.NotShared}}
+<tr><td>Folders shared</td><td>{{.Digest.SharedToday}} with their hosts, {{len .Digest.NotShared}} not (below)</td></tr>{{end}}</table>
 {{if .Digest.NoTranscript}}<p>Removed from Zoom without the transcript its host's settings promise:</p><ul>{{range .Digest.NoTranscript}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Late}}<p>Came late, archived:</p><ul>{{range .Digest.Late}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.DriveGone}}<p>Deleted from Drive, archived again (a failure below if Zoom no longer had it):</p><ul>{{range .Digest.DriveGone}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.NotShared}}<p>Folders not shared:</p><ul>{{range .Digest.NotShared}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{with .Digest.Reconcile}}<p>Reconciliation of the last {{.Days}} days with Zoom:</p><ul>

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/serviceaccount"
 	"zoomarchive/shared/stagetest"
@@ -372,13 +373,18 @@ func TestGoldenMails(t *testing.T) {
 	now := time.Date(2026, 3, 15, 8, 0, 0, 0, time.UTC)
 	hel, _ := time.LoadLocation("Europe/Helsinki")
 	cases := map[string]mail{
-		"archived":      archivedMail(archivedEvent(rehearsal), time.UTC),
+		"archived":      archivedMail(archivedEvent(rehearsal), nil, time.UTC),
 		"failed":        failedMail(failedEvent(rehearsal), time.UTC),
-		"archived-late": archivedMail(lateTranscript(archivedEvent(rehearsal)), time.UTC),
+		"archived-late": archivedMail(lateTranscript(archivedEvent(rehearsal)), nil, time.UTC),
+		"archived-shared": archivedMail(archivedEvent(rehearsal), &events.FolderShare{Shared: true,
+			With: []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "commenter"}}}, time.UTC),
+		"archived-share-refused": archivedMail(archivedEvent(rehearsal), &events.FolderShare{GaveUp: true, Attempts: 5,
+			LastError: "Sharing outside the domain is not allowed.",
+			With:      []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "reader"}}}, time.UTC),
 		"archived-no-transcript": func() mail {
 			a := archivedEvent(rehearsal)
 			a.Files, a.NoTranscript = a.Files[:2], true
-			return archivedMail(a, time.UTC)
+			return archivedMail(a, nil, time.UTC)
 		}(),
 		"alert": alertMail(events.Alert{Kind: events.AlertDriveDailyCap, At: now, Since: now, Until: now.Add(15 * time.Hour),
 			Message: "Google Drive's daily upload cap (750 GB per user) is reached; uploads wait for it to reset at midnight Pacific time. Nothing is lost meanwhile."}, hel),
@@ -389,7 +395,11 @@ func TestGoldenMails(t *testing.T) {
 			Alerts:       []string{"02:14 Google Drive's daily upload cap reached"},
 			NoTranscript: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET)"},
 			Late:         []string{"audio transcript of Hallitus – kokous (Sat 14 Mar 2026, 19:30 EET)"},
-			DriveGone:    []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
+			SharedToday:  2,
+			ZoomStorage:  storageLine(events.ZoomStorage{Date: "2026-03-15", Used: "412.5 GB", Plan: "1 TB", Percent: 40.3, Change: 12 << 30, ChangeKnown: true}),
+			NotShared: []string{"Rehearsal, act 2 (Fri 13 Mar 2026, 18:00 EET): not shared yet with director@theatre.example (can comment): " +
+				"Google Drive refused 2 times so far (Backend Error); zoomarchive keeps trying."},
+			DriveGone: []string{"MP4 of Hallitus – kokous (2026-03-14 17:30 UTC, Zoom file aaaa1111)"},
 			Reconcile: &events.ReconcileReport{Days: 30, Missing: []string{"Board meeting (2026-03-02 16:00 UTC, abc==)"}, Enqueued: 1,
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
 			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
@@ -398,6 +408,8 @@ func TestGoldenMails(t *testing.T) {
 		"alert-trash-held": alertMail(events.Alert{Kind: events.AlertTrashHeldPrefix + "0a1b2c", At: now, Since: now,
 			Message: "The recording \"Rehearsal, act 2\" of 2026-03-13 18:00 EET stays in Zoom: the Drive copy of the MP4 file (3158073 bytes, MD5 ede3d3b685b4e137ba4cb2521329a75e) is not what fetch read from Zoom (3158073 bytes, MD5 993c6f44bbde7f315412e92ca7a461b0). " +
 				"zoomarchive removes a recording from Zoom only once Drive itself shows each of its files with the bytes fetch read from Zoom. It looks again every 30 minutes, and says so when the recording goes; until then nothing is lost. fetch status lists it (meeting abc==)."}, hel),
+		"digest-zoom-storage-not-known": digestMail(digest{Day: "Sun 15 Mar 2026", Recordings: 1, Files: 3, Bytes: 700 << 20, Freed: 700 << 20,
+			ZoomStorage: storageLine(events.ZoomStorage{NotKnown: "add the scope report:read:cloud_recording:admin to the Zoom app (Marketplace, Scopes)"})}),
 		"alert-key-old": alertMail(events.Alert{Kind: events.AlertGoogleKeyOld, At: now, Since: now,
 			Message: "The Google service-account key 3f2a9c0d1e was made at Google on 14 Dec 2025, 91 days ago; KEY_MAX_AGE is 90 days. Rotate it: on the server, sudo docker compose run --rm rotate-key (docs/operating.md, Rotating credentials); this alert is over once the new key is in use."}, hel),
 		"alert-key-rotation": alertMail(events.Alert{Kind: events.AlertGoogleKeyRotation, At: now, Since: now,
@@ -483,5 +495,65 @@ func TestNotifysKeyIsRefusedDrive(t *testing.T) {
 	var gerr *googleapi.Error
 	if !errors.As(err, &gerr) || gerr.Code != http.StatusForbidden {
 		t.Fatalf("Drive with notify's gmail.send token: %v, want 403", err)
+	}
+}
+
+// The archived mail says with whom upload shared the recording's folder; the
+// digest counts the folders shared and lists those Drive refused.
+func TestSharingInTheArchivedMailAndTheDigest(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_DIGEST_AT": at})
+	refused := rehearsal
+	refused.UUID, refused.Topic = "refused==", "Cherry Orchard, act 3"
+	now := time.Now().UTC()
+	for rec, s := range map[events.RecordingInfo]events.FolderShare{
+		rehearsal: {Recording: rehearsal, Shared: true, Updated: now, With: []events.Grant{{Email: "board@example.org", Type: "user", Role: "reader"}}},
+		refused: {Recording: refused, Attempts: 2, LastError: "Backend Error", Updated: now,
+			With: []events.Grant{{Email: "director@theatre.example", Type: "user", Role: "commenter"}}},
+	} {
+		if _, err := bus.Update(context.Background(), w.kv, events.ShareKey(events.MeetingKey(rec.UUID)), func(r *events.FolderShare, _ bool) error {
+			*r = s
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.startNotify(t)
+	w.publish(t, events.RecordingArchivedSubject(events.MeetingKey(rehearsal.UUID)), "archived-m1", archivedEvent(rehearsal))
+	mails := w.waitMails(t, 2)
+	if !strings.Contains(mails[0].Text, "shared with board@example.org (can view), without a mail from Google Drive.") {
+		t.Errorf("the archived mail:\n%s", mails[0].Text)
+	}
+	if d := mails[1].Text; !strings.Contains(d, "Folders shared:      1 with their hosts, 1 not (below)") ||
+		!strings.Contains(d, "Folder not shared: Cherry Orchard, act 3 (Sat 14 Mar 2026, 19:30 EET): not shared yet with director@theatre.example (can comment): Google Drive refused 2 times so far (Backend Error)") {
+		t.Errorf("the digest:\n%s", d)
+	}
+}
+
+// The digest says Zoom's storage from the day's reconciliation and, past
+// NOTIFY_ZOOM_STORAGE_ALERT, raises one alert that recordings are not leaving Zoom.
+func TestZoomStorageInTheDigestAlertsPastTheThreshold(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_DIGEST_AT": at, "NOTIFY_ZOOM_STORAGE_ALERT": "85"})
+	w.startNotify(t)
+	w.publish(t, events.SubjectReconcileReport, "reconcile-1", events.ReconcileReport{Days: 30,
+		Storage: &events.ZoomStorage{Date: "2026-03-15", Used: "870 GB", Plan: "1 TB", Percent: 85.0, Change: 10 << 30, ChangeKnown: true}})
+	mails := w.waitMails(t, 2) // the alert, then the digest
+	var digest, alert standins.Mail
+	for _, m := range mails {
+		if strings.Contains(m.Subject, "daily digest") {
+			digest = m
+		} else {
+			alert = m
+		}
+	}
+	if !strings.Contains(digest.Text, "Zoom cloud storage:  870 GB used of 1 TB (85%), 10.0 GiB more than the day before") {
+		t.Errorf("the digest:\n%s", digest.Text)
+	}
+	if !strings.Contains(alert.Subject, "Zoom's cloud recording storage is filling up") || !strings.Contains(alert.Text, "85% full (870 GB of 1 TB)") {
+		t.Errorf("the alert %q:\n%s", alert.Subject, alert.Text)
+	}
+	if raised, _ := stagetest.Alerts(t, w.natsURL, events.AlertZoomStorage); len(raised) != 1 {
+		t.Errorf("%d alerts", len(raised))
 	}
 }

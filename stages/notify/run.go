@@ -11,6 +11,7 @@ import (
 	"net/http"
 	netmail "net/mail"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,6 +48,7 @@ var settings = append([]config.Setting{
 	{Name: "NOTIFY_REJECTED_BURST", Default: "20", Usage: "rejected webhooks within 10 minutes that make an alert"},
 	{Name: "NOTIFY_STAGE_SILENT", Default: "3m", Usage: "a stage silent this long makes an alert"},
 	{Name: "NOTIFY_WINDOW_FULL_FOR", Default: "15m", Usage: "a full chunk stream for this long makes an alert"},
+	{Name: "NOTIFY_ZOOM_STORAGE_ALERT", Default: "80", Usage: "percent of the Zoom plan's cloud recording storage in use that makes an alert (recordings are not leaving Zoom), checked with each digest; or off"},
 	{Name: "NOTIFY_CHECK_EVERY", Default: "30s", Usage: "how often the pipeline is looked at for alerts"},
 	{Name: "NOTIFY_RETRY_DELAY", Default: "1m", Usage: "a mail Gmail would not take waits this long before it is tried again"},
 	{Name: "HEARTBEAT_URL", Usage: "optional: a URL an outside monitor (a cron-ping service) expects a GET on; pinged every HEARTBEAT_EVERY while every stage is healthy, so its silence is the alarm when mail cannot go"},
@@ -77,6 +79,8 @@ type stage struct {
 	rejects   []sample // the hook's rejected count over the last 10 minutes
 	fullSince time.Time
 	health    *bus.Health
+	// zoomFull: NOTIFY_ZOOM_STORAGE_ALERT, in percent; 0 is off.
+	zoomFull float64
 
 	heartbeatURL   string
 	heartbeatEvery time.Duration
@@ -151,6 +155,13 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 	if _, err := nextDigest(st.digestAt, time.Now(), time.UTC); err != nil {
 		v.Invalid("NOTIFY_DIGEST_AT", err.Error())
 	}
+	if raw := v.String("NOTIFY_ZOOM_STORAGE_ALERT"); raw != "off" {
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(raw), "%"))
+		if err != nil || n < 1 || n > 100 {
+			v.Invalid("NOTIFY_ZOOM_STORAGE_ALERT", fmt.Sprintf("%q is not a percent from 1 to 100, or off", raw))
+		}
+		st.zoomFull = float64(n)
+	}
 	apiURL := v.String("GMAIL_API_URL")
 	src := serviceaccount.TokenSource(v, gmail.GmailSendScope, st.sender)
 	bc, metricsAddr := bus.ReadConfig(v, events.IdentityNotify), v.String("METRICS_ADDR")
@@ -221,7 +232,7 @@ func (st *stage) handle(ctx context.Context, msg jetstream.Msg) {
 			msg.TermWithReason("unreadable")
 			return
 		}
-		kind, m = "archived", archivedMail(a, st.tz)
+		kind, m = "archived", archivedMail(a, st.folderShare(ctx, a.Key), st.tz)
 		summary = fmt.Sprintf("archived: %s (%s), %d files", a.Recording.Topic, localTime(a.Recording, st.tz), len(a.Files))
 	case strings.HasPrefix(subject, events.FileFailedSubject("")):
 		var f events.FileFailed
@@ -352,4 +363,14 @@ func safeKey(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// folderShare is upload's record of how the recording's folder was shared, if it
+// was to be; a record that does not read is left out of the mail.
+func (st *stage) folderShare(ctx context.Context, meetingKey string) *events.FolderShare {
+	s, found, err := bus.Get[events.FolderShare](ctx, st.kv, events.ShareKey(meetingKey))
+	if err != nil || !found {
+		return nil
+	}
+	return &s
 }

@@ -185,6 +185,9 @@ type digest struct {
 	Reconcile         *events.ReconcileReport // the day's last reconciliation
 	Credentials       []string                // each credential's age
 	Version           string                  // the release notify runs (config.Version)
+	SharedToday       int                     // recordings' folders shared with their hosts
+	NotShared         []string                // folders Drive refused to share, given up or still tried
+	ZoomStorage       string                  // Zoom's cloud recording storage, in words
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -302,6 +305,23 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 			}
 		}
 	}
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.ShareKey(">")); err == nil {
+		for key := range keys.Keys() {
+			s, _, err := bus.Get[events.FolderShare](ctx, st.kv, key)
+			switch {
+			case err != nil:
+			case s.Shared && s.Updated.After(since):
+				d.SharedToday++
+			case !s.Shared && s.Attempts > 0:
+				d.NotShared = append(d.NotShared, fmt.Sprintf("%s (%s): %s", s.Recording.Topic, localTime(s.Recording, st.tz), shareLine(&s)))
+			}
+		}
+	}
+	sort.Strings(d.NotShared)
+	if d.Reconcile != nil && d.Reconcile.Storage != nil {
+		d.ZoomStorage = storageLine(*d.Reconcile.Storage)
+		st.zoomStorageFull(ctx, *d.Reconcile.Storage)
+	}
 	var overflow []string
 	if keys, err := st.kv.ListKeysFiltered(ctx, events.NotifyKey("overflow.>")); err == nil {
 		for key := range keys.Keys() {
@@ -321,4 +341,39 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 		st.kv.Delete(ctx, key)
 	}
 	return nil
+}
+
+// storageLine says Zoom's cloud recording storage as its report gives it.
+func storageLine(s events.ZoomStorage) string {
+	if s.NotKnown != "" {
+		return "not known: " + s.NotKnown
+	}
+	line := s.Used + " used"
+	if s.Percent >= 0 {
+		line += fmt.Sprintf(" of %s (%.0f%%)", s.Plan, s.Percent)
+	}
+	switch {
+	case !s.ChangeKnown:
+	case s.Change >= 0:
+		line += ", " + humanSize(s.Change) + " more than the day before"
+	default:
+		line += ", " + humanSize(-s.Change) + " less than the day before"
+	}
+	return line + " (Zoom's report of " + s.Date + ")"
+}
+
+// zoomStorageFull alerts when Zoom's storage is past NOTIFY_ZOOM_STORAGE_ALERT:
+// while zoomarchive runs, recordings should leave Zoom, so a full Zoom means some
+// do not. Below it, the alert is over.
+func (st *stage) zoomStorageFull(ctx context.Context, s events.ZoomStorage) {
+	switch {
+	case st.zoomFull == 0 || s.NotKnown != "" || s.Percent < 0:
+	case s.Percent >= st.zoomFull:
+		st.raise(ctx, events.AlertZoomStorage, fmt.Sprintf(
+			"Zoom's cloud recording storage is %.0f%% full (%s of %s), past NOTIFY_ZOOM_STORAGE_ALERT (%.0f%%), while zoomarchive is archiving: "+
+				"recordings that should have left Zoom are still there. Look at the digest's open failures, stuck jobs and \"in Drive but still in Zoom\"; "+
+				"ZOOM_AFTER_ARCHIVE=keep also keeps them. When Zoom is full, it stops recording to the cloud.", s.Percent, s.Used, s.Plan, st.zoomFull))
+	default:
+		st.clear(ctx, events.AlertZoomStorage, fmt.Sprintf("Zoom's cloud recording storage is back under %.0f%% (%s of %s).", st.zoomFull, s.Used, s.Plan))
+	}
 }

@@ -22,10 +22,9 @@ import (
 // verified records the file as verified and says so on ARCHIVE.
 func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 	if f.folder.ID == "" && len(got.Parents) > 0 {
+		// A copy found in Drive stays in its folder, whatever the layout says now;
+		// no folder of the present layout is made for it.
 		f.folder = folderRecord{ID: got.Parents[0], Link: "https://drive.google.com/drive/folders/" + got.Parents[0]}
-		if fr, err := f.st.folderFor(ctx, f.job); err == nil && fr.ID == got.Parents[0] {
-			f.folder = fr
-		}
 	}
 	job, err := bus.Update(ctx, f.st.kv, events.FileJobKey(f.job.Key), func(j *events.FileJob, exists bool) error {
 		if !exists {
@@ -43,6 +42,7 @@ func (f *fileUpload) verified(ctx context.Context, got driveFile) error {
 	}
 	f.st.m.verified.Inc()
 	f.log.Info("file verified", "bytes", got.Size, "drive_id", got.ID, "md5", got.MD5Checksum)
+	f.index(ctx, got)
 	return f.up.Delete(ctx)
 }
 

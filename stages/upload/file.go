@@ -69,7 +69,9 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		// (the final chunk then stays): the announcement goes again.
 		err := bus.AnnounceFailure(ctx, st.js, st.kv, job) // a failure, if unsaid
 		if job.State == events.JobVerified {
-			err = st.announce(ctx, job)
+			if err = st.announce(ctx, job); err == nil {
+				st.indexLeftover(ctx, job, log)
+			}
 		}
 		if err != nil {
 			log.Warn("cannot announce the file; will retry", "state", job.State, "err", err)

@@ -22,20 +22,10 @@ import (
 //	<root>/2026/2026-03/2026-03-14 19.30 Board meeting (812 3456 7890)/
 //	    2026-03-14 19.30 Board meeting - shared screen with speaker view (part 2).mp4
 //
-// dates in the meeting's time zone; every file and folder tagged with appProperties
+// (the folders are DRIVE_LAYOUT's and the rules', rules.go), dates in the meeting's time zone; every file and folder tagged with appProperties
 // (for search) and a description (for people).
 
 const folderMime = "application/vnd.google-apps.folder"
-
-// folderNames names the folders from the root down to the recording's own.
-func folderNames(rec events.RecordingInfo, fallback *time.Location) []string {
-	t := localStart(rec, fallback)
-	return []string{
-		t.Format("2006"),
-		t.Format("2006-01"),
-		fmt.Sprintf("%s %s (%s)", t.Format("2006-01-02 15.04"), cleanName(rec.Topic, 100), meetingNumber(rec.MeetingID)),
-	}
-}
 
 func localStart(rec events.RecordingInfo, fallback *time.Location) time.Time {
 	if loc, err := time.LoadLocation(rec.Timezone); err == nil && rec.Timezone != "" {
@@ -199,8 +189,9 @@ func truncateBytes(s string, n int) string {
 	return s[:n]
 }
 
-// describe is the human-readable description of a file or a recording's folder.
-func describe(job events.FileJob, forFile bool, fallback *time.Location) string {
+// describe is the human-readable description of a file or a recording's folder;
+// a file's says how long it runs and a transcript's its first line (said).
+func describe(job events.FileJob, forFile bool, fallback *time.Location, said string) string {
 	r := job.Recording
 	t := localStart(r, fallback)
 	lines := []string{
@@ -211,8 +202,27 @@ func describe(job events.FileJob, forFile bool, fallback *time.Location) string 
 	}
 	if forFile {
 		lines = append(lines, fmt.Sprintf("File: %s (%s, %s), %d bytes", kindOf(job), job.File.FileType, job.File.RecordingType, job.File.FileSize))
+		if f := job.File; f.RecordingStart != nil && f.RecordingEnd != nil && f.RecordingEnd.After(*f.RecordingStart) {
+			lines = append(lines, "Length: "+length(f.RecordingEnd.Sub(*f.RecordingStart)))
+		}
+		if said != "" {
+			lines = append(lines, "First line: "+said)
+		}
 	}
 	return strings.Join(append(lines, "Archived by zoomarchive."), "\n")
+}
+
+// length says a duration as people do: 1 h 05 min, 40 min 12 s, 45 s.
+func length(d time.Duration) string {
+	d = d.Round(time.Second)
+	h, m, sec := int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60
+	switch {
+	case h > 0:
+		return fmt.Sprintf("%d h %02d min", h, m)
+	case m > 0:
+		return fmt.Sprintf("%d min %d s", m, sec)
+	}
+	return fmt.Sprintf("%d s", sec)
 }
 
 // part numbers the segments of a paused meeting: files of the same kind, in the

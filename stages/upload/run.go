@@ -48,6 +48,12 @@ var settings = append(append([]config.Setting{
 	{Name: "UPLOAD_RETRY_BASE", Default: "1s", Usage: "first wait before a chunk is tried again (5xx, 429, rate limits, cut connections), doubling"},
 	{Name: "UPLOAD_IDLE", Default: "30s", Usage: "a file whose chunks stop coming for this long gives its place to another"},
 	{Name: "UPLOAD_LEASE", Default: "6s", Usage: "how long a file stays a worker's without renewal (renewed every third of it): a killed worker's file is taken over this long after"},
+	{Name: "UPLOAD_TRANSCRIPT_DOC", Default: "on", Usage: "on: keep each audio transcript also as a Google Doc beside its VTT, a paragraph per speaker turn with its time; off: the VTT only"},
+	{Name: "DRIVE_SHARE_HOST", Default: "off", Usage: "share each recording's folder with its host: reader, commenter, or off; only hosts of DRIVE_SHARE_DOMAINS"},
+	{Name: "DRIVE_SHARE_DOMAINS", Usage: "comma-separated domains whose hosts get their recordings' folders shared (DRIVE_SHARE_HOST), e.g. theatre.example"},
+	{Name: "DRIVE_SHARE_NOTIFY", Default: "off", Usage: "on: Drive mails the host when a folder is shared with them; off: shared silently (the archived mail to the admins says with whom)"},
+	{Name: "DRIVE_LAYOUT", Default: defaultLayout, Usage: "folders of a recording under DRIVE_FOLDER_ID, from the top: " + placeholderList + "; the last folder is the recording's own and needs {date} (or {day}) and {time}"},
+	{Name: "DRIVE_LAYOUT_RULES", Usage: "a rules file (HCL) that maps recordings to productions by topic, meeting id or host, each with its own folders, a Google Group to share with and tags; empty: none"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9103", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 }, bus.Settings...)...)
 
@@ -76,6 +82,12 @@ type stage struct {
 	maxRefusals int           // UPLOAD_MAX_REFUSALS
 	auditAt     config.Daily  // UPLOAD_AUDIT_AT
 	recheck     time.Duration // UPLOAD_RECHECK
+	// transcriptDoc: UPLOAD_TRANSCRIPT_DOC
+	transcriptDoc bool
+	layout        layout          // DRIVE_LAYOUT, DRIVE_LAYOUT_RULES
+	sharing       sharing         // DRIVE_SHARE_*
+	shareEvery    time.Duration   // how often refused shares are looked at, and their first wait
+	pendingShares map[string]bool // share keys to try again (share.go)
 	// mayBeOpen: alerts this process may have raised, or a previous one left open;
 	// the next file verified clears them.
 	mayBeOpen sync.Map
@@ -89,6 +101,10 @@ type metrics struct {
 	verified   prometheus.Counter
 	mismatches prometheus.Counter
 	paused     prometheus.Gauge
+	// indexFailures: verified files whose recording's words could not be made searchable.
+	indexFailures prometheus.Counter
+	shares        prometheus.Counter
+	shareFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -101,7 +117,11 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_mismatches_total", Help: "Drive copies that failed verification."}),
 		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for Drive: its daily cap to reset, or room in its storage."}),
 	}
-	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
+	m.indexFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_index_failures_total",
+		Help: "Verified transcripts, videos and audio files whose recording's words could not be put in Drive's index (indexable text, the transcript's Doc)."})
+	m.shares = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_shares_total", Help: "Recordings' folders shared with their hosts."})
+	m.shareFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_share_failures_total", Help: "Tries to share a recording's folder that Drive refused."})
+	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures, m.shares, m.shareFailures)
 	return m
 }
 
@@ -113,7 +133,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				return err
 			}
 			return st.serve(ctx, c)
-		}, checkCommand(stdout), auditCommand(stdout), rotateCommand(stdout))
+		}, checkCommand(stdout), auditCommand(stdout), rotateCommand(stdout), layoutCommand(stdout))
 }
 
 // runConf is what configure reads besides the stage itself.
@@ -139,8 +159,11 @@ func configure(ctx context.Context, v *config.Values, stdout io.Writer) (*stage,
 		root: root, chunk: v.Bytes("DRIVE_CHUNK_SIZE"), maxMismatch: v.Int("UPLOAD_MAX_MISMATCHES", 1),
 		maxRefusals: v.Int("UPLOAD_MAX_REFUSALS", 1), recheck: v.Duration("UPLOAD_RECHECK"), auditAt: v.Daily("UPLOAD_AUDIT_AT"),
 		retryBase: v.Duration("UPLOAD_RETRY_BASE"), idle: v.Duration("UPLOAD_IDLE"), lease: v.Duration("UPLOAD_LEASE"),
-		folders: map[string]folderRecord{}, reread: map[string]bool{},
+		folders: map[string]folderRecord{}, reread: map[string]bool{}, transcriptDoc: v.OnOff("UPLOAD_TRANSCRIPT_DOC"),
+		sharing: readSharing(v), pendingShares: map[string]bool{},
+		layout: readLayout(v.String("DRIVE_LAYOUT"), v.String("DRIVE_LAYOUT_RULES"), v.Invalid),
 	}
+	st.shareEvery = 60 * st.retryBase // a minute by default
 	if st.chunk%quantum != 0 {
 		v.Invalid("DRIVE_CHUNK_SIZE", "must be a multiple of 256KiB")
 	}
@@ -218,6 +241,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	st.log.Info("ready", "metrics", conn.MetricsAddr, "concurrency", rc.concurrency, "chunk_size", st.chunk, "worker", st.worker)
 	st.resendRefetches(ctx)
+	go st.retryShares(ctx)
 	go bus.Daily(ctx, st.kv, st.auditAt, events.AuditKey, st.worker, func(ctx context.Context) error {
 		_, err := st.audit(ctx)
 		return err
@@ -287,18 +311,19 @@ func (st *stage) explain(err error) error {
 // folderFor finds or makes <root>/<year>/<month>/<recording> for a job.
 func (st *stage) folderFor(ctx context.Context, job events.FileJob) (folderRecord, error) {
 	parent := folderRecord{ID: st.root}
-	names := folderNames(job.Recording, st.tz)
+	names := st.layout.place(job.Recording, st.tz).folders
 	for i, name := range names {
 		var props map[string]string
 		desc := ""
 		if i == len(names)-1 {
-			props, desc = tags(job, false), describe(job, false, st.tz)
+			props, desc = st.tagsFor(job, false), describe(job, false, st.tz, "")
 		}
 		var err error
 		if parent, err = st.folder(ctx, parent.ID, name, props, desc); err != nil {
 			return parent, err
 		}
 	}
+	st.share(ctx, job.Recording, parent)
 	return parent, nil
 }
 

@@ -73,7 +73,7 @@ func (f *fileUpload) open(ctx context.Context) error {
 	}
 	meta := &drive.File{
 		Name: fileName(f.job, part, f.st.tz), MimeType: mimeType(f.job.File), Parents: []string{folder.ID},
-		AppProperties: tags(f.job, true), Description: describe(f.job, true, f.st.tz),
+		AppProperties: f.st.tagsFor(f.job, true), Description: describe(f.job, true, f.st.tz, ""),
 	}
 	session, err := f.st.res.start(ctx, meta, int64(f.job.File.FileSize), meta.MimeType)
 	if err != nil {

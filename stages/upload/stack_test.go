@@ -87,6 +87,7 @@ type spec struct {
 	key, fileType, ext, recType, participant string
 	size                                     int64
 	start                                    time.Time
+	text                                     string // the bytes, for a transcript; size is its length
 }
 
 // plan writes the jobs fetch would write for rec's files.
@@ -96,6 +97,9 @@ func (w *world) plan(t testing.TB, rec events.RecordingInfo, files ...spec) []ev
 	var jobs []events.FileJob
 	var keys []string
 	for i, s := range files {
+		if s.text != "" {
+			s.size = int64(len(s.text))
+		}
 		start := s.start
 		if start.IsZero() {
 			start = rec.StartTime.Add(time.Minute)
@@ -109,6 +113,9 @@ func (w *world) plan(t testing.TB, rec events.RecordingInfo, files ...spec) []ev
 		}
 		w.mu.Lock()
 		w.contents[s.key] = standins.Content{Seed: int64(i+1) * 31, Size: s.size}
+		if s.text != "" {
+			w.contents[s.key] = standins.Content{Text: []byte(s.text), Size: s.size}
+		}
 		w.mu.Unlock()
 		jobs, keys = append(jobs, job), append(keys, s.key)
 	}

@@ -467,12 +467,14 @@ func TestStartupChecksSayWhatToFix(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		"no such folder":       {map[string]string{"DRIVE_FOLDER_ID": "nope"}, "no such folder visible to the service account"},
-		"no storage":           {map[string]string{"DRIVE_FOLDER_ID": myDrive}, "service accounts have no storage"},
-		"delegation refused":   {map[string]string{"DRIVE_IMPERSONATE": "someone@example.org"}, "unauthorized_client"},
-		"not a token endpoint": {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": otherTokenURI}, "google refused the token: HTTP 4"},
-		"not a key":            {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/etc/hostname"}, "not a service account key"},
-		"missing and invalid":  {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "DRIVE_FOLDER_ID": "", "DRIVE_CHUNK_SIZE": "1000000"}, "3 setting(s)"},
+		"no such folder":          {map[string]string{"DRIVE_FOLDER_ID": "nope"}, "no such folder visible to the service account"},
+		"no storage":              {map[string]string{"DRIVE_FOLDER_ID": myDrive}, "service accounts have no storage"},
+		"delegation refused":      {map[string]string{"DRIVE_IMPERSONATE": "someone@example.org"}, "unauthorized_client"},
+		"not a token endpoint":    {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": otherTokenURI}, "google refused the token: HTTP 4"},
+		"not a key":               {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "/etc/hostname"}, "not a service account key"},
+		"missing and invalid":     {map[string]string{"GOOGLE_APPLICATION_CREDENTIALS": "", "DRIVE_FOLDER_ID": "", "DRIVE_CHUNK_SIZE": "1000000"}, "3 setting(s)"},
+		"sharing without domains": {map[string]string{"DRIVE_SHARE_HOST": "commenter"}, "DRIVE_SHARE_DOMAINS: DRIVE_SHARE_HOST shares with hosts of these domains only"},
+		"sharing as an editor":    {map[string]string{"DRIVE_SHARE_HOST": "writer", "DRIVE_SHARE_DOMAINS": "theatre.example"}, `"writer" is not off, reader or commenter`},
 	}
 	for name, c := range cases {
 		err := try(c.env)
@@ -504,7 +506,8 @@ func TestNamesAndTags(t *testing.T) {
 	if strings.ContainsAny(name, "\n\x00/") || utf8.RuneCountInString(name) > 160 || !strings.HasSuffix(name, ".mp4") {
 		t.Errorf("name %q", name)
 	}
-	if got := folderNames(job.Recording, time.UTC)[2]; !strings.HasSuffix(got, "(123 456 7890)") {
+	def, _ := parseTemplate(defaultLayout)
+	if got := (layout{tmpl: def}).place(job.Recording, time.UTC).folders[2]; !strings.HasSuffix(got, "(123 456 7890)") {
 		t.Errorf("folder %q", got)
 	}
 	for k, v := range tags(job, true) {

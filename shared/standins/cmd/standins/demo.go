@@ -72,13 +72,44 @@ func (w *world) demo(ctx context.Context) error {
 		name := p[strings.LastIndex(p, "/")+1:]
 		if f := sizes[p]; f.MimeType == "application/vnd.google-apps.folder" {
 			fmt.Printf("%s%s/\n", strings.Repeat("  ", depth), name)
+		} else if f.MimeType == "application/vnd.google-apps.document" {
+			fmt.Printf("%s%s  (Google Doc)\n", strings.Repeat("  ", depth), name)
 		} else {
 			fmt.Printf("%s%s  (%d bytes, md5 %s)\n", strings.Repeat("  ", depth), name, f.Size, f.MD5)
 		}
 	}
+	// The words go into the video's index just after it is verified.
+	const line = "a string snapping in the sky"
+	media := func(files []standins.DriveFile) (n int) {
+		for _, f := range files {
+			if strings.HasPrefix(f.MimeType, "video/") || strings.HasPrefix(f.MimeType, "audio/") {
+				n++
+			}
+		}
+		return n
+	}
+	var found []standins.DriveFile
+	for wait := time.Now(); time.Since(wait) < 10*time.Second; time.Sleep(200 * time.Millisecond) {
+		if found = w.drive.Search(line); media(found) == media(w.drive.Files()) {
+			break
+		}
+	}
+	fmt.Printf("\nDrive's search for %q finds:\n", line)
+	for _, f := range found {
+		fmt.Printf("  %s\n", f.Name)
+	}
 	for _, c := range w.zoom.Calls() {
 		if c.Method == "DELETE" {
 			fmt.Printf("\nZoom was asked: DELETE %s?%s -> %d\n", c.Path, c.Query, c.Status)
+		}
+	}
+	for _, f := range w.drive.Files() {
+		for _, p := range f.Permissions {
+			mail := "Drive sent them no mail"
+			if p.Notified {
+				mail = "Drive mailed them"
+			}
+			fmt.Printf("\nThe folder %q is shared with the %s %s as %s; %s.\n", f.Name, p.Type, p.EmailAddress, p.Role, mail)
 		}
 	}
 	m := w.gmail.Sent()[0]

@@ -105,6 +105,14 @@ func run(ctx context.Context, getenv func(string) string, demo bool) error {
 		"ZOOM_API_URL": w.zoom.APIURL(), "ZOOM_OAUTH_URL": w.zoom.OAuthURL(), "ZOOM_DOWNLOAD_HOSTS": "127.0.0.1",
 		"GOOGLE_KEYS_DIR": dir, "GOOGLE_KEY_ADMIN_CREDENTIALS": filepath.Join(dir, "google-key-admin.json"), "DRIVE_FOLDER_ID": root, "GOOGLE_API_URL": w.drive.URL(), "GOOGLE_IAM_URL": w.token.IAMURL(),
 		"GMAIL_SENDER": "archive@example.org", "NOTIFY_TO": "admins@example.org", "GMAIL_API_URL": w.gmail.URL(),
+		"DRIVE_SHARE_HOST": "commenter", "DRIVE_SHARE_DOMAINS": "example.org",
+	}
+	if demo && !public { // the stages run on this host and read the file
+		rules := filepath.Join(dir, "rules.hcl")
+		if err := os.WriteFile(rules, []byte(demoRules), 0o600); err != nil {
+			return err
+		}
+		env["DRIVE_LAYOUT_RULES"] = rules
 	}
 	keys := make([]string, 0, len(env))
 	for k := range env {
@@ -142,7 +150,7 @@ func recordingFiles(demo bool) []standins.FileSpec {
 		return []standins.FileSpec{
 			{ID: "dev-mp4", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 48 << 20},
 			{ID: "dev-m4a", FileType: "M4A", Extension: "M4A", RecordingType: "audio_only", Size: 6 << 20},
-			{ID: "dev-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Size: 40 << 10},
+			{ID: "dev-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Text: rehearsalVTT},
 			{ID: "dev-chat", FileType: "CHAT", Extension: "TXT", RecordingType: "chat_file", Size: 2 << 10},
 		}
 	}
@@ -152,13 +160,44 @@ func recordingFiles(demo bool) []standins.FileSpec {
 		{ID: "demo-mp4-1", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 180 << 20, Start: start, End: seg2.Add(-5 * time.Minute)},
 		{ID: "demo-mp4-2", FileType: "MP4", Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 120 << 20, Start: seg2, End: seg2.Add(40 * time.Minute)},
 		{ID: "demo-m4a", FileType: "M4A", Extension: "M4A", RecordingType: "audio_only", Size: 24 << 20},
-		{ID: "demo-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Size: 60 << 10},
+		{ID: "demo-vtt", FileType: "TRANSCRIPT", Extension: "VTT", RecordingType: "audio_transcript", Text: rehearsalVTT},
 		{ID: "demo-chat", FileType: "CHAT", Extension: "TXT", RecordingType: "chat_file", Size: 3 << 10},
 		{ID: "demo-timeline", FileType: "TIMELINE", Extension: "JSON", RecordingType: "timeline", Size: 12 << 10},
 		{ID: "demo-aino", FileType: "M4A", Extension: "M4A", Size: 9 << 20, Participant: "Aino Virtanen"},
 		{ID: "demo-mikko", FileType: "M4A", Extension: "M4A", Size: 8 << 20, Participant: "Mikko Korhonen"},
 	}
 }
+
+// demoRules puts the demo's rehearsal in its production's folders.
+const demoRules = `# make demo: the season's productions (docs/pipeline.md, upload: layout by production).
+production "The Cherry Orchard" {
+  topic            = "(?i)cherry orchard"
+  folder           = "Productions/{production}/{date} {time} {topic}"
+  share_with_group = "cherry-orchard-cast@example.org"
+  tags             = { season = "2026" }
+}
+`
+
+// rehearsalVTT is the rehearsal's transcript as Zoom writes it; the demo finds the
+// video by its words.
+const rehearsalVTT = `WEBVTT
+
+1
+00:00:04.200 --> 00:00:09.800
+Aino Virtanen: From the top of act two, please. Everyone on the bench by the old chapel.
+
+2
+00:00:10.000 --> 00:00:15.500
+Mikko Korhonen: Listen. Far off, a sound like a string snapping in the sky, dying away.
+
+3
+00:00:15.600 --> 00:00:18.000
+Mikko Korhonen: Something fell in a mine shaft, perhaps.
+
+4
+00:00:19.100 --> 00:00:24.900
+Aino Virtanen: Hold the silence after the sound. Three seconds, then the line.
+`
 
 func (w *world) log(v map[string]any) { json.NewEncoder(os.Stdout).Encode(v) }
 
