@@ -564,6 +564,9 @@ func TestCheckSaysWhatToFix(t *testing.T) {
 		strings.Contains(out, "cloud_recording:delete") {
 		t.Errorf("scopes missing (the classic recording:write:admin covers the trash): %v\n%s", err, out)
 	}
+	if !strings.Contains(out, "fetch: WARN Zoom: the daily digest cannot show Zoom's storage") || !strings.Contains(out, "report:read:cloud_recording:admin") {
+		t.Errorf("the optional storage scope missing is a warning naming it:\n%s", out)
+	}
 	out, err = stagetest.Command(run, stagetest.Merge(w.env, map[string]string{"ZOOM_CLIENT_SECRET": "wrong"}), "fetch", "check")
 	if err == nil || !strings.Contains(out, "fetch: FAIL Zoom: a Server-to-Server OAuth token") || !strings.Contains(out, "ZOOM_CLIENT_SECRET") {
 		t.Errorf("a wrong client secret: %v\n%s", err, out)

@@ -548,9 +548,6 @@ func monthWindows(from, to time.Time) [][2]time.Time {
 	return out
 }
 
-// scopeStorage is optional: without it the digest says Zoom's storage is not known.
-var scopeStorage = zoomScope{"report:read:cloud_recording:admin", "report:read:admin", "Zoom's cloud recording storage in the daily digest"}
-
 // storage asks Zoom's cloud recording usage report for the last days: the account's
 // storage on the last day, and its change from the day before. Without the scope
 // it asks nothing (a 403 would count as Zoom refusing the app) and says what to add.
