@@ -28,7 +28,7 @@ var (
 	scopeRecover  = zoomScope{"cloud_recording:update:recover_meeting_recordings:admin", "recording:write:admin", "taking a recording back out of the trash when a file of it comes late"}
 	scopeSettings = zoomScope{"user:read:settings:admin", "user:read:admin", "knowing whether a host's transcript is still to come (ZOOM_TRANSCRIPT_WAIT)"}
 	// scopeStorage is optional: without it the digest says Zoom's storage is not known.
-	scopeStorage = zoomScope{"report:read:cloud_recording:admin", "report:read:admin", "Zoom's cloud recording storage in the daily digest (optional)"}
+	scopeStorage  = zoomScope{"report:read:cloud_recording:admin", "report:read:admin", "Zoom's cloud recording storage in the daily digest (optional)"}
 	scopesListing = []zoomScope{
 		{"cloud_recording:read:list_user_recordings:admin", "recording:read:admin", "the daily reconciliation and fetch backfill"},
 		{"user:read:list_users:admin", "user:read:admin", "the daily reconciliation and fetch backfill"},
