@@ -525,6 +525,8 @@ type RecordingJob struct {
 	// Held says why the trash decision keeps the recording in Zoom (the proof
 	// failed); empty once it goes.
 	Held string `json:"held,omitempty"`
+	// Length is how long the recording runs (RecShort), as Zoom's files say.
+	Length time.Duration `json:"length,omitempty"`
 	// Late: files an event added after the recording was archived (a transcript
 	// Zoom made after the trash); they are fetched, from the trash if need be.
 	Late []string `json:"late,omitempty"`
@@ -540,6 +542,9 @@ const (
 	RecArchiving   = "archiving"
 	RecZoomPending = "zoom_pending"
 	RecArchived    = "archived"
+	// RecShort: shorter than ARCHIVE_MIN_LENGTH, so neither archived nor, unless
+	// ZOOM_TRASH_SHORT_UNARCHIVED says so, removed from Zoom; the digest lists it.
+	RecShort = "short"
 )
 
 // What was done in Zoom once every file was verified (ZOOM_AFTER_ARCHIVE).

@@ -58,6 +58,32 @@ type policy struct {
 	hold           time.Duration   // ZOOM_TRASH_AFTER: the retention hold
 	transcriptWait time.Duration   // ZOOM_TRANSCRIPT_WAIT
 	types          map[string]bool // ARCHIVE_FILE_TYPES, upper case; nil: every type
+	minLength      time.Duration   // ARCHIVE_MIN_LENGTH: shorter recordings are left alone
+	trashShort     bool            // ZOOM_TRASH_SHORT_UNARCHIVED
+}
+
+// short tells whether rec runs shorter than ARCHIVE_MIN_LENGTH, and how long it runs.
+func (p policy) short(rec events.Recording) (bool, time.Duration) {
+	length := recordingLength(rec)
+	return p.minLength > 0 && length < p.minLength, length
+}
+
+// recordingLength is how long a recording runs: from its files' first start to
+// their last end; without those, the meeting's duration (whole minutes).
+func recordingLength(rec events.Recording) time.Duration {
+	var first, last time.Time
+	for _, f := range rec.Files() {
+		if f.RecordingStart != nil && (first.IsZero() || f.RecordingStart.Before(first)) {
+			first = *f.RecordingStart
+		}
+		if f.RecordingEnd != nil && f.RecordingEnd.After(last) {
+			last = *f.RecordingEnd
+		}
+	}
+	if first.IsZero() || !last.After(first) {
+		return time.Duration(rec.Duration) * time.Minute
+	}
+	return last.Sub(first)
 }
 
 func (p policy) wants(f events.RecordingFile) bool { return p.wantsType(f.FileType) }

@@ -90,6 +90,16 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 		return
 	}
+	if short, length := st.policy.short(zrec); short && (!known || rec.State == events.RecShort) {
+		if err := st.leaveShort(ctx, zrec, length); err != nil {
+			st.log.Warn("cannot record a short recording; will retry", "meeting_uuid", uuid, "err", err)
+			msg.NakWithDelay(5 * time.Second)
+			return
+		}
+		st.m.events.WithLabelValues(event, "short").Inc()
+		msg.Ack()
+		return
+	}
 	n, err := st.plan(ctx, zrec, meta.Sequence.Stream)
 	if err != nil {
 		st.log.Warn("planning jobs failed; will retry", "meeting_uuid", uuid, "err", err)
@@ -99,6 +109,34 @@ func (st *stage) planEvent(ctx context.Context, msg jetstream.Msg) {
 	st.m.events.WithLabelValues(event, "planned").Inc()
 	st.log.Info("recording planned", "meeting_uuid", uuid, "event", event, "new_files", n, "seq", meta.Sequence.Stream)
 	msg.Ack()
+}
+
+// leaveShort records a recording shorter than ARCHIVE_MIN_LENGTH, which is not
+// archived: it stays in Zoom for the admins to decide (the digest lists it), or
+// with ZOOM_TRASH_SHORT_UNARCHIVED goes to Zoom's trash, recoverable there.
+func (st *stage) leaveShort(ctx context.Context, zrec events.Recording, length time.Duration) error {
+	mkey := events.MeetingKey(zrec.UUID)
+	rec, err := bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, exists bool) error {
+		if exists {
+			return bus.ErrNoChange
+		}
+		*r = events.RecordingJob{Key: mkey, Recording: zrec.Info(), State: events.RecShort, Length: length,
+			ZoomAction: events.ZoomKept, Updated: time.Now().UTC()}
+		st.log.Info("recording shorter than ARCHIVE_MIN_LENGTH; not archived", "meeting_uuid", zrec.UUID, "length", length)
+		return nil
+	})
+	if err != nil || rec.State != events.RecShort || !st.policy.trashShort || rec.ZoomAction == events.ZoomTrashed {
+		return err
+	}
+	if err := st.zoom.removeRecording(ctx, zrec.UUID, "trash"); err != nil && !errors.Is(err, errGone) {
+		return fmt.Errorf("trash in zoom: %w", err)
+	}
+	_, err = bus.Update(ctx, st.kv, events.RecordingJobKey(mkey), func(r *events.RecordingJob, _ bool) error {
+		r.ZoomAction, r.Updated = events.ZoomTrashed, time.Now().UTC()
+		return nil
+	})
+	st.log.Warn("short recording moved to Zoom's trash unarchived (ZOOM_TRASH_SHORT_UNARCHIVED)", "meeting_uuid", zrec.UUID, "length", length)
+	return err
 }
 
 // listing is Zoom's listing of a recording now: from the API, or from its host's

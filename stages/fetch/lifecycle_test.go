@@ -348,3 +348,53 @@ func TestLostFromDriveFetchedFromTheTrashOrFailedNamed(t *testing.T) {
 	}
 	waitFor(t, "failure mail's event", func() bool { return len(w.archiveEvents(t, "archive.file.failed.")) == 1 })
 }
+
+// A recording shorter than ARCHIVE_MIN_LENGTH (an accidental one) is neither
+// archived nor removed from Zoom, and a replay changes nothing; a longer one is
+// archived as ever. With ZOOM_TRASH_SHORT_UNARCHIVED=yes the short one goes to
+// Zoom's trash unarchived, once.
+func TestShortRecordingsLeftAlone(t *testing.T) {
+	for _, trash := range []string{"no", "yes"} {
+		t.Run("trash "+trash, func(t *testing.T) {
+			w := newWorld(t, map[string]string{"ARCHIVE_MIN_LENGTH": "2m", "ZOOM_TRASH_SHORT_UNARCHIVED": trash})
+			s := w.startFetch(t)
+			up := w.startUploader(t)
+			start := time.Date(2026, 3, 14, 17, 30, 0, 0, time.UTC)
+			accidental := w.meeting("uuid-oops==", "Test, please ignore", standins.FileSpec{ID: "abcd0000-0000-4000-8000-000000000001", FileType: "MP4",
+				Extension: "MP4", RecordingType: "shared_screen_with_speaker_view", Size: 90000, Start: start, End: start.Add(40 * time.Second)})
+			real := w.meeting("uuid-real-length==", "Rehearsal", twoFiles("abcd1111", mib, 1000)[:1]...)
+			w.send(t, events.EventRecordingCompleted, accidental)
+			w.send(t, events.EventRecordingCompleted, real)
+			up.whole(t, keys(real)[0], contentOf(w, real, keys(real)[0]))
+			waitFor(t, "the real one trashed", func() bool { tr, _ := w.zoom.Trashed(real.UUID); return tr })
+			w.send(t, events.EventRecordingCompleted, accidental) // a replay
+			waitFor(t, "both short events read", func() bool {
+				return metric(t, s, `zoomarchive_fetch_events_total{event="recording.completed",outcome="short"}`) == 2
+			})
+			rec, _, err := bus.Get[events.RecordingJob](context.Background(), w.kv, events.RecordingJobKey(events.MeetingKey(accidental.UUID)))
+			if err != nil || rec.State != events.RecShort || rec.Length != 40*time.Second || len(rec.Files) != 0 {
+				t.Errorf("the short recording's record %+v, %v", rec, err)
+			}
+			for _, f := range w.drive.Files() {
+				if f.Name == keys(accidental)[0] {
+					t.Errorf("the short recording's file is in Drive: %+v", f)
+				}
+			}
+			trashed, _ := w.zoom.Trashed(accidental.UUID)
+			if want := trash == "yes"; trashed != want || (rec.ZoomAction == events.ZoomTrashed) != want {
+				t.Errorf("short recording trashed %v (record says %s), want %v", trashed, rec.ZoomAction, want)
+			}
+			if n := w.zoom.CallsTo("DELETE", "/v2/meetings/uuid-oops"); trash == "yes" && n != 1 {
+				t.Errorf("%d trash calls for the short recording, want 1", n)
+			}
+			if served := w.zoom.BytesServed(); served != int64(mib) {
+				t.Errorf("Zoom served %d bytes: the short recording must not be downloaded", served)
+			}
+		})
+	}
+	w := newWorld(t, map[string]string{"ZOOM_TRASH_SHORT_UNARCHIVED": "yes"})
+	err := run(context.Background(), []string{"fetch"}, func(k string) string { return w.env[k] }, &stagetest.Logs{}, &stagetest.Logs{})
+	if err == nil || !strings.Contains(err.Error(), "ZOOM_TRASH_SHORT_UNARCHIVED: yes needs ARCHIVE_MIN_LENGTH") {
+		t.Errorf("trashing short recordings without a length: %v", err)
+	}
+}

@@ -48,6 +48,8 @@ var settings = append(append([]config.Setting{
 	{Name: "ZOOM_TRASH_AFTER", Default: "0", Usage: "how long a verified recording stays in Zoom before ZOOM_AFTER_ARCHIVE is applied, e.g. 168h; 0: at once"},
 	{Name: "ARCHIVE_FILE_TYPES", Usage: "comma-separated Zoom file types to archive (MP4,M4A,TRANSCRIPT,...); empty archives all"},
 	{Name: "ZOOM_DELETE_UNARCHIVED", Default: "no", Usage: "yes: with ARCHIVE_FILE_TYPES and ZOOM_AFTER_ARCHIVE=delete, the types left out are deleted from Zoom for good, unarchived"},
+	{Name: "ARCHIVE_MIN_LENGTH", Default: "0", Usage: "a recording shorter than this (e.g. 2m: an accidental one) is neither archived nor removed from Zoom, and the digest lists it with its host and length; 0: every recording is archived"},
+	{Name: "ZOOM_TRASH_SHORT_UNARCHIVED", Default: "no", Usage: "yes: recordings shorter than ARCHIVE_MIN_LENGTH are moved to Zoom's trash WITHOUT being archived (recoverable there for 30 days); the digest lists each one"},
 	{Name: "ZOOM_TRANSCRIPT_WAIT", Default: "24h", Usage: "how long a recording whose host transcribes to the cloud stays in Zoom waiting for its transcript; 0: no wait"},
 	{Name: "METRICS_ADDR", Default: "127.0.0.1:9102", Usage: "listener for /metrics, /healthz and /readyz", Health: "/readyz"},
 	{Name: "FETCH_CONCURRENCY", Default: "2", Usage: "files downloaded at once"},
@@ -157,7 +159,7 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	}
 	st := &stage{
 		policy: policy{action: v.String("ZOOM_AFTER_ARCHIVE"), hold: v.DurationOrZero("ZOOM_TRASH_AFTER"),
-			transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT")},
+			transcriptWait: v.DurationOrZero("ZOOM_TRANSCRIPT_WAIT"), minLength: v.DurationOrZero("ARCHIVE_MIN_LENGTH")},
 		chunk:    int(v.Bytes("FETCH_CHUNK_SIZE")),
 		maxTry:   v.Int("FETCH_MAX_ATTEMPTS", 1),
 		stall:    v.Duration("ZOOM_STALL_TIMEOUT"),
@@ -171,6 +173,14 @@ func configure(v *config.Values, stdout io.Writer) (*stage, runConf, error) {
 	}
 	if st.ackWait > 0 && st.leaseTTL > 0 && st.ackWait <= st.leaseTTL/3 {
 		v.Invalid("FETCH_ACK_WAIT", fmt.Sprintf("must be longer than a third of FETCH_LEASE (%s): a working file's message is kept alive that often", st.leaseTTL))
+	}
+	switch trashShort := v.String("ZOOM_TRASH_SHORT_UNARCHIVED"); {
+	case trashShort != "yes" && trashShort != "no":
+		v.Invalid("ZOOM_TRASH_SHORT_UNARCHIVED", fmt.Sprintf("%q is not yes or no", trashShort))
+	case trashShort == "yes" && st.policy.minLength <= 0:
+		v.Invalid("ZOOM_TRASH_SHORT_UNARCHIVED", "yes needs ARCHIVE_MIN_LENGTH, the length under which recordings are trashed unarchived")
+	default:
+		st.policy.trashShort = trashShort == "yes"
 	}
 	switch optIn := v.String("ZOOM_DELETE_WITHOUT_HOLD"); {
 	case st.policy.action != "keep" && st.policy.action != "trash" && st.policy.action != "delete":

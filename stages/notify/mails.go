@@ -329,7 +329,9 @@ Removed from Zoom without the transcript its host's settings promise: {{.}}{{end
 Came late, archived: {{.}}{{end}}{{range .Digest.DriveGone}}
 Deleted from Drive, archived again (a failure below if Zoom no longer had it): {{.}}{{end}}{{range .Digest.OpenFailures}}
 Open failure: {{.}}{{end}}{{range .Digest.NotShared}}
-Folder not shared: {{.}}{{end}}{{range .Digest.Alerts}}
+Folder not shared: {{.}}{{end}}{{range .Digest.Short}}
+Shorter than ARCHIVE_MIN_LENGTH, not archived, left in Zoom for you to decide: {{.}}{{end}}{{range .Digest.ShortTrashed}}
+Shorter than ARCHIVE_MIN_LENGTH, moved to Zoom's trash WITHOUT being archived (recoverable there for 30 days): {{.}}{{end}}{{range .Digest.Alerts}}
 Alert: {{.}}{{end}}{{if .Digest.Overflow}}
 
 Over the hourly mail cap, not mailed one by one:{{range .Digest.Overflow}}
@@ -379,6 +381,8 @@ const mailHTML = `{{define "archived-html"}}<h2 style="font-size:18px">Archived:
 {{if .Digest.DriveGone}}<p>Deleted from Drive, archived again (a failure below if Zoom no longer had it):</p><ul>{{range .Digest.DriveGone}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.OpenFailures}}<p>Open failures:</p><ul>{{range .Digest.OpenFailures}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.NotShared}}<p>Folders not shared:</p><ul>{{range .Digest.NotShared}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.Short}}<p>Shorter than ARCHIVE_MIN_LENGTH, not archived, left in Zoom for you to decide:</p><ul>{{range .Digest.Short}}<li>{{.}}</li>{{end}}</ul>{{end}}
+{{if .Digest.ShortTrashed}}<p>Shorter than ARCHIVE_MIN_LENGTH, moved to Zoom's trash <b>without being archived</b> (recoverable there for 30 days):</p><ul>{{range .Digest.ShortTrashed}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Alerts}}<p>Alerts:</p><ul>{{range .Digest.Alerts}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{if .Digest.Overflow}}<p>Over the hourly mail cap, not mailed one by one:</p><ul>{{range .Digest.Overflow}}<li>{{.}}</li>{{end}}</ul>{{end}}
 {{with .Digest.Reconcile}}<p>Reconciliation of the last {{.Days}} days with Zoom:</p><ul>

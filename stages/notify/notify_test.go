@@ -404,7 +404,9 @@ func TestGoldenMails(t *testing.T) {
 				Stuck: []string{"MP4 of Rehearsal: fetching since 2026-03-14T02:00:00Z"}},
 			Credentials: []string{"Google key 3f2a9c0d1e: made 14 Dec 2025 (91 days ago)", "Zoom client secret: its file changed 2 Feb 2026 (41 days ago)",
 				"Zoom webhook secret: its file changed 2 Feb 2026 (41 days ago)", "Broker identities issued: hook 30 Nov 2025, fetch 30 Nov 2025, upload 30 Nov 2025, notify 30 Nov 2025"},
-			Version: "1.0.0+f838158"}),
+			Short:        []string{"Test, please ignore (Fri 13 Mar 2026, 17:58 EET), host board@tuta.fi, 0:40 long"},
+			ShortTrashed: []string{"New meeting (Sat 14 Mar 2026, 09:02 EET), host director@tuta.fi, 0:12 long"},
+			Version:      "1.0.0+f838158"}),
 		"alert-trash-held": alertMail(events.Alert{Kind: events.AlertTrashHeldPrefix + "0a1b2c", At: now, Since: now,
 			Message: "The recording \"Rehearsal, act 2\" of 2026-03-13 18:00 EET stays in Zoom: the Drive copy of the MP4 file (3158073 bytes, MD5 ede3d3b685b4e137ba4cb2521329a75e) is not what fetch read from Zoom (3158073 bytes, MD5 993c6f44bbde7f315412e92ca7a461b0). " +
 				"zoomarchive removes a recording from Zoom only once Drive itself shows each of its files with the bytes fetch read from Zoom. It looks again every 30 minutes, and says so when the recording goes; until then nothing is lost. fetch status lists it (meeting abc==)."}, hel),
@@ -555,5 +557,38 @@ func TestZoomStorageInTheDigestAlertsPastTheThreshold(t *testing.T) {
 	}
 	if raised, _ := stagetest.Alerts(t, w.natsURL, events.AlertZoomStorage); len(raised) != 1 {
 		t.Errorf("%d alerts", len(raised))
+	}
+}
+
+// The digest lists the recordings fetch left alone for being shorter than
+// ARCHIVE_MIN_LENGTH, each with its host and length, apart from those it moved to
+// Zoom's trash unarchived; a short one of an earlier day is not listed again.
+func TestShortRecordingsInTheDigest(t *testing.T) {
+	at := time.Now().UTC().Add(3 * time.Second).Format("15:04:05")
+	w := newWorld(t, map[string]string{"NOTIFY_DIGEST_AT": at})
+	now := time.Now().UTC()
+	left, trashed, old := rehearsal, rehearsal, rehearsal
+	left.UUID, left.Topic = "short-left==", "Test, please ignore"
+	trashed.UUID, trashed.Topic = "short-trashed==", "New meeting"
+	old.UUID, old.Topic = "short-old==", "Yesterday's test"
+	for _, r := range []events.RecordingJob{
+		{Recording: left, State: events.RecShort, Length: 40 * time.Second, ZoomAction: events.ZoomKept, Updated: now},
+		{Recording: trashed, State: events.RecShort, Length: 12 * time.Second, ZoomAction: events.ZoomTrashed, Updated: now},
+		{Recording: old, State: events.RecShort, Length: 30 * time.Second, ZoomAction: events.ZoomKept, Updated: now.Add(-48 * time.Hour)},
+	} {
+		r.Key = events.MeetingKey(r.Recording.UUID)
+		if _, err := bus.Update(context.Background(), w.kv, events.RecordingJobKey(r.Key), func(x *events.RecordingJob, _ bool) error {
+			*x = r
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.startNotify(t)
+	d := w.waitMails(t, 1)[0].Text
+	if !strings.Contains(d, "left in Zoom for you to decide: Test, please ignore (Sat 14 Mar 2026, 19:30 EET), host "+rehearsal.HostEmail+", 0:40 long") ||
+		!strings.Contains(d, "moved to Zoom's trash WITHOUT being archived (recoverable there for 30 days): New meeting (Sat 14 Mar 2026, 19:30 EET), host "+rehearsal.HostEmail+", 0:12 long") ||
+		strings.Contains(d, "Yesterday's test") {
+		t.Errorf("the digest:\n%s", d)
 	}
 }

@@ -188,6 +188,16 @@ type digest struct {
 	SharedToday       int                     // recordings' folders shared with their hosts
 	NotShared         []string                // folders Drive refused to share, given up or still tried
 	ZoomStorage       string                  // Zoom's cloud recording storage, in words
+	// Short: recordings shorter than ARCHIVE_MIN_LENGTH, seen today and left in
+	// Zoom for the admins to decide; ShortTrashed: those fetch moved to Zoom's
+	// trash unarchived (ZOOM_TRASH_SHORT_UNARCHIVED).
+	Short, ShortTrashed []string
+}
+
+// shortLength is a short recording's length as a person reads it: 0:40, 1:05.
+func shortLength(d time.Duration) string {
+	d = d.Round(time.Second)
+	return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
 }
 
 // digests sends the daily digest at NOTIFY_DIGEST_AT local time.
@@ -318,6 +328,22 @@ func (st *stage) sendDigest(ctx context.Context, at time.Time) error {
 		}
 	}
 	sort.Strings(d.NotShared)
+	if keys, err := st.kv.ListKeysFiltered(ctx, events.RecordingJobKey(">")); err == nil {
+		for key := range keys.Keys() {
+			r, _, err := bus.Get[events.RecordingJob](ctx, st.kv, key)
+			if err != nil || r.State != events.RecShort || !r.Updated.After(since) {
+				continue
+			}
+			line := fmt.Sprintf("%s (%s), host %s, %s long", r.Recording.Topic, localTime(r.Recording, st.tz), r.Recording.HostEmail, shortLength(r.Length))
+			if r.ZoomAction == events.ZoomTrashed {
+				d.ShortTrashed = append(d.ShortTrashed, line)
+			} else {
+				d.Short = append(d.Short, line)
+			}
+		}
+	}
+	sort.Strings(d.Short)
+	sort.Strings(d.ShortTrashed)
 	if d.Reconcile != nil && d.Reconcile.Storage != nil {
 		d.ZoomStorage = storageLine(*d.Reconcile.Storage)
 		st.zoomStorageFull(ctx, *d.Reconcile.Storage)
