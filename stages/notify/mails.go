@@ -196,6 +196,7 @@ var alertTitles = map[string]string{
 	events.AlertDriveFull:         "Google Drive is full",
 	events.AlertDriveRefused:      "Google refuses the uploads",
 	events.AlertZoomRefused:       "Zoom refuses the app's credentials",
+	events.AlertZoomDailyLimit:    "Zoom's daily API limit reached",
 	events.AlertWebhooksMissing:   "Zoom's webhooks are not arriving",
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
 	events.AlertWebhookRejections: "many rejected webhooks",
