@@ -98,12 +98,15 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		}
 	}()
 	var refused refusedError
+	drive := classifyDrive(err)
 	switch {
 	case err == nil: // verified: the record is gone
 		st.driveWorks(ctx)
-	case driveErr(err).storageFull():
-		st.pauseForFullDrive(ctx)
-	case tokenRefused(err):
+	case drive == driveDailyCap || drive == driveFull:
+		// Wherever Drive said it (a session's start, a folder, a chunk): uploads pause.
+		st.pauseFor(ctx, drive)
+		return time.Until(st.paused.Until())
+	case drive == driveKeyRefused:
 		st.googleRefused(ctx, err)
 		return st.recheck
 	case errors.As(err, &refused):

@@ -3,9 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
+	"google.golang.org/api/googleapi"
 
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
@@ -130,5 +137,38 @@ func TestRevokedKeyFailsReadinessAndAlertsOnce(t *testing.T) {
 	waitFor(t, "resolved", func() bool { _, resolved := w.alerts(t, events.AlertDriveRefused); return len(resolved) == 1 })
 	if err := obs.Probe(context.Background(), addr, "/readyz"); err != nil {
 		t.Errorf("readyz after the key came back: %v", err)
+	}
+}
+
+// Every answer of Drive's means one thing, wherever it comes (a session's start,
+// a chunk, a status query, a metadata call): decided on status and reason, and on
+// the message only where Drive's reason is shared by two limits.
+func TestClassifyDrivesAnswers(t *testing.T) {
+	drive := func(status int, reason, message string) error {
+		return fmt.Errorf("drive session start: %w", &googleapi.Error{Code: status, Errors: []googleapi.ErrorItem{{Reason: reason, Message: message}}})
+	}
+	for _, c := range []struct {
+		name string
+		err  error
+		want driveAnswer
+	}{
+		{"the daily upload cap", drive(403, "userRateLimitExceeded", "User rate limit exceeded."), driveDailyCap},
+		{"the per-user rate limit", drive(403, "userRateLimitExceeded", "User Rate Limit Exceeded"), driveRetry},
+		{"the project's rate limit", drive(403, "rateLimitExceeded", "Rate Limit Exceeded"), driveRetry},
+		{"too many requests", drive(429, "rateLimitExceeded", ""), driveRetry},
+		{"backend error", drive(503, "backendError", ""), driveRetry},
+		{"request timeout", drive(408, "", ""), driveRetry},
+		{"a full Drive", drive(403, "storageQuotaExceeded", "The user's Drive storage quota has been exceeded."), driveFull},
+		{"no right to the folder", drive(403, "insufficientFilePermissions", "The user does not have sufficient permissions for this file."), driveRefused},
+		{"no such parent", drive(404, "notFound", "File not found."), driveRefused},
+		{"a bad request", drive(400, "badRequest", ""), driveRefused},
+		{"the key refused", &url.Error{Op: "Post", URL: "https://oauth2.example/token", Err: &oauth2.RetrieveError{ErrorCode: "invalid_grant"}}, driveKeyRefused},
+		{"the session gone", fmt.Errorf("resume: %w", errSessionGone), driveSessionGone},
+		{"a cut connection", io.ErrUnexpectedEOF, driveRetry},
+		{"words are not a reason", errors.New("User rate limit exceeded."), driveRetry},
+	} {
+		if got := classifyDrive(c.err); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
 	}
 }

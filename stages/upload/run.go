@@ -278,7 +278,7 @@ func (st *stage) explain(err error) error {
 	if e := serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE"); e != err {
 		return e
 	}
-	if driveErr(err).storageFull() {
+	if classifyDrive(err) == driveFull {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")
 	}
 	return err
@@ -366,6 +366,16 @@ func (st *stage) waiting(ctx context.Context) []string {
 	return keys
 }
 
+// pauseFor pauses uploads for Drive's daily cap or a full Drive, whichever a says.
+func (st *stage) pauseFor(ctx context.Context, a driveAnswer) {
+	switch a {
+	case driveDailyCap:
+		st.pauseForDailyCap(ctx)
+	case driveFull:
+		st.pauseForFullDrive(ctx)
+	}
+}
+
 // pauseForFullDrive: Drive refuses uploads for want of room. Uploads wait
 // UPLOAD_RECHECK and try again, by themselves, until there is room; the
 // admins hear of it once, and once more when an upload goes through again.
@@ -389,12 +399,6 @@ func (st *stage) googleRefused(ctx context.Context, err error) {
 	st.health.Set("google", why)
 	st.alert(ctx, events.Alert{Kind: events.AlertDriveRefused, Message: "Uploads to Drive have stopped: " + why.Error() +
 		". Nothing is lost meanwhile: recordings stay in Zoom, and uploads go on once Google takes the key again."})
-}
-
-// tokenRefused: Google's token endpoint said no, which no retry cures.
-func tokenRefused(err error) bool {
-	var rerr *oauth2.RetrieveError
-	return errors.As(err, &rerr)
 }
 
 // driveAlerts are the alerts upload raises; a file verified ends each.

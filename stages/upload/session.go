@@ -109,20 +109,18 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 			f.complete = done
 			return f.confirm(ctx, min(stored, f.heldEnd()))
 		}
-		de := driveErr(err)
-		switch {
-		case de.dailyCap():
-			f.st.pauseForDailyCap(ctx)
+		switch a := classifyDrive(err); {
+		case a == driveDailyCap || a == driveFull:
+			f.st.pauseFor(ctx, a) // the session stays: it goes on once Drive takes uploads again
 			continue
-		case de.storageFull():
-			f.st.pauseForFullDrive(ctx) // the session stays: it goes on once there is room
-			continue
-		case errors.Is(err, errSessionGone), de.refused():
+		case a == driveKeyRefused:
+			return err // uploadFile says it
+		case a == driveSessionGone || a == driveRefused:
 			// The one place a session is replaced while sending: gone (expired), or
 			// refused for a reason a new one may cure, counted.
-			if !errors.Is(err, errSessionGone) {
+			if a == driveRefused {
 				if f.refusals++; f.refusals >= f.st.maxRefusals {
-					return refusedError{de}
+					return refusedError{driveErr(err)}
 				}
 				f.log.Warn("drive refused the session; starting a new one", "err", err, "refusals", f.refusals, "of", f.st.maxRefusals)
 			}

@@ -425,28 +425,42 @@ func TestFolderRaceMakesNoTwins(t *testing.T) {
 	}
 }
 
+// Drive's daily upload cap pauses uploads and alerts once wherever Drive says it:
+// where a new upload starts (Drive's way: an upload under way finishes), or on a
+// chunk. Nothing more is started or sent while paused, and the file keeps its
+// attempts.
 func TestDailyCapPausesAndAlerts(t *testing.T) {
-	w := newWorld(t, nil)
-	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "userRateLimitExceeded", Message: "User rate limit exceeded.", Times: 100})
-	s := w.startUpload(t)
-	jobs := w.plan(t, board, spec{key: "cap", fileType: "MP4", ext: "MP4", size: 3 * mib})
-	w.feedAll(t, jobs)
-	waitFor(t, "alert", func() bool { return len(w.archiveEvents(t, "archive.alert.drive_daily_cap")) == 1 })
-	if metric(t, s, "zoomarchive_upload_paused") != 1 {
-		t.Error("pause not shown in metrics")
-	}
-	before := w.drive.Received()
-	time.Sleep(time.Second)
-	if w.drive.Received() != before {
-		t.Error("uploads went on during the pause")
-	}
-	var a events.Alert
-	json.Unmarshal(w.archiveEvents(t, "archive.alert.")[0].Data, &a)
-	if a.Until.Before(time.Now()) || !strings.Contains(a.Message, "750 GB") {
-		t.Errorf("alert %+v", a)
-	}
-	if j := w.job(t, "cap"); j.State == events.JobFailed || j.Mismatches != 0 {
-		t.Errorf("the cap must not count against the job: %+v", j)
+	for _, where := range []string{"init", "chunk"} {
+		t.Run("refused at "+where, func(t *testing.T) {
+			w := newWorld(t, nil)
+			w.drive.Inject(standins.DriveFault{Kind: where, Status: 403, Reason: "userRateLimitExceeded", Message: "User rate limit exceeded.", Times: 100})
+			s := w.startUpload(t)
+			jobs := w.plan(t, board, spec{key: "cap", fileType: "MP4", ext: "MP4", size: 3 * mib})
+			w.feedAll(t, jobs)
+			waitFor(t, "alert", func() bool { return len(w.archiveEvents(t, "archive.alert.drive_daily_cap")) == 1 })
+			if metric(t, s, "zoomarchive_upload_paused") != 1 {
+				t.Error("pause not shown in metrics")
+			}
+			// Drive would take uploads now: a stage that did not pause goes on.
+			w.drive.ClearFaults()
+			sessions, received := w.drive.Sessions(), w.drive.Received()
+			time.Sleep(time.Second)
+			if w.drive.Sessions() != sessions || w.drive.Received() != received {
+				t.Errorf("uploads went on during the pause: %d sessions, %d bytes, then %d, %d",
+					sessions, received, w.drive.Sessions(), w.drive.Received())
+			}
+			if n := strings.Count(s.Logs.String(), "upload interrupted"); n != 0 {
+				t.Errorf("the cap was taken for an interruption %d times", n)
+			}
+			var a events.Alert
+			json.Unmarshal(w.archiveEvents(t, "archive.alert.")[0].Data, &a)
+			if a.Until.Before(time.Now()) || !strings.Contains(a.Message, "750 GB") {
+				t.Errorf("alert %+v", a)
+			}
+			if j := w.job(t, "cap"); j.State == events.JobFailed || j.Mismatches != 0 {
+				t.Errorf("the cap must not count against the job: %+v", j)
+			}
+		})
 	}
 }
 
