@@ -27,6 +27,7 @@ type upState struct {
 	Offset     int64     `json:"offset"`             // bytes Drive confirmed
 	Existing   string    `json:"existing,omitempty"` // a copy already in Drive: read through, then compare
 	Refetch    bool      `json:"refetch,omitempty"`  // fetch is yet to be asked for generation Generation
+	Refusals   int       `json:"refusals,omitempty"` // sessions Drive refused for good (UPLOAD_MAX_REFUSALS), kept through every drop
 }
 
 // sessionLife is under Drive's week, so that a session is never used in its last hours.
@@ -52,7 +53,6 @@ type fileUpload struct {
 	kept        bool       // the consumer is an earlier worker's, not made for this one
 	afterReread bool       // the consumer was made for a reread: a gap now means bytes are gone
 	took        int        // chunk messages it delivered to this worker
-	refusals    int        // sessions Drive refused for good
 }
 
 // uploadFile works on one file until it is verified, its chunks stop coming, or
@@ -98,6 +98,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		}
 	}()
 	var refused refusedError
+	var again *refetchError
 	drive := classifyDrive(err)
 	switch {
 	case err == nil: // verified: the record is gone
@@ -116,11 +117,11 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		}
 		up.Delete(ctx)
 		err = nil // done with: nothing to release
-	case errors.Is(err, errRefetch):
+	case errors.As(err, &again):
 		log.Warn("asking fetch for the file again", "err", err)
 		// What is left of this generation is of no use: only the next one is read.
 		// The request is noted first, so that it goes even if this worker stops.
-		if err := up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation + 1, Refetch: true} }); err != nil {
+		if err := f.dropSession(ctx, again.why, up.Get().Generation+1, true); err != nil {
 			log.Warn("cannot note the request; will try again", "err", err)
 			return 5 * time.Second
 		}
@@ -151,7 +152,7 @@ func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events
 	if end := f.heldEnd(); end != size && !f.afterReread {
 		return false, fmt.Errorf("%w: final says %d bytes, %d came", errGap, size, end)
 	} else if end != size {
-		return false, fmt.Errorf("%w: final says %d bytes, %d came", errRefetch, size, end)
+		return false, refetchFor(dropBytesGone, "final says %d bytes, %d came", size, end)
 	}
 	s := f.up.Get()
 	var got driveFile

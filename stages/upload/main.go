@@ -8,6 +8,8 @@
 //   - session: Drive's resumable upload of one generation (session.go). Its URI
 //     and the offset Drive confirmed are the resume point (upState), saved before
 //     their messages are acknowledged.
+//   - drop: a session given up and the file started over at byte 0, in one place
+//     (dropSession), for one of the reasons listed beside it (dropReason).
 //   - held: chunk messages taken from the stream whose bytes Drive has not yet
 //     confirmed (stream.go); nothing is acknowledged before Drive holds it.
 //   - verified: Drive's size and md5Checksum equal what fetch read from Zoom (the

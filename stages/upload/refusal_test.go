@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 	"google.golang.org/api/googleapi"
 
+	"zoomarchive/shared/bus"
 	"zoomarchive/shared/events"
 	"zoomarchive/shared/obs"
 	"zoomarchive/shared/stagetest"
@@ -102,6 +103,35 @@ func TestRefusedForGoodFailsAfterBoundedSessions(t *testing.T) {
 	time.Sleep(time.Second)
 	if got := metric(t, s, "zoomarchive_upload_sessions_total"); got != sessions || w.drive.Received() != received {
 		t.Errorf("went on after failing the file: %v sessions, %d more bytes", got, w.drive.Received()-received)
+	}
+}
+
+// Drive's refusals of a file that no new session cures are kept in its resume
+// record: a worker that takes the file over after a restart goes on counting
+// where the stopped one was, instead of granting Drive UPLOAD_MAX_REFUSALS more.
+func TestRefusalsAreCountedAcrossARestart(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_MAX_REFUSALS": "3"})
+	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "insufficientFilePermissions",
+		Message: "The user does not have sufficient permissions for this file.", Times: 1000})
+	jobs := w.plan(t, board, spec{key: "refused", fileType: "MP4", ext: "MP4", size: 2 * mib})
+	// A worker stopped after Drive had refused the file in one session.
+	ctx := context.Background()
+	up, _, err := bus.Claim[upState](ctx, w.kv, events.UploadProgressKey("refused"), "a-stopped-worker", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := up.Save(ctx, func(u *upState) { *u = upState{Generation: jobs[0].Generation, Refusals: 1} }); err != nil {
+		t.Fatal(err)
+	}
+	up.Release(ctx)
+	s := w.startUpload(t)
+	w.feedAll(t, jobs)
+	waitFor(t, "failed", func() bool { return w.job(t, "refused").State == events.JobFailed })
+	if n := w.drive.Sessions(); n != 2 {
+		t.Errorf("%d sessions after the restart, want 2: one refusal was counted before it", n)
+	}
+	if n := metric(t, s, `zoomarchive_upload_sessions_dropped_total{reason="refused"}`); n != 1 {
+		t.Errorf("%v sessions dropped as refused, want 1", n)
 	}
 }
 

@@ -84,6 +84,7 @@ type stage struct {
 type metrics struct {
 	bytes      prometheus.Counter
 	sessions   prometheus.Counter
+	dropped    *prometheus.CounterVec
 	resumed    prometheus.Counter
 	retries    *prometheus.CounterVec
 	verified   prometheus.Counter
@@ -95,13 +96,14 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_bytes_total", Help: "Bytes sent to Drive, repeats included."}),
 		sessions:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_sessions_total", Help: "Resumable sessions started."}),
+		dropped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_sessions_dropped_total", Help: "Drive sessions dropped to start a file over, by reason (dropReason)."}, []string{"reason"}),
 		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_resumed_total", Help: "Uploads continued in an existing session after a restart."}),
 		retries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_retries_total", Help: "Chunk retries, by reason."}, []string{"reason"}),
 		verified:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_files_verified_total", Help: "Files verified in Drive."}),
 		mismatches: prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_mismatches_total", Help: "Drive copies that failed verification."}),
 		paused:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "zoomarchive_upload_paused", Help: "1 while uploads wait for Drive: its daily cap to reset, or room in its storage."}),
 	}
-	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
+	reg.MustRegister(m.bytes, m.sessions, m.dropped, m.resumed, m.retries, m.verified, m.mismatches, m.paused)
 	return m
 }
 

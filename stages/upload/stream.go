@@ -128,8 +128,7 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 		// fetch started the file over: so do we, in a new session.
 		f.log.Info("file started over by fetch", "generation", gen)
 		f.dropHeld()
-		f.complete = nil
-		if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: gen} }); err != nil {
+		if err := f.dropSession(ctx, dropNewGeneration, gen, false); err != nil {
 			return false, err
 		}
 	}
@@ -146,7 +145,7 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 	case off > f.heldEnd():
 		// Bytes are gone: this generation cannot complete; fetch sends a new one
 		// (and what is left of this one is acknowledged as older).
-		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errRefetch, off, f.heldEnd())
+		return false, refetchFor(dropBytesGone, "chunk at %d, bytes end at %d", off, f.heldEnd())
 	}
 	f.mu.Lock()
 	f.held = append(f.held, held{msg: msg, off: off})
