@@ -36,7 +36,7 @@ const sessionLife = 6*24*time.Hour + 12*time.Hour
 var (
 	errIdle    = errors.New("no chunk for UPLOAD_IDLE")
 	errRefetch = errors.New("the file's bytes must come again from Zoom")
-	errReread  = errors.New("the file's consumer holds chunks back")
+	errReread  = errors.New("the file's consumer withholds chunks")
 	errGap     = fmt.Errorf("%w: bytes are missing", errReread)
 )
 
@@ -45,12 +45,12 @@ type fileUpload struct {
 	job         events.FileJob
 	up          *bus.Leased[upState]
 	log         *slog.Logger
-	mu          sync.Mutex // guards held against the heartbeat
-	held        []held
+	mu          sync.Mutex // guards kept against the heartbeat
+	kept        []kept
 	folder      folderRecord
 	complete    *driveFile // Drive's answer once the last byte is in
 	driveAt     int64      // what Drive said it holds when the upload resumed
-	kept        bool       // the consumer is an earlier worker's, not made for this one
+	reused      bool       // the consumer is an earlier worker's, not made for this one
 	afterReread bool       // the consumer was made for a reread: a gap now means bytes are gone
 	took        int        // chunk messages it delivered to this worker
 }
@@ -89,7 +89,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID)
 	f := &fileUpload{st: st, job: job, up: up, log: log}
 	hctx, stop := context.WithCancel(ctx)
-	go up.Heartbeat(hctx, f.keepHeld)
+	go up.Heartbeat(hctx, f.keptInProgress)
 	err = f.run(ctx)
 	defer func() {
 		stop()
@@ -131,7 +131,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	case errors.Is(err, errReread):
 		// A chunk lost on its way to this worker (a broker node died with it) is
 		// redelivered only after AckWait; a new consumer delivers it now.
-		log.Info("the consumer holds chunks back; reading them again with a new one", "err", err)
+		log.Info("the consumer withholds chunks; reading them again with a new one", "err", err)
 		st.js.DeleteConsumer(ctx, events.StreamChunks, chunkConsumer(key).Durable)
 		if errors.Is(err, errGap) {
 			st.mu.Lock()
@@ -149,7 +149,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 // finish handles the final message: the last bytes go, then the file is verified.
 func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events.Chunk) (bool, error) {
 	size := final.Size
-	if end := f.heldEnd(); end != size && !f.afterReread {
+	if end := f.keptEnd(); end != size && !f.afterReread {
 		return false, fmt.Errorf("%w: final says %d bytes, %d came", errGap, size, end)
 	} else if end != size {
 		return false, refetchFor(dropBytesGone, "final says %d bytes, %d came", size, end)

@@ -38,7 +38,7 @@ var settings = append(append([]config.Setting{
 	serviceaccount.IAMSetting,
 	adminSetting,
 }, serviceaccount.DriveSettings...), append([]config.Setting{
-	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is held in memory"},
+	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is kept in memory"},
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
 	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
 	{Name: "UPLOAD_MAX_MISMATCHES", Default: "3", Usage: "Drive copies that fail verification before the file job is failed"},

@@ -13,7 +13,7 @@ import (
 )
 
 // The Drive side of one file: its resumable session is opened once per generation,
-// asked where it stands on a resume, and fed the held bytes in multiples of 256 KiB.
+// asked where it stands on a resume, and fed the kept bytes in multiples of 256 KiB.
 // Drive's confirmations move the resume point; dropSession is the one place a
 // session is dropped, for one of these reasons.
 
@@ -143,7 +143,7 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 			return err
 		}
 		s := f.up.Get()
-		avail := f.heldEnd() - s.Offset
+		avail := f.keptEnd() - s.Offset
 		if total < 0 {
 			n = min(n, avail) / quantum * quantum
 			if n == 0 {
@@ -159,7 +159,7 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 				return refetchFor(dropDriveLost, "Drive went back from %d to %d bytes", s.Offset, stored)
 			}
 			f.complete = done
-			return f.confirm(ctx, min(stored, f.heldEnd()))
+			return f.confirm(ctx, min(stored, f.keptEnd()))
 		}
 		switch a := classifyDrive(err); {
 		case a == driveDailyCap || a == driveFull:
@@ -194,10 +194,10 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		// Ask what Drive holds: it may have stored some of the chunk, or all.
 		if stored, done, err := f.st.res.put(ctx, s.Session, 0, nil, 0, total); err == nil && stored >= s.Offset {
 			f.complete = done
-			if err := f.confirm(ctx, min(stored, f.heldEnd())); err != nil {
+			if err := f.confirm(ctx, min(stored, f.keptEnd())); err != nil {
 				return err
 			}
-			if done != nil || total < 0 && f.heldEnd()-f.up.Get().Offset < quantum {
+			if done != nil || total < 0 && f.keptEnd()-f.up.Get().Offset < quantum {
 				return nil
 			}
 		}
@@ -223,7 +223,7 @@ func reason(err error) string {
 func (f *fileUpload) sessionGone(ctx context.Context, why dropReason) error {
 	s := f.up.Get()
 	f.mu.Lock()
-	fromZero := s.Offset == 0 && (len(f.held) == 0 || f.held[0].off == 0)
+	fromZero := s.Offset == 0 && (len(f.kept) == 0 || f.kept[0].off == 0)
 	f.mu.Unlock()
 	if !fromZero {
 		return &refetchError{why, fmt.Errorf("%w: the Drive session is %s and its first bytes were acknowledged", errRefetch, why)}

@@ -219,9 +219,9 @@ func TestFileStartedOverWhileStoppedVerifies(t *testing.T) {
 	w.checkCopy(t, "over")
 }
 
-// Bytes missing from the chunk stream on a consumer kept from an earlier worker:
+// Bytes missing from the chunk stream on a consumer reused from an earlier worker:
 // first a fresh consumer reads the chunks again (an earlier worker's may still be
-// held by the old one); when they are truly gone, the file comes again from Zoom,
+// pending on the old one); when they are truly gone, the file comes again from Zoom,
 // once.
 func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
@@ -236,7 +236,7 @@ func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	w.checkCopy(t, "gap")
 	again := 0
 	for _, l := range s.Logs.Lines() {
-		if l["msg"] == "the consumer holds chunks back; reading them again with a new one" {
+		if l["msg"] == "the consumer withholds chunks; reading them again with a new one" {
 			again++
 		}
 	}
@@ -245,7 +245,7 @@ func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	}
 }
 
-// A kept consumer that hands out nothing although the file's chunks wait (here
+// A reused consumer that hands out nothing although the file's chunks wait (here
 // paused; a broker that lost track of it does the same) is replaced by a fresh one.
 func TestSilentConsumerIsReplaced(t *testing.T) {
 	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
