@@ -27,7 +27,7 @@ type upState struct {
 	Offset     int64     `json:"offset"`             // bytes Drive confirmed
 	Existing   string    `json:"existing,omitempty"` // a copy already in Drive: read through, then compare
 	Refetch    bool      `json:"refetch,omitempty"`  // fetch is yet to be asked for generation Generation
-	Refusals   int       `json:"refusals,omitempty"` // sessions Drive refused for good (UPLOAD_MAX_REFUSALS), kept through every drop
+	Refusals   int       `json:"refusals,omitempty"` // sessions in a row Drive refused (UPLOAD_MAX_REFUSALS), kept through every drop until it takes bytes
 }
 
 // sessionLife is under Drive's week, so that a session is never used in its last hours.

@@ -135,6 +135,26 @@ func TestRefusalsAreCountedAcrossARestart(t *testing.T) {
 	}
 }
 
+// Refusals count in a row: a new session Drive takes bytes from cures the ones
+// before, and a later refusal starts the count again instead of failing the file.
+func TestRefusalCuredByANewSessionIsNotCountedAgain(t *testing.T) {
+	w := newWorld(t, map[string]string{"UPLOAD_MAX_REFUSALS": "2"})
+	refetches := w.refetcher(t)
+	refuse := standins.DriveFault{Kind: "chunk", Status: 403, Reason: "insufficientFilePermissions",
+		Message: "The user does not have sufficient permissions for this file."}
+	w.drive.Inject(refuse)
+	w.drive.Inject(standins.DriveFault{Kind: "chunk"}) // taken: a new session's first chunk
+	w.drive.Inject(refuse)
+	w.startUpload(t)
+	jobs := w.plan(t, board, spec{key: "cured", fileType: "MP4", ext: "MP4", size: 3 * mib})
+	w.feedAll(t, jobs)
+	w.waitVerified(t, "cured")
+	w.checkCopy(t, "cured")
+	if *refetches != 1 {
+		t.Errorf("fetch asked %d times, want once: the second refusal came after bytes were confirmed", *refetches)
+	}
+}
+
 // Google refuses the key (deleted): uploads wait, /readyz fails so compose shows
 // it, one alert; the key back, the file goes through and the alert is resolved.
 func TestRevokedKeyFailsReadinessAndAlertsOnce(t *testing.T) {

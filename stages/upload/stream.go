@@ -212,7 +212,8 @@ func (f *fileUpload) confirm(ctx context.Context, upTo int64) error {
 	}
 	f.kept = keep
 	f.mu.Unlock()
-	if err := f.up.Save(ctx, func(u *upState) { u.Offset = upTo }); err != nil {
+	// Drive took bytes: the refusals before (if any) were cured by a new session.
+	if err := f.up.Save(ctx, func(u *upState) { u.Offset, u.Refusals = upTo, 0 }); err != nil {
 		return err
 	}
 	for _, m := range done {
