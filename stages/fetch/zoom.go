@@ -81,7 +81,7 @@ func classify(status int, h http.Header, code int) answer {
 	switch {
 	case status < 400:
 		return answerOK
-	case status == http.StatusTooManyRequests && h.Get("X-RateLimit-Type") == rateLimitDaily:
+	case status == http.StatusTooManyRequests && strings.EqualFold(h.Get("X-RateLimit-Type"), rateLimitDaily):
 		return answerDaily
 	case status == http.StatusTooManyRequests:
 		return answerPerSecond

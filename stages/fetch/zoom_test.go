@@ -117,6 +117,7 @@ func TestClassifyZoomsAnswers(t *testing.T) {
 		{"a 429 without its type (as one was seen)", 429, nil, 429, answerPerSecond},
 		{"daily limit", 429, daily, 429, answerDaily},
 		{"daily limit on a download", 429, daily, 0, answerDaily},
+		{"daily limit, in other letters", 429, http.Header{"X-Ratelimit-Type": {"daily-limit"}}, 429, answerDaily},
 		{"expired or revoked token", 401, nil, codeInvalidToken, answerRefused},
 		{"token refused by a download host", 401, nil, 0, answerRefused},
 		{"download host forbids", 403, nil, 0, answerRefused},
