@@ -246,6 +246,7 @@ const (
 	AlertCertificate       = "certificate"         // notify: the domain's certificate is about to expire
 	AlertGoogleKeyOld      = "google_key_old"      // notify: the Google key is older than KEY_MAX_AGE
 	AlertGoogleKeyRotation = "google_key_rotation" // upload rotate-key failed
+	AlertZoomDailyLimit    = "zoom_daily_limit"    // fetch: a daily rate limit of Zoom's is used up; requests wait for its reset
 	AlertCredentialPrefix  = "credential."         // notify: a stage cannot use its new credential file; names the stage
 	AlertStageSilentPrefix = "stage_silent."
 	// fetch, one per recording (its meeting key follows): an event named files

@@ -58,7 +58,7 @@ var Permissions = map[string]Permission{
 				RecordingArchivedSubject(">"), SubjectReconcileReport},
 			jobKeys(FileJobKey(">"), RecordingJobKey(">"), FactsKey(">"), FetchProgressKey(">"), BackfillKey,
 				ReconcileKey(">"), HeartbeatKey(IdentityFetch)),
-			alerts(AlertZoomRefused, AlertWebhooksMissing, AlertEventMismatchPrefix+">", AlertTrashHeldPrefix+">"),
+			alerts(AlertZoomRefused, AlertZoomDailyLimit, AlertWebhooksMissing, AlertEventMismatchPrefix+">", AlertTrashHeldPrefix+">"),
 			reads(StreamZoomEvents, StreamFetchJobs, StreamChunks, StreamArchive, jobStream),
 			purge(StreamChunks),
 			ownConsumer(StreamZoomEvents, ConsumerFetchEvents), ownConsumer(StreamFetchJobs, ConsumerFetchJobs),

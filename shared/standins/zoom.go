@@ -93,6 +93,7 @@ type Fault struct {
 	Times       int
 	Status      int           // answer with this status (and a Zoom error body) instead
 	RetryAfter  string        // with Status 429: the Retry-After value
+	DailyLimit  bool          // with Status 429: a daily limit's answer (X-RateLimit-Type: Daily-limit), not the per-second one
 	CutAfter    int64         // send this many body bytes, then drop the connection
 	Stall       time.Duration // wait this long before answering
 	ExtraBytes  int64         // CDN: send this many bytes more than the file (a wrong length)
@@ -552,10 +553,15 @@ func (z *Zoom) fail(w http.ResponseWriter, f *Fault) {
 	switch f.Status {
 	case http.StatusTooManyRequests:
 		w.Header().Set("X-RateLimit-Category", "Light")
-		w.Header().Set("X-RateLimit-Type", "QPS")
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
+		if f.DailyLimit {
+			w.Header().Set("X-RateLimit-Type", "Daily-limit")
+			apiError(w, 429, 429, "You have exceeded the daily rate limit (6000) of Light API requests permitted for this particular account. Try again later.")
+			return
+		}
+		w.Header().Set("X-RateLimit-Type", "QPS")
 		apiError(w, 429, 429, "You have reached the maximum per-second rate limit for this API. Try again later.")
 	case http.StatusUnauthorized:
 		apiError(w, 401, 124, "Invalid access token.")

@@ -164,6 +164,10 @@ func (st *stage) fetchJob(ctx context.Context, msg jetstream.Msg) {
 		// untouched, until Zoom takes the app again (an alert says so).
 		cp.Release(context.Background())
 		msg.NakWithDelay(st.delays[0])
+	case errors.Is(err, errDailyLimit):
+		// Nor is a daily limit: the file waits for Zoom's reset, attempts untouched.
+		cp.Release(context.Background())
+		msg.NakWithDelay(max(time.Until(st.zoom.pace.Until()), st.delays[0]))
 	default:
 		st.attemptFailed(ctx, msg, cp, job, err, log)
 	}
@@ -221,7 +225,7 @@ func (st *stage) download(ctx context.Context, cp *checkpoint, job *events.FileJ
 		err := st.stream(ctx, cp, job, file, token)
 		var perm permanent
 		switch {
-		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) || refusal(err):
+		case err == nil || ctx.Err() != nil || errors.Is(err, bus.ErrLeaseLost) || refusal(err) || errors.Is(err, errDailyLimit):
 			return err
 		case errors.Is(err, errUnauthorized) && token == "":
 			_, token, err = st.zoom.recording(ctx, job.Recording.UUID, true)
@@ -293,6 +297,7 @@ func (st *stage) restoreForLateFile(ctx context.Context, job events.FileJob) err
 func retryReason(err error) string {
 	var status downloadStatus
 	var zerr *zoomError
+	var a answer
 	switch {
 	case errors.Is(err, errStalled):
 		return "stalled"
@@ -300,9 +305,15 @@ func retryReason(err error) string {
 		return "no_range"
 	case errors.Is(err, errBadState):
 		return "bad_checkpoint"
-	case errors.As(err, &status) && status == http.StatusTooManyRequests, errors.As(err, &zerr) && zerr.Status == http.StatusTooManyRequests:
+	case errors.As(err, &status):
+		a = classify(int(status), nil, 0)
+	case errors.As(err, &zerr):
+		a = zerr.answer
+	}
+	switch a {
+	case answerPerSecond, answerDaily:
 		return "rate_limited"
-	case errors.As(err, &status), errors.As(err, &zerr) && zerr.Status >= 500:
+	case answerTransient:
 		return "server_error"
 	}
 	return "connection"
@@ -325,7 +336,7 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 	}
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	resp, err := st.zoom.download(sctx, file.DownloadURL, offset, bearer)
+	resp, answer, err := st.zoom.download(sctx, file.DownloadURL, offset, bearer)
 	if err != nil {
 		if errors.As(err, new(hostRefused)) {
 			return permanent{err}
@@ -343,13 +354,15 @@ func (st *stage) stream(ctx context.Context, cp *checkpoint, job *events.FileJob
 	case s == http.StatusOK:
 	case s == http.StatusRequestedRangeNotSatisfiable && resp.Header.Get("Content-Range") == fmt.Sprintf("bytes */%d", offset):
 		return nil // a file of unknown size, and every byte of it published already
-	case s == http.StatusUnauthorized || s == http.StatusForbidden:
+	case answer == answerRefused:
 		// Not necessarily an expired token: downloads may want the download token.
 		// Asking for it goes through the API, which renews an expired token.
 		return errUnauthorized
-	case s == http.StatusNotFound:
+	case answer == answerGone:
 		return permanent{errFileGone}
-	case s == http.StatusTooManyRequests || s >= 500:
+	case answer == answerDaily:
+		return fmt.Errorf("download: %w", errDailyLimit)
+	case answer == answerPerSecond || answer == answerTransient:
 		return downloadStatus(s)
 	default:
 		return permanent{fmt.Errorf("zoom answered %d to the download", s)}

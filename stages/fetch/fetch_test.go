@@ -266,8 +266,14 @@ func TestRateLimitHoldsEveryRequest(t *testing.T) {
 	for _, key := range keys(rec) {
 		up.whole(t, key, contentOf(w, rec, key))
 	}
-	// A request already past the pacer when the 429 came may land just after it;
-	// anything started later must wait for Retry-After.
+	w.noRequestUntil(t, until)
+}
+
+// noRequestUntil checks that no request reached Zoom after its 429 and before
+// until. A request already past the pacer when the 429 came may land just after it;
+// anything started later must wait.
+func (w *world) noRequestUntil(t *testing.T, until time.Time) {
+	t.Helper()
 	var limited time.Time
 	for _, c := range w.zoom.Calls() {
 		if c.Status == 429 {
@@ -275,11 +281,42 @@ func TestRateLimitHoldsEveryRequest(t *testing.T) {
 			continue
 		}
 		if !limited.IsZero() && c.At.After(limited.Add(500*time.Millisecond)) && c.At.Before(until) {
-			t.Errorf("%s %s at %s, before Retry-After %s", c.Method, c.Path, c.At.Format(time.StampMilli), until.Format(time.StampMilli))
+			t.Errorf("%s %s at %s, before %s", c.Method, c.Path, c.At.Format(time.StampMilli), until.Format(time.StampMilli))
 		}
 	}
 	if limited.IsZero() {
 		t.Fatal("the 429 was never served")
+	}
+}
+
+// A daily limit is not a per-second one: every request waits for Zoom's reset (its
+// Retry-After here), the admins hear of it once, the files keep their attempts,
+// and after the reset everything goes on and the alert is over.
+func TestZoomDailyLimitPausesAlertsOnceAndResumes(t *testing.T) {
+	w := newWorld(t, map[string]string{"FETCH_CONCURRENCY": "3", "FETCH_MAX_ATTEMPTS": "2"})
+	reset := time.Now().Add(3 * time.Second).UTC().Truncate(time.Second).Add(time.Second)
+	w.zoom.Inject(standins.Fault{Path: "/file/", Status: 429, DailyLimit: true, RetryAfter: reset.Format(time.RFC3339)})
+	w.startFetch(t)
+	up := w.startUploader(t)
+	rec := w.meeting("uuid-daily", "Daily", boardMeetingFiles()[2:5]...)
+	w.send(t, events.EventRecordingCompleted, rec)
+	alerts := func() ([]events.Alert, []events.Alert) {
+		return stagetest.Alerts(t, w.natsURL, events.AlertZoomDailyLimit)
+	}
+	waitFor(t, "the alert", func() bool { raised, _ := alerts(); return len(raised) == 1 })
+	if raised, _ := alerts(); !raised[0].Until.Equal(reset) {
+		t.Errorf("the alert says until %s, want Zoom's reset %s", raised[0].Until, reset)
+	}
+	for _, key := range keys(rec) {
+		up.whole(t, key, contentOf(w, rec, key))
+		if j := w.waitState(t, key, events.JobVerified); j.Attempts != 0 {
+			t.Errorf("%s: %d attempts; a daily limit must not use them up", key, j.Attempts)
+		}
+	}
+	w.noRequestUntil(t, reset)
+	waitFor(t, "resolved", func() bool { _, resolved := alerts(); return len(resolved) == 1 })
+	if raised, _ := alerts(); len(raised) != 1 {
+		t.Errorf("%d alerts, want 1", len(raised))
 	}
 }
 

@@ -267,24 +267,6 @@ func TestUnreadableHashStateStartsTheFileOver(t *testing.T) {
 	}
 }
 
-func TestRetryAfterForms(t *testing.T) {
-	now := time.Now()
-	for _, v := range []string{now.Add(3 * time.Second).UTC().Format(time.RFC3339), now.Add(3 * time.Second).UTC().Format(http1123), "3"} {
-		p := &pacer{}
-		p.backOff(v)
-		if d := time.Until(p.Until()); d < 1500*time.Millisecond || d > 4*time.Second {
-			t.Errorf("Retry-After %q holds for %s", v, d)
-		}
-	}
-	p := &pacer{}
-	p.backOff("")
-	if d := time.Until(p.Until()); d <= 0 || d > time.Second {
-		t.Errorf("no Retry-After holds for %s, want a second", d)
-	}
-}
-
-const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
-
 func TestDefaultRetriesSpanTwelveHours(t *testing.T) {
 	var delays string
 	for _, s := range settings {
@@ -312,8 +294,8 @@ func TestRetryReasonIsDecidedOnTypes(t *testing.T) {
 	}{
 		{downloadStatus(429), "rate_limited"},
 		{fmt.Errorf("attempt: %w", downloadStatus(503)), "server_error"},
-		{&zoomError{Status: 429}, "rate_limited"},
-		{&zoomError{Status: 502}, "server_error"},
+		{&zoomError{Status: 429, answer: answerPerSecond}, "rate_limited"},
+		{&zoomError{Status: 502, answer: answerTransient}, "server_error"},
 		{errStalled, "stalled"},
 		{io.ErrUnexpectedEOF, "connection"},
 		{fmt.Errorf("proxy said 429, zoom answered 500"), "connection"},

@@ -89,6 +89,7 @@ type stage struct {
 	health       *bus.Health
 	zoomAlerted  atomic.Bool // this process raised the alert that Zoom refuses the app
 	zoomMayClear atomic.Bool // an alert of it may be open: the next answer Zoom takes clears it
+	dailyOpen    atomic.Bool // an alert of Zoom's daily limit may be open: the next answer Zoom takes clears it
 }
 
 type metrics struct {
@@ -291,8 +292,29 @@ func (st *stage) newClientSecret(ctx context.Context, cred *bus.FileCredential, 
 	cred.Taken("")
 }
 
-// zoomWorks: Zoom took a request, so a refusal is over.
+// zoomDailyLimit: a daily limit of Zoom's is used up, and every request waits
+// until its reset; the admins hear of it once, and files keep their attempts.
+func (st *stage) zoomDailyLimit(ctx context.Context, until time.Time) {
+	st.log.Warn("zoom's daily rate limit reached; every request waits for its reset", "until", until.UTC())
+	st.dailyOpen.Store(true)
+	a := events.Alert{Kind: events.AlertZoomDailyLimit, Until: until.UTC(), Message: "Zoom answered that a daily API limit of the account's plan is used up " +
+		"(a large backfill, or other apps of the account). zoomarchive waits for the reset, at " + until.UTC().Format(time.RFC1123) +
+		", then goes on by itself. Nothing is lost meanwhile: recordings stay in Zoom and their webhooks wait in the broker."}
+	if err := bus.RaiseAlert(ctx, st.js, st.kv, a); err != nil {
+		st.log.Warn("cannot raise an alert", "kind", a.Kind, "err", err)
+	}
+}
+
+// zoomWorks: Zoom took a request, so a refusal or a daily limit is over.
 func (st *stage) zoomWorks(ctx context.Context) {
+	// An answer to a request made before the limit (or to the token endpoint's
+	// own count) says nothing of the reset: only one after it does.
+	if time.Now().After(st.zoom.pace.Until()) && st.dailyOpen.Swap(false) {
+		if err := bus.ClearAlert(ctx, st.js, st.kv, events.AlertZoomDailyLimit, "Zoom takes requests again after its daily limit's reset."); err != nil {
+			st.dailyOpen.Store(true)
+			st.log.Warn("cannot resolve an alert", "kind", events.AlertZoomDailyLimit, "err", err)
+		}
+	}
 	if !st.zoomMayClear.Swap(false) {
 		return
 	}
@@ -314,6 +336,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	st.zoomMayClear.Store(true)
 	st.zoom.refused = func(err error) { st.zoomRefused(ctx, err) }
 	st.zoom.accepted = func() { st.zoomWorks(ctx) }
+	st.zoom.dailyLimit = func(until time.Time) { st.zoomDailyLimit(ctx, until) }
 	if rc.secretFile != "" {
 		cred := conn.FileCredential(events.CredentialZoomClient, rc.secretFile, "")
 		go config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) {

@@ -28,15 +28,73 @@ import (
 // meeting recordings endpoints, and downloads that redirect to a CDN. Every request
 // waits for the stage-wide pacer, so one 429 slows them all.
 
-// zoomError is Zoom's error body, {"code":…,"message":…}, with the HTTP status.
+// zoomError is Zoom's error body, {"code":…,"message":…}, with the HTTP status and
+// what the answer means (classify).
 type zoomError struct {
 	Status  int
 	Code    int    `json:"code"`
 	Message string `json:"message"`
+	answer  answer
 }
 
 func (e *zoomError) Error() string {
 	return fmt.Sprintf("zoom answered %d (code %d): %s", e.Status, e.Code, e.Message)
+}
+
+// Zoom's error codes fetch decides on, with what Zoom documents for each
+// (docs/api/errors; the reference's §3 and §5).
+const (
+	// codeInvalidToken: "Invalid access token." An expired or revoked token, or
+	// one sent in the query string (refused since February 2023).
+	codeInvalidToken = 124
+	// codeNoRecording: 404 "There is no recording for this meeting." Trashed or
+	// deleted, and, with another message, still processing.
+	codeNoRecording = 3301
+	// codeNoPermission: "Invalid access token, does not contain permissions."
+	codeNoPermission = 4700
+	// codeNoScope: "Invalid access token, does not contain scopes": a scope the
+	// app was not granted.
+	codeNoScope = 4711
+)
+
+// rateLimitDaily is X-RateLimit-Type on a 429 of a daily limit (QPS on one of the
+// per-second limit); Zoom's messages differ too, but a decision reads the header.
+const rateLimitDaily = "Daily-limit"
+
+// answer is what one of Zoom's answers means for fetch; classify decides it for
+// API calls, token requests and downloads alike.
+type answer int
+
+const (
+	answerOK        answer = iota
+	answerRefused          // Zoom refuses the app: its token, permissions or scopes
+	answerGone             // no such recording (404 3301) or file (a download's 404)
+	answerPerSecond        // 429 of a per-second limit: every request backs off until Retry-After
+	answerDaily            // 429 of a daily limit: every request waits for Zoom's reset; one alert
+	answerTransient        // 5xx: a retry may get past it
+	answerOther            // anything else: final for this request
+)
+
+// classify is the one table of Zoom's answers. code is Zoom's error code, 0 when
+// the answer had none (a download host's page).
+func classify(status int, h http.Header, code int) answer {
+	switch {
+	case status < 400:
+		return answerOK
+	case status == http.StatusTooManyRequests && strings.EqualFold(h.Get("X-RateLimit-Type"), rateLimitDaily):
+		return answerDaily
+	case status == http.StatusTooManyRequests:
+		return answerPerSecond
+	case status >= 500:
+		return answerTransient
+	case code == codeInvalidToken || code == codeNoPermission || code == codeNoScope,
+		status == http.StatusUnauthorized,
+		status == http.StatusForbidden && code == 0: // a download host's refusal
+		return answerRefused
+	case status == http.StatusNotFound && (code == codeNoRecording || code == 0):
+		return answerGone
+	}
+	return answerOther
 }
 
 // hostRefused: a URL (or a redirect) off ZOOM_DOWNLOAD_HOSTS, or not https; no
@@ -52,16 +110,20 @@ type credentialsRefused struct{ msg string }
 func (e credentialsRefused) Error() string { return e.msg }
 
 // refusal tells the errors that mean Zoom refuses the app itself: its credentials,
-// or its token where a new one does not help (401 after a renewal, 403 for a
-// missing scope), as against one recording or a passing fault.
+// or its token where a new one does not help (401 after a renewal, a missing
+// permission or scope), as against one recording or a passing fault.
 func refusal(err error) bool {
 	var zerr *zoomError
-	return errors.As(err, new(credentialsRefused)) ||
-		errors.As(err, &zerr) && (zerr.Status == http.StatusUnauthorized || zerr.Status == http.StatusForbidden && (zerr.Code == 4711 || zerr.Code == 4700 || zerr.Code == 124))
+	return errors.As(err, new(credentialsRefused)) || errors.As(err, &zerr) && zerr.answer == answerRefused
 }
 
-// errGone: Zoom no longer has the recording (404, code 3301).
-var errGone = errors.New("zoom has no such recording (404, code 3301)")
+var (
+	// errGone: Zoom no longer has the recording (404, code 3301).
+	errGone = errors.New("zoom has no such recording (404, code 3301)")
+	// errDailyLimit: a daily rate limit of Zoom's is reached; every request waits
+	// for its reset.
+	errDailyLimit = errors.New("zoom's daily rate limit is reached")
+)
 
 type zoomClient struct {
 	apiURL    string
@@ -70,19 +132,20 @@ type zoomClient struct {
 	pace      *pacer
 	retryBase time.Duration
 
-	mu      sync.Mutex
-	fetcher *zoomTokens
-	tokens  oauth2.TokenSource // fetcher's tokens, reused
-	token   string             // the last one handed out
-	scopes  []string           // what the app was granted, as the token answer lists them
+	mu     sync.Mutex
+	cc     clientcredentials.Config // S2S: the account id and grant type as parameters, id and secret as Basic auth
+	token  *oauth2.Token            // the one in use, until tokenReuse before it expires
+	scopes []string                 // what the app was granted, as the token answer lists them
 
 	tokenRequests prometheus.Counter
 	rateLimited   prometheus.Counter
 
 	// refused and accepted hear of every answer that refuses the app and of every
-	// one that takes it (nil until the stage sets them).
-	refused  func(error)
-	accepted func()
+	// one that takes it; dailyLimit of a daily limit that closed the pacer until
+	// its reset (nil until the stage sets them).
+	refused    func(error)
+	accepted   func()
+	dailyLimit func(until time.Time)
 }
 
 // hostList is ZOOM_DOWNLOAD_HOSTS: exact names and *.suffix patterns. Credentials
@@ -136,69 +199,57 @@ func newZoomClient(apiURL, oauthURL, accountID, clientID, clientSecret string, h
 			return hosts.allows(req.URL)
 		},
 	}
-	c.fetcher = &zoomTokens{c: c, cc: clientcredentials.Config{
+	c.cc = clientcredentials.Config{
 		ClientID: clientID, ClientSecret: clientSecret, TokenURL: oauthURL, AuthStyle: oauth2.AuthStyleInHeader,
 		EndpointParams: url.Values{"grant_type": {"account_credentials"}, "account_id": {accountID}},
-	}}
-	c.tokens = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse)
-	return c
-}
-
-// zoomTokens asks for Server-to-Server tokens: OAuth client credentials with
-// Zoom's grant type and the account id as parameters, the app's id and secret as
-// Basic auth; paced and counted like every request to Zoom.
-type zoomTokens struct {
-	c   *zoomClient
-	cc  clientcredentials.Config
-	ctx context.Context // the caller's, while accessToken holds c.mu
-}
-
-func (z *zoomTokens) Token() (*oauth2.Token, error) {
-	if err := z.c.pace.wait(z.ctx); err != nil {
-		return nil, err
 	}
-	z.c.tokenRequests.Inc()
-	return z.cc.Token(context.WithValue(z.ctx, oauth2.HTTPClient, z.c.client))
+	return c
 }
 
 // tokenReuse keeps a token until five minutes before it expires.
 const tokenReuse = 5 * time.Minute
 
-// accessToken is the S2S token, a new one asked for when less than five minutes remain.
+// accessToken is the S2S token, a new one asked for (paced and counted like every
+// request to Zoom) when less than five minutes remain.
 func (c *zoomClient) accessToken(ctx context.Context) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.fetcher.ctx = ctx
-	t, err := c.tokens.Token()
-	c.fetcher.ctx = nil
+	if t := c.token; t != nil && (t.Expiry.IsZero() || time.Until(t.Expiry) > tokenReuse) {
+		return t.AccessToken, nil
+	}
+	if err := c.pace.wait(ctx); err != nil {
+		return "", err
+	}
+	c.tokenRequests.Inc()
+	t, err := c.cc.Token(context.WithValue(ctx, oauth2.HTTPClient, c.client))
 	if err != nil {
 		return "", c.tokenError(err)
 	}
 	if scope, ok := t.Extra("scope").(string); ok {
 		c.scopes = strings.Fields(scope)
 	}
-	c.token = t.AccessToken
+	c.token = t
 	return t.AccessToken, nil
 }
 
 // tokenError says why Zoom gave no token; a refusal of the app's credentials
-// (a 4xx other than 429) is a credentialsRefused.
+// (a 4xx other than a rate limit) is a credentialsRefused.
 func (c *zoomClient) tokenError(err error) error {
 	var re *oauth2.RetrieveError
 	if !errors.As(err, &re) || re.Response == nil {
 		return fmt.Errorf("zoom token: %w", err)
 	}
 	status := re.Response.StatusCode
-	if status == http.StatusTooManyRequests {
-		c.rateLimited.Inc()
-		c.pace.backOff(re.Response.Header.Get("Retry-After"))
-	}
+	a := c.heard(status, re.Response.Header, 0) // OAuth errors are {reason, error}: no code
 	var e struct {
 		Reason string `json:"reason"`
 	}
 	json.Unmarshal(re.Body, &e) // Zoom's words, when it gave any
 	err = fmt.Errorf("zoom token: %d %s: %s", status, re.ErrorCode, e.Reason)
-	if status >= 400 && status < 500 && status != http.StatusTooManyRequests {
+	switch {
+	case a == answerDaily:
+		err = fmt.Errorf("%w: %w", errDailyLimit, err)
+	case status < 500 && a != answerPerSecond:
 		err = c.hearRefusal(credentialsRefused{err.Error() + " (check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID, ZOOM_CLIENT_SECRET, and that the app is activated)"})
 	}
 	return err
@@ -209,8 +260,8 @@ func (c *zoomClient) tokenError(err error) error {
 func (c *zoomClient) useSecret(secret string) (old string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old, c.fetcher.cc.ClientSecret = c.fetcher.cc.ClientSecret, secret
-	c.tokens, c.token = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse), ""
+	old, c.cc.ClientSecret = c.cc.ClientSecret, secret
+	c.token = nil
 	return old
 }
 
@@ -218,8 +269,8 @@ func (c *zoomClient) useSecret(secret string) (old string) {
 func (c *zoomClient) invalidate(tok string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.token == tok {
-		c.tokens, c.token = oauth2.ReuseTokenSourceWithExpiry(nil, c.fetcher, tokenReuse), ""
+	if c.token != nil && c.token.AccessToken == tok {
+		c.token = nil
 	}
 }
 
@@ -233,15 +284,21 @@ func meetingPath(uuid string) string {
 	return "/meetings/" + seg
 }
 
-// call makes one API request: a refused token is renewed once, a 429 waits for the
-// pacer, 5xx and network errors are retried with backoff; out receives the JSON.
+// maxTries caps the tries of one API request through 5xx, network errors and
+// per-second rate limits; then the caller's own retry (a redelivery) takes over.
+const maxTries = 6
+
+// call makes one API request: a refused token is renewed once, a per-second 429
+// waits for the pacer, 5xx and network errors are retried with backoff, all within
+// maxTries; a daily limit returns at once (the pacer waits for its reset). out
+// receives the JSON.
 func (c *zoomClient) call(ctx context.Context, method, path string, query url.Values, body, out any) error {
 	u := c.apiURL + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
 	renewed := false
-	for try := 0; ; try++ {
+	for try := 1; ; try++ {
 		tok, err := c.accessToken(ctx)
 		if err != nil {
 			return err
@@ -264,42 +321,70 @@ func (c *zoomClient) call(ctx context.Context, method, path string, query url.Va
 		}
 		resp, err := c.client.Do(req)
 		if err != nil {
-			if try < 5 && ctx.Err() == nil {
-				retry.Sleep(ctx, retry.Backoff(c.retryBase, try))
+			if try < maxTries && ctx.Err() == nil {
+				retry.Sleep(ctx, retry.Backoff(c.retryBase, try-1))
 				continue
 			}
 			return fmt.Errorf("zoom %s %s: %w", method, path, err)
 		}
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 		resp.Body.Close()
-		switch s := resp.StatusCode; {
-		case s >= 200 && s < 300:
-			if c.accepted != nil {
-				c.accepted()
-			}
+		zerr := &zoomError{Status: resp.StatusCode}
+		json.Unmarshal(body, zerr) // Zoom's {"code","message"}, when it sent one
+		zerr.answer = c.heard(resp.StatusCode, resp.Header, zerr.Code)
+		switch zerr.answer {
+		case answerOK:
 			if out != nil && len(body) > 0 {
 				return json.Unmarshal(body, out)
 			}
 			return nil
-		case s == http.StatusUnauthorized && !renewed:
-			c.invalidate(tok)
-			renewed = true
-			continue
-		case s == http.StatusTooManyRequests:
-			c.rateLimited.Inc()
-			c.pace.backOff(resp.Header.Get("Retry-After"))
-			continue
-		case s >= 500 && try < 5:
-			retry.Sleep(ctx, retry.Backoff(c.retryBase, try))
-			continue
-		}
-		zerr := &zoomError{Status: resp.StatusCode}
-		json.Unmarshal(body, zerr)
-		if zerr.Status == http.StatusNotFound && zerr.Code == 3301 {
-			return errGone
+		case answerRefused:
+			if resp.StatusCode == http.StatusUnauthorized && !renewed {
+				c.invalidate(tok)
+				renewed = true
+				continue
+			}
+		case answerPerSecond:
+			if try < maxTries {
+				continue
+			}
+		case answerTransient:
+			if try < maxTries {
+				retry.Sleep(ctx, retry.Backoff(c.retryBase, try-1))
+				continue
+			}
+		case answerGone:
+			return fmt.Errorf("zoom %s %s: %w", method, path, errGone)
+		case answerDaily:
+			return fmt.Errorf("zoom %s %s: %w until %s: %w", method, path, errDailyLimit, c.pace.Until().UTC().Format(time.RFC3339), zerr)
 		}
 		return c.hearRefusal(fmt.Errorf("zoom %s %s: %w", method, path, zerr))
 	}
+}
+
+// heard is where every answer of Zoom's goes (API calls, token requests,
+// downloads): it classifies it and does what the whole stage must do about it. A
+// rate limit closes the pacer (per second until Retry-After, daily until Zoom's
+// reset, telling the stage once); a success tells the stage that Zoom takes the app.
+func (c *zoomClient) heard(status int, h http.Header, code int) answer {
+	a := classify(status, h, code)
+	switch a {
+	case answerOK:
+		if c.accepted != nil {
+			c.accepted()
+		}
+	case answerPerSecond:
+		c.rateLimited.Inc()
+		c.pace.Close(retryAfter(h, time.Now(), time.Now().Add(time.Second)))
+	case answerDaily:
+		c.rateLimited.Inc()
+		now := time.Now()
+		until := retryAfter(h, now, nextUTCMidnight(now))
+		if c.pace.Close(until) && c.dailyLimit != nil {
+			c.dailyLimit(until)
+		}
+	}
+	return a
 }
 
 // hearRefusal tells the stage of err when it is a refusal, and returns it.
@@ -378,40 +463,37 @@ func (c *zoomClient) recover(ctx context.Context, uuid string) error {
 	return c.call(ctx, http.MethodPut, meetingPath(uuid)+"/recordings/status", nil, map[string]string{"action": "recover"}, nil)
 }
 
-// download opens a file's bytes from offset on. bearer is the S2S token or a
-// download_access_token; the URL and every redirect must be on the allowed hosts.
-func (c *zoomClient) download(ctx context.Context, rawURL string, offset int64, bearer string) (*http.Response, error) {
+// download opens a file's bytes from offset on, with what Zoom's answer means.
+// bearer is the S2S token or a download_access_token; the URL and every redirect
+// must be on the allowed hosts.
+func (c *zoomClient) download(ctx context.Context, rawURL string, offset int64, bearer string) (*http.Response, answer, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("download URL unreadable")
+		return nil, 0, fmt.Errorf("download URL unreadable")
 	}
 	if err := c.hosts.allows(u); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+bearer)
 	if offset > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(offset, 10)+"-")
 	}
 	if err := c.pace.wait(ctx); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		var refused hostRefused
 		if errors.As(err, &refused) {
-			return nil, refused // a redirect off the allowed hosts; no URL in the message
+			return nil, 0, refused // a redirect off the allowed hosts; no URL in the message
 		}
-		return nil, fmt.Errorf("download: %w", redact(err))
+		return nil, 0, fmt.Errorf("download: %w", redact(err))
 	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		c.rateLimited.Inc()
-		c.pace.backOff(resp.Header.Get("Retry-After"))
-	}
-	return resp, nil
+	return resp, c.heard(resp.StatusCode, resp.Header, 0), nil // a download host's errors are pages, not codes
 }
 
 // redact keeps signed URLs out of errors, which end up in logs and job state.
@@ -423,23 +505,41 @@ func redact(err error) error {
 	return err
 }
 
-// pacer backs every Zoom request of the stage off until a 429's Retry-After has passed.
+// pacer holds every Zoom request of the stage back while a rate limit lasts.
 type pacer struct{ retry.Gate }
 
 func (p *pacer) wait(ctx context.Context) error { return p.Wait(ctx) }
 
-// backOff reads Retry-After as Zoom sends it (an ISO date-time), or as an HTTP date or
-// seconds; without one it waits a second.
-func (p *pacer) backOff(retryAfter string) {
-	until := time.Now().Add(time.Second)
-	if t, err := time.Parse(time.RFC3339, retryAfter); err == nil {
-		until = t
-	} else if t, err := http.ParseTime(retryAfter); err == nil {
-		until = t
-	} else if s, err := strconv.Atoi(retryAfter); err == nil && s >= 0 {
-		until = time.Now().Add(time.Duration(s) * time.Second)
+// retryAfter is when a 429 says to try again: Retry-After as Zoom sends it (an ISO
+// date-time), or as an HTTP date or seconds, else X-RateLimit-Reset (a date-time or
+// Unix seconds; Zoom's documents disagree); a time not after now gives fallback.
+func retryAfter(h http.Header, now, fallback time.Time) time.Time {
+	at := func(v string, secondsFromNow bool) time.Time {
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t
+		}
+		if t, err := http.ParseTime(v); err == nil {
+			return t
+		}
+		if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 {
+			if secondsFromNow {
+				return now.Add(time.Duration(s) * time.Second)
+			}
+			return time.Unix(s, 0)
+		}
+		return time.Time{}
 	}
-	p.Close(until)
+	for _, t := range []time.Time{at(h.Get("Retry-After"), true), at(h.Get("X-RateLimit-Reset"), false)} {
+		if t.After(now) {
+			return t
+		}
+	}
+	return fallback
+}
+
+// nextUTCMidnight is when Zoom's daily limits start over, when it does not say.
+func nextUTCMidnight(now time.Time) time.Time {
+	return now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
 }
 
 // Listing: users and their recordings, page by page.
@@ -525,12 +625,7 @@ func (c *zoomClient) list(ctx context.Context, l listing, path string, q url.Val
 	if err := retry.Sleep(ctx, l.every); err != nil {
 		return err
 	}
-	err := c.call(ctx, http.MethodGet, path, q, nil, out)
-	var zerr *zoomError
-	if errors.As(err, &zerr) && zerr.Code == 3301 {
-		return nil // nothing there
-	}
-	return err
+	return c.call(ctx, http.MethodGet, path, q, nil, out)
 }
 
 // monthWindows cuts [from, to] into pieces of at most a month, the longest span

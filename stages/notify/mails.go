@@ -223,6 +223,7 @@ var alertTitles = map[string]string{
 	events.AlertDriveShare:        "Google Drive refuses to share a recording's folder",
 	events.AlertZoomStorage:       "Zoom's cloud recording storage is filling up",
 	events.AlertZoomRefused:       "Zoom refuses the app's credentials",
+	events.AlertZoomDailyLimit:    "Zoom's daily API limit reached",
 	events.AlertWebhooksMissing:   "Zoom's webhooks are not arriving",
 	events.AlertCertificate:       "the HTTPS certificate needs attention",
 	events.AlertWebhookRejections: "many rejected webhooks",

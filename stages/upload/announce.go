@@ -78,7 +78,7 @@ func (f *fileUpload) mismatch(ctx context.Context, got driveFile, size int64, fe
 		return err
 	}
 	if job.State != events.JobFailed {
-		return fmt.Errorf("%w: %s", errRefetch, why)
+		return refetchFor(dropMismatch, "%s", why)
 	}
 	if err := bus.AnnounceFailure(ctx, f.st.js, f.st.kv, job); err != nil {
 		return err // the next look at the file says it

@@ -27,6 +27,7 @@ type upState struct {
 	Offset     int64     `json:"offset"`             // bytes Drive confirmed
 	Existing   string    `json:"existing,omitempty"` // a copy already in Drive: read through, then compare
 	Refetch    bool      `json:"refetch,omitempty"`  // fetch is yet to be asked for generation Generation
+	Refusals   int       `json:"refusals,omitempty"` // sessions in a row Drive refused (UPLOAD_MAX_REFUSALS), kept through every drop until it takes bytes
 }
 
 // sessionLife is under Drive's week, so that a session is never used in its last hours.
@@ -35,7 +36,7 @@ const sessionLife = 6*24*time.Hour + 12*time.Hour
 var (
 	errIdle    = errors.New("no chunk for UPLOAD_IDLE")
 	errRefetch = errors.New("the file's bytes must come again from Zoom")
-	errReread  = errors.New("the file's consumer holds chunks back")
+	errReread  = errors.New("the file's consumer withholds chunks")
 	errGap     = fmt.Errorf("%w: bytes are missing", errReread)
 )
 
@@ -44,15 +45,14 @@ type fileUpload struct {
 	job         events.FileJob
 	up          *bus.Leased[upState]
 	log         *slog.Logger
-	mu          sync.Mutex // guards held against the heartbeat
-	held        []held
+	mu          sync.Mutex // guards kept against the heartbeat
+	kept        []kept
 	folder      folderRecord
 	complete    *driveFile // Drive's answer once the last byte is in
 	driveAt     int64      // what Drive said it holds when the upload resumed
-	kept        bool       // the consumer is an earlier worker's, not made for this one
+	reused      bool       // the consumer is an earlier worker's, not made for this one
 	afterReread bool       // the consumer was made for a reread: a gap now means bytes are gone
 	took        int        // chunk messages it delivered to this worker
-	refusals    int        // sessions Drive refused for good
 }
 
 // uploadFile works on one file until it is verified, its chunks stop coming, or
@@ -91,7 +91,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	log = log.With("meeting_uuid", job.Recording.UUID, "file_id", job.File.ID)
 	f := &fileUpload{st: st, job: job, up: up, log: log}
 	hctx, stop := context.WithCancel(ctx)
-	go up.Heartbeat(hctx, f.keepHeld)
+	go up.Heartbeat(hctx, f.keptInProgress)
 	err = f.run(ctx)
 	defer func() {
 		stop()
@@ -100,12 +100,16 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		}
 	}()
 	var refused refusedError
+	var again *refetchError
+	drive := classifyDrive(err)
 	switch {
 	case err == nil: // verified: the record is gone
 		st.driveWorks(ctx)
-	case driveErr(err).storageFull():
-		st.pauseForFullDrive(ctx)
-	case tokenRefused(err):
+	case drive == driveDailyCap || drive == driveFull:
+		// Wherever Drive said it (a session's start, a folder, a chunk): uploads pause.
+		st.pauseFor(ctx, drive)
+		return time.Until(st.paused.Until())
+	case drive == driveKeyRefused:
 		st.googleRefused(ctx, err)
 		return st.recheck
 	case errors.As(err, &refused):
@@ -115,11 +119,11 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 		}
 		up.Delete(ctx)
 		err = nil // done with: nothing to release
-	case errors.Is(err, errRefetch):
+	case errors.As(err, &again):
 		log.Warn("asking fetch for the file again", "err", err)
 		// What is left of this generation is of no use: only the next one is read.
 		// The request is noted first, so that it goes even if this worker stops.
-		if err := up.Save(ctx, func(u *upState) { *u = upState{Generation: u.Generation + 1, Refetch: true} }); err != nil {
+		if err := f.dropSession(ctx, again.why, up.Get().Generation+1, true); err != nil {
 			log.Warn("cannot note the request; will try again", "err", err)
 			return 5 * time.Second
 		}
@@ -129,7 +133,7 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 	case errors.Is(err, errReread):
 		// A chunk lost on its way to this worker (a broker node died with it) is
 		// redelivered only after AckWait; a new consumer delivers it now.
-		log.Info("the consumer holds chunks back; reading them again with a new one", "err", err)
+		log.Info("the consumer withholds chunks; reading them again with a new one", "err", err)
 		st.js.DeleteConsumer(ctx, events.StreamChunks, chunkConsumer(key).Durable)
 		if errors.Is(err, errGap) {
 			st.mu.Lock()
@@ -147,10 +151,10 @@ func (st *stage) uploadFile(ctx context.Context, key string) time.Duration {
 // finish handles the final message: the last bytes go, then the file is verified.
 func (f *fileUpload) finish(ctx context.Context, msg jetstream.Msg, final events.Chunk) (bool, error) {
 	size := final.Size
-	if end := f.heldEnd(); end != size && !f.afterReread {
+	if end := f.keptEnd(); end != size && !f.afterReread {
 		return false, fmt.Errorf("%w: final says %d bytes, %d came", errGap, size, end)
 	} else if end != size {
-		return false, fmt.Errorf("%w: final says %d bytes, %d came", errRefetch, size, end)
+		return false, refetchFor(dropBytesGone, "final says %d bytes, %d came", size, end)
 	}
 	s := f.up.Get()
 	var got driveFile

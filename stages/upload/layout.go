@@ -356,7 +356,7 @@ func (st *stage) findFolder(ctx context.Context, parent, name string) (string, s
 // existing finds a file already uploaded for this Zoom file, by its tag.
 func (st *stage) existing(ctx context.Context, key string) (*drive.File, error) {
 	q := fmt.Sprintf("appProperties has { key='zoomFileKey' and value='%s' } and trashed = false", escapeQ(key))
-	list, err := st.drive.Files.List().Q(q).Fields("files(id,name,size,md5Checksum,webViewLink,parents)").SupportsAllDrives(true).
+	list, err := st.drive.Files.List().Q(q).Fields("files(" + fileFields + ")").SupportsAllDrives(true).
 		IncludeItemsFromAllDrives(true).Corpora("allDrives").PageSize(10).Context(ctx).Do()
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/oauth2"
 	"google.golang.org/api/googleapi"
 )
 
@@ -61,23 +62,45 @@ func (e *driveError) reason() string {
 	return e.g.Errors[0].Reason
 }
 
-// dailyCap is the 750 GB a day upload cap: userRateLimitExceeded with this exact
-// message (rclone's reading; Google does not document it).
-func (e *driveError) dailyCap() bool {
-	return e.status() == http.StatusForbidden && e.reason() == "userRateLimitExceeded" && e.g.Errors[0].Message == "User rate limit exceeded."
-}
+// driveAnswer is what an error of a Drive request means for upload.
+type driveAnswer int
 
-// storageFull: the Drive owner's storage (or the shared drive's) has no room;
-// freeing space or buying storage cures it, and nothing else.
-func (e *driveError) storageFull() bool {
-	return e.status() == http.StatusForbidden && e.reason() == "storageQuotaExceeded"
-}
+const (
+	driveRetry       driveAnswer = iota // 5xx, 429, 408, a rate limit, a connection's fault: the same request again
+	driveDailyCap                       // the 750 GB a day cap: Drive starts no upload until it resets
+	driveFull                           // no room in the owner's (or shared drive's) storage: freeing or buying space cures it, nothing else
+	driveKeyRefused                     // Google's token endpoint refuses upload's key: nothing goes until it is fixed
+	driveSessionGone                    // the resumable session expired or is unknown: a new one may go on
+	driveRefused                        // anything else Drive refuses: the same request again will not change its mind
+)
 
-// refused: Drive said no, and the same request again will not change its mind.
-func (e *driveError) refused() bool {
-	s := e.status()
-	return s != 0 && !(s >= 500 || s == http.StatusTooManyRequests || s == http.StatusRequestTimeout ||
-		s == http.StatusForbidden && (e.reason() == "rateLimitExceeded" || e.reason() == "userRateLimitExceeded"))
+// dailyCapMessage tells the daily upload cap from the per-user rate limit, which
+// share their reason, userRateLimitExceeded (rclone's reading; Google does not
+// document it).
+const dailyCapMessage = "User rate limit exceeded."
+
+// classifyDrive is the one table of Drive's answers, for session starts, chunks,
+// status queries and metadata calls alike: Drive refuses the cap where a new
+// upload starts, and a full Drive or a refused key wherever it likes.
+func classifyDrive(err error) driveAnswer {
+	de := driveErr(err)
+	s, why := de.status(), de.reason()
+	switch {
+	case errors.Is(err, errSessionGone):
+		return driveSessionGone
+	case errors.As(err, new(*oauth2.RetrieveError)):
+		return driveKeyRefused
+	case de == nil, s >= 500, s == http.StatusTooManyRequests, s == http.StatusRequestTimeout,
+		s == http.StatusForbidden && why == "rateLimitExceeded":
+		return driveRetry
+	case s == http.StatusForbidden && why == "userRateLimitExceeded" && de.g.Errors[0].Message == dailyCapMessage:
+		return driveDailyCap
+	case s == http.StatusForbidden && why == "userRateLimitExceeded":
+		return driveRetry
+	case s == http.StatusForbidden && why == "storageQuotaExceeded":
+		return driveFull
+	}
+	return driveRefused
 }
 
 // notFound: Drive has no such file (or session).

@@ -38,7 +38,7 @@ var settings = append(append([]config.Setting{
 	serviceaccount.IAMSetting,
 	adminSetting,
 }, serviceaccount.DriveSettings...), append([]config.Setting{
-	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is held in memory"},
+	{Name: "DRIVE_CHUNK_SIZE", Default: "8MiB", Usage: "bytes per Drive upload request, a multiple of 256KiB; one per file in flight is kept in memory"},
 	{Name: "DRIVE_TIMEZONE", Default: "UTC", Usage: "time zone of folder and file names for meetings that have none"},
 	{Name: "UPLOAD_CONCURRENCY", Default: "2", Usage: "files uploaded at once"},
 	{Name: "UPLOAD_MAX_MISMATCHES", Default: "3", Usage: "Drive copies that fail verification before the file job is failed"},
@@ -96,6 +96,7 @@ type stage struct {
 type metrics struct {
 	bytes      prometheus.Counter
 	sessions   prometheus.Counter
+	dropped    *prometheus.CounterVec
 	resumed    prometheus.Counter
 	retries    *prometheus.CounterVec
 	verified   prometheus.Counter
@@ -111,6 +112,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_bytes_total", Help: "Bytes sent to Drive, repeats included."}),
 		sessions:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_sessions_total", Help: "Resumable sessions started."}),
+		dropped:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_sessions_dropped_total", Help: "Drive sessions dropped to start a file over, by reason (dropReason)."}, []string{"reason"}),
 		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_resumed_total", Help: "Uploads continued in an existing session after a restart."}),
 		retries:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "zoomarchive_upload_retries_total", Help: "Chunk retries, by reason."}, []string{"reason"}),
 		verified:   prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_files_verified_total", Help: "Files verified in Drive."}),
@@ -121,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		Help: "Verified transcripts, videos and audio files whose recording's words could not be put in Drive's index (indexable text, the transcript's Doc)."})
 	m.shares = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_shares_total", Help: "Recordings' folders shared with their hosts."})
 	m.shareFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "zoomarchive_upload_share_failures_total", Help: "Tries to share a recording's folder that Drive refused."})
-	reg.MustRegister(m.bytes, m.sessions, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures, m.shares, m.shareFailures)
+	reg.MustRegister(m.bytes, m.sessions, m.dropped, m.resumed, m.retries, m.verified, m.mismatches, m.paused, m.indexFailures, m.shares, m.shareFailures)
 	return m
 }
 
@@ -302,7 +304,7 @@ func (st *stage) explain(err error) error {
 	if e := serviceaccount.Explain(err, drive.DriveScope, "check DRIVE_IMPERSONATE"); e != err {
 		return e
 	}
-	if driveErr(err).storageFull() {
+	if classifyDrive(err) == driveFull {
 		return errors.New("drive refused the upload: service accounts have no storage. Put DRIVE_FOLDER_ID in a shared drive (and add the service account to it), or set DRIVE_IMPERSONATE to a Workspace user (domain-wide delegation)")
 	}
 	return err
@@ -391,6 +393,16 @@ func (st *stage) waiting(ctx context.Context) []string {
 	return keys
 }
 
+// pauseFor pauses uploads for Drive's daily cap or a full Drive, whichever a says.
+func (st *stage) pauseFor(ctx context.Context, a driveAnswer) {
+	switch a {
+	case driveDailyCap:
+		st.pauseForDailyCap(ctx)
+	case driveFull:
+		st.pauseForFullDrive(ctx)
+	}
+}
+
 // pauseForFullDrive: Drive refuses uploads for want of room. Uploads wait
 // UPLOAD_RECHECK and try again, by themselves, until there is room; the
 // admins hear of it once, and once more when an upload goes through again.
@@ -414,12 +426,6 @@ func (st *stage) googleRefused(ctx context.Context, err error) {
 	st.health.Set("google", why)
 	st.alert(ctx, events.Alert{Kind: events.AlertDriveRefused, Message: "Uploads to Drive have stopped: " + why.Error() +
 		". Nothing is lost meanwhile: recordings stay in Zoom, and uploads go on once Google takes the key again."})
-}
-
-// tokenRefused: Google's token endpoint said no, which no retry cures.
-func tokenRefused(err error) bool {
-	var rerr *oauth2.RetrieveError
-	return errors.As(err, &rerr)
 }
 
 // driveAlerts are the alerts upload raises; a file verified ends each.

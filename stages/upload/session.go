@@ -13,30 +13,82 @@ import (
 )
 
 // The Drive side of one file: its resumable session is opened once per generation,
-// asked where it stands on a resume, and fed the held bytes in multiples of 256 KiB.
-// Drive's confirmations move the resume point; a session gone or refused is replaced.
+// asked where it stands on a resume, and fed the kept bytes in multiples of 256 KiB.
+// Drive's confirmations move the resume point; dropSession is the one place a
+// session is dropped, for one of these reasons.
+
+// dropReason says why a file's Drive session is dropped (a metric label, a log field).
+type dropReason string
+
+const (
+	dropNewGeneration dropReason = "new_generation" // fetch started the file over: the job or a chunk is of a newer generation
+	dropExpired       dropReason = "expired"        // the session is older than sessionLife
+	dropGone          dropReason = "gone"           // Drive answers 404 or 410 for the session
+	dropRefused       dropReason = "refused"        // Drive refused a chunk for a reason a new session may cure; counted (upState.Refusals)
+	dropDriveLost     dropReason = "drive_lost"     // Drive holds fewer bytes than it confirmed
+	dropBytesGone     dropReason = "bytes_gone"     // the stream no longer has bytes the upload needs
+	dropMismatch      dropReason = "mismatch"       // Drive's copy did not verify
+)
+
+// refetchError: the file's bytes must come again from Zoom (errRefetch), and its
+// session is dropped for why.
+type refetchError struct {
+	why dropReason
+	err error
+}
+
+func (e *refetchError) Error() string { return e.err.Error() }
+func (e *refetchError) Unwrap() error { return e.err }
+
+func refetchFor(why dropReason, format string, a ...any) error {
+	return &refetchError{why, fmt.Errorf("%w: "+format, append([]any{errRefetch}, a...)...)}
+}
+
+// dropSession is the one place a file's Drive session is dropped: the resume point
+// starts over at byte 0 of generation gen (fetch to be asked for it when refetch),
+// keeping only the count of Drive's refusals of the file, so that a restart does
+// not forget them. A drop of something (a session, confirmed bytes, a copy found)
+// is logged and counted by why.
+func (f *fileUpload) dropSession(ctx context.Context, why dropReason, gen int, refetch bool) error {
+	old := f.up.Get()
+	f.complete = nil
+	err := f.up.Save(ctx, func(u *upState) {
+		n := u.Refusals
+		if why == dropRefused {
+			n++
+		}
+		*u = upState{Generation: gen, Refetch: refetch, Refusals: n}
+	})
+	if err != nil || old.Session == "" && old.Offset == 0 && old.Existing == "" && why != dropRefused {
+		return err
+	}
+	f.st.m.dropped.WithLabelValues(string(why)).Inc()
+	f.log.Info("drive session dropped; starting over", "reason", why, "generation", gen, "confirmed", old.Offset,
+		"refetch", refetch, "refusals", f.up.Get().Refusals)
+	return nil
+}
 
 // resume checks a saved session with Drive: how much it holds, or that it is gone.
 func (f *fileUpload) resume(ctx context.Context) error {
 	s := f.up.Get()
 	if s.Generation < f.job.Generation {
 		// fetch started the file over since: nothing of the older bytes counts.
-		return f.up.Save(ctx, func(u *upState) { *u = upState{Generation: f.job.Generation} })
+		return f.dropSession(ctx, dropNewGeneration, f.job.Generation, false)
 	}
 	if s.Session == "" {
 		return nil
 	}
 	if time.Since(s.SessionAt) > sessionLife {
-		return f.sessionGone(ctx)
+		return f.sessionGone(ctx, dropExpired)
 	}
 	stored, done, err := f.st.res.put(ctx, s.Session, 0, nil, 0, -1)
 	switch {
 	case errors.Is(err, errSessionGone):
-		return f.sessionGone(ctx)
+		return f.sessionGone(ctx, dropGone)
 	case err != nil:
 		return err
 	case stored < s.Offset:
-		return fmt.Errorf("%w: Drive holds %d bytes, %d were confirmed", errRefetch, stored, s.Offset)
+		return refetchFor(dropDriveLost, "Drive holds %d bytes, %d were confirmed", stored, s.Offset)
 	}
 	f.complete, f.driveAt = done, stored
 	f.log.Info("upload resumed", "drive_offset", stored, "confirmed", s.Offset)
@@ -77,7 +129,7 @@ func (f *fileUpload) open(ctx context.Context) error {
 	}
 	session, err := f.st.res.start(ctx, meta, int64(f.job.File.FileSize), meta.MimeType)
 	if err != nil {
-		return err // uploadFile tells a full Drive and a refused key by their types
+		return err // uploadFile reads it with classifyDrive: the cap, a full Drive, a refused key
 	}
 	f.st.m.sessions.Inc()
 	return f.up.Save(ctx, func(u *upState) { u.Session, u.SessionAt = session, time.Now().UTC() })
@@ -91,7 +143,7 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 			return err
 		}
 		s := f.up.Get()
-		avail := f.heldEnd() - s.Offset
+		avail := f.keptEnd() - s.Offset
 		if total < 0 {
 			n = min(n, avail) / quantum * quantum
 			if n == 0 {
@@ -104,29 +156,29 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		if err == nil {
 			f.st.m.bytes.Add(float64(n))
 			if stored < s.Offset {
-				return fmt.Errorf("%w: Drive went back from %d to %d bytes", errRefetch, s.Offset, stored)
+				return refetchFor(dropDriveLost, "Drive went back from %d to %d bytes", s.Offset, stored)
 			}
 			f.complete = done
-			return f.confirm(ctx, min(stored, f.heldEnd()))
+			return f.confirm(ctx, min(stored, f.keptEnd()))
 		}
-		de := driveErr(err)
-		switch {
-		case de.dailyCap():
-			f.st.pauseForDailyCap(ctx)
+		switch a := classifyDrive(err); {
+		case a == driveDailyCap || a == driveFull:
+			f.st.pauseFor(ctx, a) // the session stays: it goes on once Drive takes uploads again
 			continue
-		case de.storageFull():
-			f.st.pauseForFullDrive(ctx) // the session stays: it goes on once there is room
-			continue
-		case errors.Is(err, errSessionGone), de.refused():
-			// The one place a session is replaced while sending: gone (expired), or
-			// refused for a reason a new one may cure, counted.
-			if !errors.Is(err, errSessionGone) {
-				if f.refusals++; f.refusals >= f.st.maxRefusals {
-					return refusedError{de}
+		case a == driveKeyRefused:
+			return err // uploadFile says it
+		case a == driveSessionGone || a == driveRefused:
+			// Gone (expired), or refused for a reason a new session may cure, counted
+			// across restarts in the resume record.
+			why := dropGone
+			if a == driveRefused {
+				why = dropRefused
+				if n := f.up.Get().Refusals + 1; n >= f.st.maxRefusals {
+					return refusedError{driveErr(err)}
 				}
-				f.log.Warn("drive refused the session; starting a new one", "err", err, "refusals", f.refusals, "of", f.st.maxRefusals)
+				f.log.Warn("drive refused the session; starting a new one", "err", err, "refusals", f.up.Get().Refusals+1, "of", f.st.maxRefusals)
 			}
-			if err := f.sessionGone(ctx); err != nil {
+			if err := f.sessionGone(ctx, why); err != nil {
 				return err
 			}
 			if err := f.open(ctx); err != nil {
@@ -142,10 +194,10 @@ func (f *fileUpload) send(ctx context.Context, n, total int64) error {
 		// Ask what Drive holds: it may have stored some of the chunk, or all.
 		if stored, done, err := f.st.res.put(ctx, s.Session, 0, nil, 0, total); err == nil && stored >= s.Offset {
 			f.complete = done
-			if err := f.confirm(ctx, min(stored, f.heldEnd())); err != nil {
+			if err := f.confirm(ctx, min(stored, f.keptEnd())); err != nil {
 				return err
 			}
-			if done != nil || total < 0 && f.heldEnd()-f.up.Get().Offset < quantum {
+			if done != nil || total < 0 && f.keptEnd()-f.up.Get().Offset < quantum {
 				return nil
 			}
 		}
@@ -166,21 +218,17 @@ func reason(err error) string {
 	return "connection"
 }
 
-// sessionGone: the session expired (a week) or was refused. A new one must start
-// from byte 0, which only the bytes in hand can give; else fetch sends them again.
-func (f *fileUpload) sessionGone(ctx context.Context) error {
+// sessionGone: the session cannot go on (why). A new one must start from byte 0,
+// which only the bytes in hand can give; else fetch sends them again.
+func (f *fileUpload) sessionGone(ctx context.Context, why dropReason) error {
 	s := f.up.Get()
 	f.mu.Lock()
-	fromZero := s.Offset == 0 && (len(f.held) == 0 || f.held[0].off == 0)
+	fromZero := s.Offset == 0 && (len(f.kept) == 0 || f.kept[0].off == 0)
 	f.mu.Unlock()
-	f.complete = nil
-	if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: s.Generation} }); err != nil {
-		return err
-	}
 	if !fromZero {
-		return fmt.Errorf("%w: the Drive session is gone and its first bytes were acknowledged", errRefetch)
+		return &refetchError{why, fmt.Errorf("%w: the Drive session is %s and its first bytes were acknowledged", errRefetch, why)}
 	}
-	return nil
+	return f.dropSession(ctx, why, s.Generation, false)
 }
 
 // refusedError: Drive refused the file in UPLOAD_MAX_REFUSALS sessions in a row,

@@ -14,8 +14,8 @@ import (
 )
 
 // The chunk stream side of one file: its consumer delivers the chunks in order,
-// they are held until Drive confirms their bytes, then acknowledged. A gap or a
-// consumer that holds chunks back is read again (reread) before bytes are given up.
+// they are kept until Drive confirms their bytes, then acknowledged. A gap or a
+// consumer that withholds chunks is read again (reread) before bytes are given up.
 
 // pullMessages bounds the chunk messages a file's consumer pulls at once; with
 // FETCH_CHUNK_SIZE's 1 MiB the byte limit binds first. nats.go makes the
@@ -24,13 +24,13 @@ import (
 // limit's million slots were 8 MB that every collection scanned.
 const pullMessages = 4096
 
-// held is a chunk message whose bytes Drive has not all confirmed.
-type held struct {
+// kept is a chunk message whose bytes Drive has not all confirmed.
+type kept struct {
 	msg jetstream.Msg
 	off int64 // offset of data[0]
 }
 
-func (h held) end() int64 { return h.off + int64(len(h.msg.Data())) }
+func (h kept) end() int64 { return h.off + int64(len(h.msg.Data())) }
 
 // chunkConsumer is the consumer of one file's chunks.
 func chunkConsumer(key string) jetstream.ConsumerConfig {
@@ -43,7 +43,7 @@ func chunkConsumer(key string) jetstream.ConsumerConfig {
 func (f *fileUpload) run(ctx context.Context) error {
 	st, key := f.st, f.job.Key
 	// Messages an earlier worker took come back only with a fresh consumer (on the
-	// old one they wait out AckWait); one that holds nothing is kept (a new one
+	// old one they wait out AckWait); one with none pending is reused (a new one
 	// takes a while to be ready on a cluster). Unsure (a broker electing a leader):
 	// try again later rather than guess.
 	cfg := chunkConsumer(key)
@@ -58,9 +58,9 @@ func (f *fileUpload) run(ctx context.Context) error {
 			return fmt.Errorf("chunk consumer: %w", err)
 		}
 	default:
-		f.kept = true
+		f.reused = true
 	}
-	if !f.kept {
+	if !f.reused {
 		st.mu.Lock()
 		f.afterReread = st.reread[key]
 		delete(st.reread, key)
@@ -74,7 +74,7 @@ func (f *fileUpload) run(ctx context.Context) error {
 		return err
 	}
 	// Pull room for one chunk message of any size fetch may send (MaxChunkData
-	// and its headers); what is held for Drive is on top of that.
+	// and its headers); what is kept for Drive is on top of that.
 	iter, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(pullMessages, events.MaxChunkData+1<<20))
 	if err != nil {
 		return err
@@ -88,8 +88,8 @@ func (f *fileUpload) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, context.DeadlineExceeded) && f.kept && f.took == 0 {
-				// Chunks are waiting (that is why this worker runs), yet the kept
+			if errors.Is(err, context.DeadlineExceeded) && f.reused && f.took == 0 {
+				// Chunks are waiting (that is why this worker runs), yet the reused
 				// consumer hands out none: do not trust it again.
 				return fmt.Errorf("%w: it delivered nothing for UPLOAD_IDLE", errReread)
 			}
@@ -127,9 +127,8 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 	case gen > s.Generation:
 		// fetch started the file over: so do we, in a new session.
 		f.log.Info("file started over by fetch", "generation", gen)
-		f.dropHeld()
-		f.complete = nil
-		if err := f.up.Save(ctx, func(u *upState) { *u = upState{Generation: gen} }); err != nil {
+		f.dropKept()
+		if err := f.dropSession(ctx, dropNewGeneration, gen, false); err != nil {
 			return false, err
 		}
 	}
@@ -141,29 +140,29 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 	case end <= f.up.Get().Offset:
 		msg.Ack() // below what Drive holds: sent before
 		return false, nil
-	case off > f.heldEnd() && !f.afterReread:
-		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errGap, off, f.heldEnd())
-	case off > f.heldEnd():
+	case off > f.keptEnd() && !f.afterReread:
+		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errGap, off, f.keptEnd())
+	case off > f.keptEnd():
 		// Bytes are gone: this generation cannot complete; fetch sends a new one
 		// (and what is left of this one is acknowledged as older).
-		return false, fmt.Errorf("%w: chunk at %d, bytes end at %d", errRefetch, off, f.heldEnd())
+		return false, refetchFor(dropBytesGone, "chunk at %d, bytes end at %d", off, f.keptEnd())
 	}
 	f.mu.Lock()
-	f.held = append(f.held, held{msg: msg, off: off})
+	f.kept = append(f.kept, kept{msg: msg, off: off})
 	f.mu.Unlock()
 	if err := f.open(ctx); err != nil {
 		return false, err
 	}
 	if f.up.Get().Existing != "" || f.complete != nil {
-		return false, f.confirm(ctx, f.heldEnd()) // Drive has these bytes already
+		return false, f.confirm(ctx, f.keptEnd()) // Drive has these bytes already
 	}
 	if f.driveAt > f.up.Get().Offset {
 		// Stored before a crash kept us from saving so: confirmed now, not sent again.
-		if err := f.confirm(ctx, min(f.driveAt, f.heldEnd())); err != nil {
+		if err := f.confirm(ctx, min(f.driveAt, f.keptEnd())); err != nil {
 			return false, err
 		}
 	}
-	for f.heldEnd()-f.up.Get().Offset >= f.st.chunk {
+	for f.keptEnd()-f.up.Get().Offset >= f.st.chunk {
 		if err := f.send(ctx, f.st.chunk, -1); err != nil {
 			return false, err
 		}
@@ -171,22 +170,22 @@ func (f *fileUpload) take(ctx context.Context, msg jetstream.Msg) (bool, error) 
 	return false, nil
 }
 
-// heldEnd is where the bytes in hand end.
-func (f *fileUpload) heldEnd() int64 {
+// keptEnd is where the bytes in hand end.
+func (f *fileUpload) keptEnd() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.held) == 0 {
+	if len(f.kept) == 0 {
 		return f.up.Get().Offset
 	}
-	return f.held[len(f.held)-1].end()
+	return f.kept[len(f.kept)-1].end()
 }
 
-// reader is the held bytes [from, from+n).
+// reader is the kept bytes [from, from+n).
 func (f *fileUpload) reader(from, n int64) io.Reader {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var parts []io.Reader
-	for _, h := range f.held {
+	for _, h := range f.kept {
 		lo, hi := max(from, h.off), min(from+n, h.end())
 		if lo < hi {
 			parts = append(parts, bytes.NewReader(h.msg.Data()[lo-h.off:hi-h.off]))
@@ -203,17 +202,18 @@ func (f *fileUpload) confirm(ctx context.Context, upTo int64) error {
 	}
 	f.mu.Lock()
 	var done []jetstream.Msg
-	keep := f.held[:0]
-	for _, h := range f.held {
+	keep := f.kept[:0]
+	for _, h := range f.kept {
 		if h.end() <= upTo {
 			done = append(done, h.msg)
 		} else {
 			keep = append(keep, h)
 		}
 	}
-	f.held = keep
+	f.kept = keep
 	f.mu.Unlock()
-	if err := f.up.Save(ctx, func(u *upState) { u.Offset = upTo }); err != nil {
+	// Drive took bytes: the refusals before (if any) were cured by a new session.
+	if err := f.up.Save(ctx, func(u *upState) { u.Offset, u.Refusals = upTo, 0 }); err != nil {
 		return err
 	}
 	for _, m := range done {
@@ -222,21 +222,21 @@ func (f *fileUpload) confirm(ctx context.Context, upTo int64) error {
 	return nil
 }
 
-// dropHeld acknowledges the held messages unused: their bytes will come again.
-func (f *fileUpload) dropHeld() {
+// dropKept acknowledges the kept messages unused: their bytes will come again.
+func (f *fileUpload) dropKept() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, h := range f.held {
+	for _, h := range f.kept {
 		h.msg.Ack()
 	}
-	f.held = nil
+	f.kept = nil
 }
 
-// keepHeld tells JetStream the held messages are still being worked on.
-func (f *fileUpload) keepHeld() {
+// keptInProgress tells JetStream the kept messages are still being worked on.
+func (f *fileUpload) keptInProgress() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, h := range f.held {
+	for _, h := range f.kept {
 		h.msg.InProgress()
 	}
 }

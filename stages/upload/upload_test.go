@@ -219,9 +219,9 @@ func TestFileStartedOverWhileStoppedVerifies(t *testing.T) {
 	w.checkCopy(t, "over")
 }
 
-// Bytes missing from the chunk stream on a consumer kept from an earlier worker:
+// Bytes missing from the chunk stream on a consumer reused from an earlier worker:
 // first a fresh consumer reads the chunks again (an earlier worker's may still be
-// held by the old one); when they are truly gone, the file comes again from Zoom,
+// pending on the old one); when they are truly gone, the file comes again from Zoom,
 // once.
 func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
@@ -236,7 +236,7 @@ func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	w.checkCopy(t, "gap")
 	again := 0
 	for _, l := range s.Logs.Lines() {
-		if l["msg"] == "the consumer holds chunks back; reading them again with a new one" {
+		if l["msg"] == "the consumer withholds chunks; reading them again with a new one" {
 			again++
 		}
 	}
@@ -245,7 +245,7 @@ func TestMissingChunksAreReadAgainThenFetchedAgain(t *testing.T) {
 	}
 }
 
-// A kept consumer that hands out nothing although the file's chunks wait (here
+// A reused consumer that hands out nothing although the file's chunks wait (here
 // paused; a broker that lost track of it does the same) is replaced by a fresh one.
 func TestSilentConsumerIsReplaced(t *testing.T) {
 	w := newWorld(t, map[string]string{"UPLOAD_IDLE": "1s"})
@@ -425,28 +425,42 @@ func TestFolderRaceMakesNoTwins(t *testing.T) {
 	}
 }
 
+// Drive's daily upload cap pauses uploads and alerts once wherever Drive says it:
+// where a new upload starts (Drive's way: an upload under way finishes), or on a
+// chunk. Nothing more is started or sent while paused, and the file keeps its
+// attempts.
 func TestDailyCapPausesAndAlerts(t *testing.T) {
-	w := newWorld(t, nil)
-	w.drive.Inject(standins.DriveFault{Kind: "chunk", Status: 403, Reason: "userRateLimitExceeded", Message: "User rate limit exceeded.", Times: 100})
-	s := w.startUpload(t)
-	jobs := w.plan(t, board, spec{key: "cap", fileType: "MP4", ext: "MP4", size: 3 * mib})
-	w.feedAll(t, jobs)
-	waitFor(t, "alert", func() bool { return len(w.archiveEvents(t, "archive.alert.drive_daily_cap")) == 1 })
-	if metric(t, s, "zoomarchive_upload_paused") != 1 {
-		t.Error("pause not shown in metrics")
-	}
-	before := w.drive.Received()
-	time.Sleep(time.Second)
-	if w.drive.Received() != before {
-		t.Error("uploads went on during the pause")
-	}
-	var a events.Alert
-	json.Unmarshal(w.archiveEvents(t, "archive.alert.")[0].Data, &a)
-	if a.Until.Before(time.Now()) || !strings.Contains(a.Message, "750 GB") {
-		t.Errorf("alert %+v", a)
-	}
-	if j := w.job(t, "cap"); j.State == events.JobFailed || j.Mismatches != 0 {
-		t.Errorf("the cap must not count against the job: %+v", j)
+	for _, where := range []string{"init", "chunk"} {
+		t.Run("refused at "+where, func(t *testing.T) {
+			w := newWorld(t, nil)
+			w.drive.Inject(standins.DriveFault{Kind: where, Status: 403, Reason: "userRateLimitExceeded", Message: "User rate limit exceeded.", Times: 100})
+			s := w.startUpload(t)
+			jobs := w.plan(t, board, spec{key: "cap", fileType: "MP4", ext: "MP4", size: 3 * mib})
+			w.feedAll(t, jobs)
+			waitFor(t, "alert", func() bool { return len(w.archiveEvents(t, "archive.alert.drive_daily_cap")) == 1 })
+			if metric(t, s, "zoomarchive_upload_paused") != 1 {
+				t.Error("pause not shown in metrics")
+			}
+			// Drive would take uploads now: a stage that did not pause goes on.
+			w.drive.ClearFaults()
+			sessions, received := w.drive.Sessions(), w.drive.Received()
+			time.Sleep(time.Second)
+			if w.drive.Sessions() != sessions || w.drive.Received() != received {
+				t.Errorf("uploads went on during the pause: %d sessions, %d bytes, then %d, %d",
+					sessions, received, w.drive.Sessions(), w.drive.Received())
+			}
+			if n := strings.Count(s.Logs.String(), "upload interrupted"); n != 0 {
+				t.Errorf("the cap was taken for an interruption %d times", n)
+			}
+			var a events.Alert
+			json.Unmarshal(w.archiveEvents(t, "archive.alert.")[0].Data, &a)
+			if a.Until.Before(time.Now()) || !strings.Contains(a.Message, "750 GB") {
+				t.Errorf("alert %+v", a)
+			}
+			if j := w.job(t, "cap"); j.State == events.JobFailed || j.Mismatches != 0 {
+				t.Errorf("the cap must not count against the job: %+v", j)
+			}
+		})
 	}
 }
 
