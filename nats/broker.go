@@ -293,7 +293,7 @@ var credsCommand = config.Command{
 // serve runs s until ctx ends, then shuts it down cleanly; it follows the account
 // in authDir (an identity renewed).
 func serve(ctx context.Context, s *server.Server, log *slog.Logger, file, metricsAddr, authDir string, grace time.Duration, profiles bool) error {
-	go watchAccount(ctx, s, authDir, grace, log)
+	watchAccount(ctx, s, authDir, grace, log)
 	if metricsAddr != "off" {
 		reg := obs.Registry()
 		reg.MustRegister(newMetrics(s))

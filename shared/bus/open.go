@@ -94,7 +94,7 @@ func (c *Conn) Refused() error { return Refused(c.NC, c.cfg) }
 func (c *Conn) Up(ctx context.Context, fill func(*events.Heartbeat)) {
 	c.up.Store(true)
 	if c.cfg.held != nil {
-		go c.watchCreds(ctx)
+		c.watchCreds(ctx)
 	}
 	go Beat(ctx, c.JS, c.cfg.Identity, func(hb *events.Heartbeat) {
 		hb.Faults, hb.Credentials = c.Health.Faults(), c.Creds.all()

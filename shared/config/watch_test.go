@@ -93,3 +93,36 @@ func TestWatchFileLooksAtOnceOnSIGHUP(t *testing.T) {
 		}
 	}
 }
+
+// A change made right after WatchFile returns is reported: the content the
+// program started with is read before it returns (read later, in the watcher's
+// goroutine, such a change was taken for the start and never reported; the
+// hook's rotation test failed so under load).
+func TestWatchFileSeesAChangeRightAfterTheCall(t *testing.T) {
+	for i := range 50 {
+		path := filepath.Join(t.TempDir(), "secret")
+		if err := os.WriteFile(path, []byte("first"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan string, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		WatchFile(ctx, path, 5*time.Millisecond, func(content string, _ error) {
+			select {
+			case got <- content:
+			default:
+			}
+		})
+		if err := os.WriteFile(path, []byte("second"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case c := <-got:
+			if c != "second" {
+				t.Fatalf("try %d: reported %q, want second", i, c)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("try %d: the change right after the call was never reported", i)
+		}
+		cancel()
+	}
+}

@@ -339,11 +339,11 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	st.zoom.dailyLimit = func(until time.Time) { st.zoomDailyLimit(ctx, until) }
 	if rc.secretFile != "" {
 		cred := conn.FileCredential(events.CredentialZoomClient, rc.secretFile, "")
-		go config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) {
+		config.WatchFile(ctx, rc.secretFile, config.WatchEvery, func(secret string, err error) {
 			st.newClientSecret(ctx, cred, secret, err)
 		})
 	}
-	go rc.key.Watch(ctx, rc.keyFile, st.log, conn)
+	rc.key.Watch(ctx, rc.keyFile, st.log, conn)
 	if err := st.zoomReady(ctx); refusal(err) {
 		st.zoomRefused(ctx, err)
 		return fmt.Errorf("zoom refuses the app; fix it, then start fetch again: %w", err)

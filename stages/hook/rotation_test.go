@@ -31,6 +31,7 @@ func TestWebhookSecretRotationLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
+	t.Cleanup(func() { cancel(); wg.Wait() }) // a failed wait below ends the test: the sender stops first
 	go func() {
 		defer wg.Done()
 		for i := 0; ctx.Err() == nil; i++ {

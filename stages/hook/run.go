@@ -86,7 +86,7 @@ func (h *hook) serve(ctx context.Context, c runConf) error {
 	nc := conn.NC
 	if c.secretFile != "" {
 		cred := conn.FileCredential(events.CredentialWebhookSecret, c.secretFile, "")
-		go config.WatchFile(ctx, c.secretFile, config.WatchEvery, func(content string, err error) {
+		config.WatchFile(ctx, c.secretFile, config.WatchEvery, func(content string, err error) {
 			h.reloadSecrets(cred, content, err)
 		})
 	}

@@ -204,7 +204,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
-	go st.tokens.Watch(ctx, st.keyFile, st.log, conn)
+	st.tokens.Watch(ctx, st.keyFile, st.log, conn)
 	cons, err := st.js.CreateOrUpdateConsumer(ctx, events.StreamArchive, jetstream.ConsumerConfig{
 		Durable: events.ConsumerNotify, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 2 * time.Minute, MaxAckPending: 100,
 		FilterSubjects: []string{events.RecordingArchivedSubject(">"), events.FileFailedSubject(">"), events.AlertSubject(">")},

@@ -236,7 +236,7 @@ func (st *stage) serve(ctx context.Context, rc runConf) error {
 	}
 	defer conn.Close()
 	st.js, st.kv, st.health = conn.JS, conn.KV, conn.Health
-	go rc.key.Watch(ctx, rc.keyFile, st.log, conn)
+	rc.key.Watch(ctx, rc.keyFile, st.log, conn)
 	// Alerts a previous process left open are cleared by the first file verified.
 	for _, kind := range driveAlerts {
 		st.mayBeOpen.Store(kind, true)
