@@ -659,15 +659,8 @@ func (d *Drive) one(w http.ResponseWriter, r *http.Request, id string) {
 		d.permissions(w, r, file)
 		return
 	}
-	d.mu.Lock()
-	f, ok := d.files[id]
-	var copyF DriveFile
-	if ok {
-		copyF = *f
-	}
-	d.mu.Unlock()
+	copyF, ok := d.found(w, id)
 	if !ok {
-		driveError(w, 404, "notFound", "File not found: "+id+".")
 		return
 	}
 	switch r.Method {
@@ -1120,14 +1113,22 @@ func (d *Drive) Search(words string) []DriveFile {
 	return out
 }
 
+// found is a copy of file id, or false once it has answered 404 as Drive does.
+func (d *Drive) found(w http.ResponseWriter, id string) (DriveFile, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.files[id]
+	if !ok {
+		driveError(w, 404, "notFound", "File not found: "+id+".")
+		return DriveFile{}, false
+	}
+	return *f, true
+}
+
 // permissions is permissions.create (POST, with sendNotificationEmail, true unless
 // said) and permissions.list (GET) of a file or folder.
 func (d *Drive) permissions(w http.ResponseWriter, r *http.Request, id string) {
-	d.mu.Lock()
-	_, ok := d.files[id]
-	d.mu.Unlock()
-	if !ok {
-		driveError(w, 404, "notFound", "File not found: "+id+".")
+	if _, ok := d.found(w, id); !ok {
 		return
 	}
 	switch r.Method {
